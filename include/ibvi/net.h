@@ -1,0 +1,220 @@
+/*
+ * libibvi - networks and their layers.
+ *
+ * A network is a chain of layers built one call at a time: dense layers,
+ * each either deterministic (rank 0) or a variational low-rank Gaussian
+ * (rank R >= 1), and element-wise activations. ibvi_net_init() then freezes
+ * the architecture and draws the parameters from the prior of the chosen
+ * parameterization. The network's variational layers hold a Gaussian
+ * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (SPEC.md section 2).
+ *
+ * Threading: one network is used by one thread at a time (see common.h).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef IBVI_NET_H
+#define IBVI_NET_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A network. Created by ibvi_net_create(), released by ibvi_net_free(). */
+typedef struct ibvi_net ibvi_net;
+
+/* A layer of a network: a borrowed handle, valid as long as its network. */
+typedef struct ibvi_layer ibvi_layer;
+
+/* Parameterizations (SPEC.md section 3). muP is the library's default. */
+typedef enum ibvi_parameterization {
+    IBVI_PARAM_SP = 0,  /* standard: init 1/sqrt(fan_in), all lr multipliers 1 */
+    IBVI_PARAM_MUP = 1  /* maximal update: learning rates transfer across widths */
+} ibvi_parameterization;
+
+/* Layer kinds, as returned by ibvi_layer_get_kind(). */
+typedef enum ibvi_layer_kind {
+    IBVI_LAYER_DENSE = 0,
+    IBVI_LAYER_ACTIVATION = 1
+} ibvi_layer_kind;
+
+/* Element-wise activation functions. */
+typedef enum ibvi_activation {
+    IBVI_ACT_RELU = 1, /* max(0, x)            */
+    IBVI_ACT_TANH = 2, /* tanh(x)              */
+    IBVI_ACT_SILU = 3  /* x / (1 + exp(-x))    */
+} ibvi_activation;
+
+/* Role of a dense layer, from its position among the dense layers. A network
+ * with a single dense layer gives it IBVI_ROLE_SINGLE: both its fan-in and
+ * fan-out are fixed, so muP treats it like SP (init 1/sqrt(fan_in), lr x 1). */
+typedef enum ibvi_layer_role {
+    IBVI_ROLE_NONE = 0,   /* activation layers */
+    IBVI_ROLE_INPUT = 1,
+    IBVI_ROLE_HIDDEN = 2,
+    IBVI_ROLE_OUTPUT = 3,
+    IBVI_ROLE_SINGLE = 4
+} ibvi_layer_role;
+
+/* ---- Building ------------------------------------------------------------ */
+
+/* Creates an empty network that takes inputs of input_dim features.
+ * out: receives the new network, owned by the caller (free with
+ *      ibvi_net_free); set to NULL on failure.
+ * input_dim: > 0.
+ * allocator: NULL for malloc/free, or an allocator copied by the network and
+ *      used for all its memory and that of its optimizers.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG or IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_create(ibvi_net **out, int32_t input_dim,
+                             const ibvi_allocator *allocator);
+
+/* Releases a network and everything it owns. Accepts NULL. Optimizers
+ * created on the network must be freed first. */
+IBVI_API void ibvi_net_free(ibvi_net *net);
+
+/* Appends a dense layer y = x W^T + b with `outputs` units. rank = 0 makes it
+ * deterministic; rank R in [1, P] (P = outputs * inputs + outputs) makes it a
+ * variational low-rank Gaussian layer with a P x R covariance factor.
+ * Only before ibvi_net_init(). Returns IBVI_OK, IBVI_ERR_INVALID_ARG,
+ * IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank);
+
+/* Appends an element-wise activation (an ibvi_activation value). Only
+ * before ibvi_net_init(). */
+IBVI_API int ibvi_net_add_activation(ibvi_net *net, int32_t activation);
+
+/* Freezes the architecture (on the first call), allocates the parameters and
+ * draws them from the prior of `parameterization` (an ibvi_parameterization)
+ * with the generator seeded by `seed`: means W ~ N(0, sigma_w^2),
+ * b ~ N(0, 1), factor entries with the mean's std / sqrt(R). The sampling
+ * stream restarts at position 0. Calling it again re-draws the prior.
+ * Needs at least one dense layer, and the last layer must be dense.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_NOMEM
+ * (the network is unchanged on failure). */
+IBVI_API int ibvi_net_init(ibvi_net *net, int32_t parameterization,
+                           uint64_t seed);
+
+/* Number of BLIS threads this network uses for its kernels (default 1).
+ * threads >= 1. Results are reproducible for a fixed thread count. */
+IBVI_API int ibvi_net_set_threads(ibvi_net *net, int32_t threads);
+IBVI_API int32_t ibvi_net_threads(const ibvi_net *net);
+
+/* Pre-allocates the workspace for batches of up to max_rows inputs with up
+ * to max_samples weight samples, so later forward/backward/train calls
+ * allocate nothing. Without it the workspace grows on the first call that
+ * needs more. Only after ibvi_net_init(). */
+IBVI_API int ibvi_net_reserve(ibvi_net *net, int64_t max_rows,
+                              int32_t max_samples);
+
+/* ---- Queries (return the value, or a negative status for a bad handle) -- */
+
+IBVI_API int32_t ibvi_net_input_dim(const ibvi_net *net);
+/* Output size of the last dense layer; IBVI_ERR_STATE with no dense layer. */
+IBVI_API int32_t ibvi_net_output_dim(const ibvi_net *net);
+/* Number of layers, activations included. */
+IBVI_API int32_t ibvi_net_layer_count(const ibvi_net *net);
+/* 1 after a successful ibvi_net_init(), else 0. */
+IBVI_API int32_t ibvi_net_is_initialized(const ibvi_net *net);
+/* The parameterization given to ibvi_net_init(); IBVI_ERR_STATE before. */
+IBVI_API int32_t ibvi_net_parameterization(const ibvi_net *net);
+/* Number of noise values one weight sample draws: the sum of the ranks. */
+IBVI_API int32_t ibvi_net_noise_size(const ibvi_net *net);
+/* Number of trainable floats: sum over dense layers of P * (1 + R). */
+IBVI_API int64_t ibvi_net_param_count(const ibvi_net *net);
+
+/* The seed given to ibvi_net_init() and the position of the sampling stream
+ * (number of noise blocks drawn so far). Setting the position lets a resumed
+ * run draw the same samples as an uninterrupted one. */
+IBVI_API int ibvi_net_seed(const ibvi_net *net, uint64_t *seed);
+IBVI_API int ibvi_net_rng_position(const ibvi_net *net, uint64_t *position);
+IBVI_API int ibvi_net_set_rng_position(ibvi_net *net, uint64_t position);
+
+/* Borrows layer `index` (0-based, activations included).
+ * out: receives a handle owned by the network; never free it. */
+IBVI_API int ibvi_net_layer(ibvi_net *net, int32_t index, ibvi_layer **out);
+
+/* ---- Forward and backward ------------------------------------------------
+ * Inputs x are row-major n x input_dim floats. Outputs are row-major
+ * (samples * n) x output_dim floats, sample-major: row m * n + i holds input i
+ * under weight sample m. A deterministic network gives identical blocks.
+ * All buffers are borrowed for the duration of the call only. */
+
+/* Forward in training mode: draws `samples` (>= 1) noise vectors per
+ * variational layer from the network's generator (one z per layer per
+ * sample, shared by all rows) and caches what ibvi_net_backward() needs. */
+IBVI_API int ibvi_net_forward(ibvi_net *net, const float *x, int64_t n,
+                              int32_t samples, float *out);
+
+/* Forward with the mean network (z = 0): out has n rows. Also cached for
+ * backward (the factor gradient is then zero). */
+IBVI_API int ibvi_net_forward_mean(ibvi_net *net, const float *x, int64_t n,
+                                   float *out);
+
+/* Forward with caller-given noise: z holds samples * ibvi_net_noise_size()
+ * floats; for each sample, the variational layers' R values in layer order.
+ * z_len must equal that count. The generator is not advanced. */
+IBVI_API int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
+                                    int32_t samples, const float *z,
+                                    int64_t z_len, float *out);
+
+/* Copies the noise used by the last forward pass (samples * noise_size
+ * floats, layout as ibvi_net_forward_noise) into z; z_len must match. */
+IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
+
+/* Backward pass for the last forward: grad_out holds dL/d(out), rows x cols
+ * with rows = samples * n and cols = output_dim of that forward. Overwrites
+ * every layer's gradients: dL/dmu = sum_m g_m and dL/dS = sum_m g_m z_m^T,
+ * where g_m = dL/dtheta at weight sample m (the loss functions already divide
+ * by samples * n, which makes these the averages of SPEC.md section 2).
+ * Returns IBVI_ERR_STATE without a forward pass, IBVI_ERR_NONFINITE (and
+ * leaves the gradients unchanged) if grad_out holds NaN or infinity. */
+IBVI_API int ibvi_net_backward(ibvi_net *net, const float *grad_out,
+                               int64_t rows, int32_t cols);
+
+/* ---- Layers ----------------------------------------------------------------
+ * Parameters cross the API as copies. For a dense layer with `in` inputs,
+ * `out` outputs and rank R: the mean is theta = [W row-major (out x in); b],
+ * P = out * in + out floats; the factor S is row-major P x R (row p of S
+ * belongs to theta[p]). Getters and setters need ibvi_net_init() first. */
+
+/* IBVI_LAYER_DENSE or IBVI_LAYER_ACTIVATION, or a negative status. */
+IBVI_API int32_t ibvi_layer_get_kind(const ibvi_layer *layer);
+/* An ibvi_layer_role value, or a negative status. */
+IBVI_API int32_t ibvi_layer_get_role(const ibvi_layer *layer);
+/* The ibvi_activation of an activation layer; IBVI_ERR_INVALID_ARG else. */
+IBVI_API int32_t ibvi_layer_get_activation(const ibvi_layer *layer);
+/* Shapes: inputs, outputs and rank (0 for deterministic and activation
+ * layers); any output pointer may be NULL. */
+IBVI_API int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
+                              int32_t *outputs, int32_t *rank);
+/* P = outputs * inputs + outputs for dense layers, 0 for activations. */
+IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
+/* The prior's standard deviations of this dense layer's mean weights and
+ * biases (factor entries use these divided by sqrt(R)). */
+IBVI_API int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
+                                 float *bias_std);
+
+/* Copy the mean out of / into the layer; len must be P. The setter rejects
+ * NaN and infinity (IBVI_ERR_NONFINITE) and then changes nothing. */
+IBVI_API int ibvi_layer_get_mean(const ibvi_layer *layer, float *theta,
+                                 int64_t len);
+IBVI_API int ibvi_layer_set_mean(ibvi_layer *layer, const float *theta,
+                                 int64_t len);
+/* Copy the covariance factor out of / into the layer; len must be P * R and
+ * R >= 1 (IBVI_ERR_INVALID_ARG for deterministic layers). */
+IBVI_API int ibvi_layer_get_factor(const ibvi_layer *layer, float *factor,
+                                   int64_t len);
+IBVI_API int ibvi_layer_set_factor(ibvi_layer *layer, const float *factor,
+                                   int64_t len);
+/* Gradients of the last ibvi_net_backward(), same layouts (zeros before). */
+IBVI_API int ibvi_layer_get_grad_mean(const ibvi_layer *layer, float *grad,
+                                      int64_t len);
+IBVI_API int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
+                                        int64_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IBVI_NET_H */

@@ -1,0 +1,88 @@
+/*
+ * libibvi - optimizers and the one-call training step.
+ *
+ * An optimizer is bound to one network at creation and updates its means and
+ * covariance factors from the gradients of the last ibvi_net_backward().
+ * Each parameter's step size is the base learning rate times the multiplier
+ * its parameterization gives it (SPEC.md section 3): for a dense layer,
+ * weight and bias multipliers for the mean, and the same divided by R for the
+ * rows of the covariance factor. There is no weight decay and no KL term:
+ * IBVI relies on the implicit bias of the optimizer alone.
+ *
+ * Threading: an optimizer and its network form one unit; use both from one
+ * thread at a time.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef IBVI_OPTIMIZER_H
+#define IBVI_OPTIMIZER_H
+
+#include "common.h"
+#include "net.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ibvi_optimizer ibvi_optimizer;
+
+typedef enum ibvi_optimizer_kind {
+    IBVI_OPT_SGD = 0, /* v = momentum v + g;  theta -= lr_p v
+                         (Nesterov: theta -= lr_p (g + momentum v)) */
+    IBVI_OPT_ADAM = 1 /* Adam with bias correction, lr_p = lr x multiplier */
+} ibvi_optimizer_kind;
+
+/* Creates an optimizer of `kind` for an initialised network, with base
+ * learning rate lr > 0. SGD starts without momentum; Adam with beta1 = 0.9,
+ * beta2 = 0.999, eps = 1e-8. The network is borrowed and must outlive the
+ * optimizer; the optimizer's state uses the network's allocator.
+ * out: receives the optimizer, owned by the caller (ibvi_optimizer_free). */
+IBVI_API int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net,
+                                   int32_t kind, float lr);
+
+/* Releases an optimizer. Accepts NULL. */
+IBVI_API void ibvi_optimizer_free(ibvi_optimizer *opt);
+
+/* Base learning rate (> 0, finite); may change between steps (schedules). */
+IBVI_API int ibvi_optimizer_set_lr(ibvi_optimizer *opt, float lr);
+IBVI_API int ibvi_optimizer_get_lr(const ibvi_optimizer *opt, float *lr);
+
+/* SGD only: momentum in [0, 1) and nesterov 0 or 1. */
+IBVI_API int ibvi_optimizer_set_momentum(ibvi_optimizer *opt, float momentum,
+                                         int32_t nesterov);
+
+/* Adam only: beta1, beta2 in [0, 1), eps > 0. */
+IBVI_API int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1,
+                                     float beta2, float eps);
+
+/* Applies one update from the network's current gradients. Needs a
+ * ibvi_net_backward() since the network was initialised (IBVI_ERR_STATE). */
+IBVI_API int ibvi_optimizer_step(ibvi_optimizer *opt);
+
+/* Number of steps taken; a negative status for a NULL handle. */
+IBVI_API int64_t ibvi_optimizer_step_count(const ibvi_optimizer *opt);
+
+/* Zeroes the state (momentum, Adam moments, step count). */
+IBVI_API int ibvi_optimizer_reset(ibvi_optimizer *opt);
+
+/* The learning-rate multipliers of a dense layer's mean weights and biases
+ * for optimizer `kind` (the factor rows use these divided by R). */
+IBVI_API int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
+                                       float *weight_mult, float *bias_mult);
+
+/* One training step: forward with `samples` weight samples (>= 1, 1 is the
+ * paper's recipe), the loss of `loss_kind` (an ibvi_loss_kind, with labels
+ * or targets as in loss.h), backward and one optimizer update. opt must be
+ * bound to net. *loss receives the minibatch loss (may be NULL).
+ * A non-finite loss returns IBVI_ERR_NONFINITE and leaves the parameters and
+ * the optimizer's state untouched. */
+IBVI_API int ibvi_train_step(ibvi_net *net, ibvi_optimizer *opt,
+                             const float *x, int64_t n, int32_t samples,
+                             int32_t loss_kind, const int32_t *labels,
+                             const float *targets, float *loss);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IBVI_OPTIMIZER_H */

@@ -1,0 +1,64 @@
+/*
+ * libibvi - element-wise activations and their derivatives.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+
+#include "network.h"
+
+int ibvi__activation_valid(int32_t activation)
+{
+    return activation == IBVI_ACT_RELU || activation == IBVI_ACT_TANH ||
+           activation == IBVI_ACT_SILU;
+}
+
+static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void ibvi__activation_forward(int32_t activation, const float *input,
+                              float *output, int64_t count)
+{
+    switch (activation) {
+    case IBVI_ACT_RELU:
+        for (int64_t i = 0; i < count; i++)
+            output[i] = input[i] > 0.0f ? input[i] : 0.0f;
+        break;
+    case IBVI_ACT_TANH:
+        for (int64_t i = 0; i < count; i++)
+            output[i] = tanhf(input[i]);
+        break;
+    case IBVI_ACT_SILU:
+        for (int64_t i = 0; i < count; i++)
+            output[i] = input[i] * sigmoid(input[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+void ibvi__activation_backward(int32_t activation, const float *input,
+                               const float *grad_output, float *grad_input,
+                               int64_t count)
+{
+    switch (activation) {
+    case IBVI_ACT_RELU:
+        for (int64_t i = 0; i < count; i++)
+            grad_input[i] = input[i] > 0.0f ? grad_output[i] : 0.0f;
+        break;
+    case IBVI_ACT_TANH:
+        for (int64_t i = 0; i < count; i++) {
+            float t = tanhf(input[i]);
+            grad_input[i] = grad_output[i] * (1.0f - t * t);
+        }
+        break;
+    case IBVI_ACT_SILU:
+        /* d/dx x s(x) = s(x) (1 + x (1 - s(x))) */
+        for (int64_t i = 0; i < count; i++) {
+            float s = sigmoid(input[i]);
+            grad_input[i] = grad_output[i] * s * (1.0f + input[i] * (1.0f - s));
+        }
+        break;
+    default:
+        break;
+    }
+}

@@ -1,0 +1,47 @@
+/*
+ * libibvi - BLIS-backed kernels. The only file that includes blis.h.
+ *
+ * Every call carries its own BLIS runtime object (rntm_t) with the calling
+ * network's thread count, so one network's setting never changes another's
+ * nor the host's own BLIS calls.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <blis.h>
+
+#include "kernels.h"
+
+static void runtime_for(rntm_t *rntm, int32_t threads)
+{
+    bli_rntm_init(rntm);
+    bli_rntm_set_num_threads(threads > 0 ? threads : 1, rntm);
+}
+
+void ibvi__gemm(int32_t threads, int trans_a, int trans_b, int64_t m,
+                int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    /* BLIS takes non-const pointers but does not write A or B. */
+    bli_sgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+                 (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1,
+                 &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
+                const float *a, int64_t lda, const float *x, float beta,
+                float *y)
+{
+    if (m == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    bli_sgemv_ex(BLIS_NO_TRANSPOSE, BLIS_NO_CONJUGATE, (dim_t)m, (dim_t)n,
+                 &alpha, (float *)a, (inc_t)lda, 1, (float *)x, 1, &beta, y, 1,
+                 NULL, &rntm);
+}

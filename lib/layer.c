@@ -1,0 +1,165 @@
+/*
+ * libibvi - the layer handle: shapes, prior, and copies of parameters and
+ * gradients in and out.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <string.h>
+
+#include "network.h"
+
+int32_t ibvi_layer_get_kind(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_get_kind", layer);
+    return layer->kind;
+}
+
+int32_t ibvi_layer_get_role(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_get_role", layer);
+    return layer->role;
+}
+
+int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_get_activation", layer);
+    if (layer->kind != IBVI_LAYER_ACTIVATION)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "ibvi_layer_get_activation: not an activation layer");
+    return layer->activation;
+}
+
+int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
+                     int32_t *outputs, int32_t *rank)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_shape", layer);
+    if (inputs)
+        *inputs = layer->inputs;
+    if (outputs)
+        *outputs = layer->outputs;
+    if (rank)
+        *rank = layer->rank;
+    return IBVI_OK;
+}
+
+int64_t ibvi_layer_param_count(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_param_count", layer);
+    return layer->params;
+}
+
+/* Checks a dense, initialised layer and a buffer of `expected` floats. */
+static int check_buffer(const ibvi_layer *layer, const char *fn,
+                        const void *buffer, int64_t len, int64_t expected,
+                        const char *what)
+{
+    IBVI_CHECK_NOT_NULL(fn, layer);
+    int status = ibvi__net_check_ready(layer->net, fn);
+    if (status < 0)
+        return status;
+    if (layer->kind != IBVI_LAYER_DENSE)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: the layer is an activation; it has no %s", fn,
+                          what);
+    if (expected == 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: the layer is deterministic (rank 0); it has no "
+                          "%s", fn, what);
+    if (buffer == NULL)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: buffer is NULL", fn);
+    if (len != expected)
+        return ibvi__fail(IBVI_ERR_SHAPE, "%s: len = %lld, expected %lld", fn,
+                          (long long)len, (long long)expected);
+    return IBVI_OK;
+}
+
+int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
+                        float *bias_std)
+{
+    static const char fn[] = "ibvi_layer_init_std";
+    int status = check_buffer(layer, fn, weight_std, 1, 1, "prior");
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, bias_std);
+    *weight_std = layer->weight_std;
+    *bias_std = layer->bias_std;
+    return IBVI_OK;
+}
+
+static int copy_out(const ibvi_layer *layer, const char *fn, const float *src,
+                    float *dst, int64_t len, int64_t expected, const char *what)
+{
+    int status = check_buffer(layer, fn, dst, len, expected, what);
+    if (status < 0)
+        return status;
+    memcpy(dst, src, (size_t)len * sizeof(float));
+    return IBVI_OK;
+}
+
+static int copy_in(ibvi_layer *layer, const char *fn, const float *src,
+                   float *dst, int64_t len, int64_t expected, const char *what)
+{
+    int status = check_buffer(layer, fn, src, len, expected, what);
+    if (status < 0)
+        return status;
+    if (!ibvi__all_finite(src, len))
+        return ibvi__fail(IBVI_ERR_NONFINITE,
+                          "%s: the values hold NaN or infinity; the layer is "
+                          "unchanged", fn);
+    memcpy(dst, src, (size_t)len * sizeof(float));
+    /* The cached forward used the old parameters. */
+    layer->net->forward_valid = 0;
+    return IBVI_OK;
+}
+
+static int64_t factor_size(const ibvi_layer *layer)
+{
+    return layer ? layer->params * layer->rank : 0;
+}
+
+static int64_t mean_size(const ibvi_layer *layer)
+{
+    return layer ? layer->params : 0;
+}
+
+int ibvi_layer_get_mean(const ibvi_layer *layer, float *theta, int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_mean", layer ? layer->mean : NULL,
+                    theta, len, mean_size(layer), "mean");
+}
+
+int ibvi_layer_set_mean(ibvi_layer *layer, const float *theta, int64_t len)
+{
+    return copy_in(layer, "ibvi_layer_set_mean", theta,
+                   layer ? layer->mean : NULL, len, mean_size(layer), "mean");
+}
+
+int ibvi_layer_get_factor(const ibvi_layer *layer, float *factor, int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_factor",
+                    layer ? layer->factor : NULL, factor, len,
+                    factor_size(layer), "covariance factor");
+}
+
+int ibvi_layer_set_factor(ibvi_layer *layer, const float *factor, int64_t len)
+{
+    return copy_in(layer, "ibvi_layer_set_factor", factor,
+                   layer ? layer->factor : NULL, len, factor_size(layer),
+                   "covariance factor");
+}
+
+int ibvi_layer_get_grad_mean(const ibvi_layer *layer, float *grad,
+                             int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_grad_mean",
+                    layer ? layer->grad_mean : NULL, grad, len,
+                    mean_size(layer), "mean gradient");
+}
+
+int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
+                               int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_grad_factor",
+                    layer ? layer->grad_factor : NULL, grad, len,
+                    factor_size(layer), "factor gradient");
+}

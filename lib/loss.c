@@ -1,0 +1,156 @@
+/*
+ * libibvi - losses and their gradients (see include/ibvi/loss.h).
+ * Sums run in double so the mean over large batches keeps float precision.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+
+#include "ibvi/loss.h"
+#include "internal.h"
+
+/* Shared argument checks: rows a positive multiple of n, cols > 0. */
+static int check_shapes(const char *fn, const float *outputs, int64_t rows,
+                        int32_t cols, const void *targets, int64_t n,
+                        const float *loss)
+{
+    IBVI_CHECK_NOT_NULL(fn, outputs);
+    IBVI_CHECK_NOT_NULL(fn, targets);
+    IBVI_CHECK_NOT_NULL(fn, loss);
+    if (n <= 0 || rows <= 0 || cols <= 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: rows = %lld, cols = %d, n = %lld, expected all "
+                          "> 0", fn, (long long)rows, (int)cols, (long long)n);
+    if (rows % n != 0)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: rows = %lld is not a multiple of n = %lld "
+                          "(rows = samples * n)", fn, (long long)rows,
+                          (long long)n);
+    if (rows > INT64_MAX / cols)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: rows x cols overflows",
+                          fn);
+    return IBVI_OK;
+}
+
+static int finish(const char *fn, double total, int64_t rows, float *loss)
+{
+    *loss = (float)(total / (double)rows);
+    if (!isfinite(*loss))
+        return ibvi__fail(IBVI_ERR_NONFINITE,
+                          "%s: the loss is not finite (%g): check the inputs "
+                          "and the learning rate", fn, (double)*loss);
+    return IBVI_OK;
+}
+
+int ibvi_loss_softmax_xent(const float *logits, int64_t rows, int32_t classes,
+                           const int32_t *labels, int64_t n, float *loss,
+                           float *grad)
+{
+    static const char fn[] = "ibvi_loss_softmax_xent";
+    int status = check_shapes(fn, logits, rows, classes, labels, n, loss);
+    if (status < 0)
+        return status;
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: labels[%lld] = %d, expected 0..%d", fn,
+                              (long long)i, (int)labels[i], (int)classes - 1);
+    const double scale = 1.0 / (double)rows;
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *f = logits + r * classes;
+        const int32_t y = labels[r % n];
+        float max = f[0];
+        for (int32_t c = 1; c < classes; c++)
+            if (f[c] > max)
+                max = f[c];
+        double sum = 0.0;
+        for (int32_t c = 0; c < classes; c++)
+            sum += exp((double)f[c] - max);
+        const double log_sum = log(sum) + max;
+        total += log_sum - f[y];
+        if (grad) {
+            float *g = grad + r * classes;
+            for (int32_t c = 0; c < classes; c++)
+                g[c] = (float)(exp((double)f[c] - log_sum) * scale);
+            g[y] -= (float)scale;
+        }
+    }
+    return finish(fn, total, rows, loss);
+}
+
+int ibvi_loss_squared(const float *outputs, int64_t rows, int32_t cols,
+                      const float *targets, int64_t n, float *loss,
+                      float *grad)
+{
+    static const char fn[] = "ibvi_loss_squared";
+    int status = check_shapes(fn, outputs, rows, cols, targets, n, loss);
+    if (status < 0)
+        return status;
+    const double scale = 2.0 / (double)rows;
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *f = outputs + r * cols;
+        const float *t = targets + (r % n) * cols;
+        for (int32_t j = 0; j < cols; j++) {
+            const double diff = (double)f[j] - t[j];
+            total += diff * diff;
+            if (grad)
+                grad[r * cols + j] = (float)(scale * diff);
+        }
+    }
+    return finish(fn, total, rows, loss);
+}
+
+int ibvi_loss_binary_xent(const float *logits, int64_t rows, int32_t cols,
+                          const float *targets, int64_t n, float *loss,
+                          float *grad)
+{
+    static const char fn[] = "ibvi_loss_binary_xent";
+    int status = check_shapes(fn, logits, rows, cols, targets, n, loss);
+    if (status < 0)
+        return status;
+    for (int64_t i = 0; i < n * cols; i++)
+        if (!(targets[i] >= 0.0f && targets[i] <= 1.0f))
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: targets[%lld] = %g, expected a value in "
+                              "[0, 1]", fn, (long long)i, (double)targets[i]);
+    const double scale = 1.0 / (double)rows;
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *f = logits + r * cols;
+        const float *t = targets + (r % n) * cols;
+        for (int32_t j = 0; j < cols; j++) {
+            const double x = f[j];
+            /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow. */
+            total += fmax(x, 0.0) + log1p(exp(-fabs(x))) - t[j] * x;
+            if (grad) {
+                const double sigmoid = x >= 0 ? 1.0 / (1.0 + exp(-x))
+                                              : exp(x) / (1.0 + exp(x));
+                grad[r * cols + j] = (float)(scale * (sigmoid - t[j]));
+            }
+        }
+    }
+    return finish(fn, total, rows, loss);
+}
+
+int ibvi_loss(int32_t kind, const float *outputs, int64_t rows, int32_t cols,
+              const int32_t *labels, const float *targets, int64_t n,
+              float *loss, float *grad)
+{
+    switch (kind) {
+    case IBVI_LOSS_SOFTMAX_XENT:
+        return ibvi_loss_softmax_xent(outputs, rows, cols, labels, n, loss,
+                                      grad);
+    case IBVI_LOSS_SQUARED:
+        return ibvi_loss_squared(outputs, rows, cols, targets, n, loss, grad);
+    case IBVI_LOSS_BINARY_XENT:
+        return ibvi_loss_binary_xent(outputs, rows, cols, targets, n, loss,
+                                     grad);
+    default:
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "ibvi_loss: kind = %d, expected IBVI_LOSS_SOFTMAX_XENT "
+                          "(0), IBVI_LOSS_SQUARED (1) or IBVI_LOSS_BINARY_XENT "
+                          "(2)", (int)kind);
+    }
+}

@@ -1,0 +1,124 @@
+/*
+ * libibvi - private layout of networks and layers, shared by net.c,
+ * layer.c, dense.c, activation.c, param.c, optimizer.c and train.c.
+ *
+ * Memory: a network owns two blocks from its allocator. The parameter block
+ * (allocated by ibvi_net_init) holds every dense layer's mean, factor and
+ * their gradients. The workspace block (grown by ibvi__net_reserve) holds
+ * the activations of one forward pass, the backward buffers, the sampled
+ * weights and the noise. Growing allocates the new block before releasing
+ * the old one, so a failed allocation leaves the network as it was.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef IBVI_NETWORK_H
+#define IBVI_NETWORK_H
+
+#include "ibvi/net.h"
+#include "ibvi/optimizer.h"
+#include "internal.h"
+#include "rng.h"
+
+struct ibvi_layer {
+    ibvi_net *net;
+    int32_t kind;        /* ibvi_layer_kind                               */
+    int32_t activation;  /* ibvi_activation (activation layers)           */
+    int32_t role;        /* ibvi_layer_role (dense layers, set at init)    */
+    int32_t inputs, outputs, rank;
+    int64_t params;      /* P = outputs * inputs + outputs (dense), else 0 */
+    int32_t noise_offset;/* where this layer's z starts in one noise sample */
+
+    /* Prior and learning-rate multipliers (param.c). */
+    float weight_std, bias_std;
+    float sgd_weight_mult, sgd_bias_mult, adam_weight_mult, adam_bias_mult;
+
+    /* In the parameter block (dense layers). */
+    float *mean;         /* P: [W row-major (outputs x inputs); b]          */
+    float *factor;       /* P x rank, row-major                           */
+    float *grad_mean;    /* P                                             */
+    float *grad_factor;  /* P x rank                                      */
+
+    /* In the workspace block. */
+    float *output;       /* rows x outputs of the last forward            */
+    float *sampled;      /* samples x P: theta_m = mu + S z_m (rank > 0)   */
+    float *sample_grad;  /* samples x P: g_m, when samples > 1 (rank > 0)  */
+};
+
+struct ibvi_net {
+    ibvi_allocator allocator;
+    int32_t input_dim;
+    int32_t layer_count, layer_capacity;
+    ibvi_layer **layers;
+
+    int32_t initialized;
+    int32_t parameterization;
+    uint64_t seed;
+    ibvi_rng noise_rng;
+    int32_t threads;
+    int32_t noise_size;
+    int32_t max_width;   /* widest of input_dim and all layer outputs       */
+    float *param_block;
+
+    /* Workspace, sized for ws_rows rows and ws_samples samples. */
+    float *ws_block;
+    int64_t ws_rows;
+    int32_t ws_samples;
+    float *input;        /* rows x input_dim: x repeated once per sample   */
+    float *grad_a, *grad_b; /* rows x max_width each: backward ping-pong  */
+    float *noise;        /* samples x noise_size: z of the last forward    */
+    float *loss_grad;    /* rows x output_dim: used by ibvi_train_step     */
+
+    /* The last forward pass, for backward. */
+    int32_t forward_valid;
+    int32_t forward_mean;   /* 1 when z = 0 (ibvi_net_forward_mean) */
+    int64_t forward_n;
+    int32_t forward_samples;
+    int32_t has_gradients;  /* a backward ran since init */
+};
+
+/* Grows the workspace to hold rows (= samples * n) rows and samples samples. */
+int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
+                      const char *fn);
+
+/* Checks a network handle for a call needing an initialised network. */
+int ibvi__net_check_ready(const ibvi_net *net, const char *fn);
+
+/* Runs the forward pass over net->input for the given noise (NULL = mean
+ * network); writes the last layer's output into out (may be NULL). */
+void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
+                           const float *noise, float *out);
+
+/* Forward with freshly drawn noise; out may be NULL (the result stays in the
+ * last layer's output). Checks arguments on behalf of `fn`. */
+int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
+                              int64_t n, int32_t samples, float *out);
+
+/* The network an optimizer is bound to (optimizer.c). */
+ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);
+
+/* Sets roles, prior stds and multipliers of every dense layer (param.c). */
+void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
+/* Draws every dense layer's mean and factor from the prior (param.c). */
+void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
+
+/* Dense layer passes (dense.c). rows = samples * n. input is rows x inputs.
+ * noise points at sample 0's z for this layer (stride noise_stride between
+ * samples) or is NULL for the mean network. */
+void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
+                         int32_t samples, const float *noise,
+                         int64_t noise_stride);
+/* grad_input may be NULL (first layer: dL/dx is not needed). */
+void ibvi__dense_backward(ibvi_layer *layer, const float *input,
+                          const float *grad_output, float *grad_input,
+                          int64_t n, int32_t samples, const float *noise,
+                          int64_t noise_stride);
+
+/* Activation passes (activation.c), element-wise over count values. */
+void ibvi__activation_forward(int32_t activation, const float *input,
+                              float *output, int64_t count);
+void ibvi__activation_backward(int32_t activation, const float *input,
+                               const float *grad_output, float *grad_input,
+                               int64_t count);
+int ibvi__activation_valid(int32_t activation);
+
+#endif /* IBVI_NETWORK_H */

@@ -1,0 +1,201 @@
+/*
+ * libibvi - forward and backward passes through a network.
+ *
+ * With M weight samples the network processes M * n rows: the input is
+ * repeated once per sample (block m = rows m*n .. m*n+n-1), each variational
+ * layer applies sample m's weights to block m, and deterministic layers see
+ * all blocks as one batch (one GEMM).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <string.h>
+
+#include "network.h"
+
+#define MAX_SAMPLES 65536
+
+static const float *layer_input(const ibvi_net *net, int32_t index)
+{
+    return index == 0 ? net->input : net->layers[index - 1]->output;
+}
+
+void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
+                           const float *noise, float *out)
+{
+    const int64_t rows = n * samples;
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        ibvi_layer *l = net->layers[i];
+        const float *input = layer_input(net, i);
+        if (l->kind == IBVI_LAYER_DENSE)
+            ibvi__dense_forward(l, input, n, samples,
+                                noise ? noise + l->noise_offset : NULL,
+                                net->noise_size);
+        else
+            ibvi__activation_forward(l->activation, input, l->output,
+                                     rows * l->outputs);
+    }
+    const ibvi_layer *last = net->layers[net->layer_count - 1];
+    if (out && out != last->output)
+        memcpy(out, last->output, (size_t)(rows * last->outputs) * sizeof(float));
+    net->forward_valid = 1;
+    net->forward_mean = noise == NULL;
+    net->forward_n = n;
+    net->forward_samples = samples;
+}
+
+/* Shared checks of the forward entry points; grows the workspace and copies
+ * x into it (once per sample). */
+static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
+                           int64_t n, int32_t samples, const float *out)
+{
+    int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, x);
+    (void)out; /* checked by the public entry points; NULL internally */
+    if (n <= 0 || n > INT64_MAX / MAX_SAMPLES / net->max_width)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: n = %lld, expected a batch of 1 or more rows",
+                          fn, (long long)n);
+    if (samples < 1 || samples > MAX_SAMPLES)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: samples = %d, expected 1..%d", fn, (int)samples,
+                          MAX_SAMPLES);
+    const int64_t count = n * net->input_dim;
+    if (!ibvi__all_finite(x, count))
+        return ibvi__fail(IBVI_ERR_NONFINITE,
+                          "%s: x holds NaN or infinity", fn);
+    status = ibvi__net_reserve(net, n * samples, samples, fn);
+    if (status < 0)
+        return status;
+    for (int32_t m = 0; m < samples; m++)
+        memcpy(net->input + m * count, x, (size_t)count * sizeof(float));
+    return IBVI_OK;
+}
+
+int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
+                              int64_t n, int32_t samples, float *out)
+{
+    int status = prepare_forward(net, fn, x, n, samples, out);
+    if (status < 0)
+        return status;
+    ibvi__rng_normal(&net->noise_rng, net->noise,
+                     (int64_t)samples * net->noise_size, 1.0f);
+    ibvi__net_run_forward(net, n, samples, net->noise, out);
+    return IBVI_OK;
+}
+
+int ibvi_net_forward(ibvi_net *net, const float *x, int64_t n,
+                     int32_t samples, float *out)
+{
+    static const char fn[] = "ibvi_net_forward";
+    if (net)
+        IBVI_CHECK_NOT_NULL(fn, out);
+    return ibvi__net_forward_sampled(net, fn, x, n, samples, out);
+}
+
+int ibvi_net_forward_mean(ibvi_net *net, const float *x, int64_t n, float *out)
+{
+    static const char fn[] = "ibvi_net_forward_mean";
+    if (net)
+        IBVI_CHECK_NOT_NULL(fn, out);
+    int status = prepare_forward(net, fn, x, n, 1, out);
+    if (status < 0)
+        return status;
+    ibvi__net_run_forward(net, n, 1, NULL, out);
+    return IBVI_OK;
+}
+
+int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
+                           int32_t samples, const float *z, int64_t z_len,
+                           float *out)
+{
+    static const char fn[] = "ibvi_net_forward_noise";
+    int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, z);
+    IBVI_CHECK_NOT_NULL(fn, out);
+    const int64_t expected = (int64_t)samples * net->noise_size;
+    if (samples >= 1 && z_len != expected)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: z_len = %lld, expected samples * noise_size = "
+                          "%lld", fn, (long long)z_len, (long long)expected);
+    if (samples >= 1 && !ibvi__all_finite(z, expected))
+        return ibvi__fail(IBVI_ERR_NONFINITE, "%s: z holds NaN or infinity",
+                          fn);
+    status = prepare_forward(net, fn, x, n, samples, out);
+    if (status < 0)
+        return status;
+    memcpy(net->noise, z, (size_t)expected * sizeof(float));
+    ibvi__net_run_forward(net, n, samples, net->noise, out);
+    return IBVI_OK;
+}
+
+int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len)
+{
+    static const char fn[] = "ibvi_net_last_noise";
+    int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, z);
+    if (!net->forward_valid)
+        return ibvi__fail(IBVI_ERR_STATE, "%s: no forward pass to report", fn);
+    const int64_t expected = (int64_t)net->forward_samples * net->noise_size;
+    if (z_len != expected)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: z_len = %lld, expected %lld (samples %d x "
+                          "noise_size %d)", fn, (long long)z_len,
+                          (long long)expected, (int)net->forward_samples,
+                          (int)net->noise_size);
+    if (net->forward_mean)
+        memset(z, 0, (size_t)expected * sizeof(float));
+    else
+        memcpy(z, net->noise, (size_t)expected * sizeof(float));
+    return IBVI_OK;
+}
+
+int ibvi_net_backward(ibvi_net *net, const float *grad_out, int64_t rows,
+                      int32_t cols)
+{
+    static const char fn[] = "ibvi_net_backward";
+    int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, grad_out);
+    if (!net->forward_valid)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: no forward pass to differentiate (call a "
+                          "forward function first)", fn);
+    const int64_t expected_rows = net->forward_n * net->forward_samples;
+    const int32_t width = net->layers[net->layer_count - 1]->outputs;
+    if (rows != expected_rows || cols != width)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: grad_out is %lld x %d, expected %lld x %d "
+                          "(rows of the last forward x output_dim)", fn,
+                          (long long)rows, (int)cols, (long long)expected_rows,
+                          (int)width);
+    if (!ibvi__all_finite(grad_out, rows * cols))
+        return ibvi__fail(IBVI_ERR_NONFINITE,
+                          "%s: grad_out holds NaN or infinity", fn);
+
+    const int64_t n = net->forward_n;
+    const int32_t samples = net->forward_samples;
+    const float *noise = net->forward_mean ? NULL : net->noise;
+    float *buffers[2] = {net->grad_a, net->grad_b};
+    const float *grad = grad_out;
+    for (int32_t i = net->layer_count - 1; i >= 0; i--) {
+        ibvi_layer *l = net->layers[i];
+        float *grad_input = i > 0 ? buffers[i & 1] : NULL;
+        if (l->kind == IBVI_LAYER_DENSE)
+            ibvi__dense_backward(l, layer_input(net, i), grad, grad_input, n,
+                                 samples, noise ? noise + l->noise_offset : NULL,
+                                 net->noise_size);
+        else if (grad_input)
+            ibvi__activation_backward(l->activation, layer_input(net, i), grad,
+                                      grad_input, rows * l->outputs);
+        grad = grad_input;
+    }
+    net->has_gradients = 1;
+    return IBVI_OK;
+}
