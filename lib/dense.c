@@ -17,7 +17,7 @@
 #include "network.h"
 
 /* Y (rows x out) = X W^T + b for one weight vector theta = [W; b]. */
-static void affine_forward(const ibvi_layer *layer, const float *theta,
+void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
                            const float *input, float *output, int64_t rows)
 {
     const int32_t in = layer->inputs, out = layer->outputs;
@@ -26,6 +26,14 @@ static void affine_forward(const ibvi_layer *layer, const float *theta,
         memcpy(output + r * out, bias, (size_t)out * sizeof(float));
     ibvi__gemm(layer->net->threads, 0, 1, rows, out, in, 1.0f, input, in,
                theta, in, 1.0f, output, out);
+}
+
+void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
+                                float *theta)
+{
+    memcpy(theta, layer->mean, (size_t)layer->params * sizeof(float));
+    ibvi__gemv(layer->net->threads, layer->params, layer->rank, 1.0f,
+               layer->factor, layer->rank, z, 1.0f, theta);
 }
 
 /* g = [dW; db] for one weight vector: dW = dY^T X, db = column sums of dY.
@@ -64,16 +72,13 @@ void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
 {
     const int64_t in = layer->inputs, out = layer->outputs;
     if (layer->rank == 0 || noise == NULL) {
-        affine_forward(layer, layer->mean, input, layer->output, n * samples);
+        ibvi__affine_forward(layer, layer->mean, input, layer->output, n * samples);
         return;
     }
     for (int32_t m = 0; m < samples; m++) {
         float *theta = layer->sampled + (int64_t)m * layer->params;
-        memcpy(theta, layer->mean, (size_t)layer->params * sizeof(float));
-        ibvi__gemv(layer->net->threads, layer->params, layer->rank, 1.0f,
-                   layer->factor, layer->rank, noise + m * noise_stride, 1.0f,
-                   theta);
-        affine_forward(layer, theta, input + m * n * in,
+        ibvi__dense_sample_weights(layer, noise + m * noise_stride, theta);
+        ibvi__affine_forward(layer, theta, input + m * n * in,
                        layer->output + m * n * out, n);
     }
 }

@@ -33,6 +33,22 @@ void ibvi__gemm(int32_t threads, int trans_a, int trans_b, int64_t m,
                  &beta, c, (inc_t)ldc, 1, NULL, &rntm);
 }
 
+void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *a, int64_t rs_a,
+                        int64_t cs_a, const float *b, int64_t rs_b,
+                        int64_t cs_b, float beta, float *c, int64_t rs_c,
+                        int64_t cs_c)
+{
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n,
+                 (dim_t)k, &alpha, (float *)a, (inc_t)rs_a, (inc_t)cs_a,
+                 (float *)b, (inc_t)rs_b, (inc_t)cs_b, &beta, c, (inc_t)rs_c,
+                 (inc_t)cs_c, NULL, &rntm);
+}
+
 void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
                 const float *a, int64_t lda, const float *x, float beta,
                 float *y)

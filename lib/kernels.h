@@ -17,6 +17,14 @@ void ibvi__gemm(int32_t threads, int trans_a, int trans_b, int64_t m,
                 int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
+/* The same with explicit row and column strides for each matrix (BLIS's
+ * general-stride interface); used where an operand is a strided view. */
+void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
+                        float alpha, const float *a, int64_t rs_a,
+                        int64_t cs_a, const float *b, int64_t rs_b,
+                        int64_t cs_b, float beta, float *c, int64_t rs_c,
+                        int64_t cs_c);
+
 /* y (m) = alpha * A x + beta * y, A row-major m x n. */
 void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
                 const float *a, int64_t lda, const float *x, float beta,

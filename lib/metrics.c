@@ -43,7 +43,8 @@ static void xsum_add(xsum *s, double x)
     double ip = floor(x);
     double frac = x - ip; /* exact */
     /* frac * 2^64 < 2^64 exactly; the conversion truncates below 2^-64. */
-    xsum_add_words(s, (uint64_t)ldexp(frac, 64), (uint64_t)ip, 0);
+    double scaled = ldexp(frac, 64);
+    xsum_add_words(s, (uint64_t)scaled, (uint64_t)ip, 0);
 }
 
 static void xsum_merge(xsum *s, const xsum *t)
@@ -58,7 +59,7 @@ static double xsum_value(const xsum *s)
            ldexp((double)s->w[2], 64);
 }
 
-/* ---- The accumulator ----------------------------------------------------- */
+/* ---- The accumulator --------------------------------------------------- */
 
 struct ibvi_metrics {
     ibvi_allocator allocator;
@@ -370,7 +371,7 @@ int ibvi_metrics_bins(const ibvi_metrics *m, int64_t *counts, double *accuracy,
     return IBVI_OK;
 }
 
-/* ---- AUROC ----------------------------------------------------------------- */
+/* ---- AUROC ------------------------------------------------------------- */
 
 static int cmp_float(const void *a, const void *b)
 {
@@ -392,7 +393,9 @@ int ibvi_auroc(double *out, const float *in_scores, int64_t n_in,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: n_out = %lld, expected > 0", fn,
                           (long long)n_out);
-    if ((uint64_t)n_in > SIZE_MAX / sizeof(float) - (uint64_t)n_out)
+    const uint64_t max_scores = SIZE_MAX / sizeof(float);
+    if ((uint64_t)n_in > max_scores ||
+        (uint64_t)n_out > max_scores - (uint64_t)n_in)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: n_in + n_out = %lld + %lld is too large", fn,
                           (long long)n_in, (long long)n_out);
@@ -447,7 +450,7 @@ int ibvi_auroc(double *out, const float *in_scores, int64_t n_in,
     return IBVI_OK;
 }
 
-/* ---- Entropy ----------------------------------------------------------------- */
+/* ---- Entropy ----------------------------------------------------------- */
 
 int ibvi_entropy(float *out, const float *probs, int64_t n, int32_t classes)
 {

@@ -96,6 +96,23 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
 /* The network an optimizer is bound to (optimizer.c). */
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);
 
+/* An optimizer's private state, for saving and loading (serialize.c). The
+ * hyper-parameters are copies; `state` points at the optimizer's own
+ * state_floats floats (SGD: velocity; Adam: first then second moments). */
+typedef struct ibvi__optimizer_info {
+    int32_t kind;
+    float lr, momentum;
+    int32_t nesterov;
+    float beta1, beta2, eps;
+    int64_t steps;
+    int64_t state_floats;
+    float *state;
+} ibvi__optimizer_info;
+void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
+                              ibvi__optimizer_info *out);
+/* Sets the step count (>= 0) of a restored optimizer. */
+void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps);
+
 /* Sets roles, prior stds and multipliers of every dense layer (param.c). */
 void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
 /* Draws every dense layer's mean and factor from the prior (param.c). */
@@ -107,6 +124,12 @@ void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
 void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
                          int32_t samples, const float *noise,
                          int64_t noise_stride);
+/* output (rows x outputs) = input W^T + b for theta = [W; b]. */
+void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
+                          const float *input, float *output, int64_t rows);
+/* theta (P) = mu + S z for one noise vector z (R values). */
+void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
+                                float *theta);
 /* grad_input may be NULL (first layer: dL/dx is not needed). */
 void ibvi__dense_backward(ibvi_layer *layer, const float *input,
                           const float *grad_output, float *grad_input,

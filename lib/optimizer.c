@@ -242,6 +242,21 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
 
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt) { return opt->net; }
 
+void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
+                              ibvi__optimizer_info *out)
+{
+    *out = (ibvi__optimizer_info){
+        .kind = opt->kind, .lr = opt->lr, .momentum = opt->momentum,
+        .nesterov = opt->nesterov, .beta1 = opt->beta1, .beta2 = opt->beta2,
+        .eps = opt->eps, .steps = opt->steps,
+        .state_floats = opt->state_floats, .state = opt->state};
+}
+
+void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps)
+{
+    opt->steps = steps;
+}
+
 int64_t ibvi_optimizer_step_count(const ibvi_optimizer *opt)
 {
     IBVI_CHECK_NOT_NULL("ibvi_optimizer_step_count", opt);

@@ -20,7 +20,7 @@ typedef struct ibvi_rng {
 } ibvi_rng;
 
 /* Stream ids used by the library. */
-enum { IBVI_STREAM_INIT = 1, IBVI_STREAM_NOISE = 2 };
+enum { IBVI_STREAM_INIT = 1, IBVI_STREAM_NOISE = 2, IBVI_STREAM_PREDICT = 3 };
 
 void ibvi__rng_seed(ibvi_rng *rng, uint64_t seed, uint32_t stream);
 

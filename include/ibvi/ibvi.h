@@ -13,6 +13,8 @@
  *   net.h        networks, layers, forward and backward passes
  *   loss.h       losses and their gradients
  *   optimizer.h  SGD (momentum, Nesterov), Adam, ibvi_train_step()
+ *   predictor.h  predictive averaging over K samples, ensembles
+ *   metrics.h    accuracy, NLL, Brier, ECE/MCE, OOD AUROC, entropy
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -51,5 +53,7 @@
 #include "net.h"
 #include "loss.h"
 #include "optimizer.h"
+#include "predictor.h"
+#include "metrics.h"
 
 #endif /* IBVI_IBVI_H */

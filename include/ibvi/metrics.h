@@ -60,7 +60,7 @@ extern "C" {
  * ibvi_metrics_create(), released by ibvi_metrics_free(). */
 typedef struct ibvi_metrics ibvi_metrics;
 
-/* ---- Accumulator ---------------------------------------------------------- */
+/* ---- Accumulator ------------------------------------------------------- */
 
 /* Creates an empty accumulator for `classes` classes.
  * out: receives the new accumulator, owned by the caller (free with
@@ -145,12 +145,13 @@ IBVI_API int ibvi_metrics_bins(const ibvi_metrics *m, int64_t *counts,
                                double *accuracy, double *confidence,
                                int32_t nbins);
 
-/* ---- Functions without a handle --------------------------------------------- */
+/* ---- Functions without a handle ---------------------------------------- */
 
 /* Area under the ROC curve for separating out-of-distribution points
  * (positives) from in-distribution points (negatives) by a score where
  * higher means "more likely out of distribution" (e.g. predictive entropy):
- *     AUROC = 1/(n_in n_out) sum_{i, j} (1[out_j > in_i] + 1/2 1[out_j = in_i]),
+ *     AUROC = 1/(n_in n_out)
+ *             sum_{i,j} (1[out_j > in_i] + 1/2 1[out_j = in_i]),
  * the probability that a random OOD point scores higher than a random
  * in-distribution point, ties counting one half. 1 is perfect separation,
  * 0.5 chance (or all scores tied), 0 perfectly reversed.

@@ -1,0 +1,129 @@
+/*
+ * libibvi - saving and loading networks (and their optimizers).
+ *
+ * A saved network holds everything needed to continue exactly where it
+ * stopped: the architecture, the parameterization, the seed, the position
+ * of the sampling stream, the thread count, every dense layer's mean and
+ * covariance factor and, optionally, an optimizer (its kind,
+ * hyper-parameters, step count and momentum or Adam moments). A network
+ * saved and loaded again predicts bit for bit like the original, and
+ * training resumed from a file with its optimizer gives bit for bit the
+ * parameters of an uninterrupted run with the same data.
+ *
+ * The file format (version 1) is little-endian on every host; floats are
+ * stored as their IEEE-754 binary32 bit patterns. Integers are unsigned
+ * unless marked "int" (two's complement).
+ *
+ *   offset  size  field
+ *   0       4     magic "IBVI"
+ *   4       4     format version (IBVI_FORMAT_VERSION)
+ *   8       8     file size in bytes, checksum included
+ *   16            sections, in this order, each one a 4-byte tag, an
+ *                 8-byte payload size and the payload:
+ *     "HEAD"  28 bytes: int32 input_dim, int32 parameterization,
+ *                 uint64 seed, uint64 position of the sampling stream
+ *                 (ibvi_net_rng_position), int32 threads
+ *     "ARCH"  4 + 16 L bytes: uint32 L (number of layers), then per layer
+ *                 int32 kind (ibvi_layer_kind), int32 activation (0 for
+ *                 dense layers), int32 outputs, int32 rank (0 for
+ *                 activations)
+ *     "PARM"  4 sum P (1 + R) bytes: per dense layer in order, the mean
+ *                 (P floats, [W row-major; b]) then the factor (P x R
+ *                 floats, row-major)
+ *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
+ *                 float lr, float momentum, int32 nesterov, float beta1,
+ *                 float beta2, float eps, int64 step count, uint64 S, then
+ *                 S state floats (SGD: velocity, S = parameter count;
+ *                 Adam: first then second moments, S = 2 x parameter
+ *                 count), in the order of ibvi_net_param_count's parameters:
+ *                 per dense layer, mean weights, mean biases, factor weight
+ *                 rows, factor bias rows
+ *   end-4   4     CRC-32 (IEEE 802.3, as zlib's crc32) of all bytes before it
+ *
+ * Loading checks, in order: the magic (IBVI_ERR_FORMAT), the version
+ * (IBVI_ERR_VERSION for a newer one), the recorded size against the actual
+ * size (IBVI_ERR_FORMAT: truncated or extended file), the checksum
+ * (IBVI_ERR_CHECKSUM), then every section's size and value: counts and
+ * shapes are validated against the bytes present before anything is
+ * allocated, and the network is rebuilt through the public API, so it meets
+ * every invariant a network built by hand meets. Parameters must be finite.
+ * Any failure returns IBVI_ERR_FORMAT (or one of the statuses above) with a
+ * message naming the problem, leaves *out (and *opt_out) NULL, and leaks
+ * nothing. A damaged file never crashes the loader or makes it read outside
+ * the bytes given.
+ *
+ * Threading: saving reads the network and optimizer (use them from one
+ * thread at a time, see common.h); loading creates new handles. The
+ * functions have no other state.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef IBVI_IO_H
+#define IBVI_IO_H
+
+#include "common.h"
+#include "net.h"
+#include "optimizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The format version this library writes; it reads this and older ones. */
+#define IBVI_FORMAT_VERSION 1
+
+/* Saves an initialised network and, if opt is not NULL, its optimizer (which
+ * must be bound to net) to the file `path`.
+ * The bytes go to a new temporary file "<path>.tmp.<pid>.<n>" in the same
+ * directory, which is flushed, synced to disk and then renamed over path:
+ * a crash or error at any point leaves either the old file or the complete
+ * new one. On failure the temporary file is removed and an existing file at
+ * path is untouched.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL net or path, opt bound to
+ * another network), IBVI_ERR_STATE (network not initialised) or IBVI_ERR_IO
+ * (the message gives the file and the system's reason). */
+IBVI_API int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
+                           const char *path);
+
+/* Loads a network (and optionally its optimizer) saved by ibvi_net_save().
+ * out: receives the new network, owned by the caller (ibvi_net_free); NULL
+ *      on failure.
+ * opt_out: NULL to skip the optimizer state stored in the file (if any); else
+ *      receives the optimizer bound to *out (owned by the caller; free it
+ *      before the network), or NULL when the file holds no optimizer (this
+ *      is not an error).
+ * allocator: as for ibvi_net_create(); also used for the file's bytes
+ *      while loading.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_IO (missing or unreadable
+ * file), IBVI_ERR_FORMAT, IBVI_ERR_VERSION, IBVI_ERR_CHECKSUM or
+ * IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_load(ibvi_net **out, ibvi_optimizer **opt_out,
+                           const char *path, const ibvi_allocator *allocator);
+
+/* ---- In memory (the same bytes as the file) ------------------------------ */
+
+/* *bytes receives the size of the file ibvi_net_save() would write for net
+ * and opt (opt may be NULL). */
+IBVI_API int ibvi_net_save_size(const ibvi_net *net, const ibvi_optimizer *opt,
+                                int64_t *bytes);
+
+/* Writes the bytes of the file into buf, which holds len bytes; len must be
+ * at least the size given by ibvi_net_save_size() (IBVI_ERR_SHAPE if
+ * smaller, and buf is then unchanged); exactly that many bytes are written.
+ * buf is borrowed for the duration of the call. */
+IBVI_API int ibvi_net_save_buffer(const ibvi_net *net,
+                                  const ibvi_optimizer *opt, uint8_t *buf,
+                                  int64_t len);
+
+/* Loads from the len bytes at buf (the whole file, nothing more), like
+ * ibvi_net_load(). buf is borrowed for the duration of the call; it need
+ * not be aligned. len = 0 is a format error. */
+IBVI_API int ibvi_net_load_buffer(ibvi_net **out, ibvi_optimizer **opt_out,
+                                  const uint8_t *buf, int64_t len,
+                                  const ibvi_allocator *allocator);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IBVI_IO_H */
