@@ -15,6 +15,11 @@ static void runtime_for(rntm_t *rntm, int32_t threads)
 {
     bli_rntm_init(rntm);
     bli_rntm_set_num_threads(threads > 0 ? threads : 1, rntm);
+    /* BLIS 0.9's small-matrix ("sup") kernels read a few floats past the end
+     * of their operands for some shapes and strides (upstream issues 635 and
+     * 824): found by guard-page tests of the predictor. The conventional
+     * path reads only what it should, so use it for every call. */
+    bli_rntm_disable_l3_sup(rntm);
 }
 
 void ibvi__gemm(int32_t threads, int trans_a, int trans_b, int64_t m,

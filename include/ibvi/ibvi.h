@@ -15,6 +15,8 @@
  *   optimizer.h  SGD (momentum, Nesterov), Adam, ibvi_train_step()
  *   predictor.h  predictive averaging over K samples, ensembles
  *   metrics.h    accuracy, NLL, Brier, ECE/MCE, OOD AUROC, entropy
+ *   io.h         saving and loading networks and optimizers
+ *   calibration.h temperature scaling: fit T, softmax(logits / T)
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -55,5 +57,7 @@
 #include "optimizer.h"
 #include "predictor.h"
 #include "metrics.h"
+#include "io.h"
+#include "calibration.h"
 
 #endif /* IBVI_IBVI_H */

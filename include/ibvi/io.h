@@ -25,8 +25,9 @@
  *                 (ibvi_net_rng_position), int32 threads
  *     "ARCH"  4 + 16 L bytes: uint32 L (number of layers), then per layer
  *                 int32 kind (ibvi_layer_kind), int32 activation (0 for
- *                 dense layers), int32 outputs, int32 rank (0 for
- *                 activations)
+ *                 dense layers), int32 outputs (for activations: their
+ *                 width, equal to the previous layer's outputs), int32 rank
+ *                 (0 for activations)
  *     "PARM"  4 sum P (1 + R) bytes: per dense layer in order, the mean
  *                 (P floats, [W row-major; b]) then the factor (P x R
  *                 floats, row-major)
@@ -46,7 +47,9 @@
  * (IBVI_ERR_CHECKSUM), then every section's size and value: counts and
  * shapes are validated against the bytes present before anything is
  * allocated, and the network is rebuilt through the public API, so it meets
- * every invariant a network built by hand meets. Parameters must be finite.
+ * every invariant a network built by hand meets. Parameters and optimizer
+ * state must be finite (and Adam's second moments >= 0); the optimizer's
+ * settings must be ones its setters accept.
  * Any failure returns IBVI_ERR_FORMAT (or one of the statuses above) with a
  * message naming the problem, leaves *out (and *opt_out) NULL, and leaks
  * nothing. A damaged file never crashes the loader or makes it read outside
@@ -78,7 +81,9 @@ extern "C" {
  * directory, which is flushed, synced to disk and then renamed over path:
  * a crash or error at any point leaves either the old file or the complete
  * new one. On failure the temporary file is removed and an existing file at
- * path is untouched.
+ * path is untouched. The new file has the default permissions (0666 minus
+ * the umask), not those of a file it replaces; a symbolic link at path is
+ * replaced, not followed.
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL net or path, opt bound to
  * another network), IBVI_ERR_STATE (network not initialised) or IBVI_ERR_IO
  * (the message gives the file and the system's reason). */
@@ -93,7 +98,8 @@ IBVI_API int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
  *      before the network), or NULL when the file holds no optimizer (this
  *      is not an error).
  * allocator: as for ibvi_net_create(); also used for the file's bytes
- *      while loading.
+ *      while loading (the whole file is read into memory, after its first
+ *      16 bytes have been checked).
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_IO (missing or unreadable
  * file), IBVI_ERR_FORMAT, IBVI_ERR_VERSION, IBVI_ERR_CHECKSUM or
  * IBVI_ERR_NOMEM. */

@@ -1,0 +1,605 @@
+/*
+ * mnist_train - the host-written training loop of the libibvi examples.
+ *
+ * Trains a standard network and an IBVI network (and, on request, a deep
+ * ensemble and temperature scaling) on an MNIST-style data set, then
+ * compares them on the test set, on a second data set as out-of-distribution
+ * inputs, and on seeded MNIST-C-style corruptions of the test set. Everything
+ * here is host code written against libibvi's public API only.
+ *
+ *   mnist_train --data data/fashion --ood data/mnist [options]
+ *
+ * Run with --help for the options.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ibvi/calibration.h>
+#include <ibvi/ibvi.h>
+#include <ibvi/io.h>
+
+#include "corrupt.h"
+#include "dataset.h"
+#include "report.h"
+
+#define MAX_HIDDEN 8
+
+typedef struct config {
+    const char *data_dir, *ood_dir, *json_path, *svg_path, *save_path;
+    char methods[128];
+    int32_t hidden[MAX_HIDDEN];
+    int hidden_count;
+    int32_t rank;
+    int32_t parameterization;
+    int epochs;
+    float lr, momentum;
+    int32_t batch;
+    int32_t train_samples;  /* M */
+    int32_t test_samples;   /* K */
+    int32_t ensemble;
+    uint64_t seed;
+    int32_t threads;
+    int64_t train_limit;
+    int64_t validation;
+    int progress;
+    int corruptions;
+} config;
+
+static void die(const char *what, int status)
+{
+    fprintf(stderr, "mnist_train: %s: %s (%s)\n", what,
+            ibvi_status_string(status), ibvi_last_error());
+    exit(1);
+}
+
+#define CHECK(call)                         \
+    do {                                    \
+        int status_ = (call);               \
+        if (status_ < 0)                    \
+            die(#call, status_);            \
+    } while (0)
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- options ------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "usage: mnist_train --data DIR [options]\n"
+        "  --data DIR          training/test IDX files (e.g. data/fashion)\n"
+        "  --ood DIR           out-of-distribution test set (e.g. data/mnist)\n"
+        "  --methods LIST      comma list of standard, ibvi, ensemble, temp\n"
+        "                      (default standard,ibvi,temp)\n"
+        "  --ensemble N        members of the deep ensemble (default 3)\n"
+        "  --width LIST        hidden widths, e.g. 256,256 (default)\n"
+        "  --rank R            covariance rank of first and last layer (10)\n"
+        "  --param mup|sp      parameterization (default mup)\n"
+        "  --epochs N          epochs (default 10)\n"
+        "  --lr X              base learning rate (default 0.05), cosine decay\n"
+        "  --momentum X        SGD momentum (default 0.9)\n"
+        "  --batch N           minibatch size (default 128)\n"
+        "  --train-samples M   weight samples per training step (default 1)\n"
+        "  --test-samples K    weight samples at test time (default 32)\n"
+        "  --seed N            seed of everything (default 1)\n"
+        "  --threads N         BLIS threads per network (default 2)\n"
+        "  --train-limit N     use only the first N training images\n"
+        "  --validation N      held-out training images for temperature\n"
+        "                      scaling (default count/12)\n"
+        "  --no-corruptions    skip the corrupted test sets\n"
+        "  --no-progress       no progress bar\n"
+        "  --json FILE         write all results as JSON (docs/json-schema.md)\n"
+        "  --svg FILE          write reliability diagrams as SVG\n"
+        "  --save FILE         save the trained IBVI network\n");
+}
+
+static int parse_widths(config *c, const char *text)
+{
+    c->hidden_count = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        long w = strtol(tok, NULL, 10);
+        if (w <= 0 || w > 1000000 || c->hidden_count == MAX_HIDDEN)
+            return -1;
+        c->hidden[c->hidden_count++] = (int32_t)w;
+    }
+    return c->hidden_count > 0 ? 0 : -1;
+}
+
+static int has_method(const config *c, const char *name)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", c->methods);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (strcmp(tok, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int known_methods(const config *c)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", c->methods);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (strcmp(tok, "standard") && strcmp(tok, "ibvi") &&
+            strcmp(tok, "ensemble") && strcmp(tok, "temp"))
+            return 0;
+    return 1;
+}
+
+static void parse_options(config *c, int argc, char **argv)
+{
+    *c = (config){.data_dir = NULL, .rank = 10,
+                  .parameterization = IBVI_PARAM_MUP, .epochs = 10,
+                  .lr = 0.05f, .momentum = 0.9f, .batch = 128,
+                  .train_samples = 1, .test_samples = 32, .ensemble = 3,
+                  .seed = 1, .threads = 2, .validation = -1,
+                  .progress = isatty(STDERR_FILENO), .corruptions = 1};
+    snprintf(c->methods, sizeof c->methods, "standard,ibvi,temp");
+    parse_widths(c, "256,256");
+    static const struct option options[] = {
+        {"data", required_argument, 0, 'd'}, {"ood", required_argument, 0, 'o'},
+        {"methods", required_argument, 0, 'm'},
+        {"ensemble", required_argument, 0, 'E'},
+        {"width", required_argument, 0, 'w'}, {"rank", required_argument, 0, 'r'},
+        {"param", required_argument, 0, 'p'}, {"epochs", required_argument, 0, 'e'},
+        {"lr", required_argument, 0, 'l'}, {"momentum", required_argument, 0, 'M'},
+        {"batch", required_argument, 0, 'b'},
+        {"train-samples", required_argument, 0, 'T'},
+        {"test-samples", required_argument, 0, 'K'},
+        {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
+        {"train-limit", required_argument, 0, 'L'},
+        {"validation", required_argument, 0, 'V'},
+        {"no-corruptions", no_argument, 0, 'C'},
+        {"no-progress", no_argument, 0, 'P'}, {"json", required_argument, 0, 'j'},
+        {"svg", required_argument, 0, 'g'}, {"save", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        switch (opt) {
+        case 'd': c->data_dir = optarg; break;
+        case 'o': c->ood_dir = optarg; break;
+        case 'm': snprintf(c->methods, sizeof c->methods, "%s", optarg); break;
+        case 'E': c->ensemble = atoi(optarg); break;
+        case 'w':
+            if (parse_widths(c, optarg) < 0) {
+                fprintf(stderr, "mnist_train: bad --width %s\n", optarg);
+                exit(2);
+            }
+            break;
+        case 'r': c->rank = atoi(optarg); break;
+        case 'p':
+            if (strcmp(optarg, "mup") && strcmp(optarg, "sp")) {
+                fprintf(stderr, "mnist_train: --param is mup or sp\n");
+                exit(2);
+            }
+            c->parameterization = strcmp(optarg, "mup") == 0 ? IBVI_PARAM_MUP
+                                                             : IBVI_PARAM_SP;
+            break;
+        case 'e': c->epochs = atoi(optarg); break;
+        case 'l': c->lr = strtof(optarg, NULL); break;
+        case 'M': c->momentum = strtof(optarg, NULL); break;
+        case 'b': c->batch = atoi(optarg); break;
+        case 'T': c->train_samples = atoi(optarg); break;
+        case 'K': c->test_samples = atoi(optarg); break;
+        case 's': c->seed = strtoull(optarg, NULL, 10); break;
+        case 't': c->threads = atoi(optarg); break;
+        case 'L': c->train_limit = atoll(optarg); break;
+        case 'V': c->validation = atoll(optarg); break;
+        case 'C': c->corruptions = 0; break;
+        case 'P': c->progress = 0; break;
+        case 'j': c->json_path = optarg; break;
+        case 'g': c->svg_path = optarg; break;
+        case 'S': c->save_path = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
+        }
+    }
+    if (!c->data_dir || c->epochs < 0 || c->batch < 1 || c->ensemble < 1 ||
+        c->ensemble > REPORT_MAX_METHODS || c->rank < 0 || !known_methods(c)) {
+        usage(stderr);
+        exit(2);
+    }
+}
+
+/* ---- the host's training loop ---------------------------------------------- */
+
+/* splitmix64: the host's own shuffling generator. */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void shuffle(int64_t *order, int64_t n, uint64_t *state)
+{
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(next_random(state) % (uint64_t)(i + 1));
+        int64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+/* 784-W-...-W-10 with ReLU; rank on the first and last layers (0: standard). */
+static ibvi_net *build_network(const config *c, int32_t input_dim,
+                               int32_t classes, int32_t rank, uint64_t seed)
+{
+    ibvi_net *net;
+    CHECK(ibvi_net_create(&net, input_dim, NULL));
+    for (int i = 0; i < c->hidden_count; i++) {
+        CHECK(ibvi_net_add_dense(net, c->hidden[i], i == 0 ? rank : 0));
+        CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    }
+    CHECK(ibvi_net_add_dense(net, classes, rank));
+    CHECK(ibvi_net_init(net, c->parameterization, seed));
+    CHECK(ibvi_net_set_threads(net, c->threads));
+    return net;
+}
+
+static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
+                         int64_t total, double loss, double rate)
+{
+    const int width = 30;
+    int filled = (int)(width * done / (total ? total : 1));
+    fprintf(stderr, "\r%-12s epoch %2d/%-2d [", name, epoch, epochs);
+    for (int i = 0; i < width; i++)
+        fputc(i < filled ? '#' : '.', stderr);
+    fprintf(stderr, "] %3d%%  loss %.4f  %6.0f img/s", (int)(100 * done / total),
+            loss, rate);
+}
+
+/* Trains with SGD + momentum and a cosine learning-rate schedule; returns
+ * the training time in seconds. */
+static double train_network(ibvi_net *net, const config *c, const dataset *train,
+                            const char *name, uint64_t seed)
+{
+    ibvi_optimizer *opt;
+    CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, c->lr));
+    CHECK(ibvi_optimizer_set_momentum(opt, c->momentum, 0));
+    CHECK(ibvi_net_reserve(net, c->batch, c->train_samples));
+
+    int64_t *order = malloc((size_t)train->count * sizeof *order);
+    float *x = malloc((size_t)c->batch * train->dim * sizeof *x);
+    int32_t *y = malloc((size_t)c->batch * sizeof *y);
+    if (!order || !x || !y) {
+        fprintf(stderr, "mnist_train: out of memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < train->count; i++)
+        order[i] = i;
+    uint64_t shuffle_state = seed;
+    const int64_t steps_per_epoch = (train->count + c->batch - 1) / c->batch;
+    const double total_steps = (double)steps_per_epoch * c->epochs;
+    const double start = now_seconds();
+    int64_t step = 0;
+    for (int epoch = 1; epoch <= c->epochs; epoch++) {
+        shuffle(order, train->count, &shuffle_state);
+        double loss_sum = 0, epoch_start = now_seconds();
+        int64_t seen = 0;
+        for (int64_t b = 0; b < train->count; b += c->batch) {
+            const int64_t n = train->count - b < c->batch ? train->count - b
+                                                          : c->batch;
+            for (int64_t i = 0; i < n; i++) {
+                memcpy(x + i * train->dim, train->images + order[b + i] * train->dim,
+                       (size_t)train->dim * sizeof *x);
+                y[i] = train->labels[order[b + i]];
+            }
+            const double progress = (double)step++ / total_steps;
+            CHECK(ibvi_optimizer_set_lr(
+                opt, (float)(c->lr * 0.5 * (1.0 + cos(3.14159265358979 * progress)))));
+            float loss;
+            CHECK(ibvi_train_step(net, opt, x, n, c->train_samples,
+                                  IBVI_LOSS_SOFTMAX_XENT, y, NULL, &loss));
+            loss_sum += loss * (double)n;
+            seen += n;
+            if (c->progress && (b / c->batch) % 20 == 0)
+                progress_bar(name, epoch, c->epochs, seen, train->count,
+                             loss_sum / seen, seen / (now_seconds() - epoch_start));
+        }
+        const double rate = seen / (now_seconds() - epoch_start);
+        if (c->progress) {
+            progress_bar(name, epoch, c->epochs, seen, train->count,
+                         loss_sum / seen, rate);
+            fputc('\n', stderr);
+        } else {
+            fprintf(stderr, "%-12s epoch %2d/%-2d loss %.4f  %6.0f img/s\n", name,
+                    epoch, c->epochs, loss_sum / seen, rate);
+        }
+    }
+    const double seconds = now_seconds() - start;
+    free(order);
+    free(x);
+    free(y);
+    ibvi_optimizer_free(opt);
+    return seconds;
+}
+
+/* ---- evaluation ------------------------------------------------------------ */
+
+enum { CHUNK = 1000 };
+
+static scores read_scores(const ibvi_metrics *m)
+{
+    scores s;
+    CHECK(ibvi_metrics_accuracy(m, &s.accuracy));
+    CHECK(ibvi_metrics_nll(m, &s.nll));
+    CHECK(ibvi_metrics_ece(m, &s.ece));
+    CHECK(ibvi_metrics_mce(m, &s.mce));
+    CHECK(ibvi_metrics_brier(m, &s.brier));
+    return s;
+}
+
+/* Runs the predictor over a data set (corrupted with `corruption` unless it
+ * is CORRUPT_IDENTITY) into metrics and, if entropy is not NULL, the
+ * predictive entropy of every image. */
+static void predict_set(ibvi_predictor *pred, const dataset *d, int corruption,
+                        uint64_t seed, ibvi_metrics *metrics, float *entropy)
+{
+    const int32_t classes = d->classes;
+    float *probs = malloc((size_t)CHUNK * classes * sizeof *probs);
+    float *images = malloc((size_t)CHUNK * d->dim * sizeof *images);
+    if (!probs || !images) {
+        fprintf(stderr, "mnist_train: out of memory\n");
+        exit(1);
+    }
+    for (int64_t start = 0; start < d->count; start += CHUNK) {
+        const int64_t n = d->count - start < CHUNK ? d->count - start : CHUNK;
+        const float *x = d->images + start * d->dim;
+        if (corruption != CORRUPT_IDENTITY) {
+            int status = corrupt_apply_ex(corruption, x, images, n, d->rows,
+                                          d->cols, seed, start);
+            if (status < 0) {
+                fprintf(stderr, "mnist_train: corruption %s failed\n",
+                        corrupt_name(corruption));
+                exit(1);
+            }
+            x = images;
+        }
+        CHECK(ibvi_predictor_run(pred, x, n, probs,
+                                 entropy ? entropy + start : NULL, NULL, NULL));
+        if (metrics)
+            CHECK(ibvi_metrics_add(metrics, probs, n, d->labels + start));
+    }
+    free(probs);
+    free(images);
+}
+
+/* The corruptions evaluated (SPEC.md section 7 lists their definitions). */
+static const int evaluated_corruptions[] = {
+    CORRUPT_ROTATE, CORRUPT_SHEAR, CORRUPT_SCALE, CORRUPT_TRANSLATE,
+    CORRUPT_BRIGHTNESS, CORRUPT_STRIPE, CORRUPT_SHOT_NOISE,
+    CORRUPT_IMPULSE_NOISE};
+#define EVALUATED_CORRUPTIONS \
+    (int)(sizeof evaluated_corruptions / sizeof evaluated_corruptions[0])
+
+static void evaluate(ibvi_predictor *pred, const config *c, const dataset *test,
+                     const dataset *ood, method_result *out)
+{
+    ibvi_metrics *metrics;
+    CHECK(ibvi_metrics_create(&metrics, test->classes, NULL));
+    float *in_entropy = malloc((size_t)test->count * sizeof(float));
+    float *out_entropy = ood ? malloc((size_t)ood->count * sizeof(float)) : NULL;
+    if (!in_entropy || (ood && !out_entropy)) {
+        fprintf(stderr, "mnist_train: out of memory\n");
+        exit(1);
+    }
+    predict_set(pred, test, CORRUPT_IDENTITY, 0, metrics, in_entropy);
+    out->test = read_scores(metrics);
+    CHECK(ibvi_metrics_bins(metrics, out->bin_counts, out->bin_accuracy,
+                            out->bin_confidence, IBVI_METRICS_BINS));
+    out->ood_auroc = NAN;
+    if (ood) {
+        predict_set(pred, ood, CORRUPT_IDENTITY, 0, NULL, out_entropy);
+        CHECK(ibvi_auroc(&out->ood_auroc, in_entropy, test->count, out_entropy,
+                         ood->count));
+    }
+    out->corruption_count = 0;
+    for (int k = 0; c->corruptions && k < EVALUATED_CORRUPTIONS; k++) {
+        CHECK(ibvi_metrics_reset(metrics));
+        predict_set(pred, test, evaluated_corruptions[k], c->seed + 1000 + k,
+                    metrics, NULL);
+        out->corruption[out->corruption_count++] = read_scores(metrics);
+    }
+    free(in_entropy);
+    free(out_entropy);
+    ibvi_metrics_free(metrics);
+}
+
+/* Temperature scaling: T fitted on the validation logits of the mean net. */
+static float fit_temperature(ibvi_net *net, const dataset *validation)
+{
+    const int32_t classes = validation->classes;
+    float *logits = malloc((size_t)validation->count * classes * sizeof *logits);
+    if (!logits) {
+        fprintf(stderr, "mnist_train: out of memory\n");
+        exit(1);
+    }
+    for (int64_t start = 0; start < validation->count; start += CHUNK) {
+        const int64_t n = validation->count - start < CHUNK
+                              ? validation->count - start : CHUNK;
+        CHECK(ibvi_net_forward_mean(net, validation->images + start * validation->dim,
+                                    n, logits + start * classes));
+    }
+    float temperature;
+    CHECK(ibvi_temperature_fit(&temperature, logits, validation->count, classes,
+                               validation->labels));
+    free(logits);
+    return temperature;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static void load_or_die(dataset *d, const char *dir, const char *split)
+{
+    char err[512];
+    if (dataset_load(d, dir, split, err, sizeof err) < 0) {
+        fprintf(stderr, "mnist_train: %s\n(run examples/prepare_data.sh data "
+                        "first)\n", err);
+        exit(1);
+    }
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash && slash[1] ? slash + 1 : path;
+}
+
+static method_result *add_method(report *r, const char *name)
+{
+    method_result *m = &r->methods[r->method_count++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    m->temperature = 1.0;
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    config c;
+    parse_options(&c, argc, argv);
+    fprintf(stderr, "libibvi %s\n", ibvi_version_string());
+
+    dataset train, test, ood, validation;
+    load_or_die(&train, c.data_dir, "train");
+    load_or_die(&test, c.data_dir, "t10k");
+    if (c.ood_dir) {
+        load_or_die(&ood, c.ood_dir, "t10k");
+        if (ood.dim != train.dim) {
+            fprintf(stderr, "mnist_train: OOD images have %d pixels, training "
+                            "images %d\n", ood.dim, train.dim);
+            return 2;
+        }
+    }
+    if (c.train_limit > 0 && c.train_limit < train.count)
+        train.count = c.train_limit;
+    if (c.validation < 0)
+        c.validation = train.count / 12;
+    memset(&validation, 0, sizeof validation);
+    if (c.validation > 0 && dataset_take_tail(&validation, &train, c.validation) < 0) {
+        fprintf(stderr, "mnist_train: bad --validation %lld\n",
+                (long long)c.validation);
+        return 2;
+    }
+    test.classes = train.classes;
+    fprintf(stderr, "%s: %lld train, %lld validation, %lld test images; "
+                    "MLP %d", base_name(c.data_dir), (long long)train.count,
+            (long long)validation.count, (long long)test.count, train.dim);
+    for (int i = 0; i < c.hidden_count; i++)
+        fprintf(stderr, "-%d", c.hidden[i]);
+    fprintf(stderr, "-%d, %s, %d epochs, lr %g, batch %d, %d threads\n",
+            train.classes, c.parameterization == IBVI_PARAM_MUP ? "muP" : "SP",
+            c.epochs, (double)c.lr, c.batch, c.threads);
+
+    report r;
+    memset(&r, 0, sizeof r);
+    r.dataset = base_name(c.data_dir);
+    r.ood_dataset = c.ood_dir ? base_name(c.ood_dir) : "none";
+    for (int k = 0; c.corruptions && k < EVALUATED_CORRUPTIONS; k++)
+        r.corruption_names[r.corruption_count++] = corrupt_name(evaluated_corruptions[k]);
+    snprintf(r.config_json, sizeof r.config_json,
+             "{\"hidden\": \"%d x %d\", \"rank\": %d, \"parameterization\": "
+             "\"%s\", \"epochs\": %d, \"lr\": %g, \"momentum\": %g, \"batch\": "
+             "%d, \"train_samples\": %d, \"test_samples\": %d, \"seed\": %llu, "
+             "\"threads\": %d, \"train_images\": %lld, \"validation_images\": "
+             "%lld, \"ensemble\": %d}",
+             c.hidden_count, c.hidden[0], c.rank,
+             c.parameterization == IBVI_PARAM_MUP ? "mup" : "sp", c.epochs,
+             (double)c.lr, (double)c.momentum, c.batch, c.train_samples,
+             c.test_samples, (unsigned long long)c.seed, c.threads,
+             (long long)train.count, (long long)validation.count, c.ensemble);
+    const dataset *ood_set = c.ood_dir ? &ood : NULL;
+
+    /* Standard networks: member 0 is "standard", all are the ensemble. */
+    const int need_standard = has_method(&c, "standard") || has_method(&c, "temp") ||
+                              has_method(&c, "ensemble");
+    const int members = has_method(&c, "ensemble") ? c.ensemble : 1;
+    ibvi_net *standard[REPORT_MAX_METHODS] = {0};
+    double standard_seconds[REPORT_MAX_METHODS] = {0};
+    for (int i = 0; need_standard && i < members; i++) {
+        char name[32];
+        snprintf(name, sizeof name, i ? "member %d" : "standard", i);
+        standard[i] = build_network(&c, train.dim, train.classes, 0, c.seed + 100 * i);
+        standard_seconds[i] = train_network(standard[i], &c, &train, name,
+                                            c.seed + 100 * i + 7);
+    }
+    ibvi_predictor *pred;
+    if (has_method(&c, "standard")) {
+        CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
+        method_result *m = add_method(&r, "standard");
+        m->train_seconds = standard_seconds[0];
+        evaluate(pred, &c, &test, ood_set, m);
+        ibvi_predictor_free(pred);
+    }
+    if (has_method(&c, "temp")) {
+        if (validation.count == 0) {
+            fprintf(stderr, "mnist_train: temp needs --validation > 0\n");
+            return 2;
+        }
+        CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
+        method_result *m = add_method(&r, "temp-scaled");
+        m->temperature = fit_temperature(standard[0], &validation);
+        m->train_seconds = standard_seconds[0];
+        CHECK(ibvi_predictor_set_temperature(pred, (float)m->temperature));
+        evaluate(pred, &c, &test, ood_set, m);
+        ibvi_predictor_free(pred);
+    }
+    if (has_method(&c, "ensemble")) {
+        CHECK(ibvi_predictor_create_ensemble(&pred, standard, members, 1, c.seed));
+        char name[32];
+        snprintf(name, sizeof name, "ensemble-%d", members);
+        method_result *m = add_method(&r, name);
+        for (int i = 0; i < members; i++)
+            m->train_seconds += standard_seconds[i];
+        evaluate(pred, &c, &test, ood_set, m);
+        ibvi_predictor_free(pred);
+    }
+    if (has_method(&c, "ibvi")) {
+        ibvi_net *net = build_network(&c, train.dim, train.classes, c.rank, c.seed);
+        method_result *m = add_method(&r, "ibvi");
+        m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7);
+        CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
+        evaluate(pred, &c, &test, ood_set, m);
+        ibvi_predictor_free(pred);
+        if (c.save_path) {
+            CHECK(ibvi_net_save(net, NULL, c.save_path));
+            fprintf(stderr, "saved the IBVI network to %s\n", c.save_path);
+        }
+        ibvi_net_free(net);
+    }
+    for (int i = 0; i < members; i++)
+        ibvi_net_free(standard[i]);
+
+    report_print_table(&r, stdout);
+    if (c.json_path && report_write_json(&r, c.json_path) < 0) {
+        perror(c.json_path);
+        return 1;
+    }
+    if (c.svg_path && report_write_svg(&r, c.svg_path) < 0) {
+        perror(c.svg_path);
+        return 1;
+    }
+    dataset_free(&train);
+    dataset_free(&test);
+    dataset_free(&validation);
+    if (c.ood_dir)
+        dataset_free(&ood);
+    return 0;
+}

@@ -1,0 +1,194 @@
+/*
+ * report.c - see report.h.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "report.h"
+
+scores report_corruption_mean(const method_result *m)
+{
+    scores mean = {0, 0, 0, 0, 0};
+    if (m->corruption_count == 0)
+        return mean;
+    for (int c = 0; c < m->corruption_count; c++) {
+        mean.accuracy += m->corruption[c].accuracy;
+        mean.nll += m->corruption[c].nll;
+        mean.ece += m->corruption[c].ece;
+        mean.mce += m->corruption[c].mce;
+        mean.brier += m->corruption[c].brier;
+    }
+    mean.accuracy /= m->corruption_count;
+    mean.nll /= m->corruption_count;
+    mean.ece /= m->corruption_count;
+    mean.mce /= m->corruption_count;
+    mean.brier /= m->corruption_count;
+    return mean;
+}
+
+void report_print_table(const report *r, FILE *out)
+{
+    fprintf(out, "\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins\n",
+            r->dataset, r->ood_dataset);
+    fprintf(out, "%-12s %8s %8s %8s %8s %9s | %9s %9s %9s | %8s\n", "method",
+            "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "corr acc%",
+            "corr NLL", "corr ECE%", "train s");
+    for (int i = 0; i < r->method_count; i++) {
+        const method_result *m = &r->methods[i];
+        const scores c = report_corruption_mean(m);
+        fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f | %9.2f %9.4f %9.2f "
+                     "| %8.1f\n",
+                m->name, 100 * m->test.accuracy, m->test.nll, 100 * m->test.ece,
+                m->test.brier, m->ood_auroc, 100 * c.accuracy, c.nll,
+                100 * c.ece, m->train_seconds);
+    }
+    if (r->corruption_count == 0 || r->method_count == 0)
+        return;
+    fprintf(out, "\nPer corruption, NLL (accuracy %%):\n%-14s", "corruption");
+    for (int i = 0; i < r->method_count; i++)
+        fprintf(out, " %18s", r->methods[i].name);
+    fprintf(out, "\n");
+    for (int c = 0; c < r->corruption_count; c++) {
+        fprintf(out, "%-14s", r->corruption_names[c]);
+        for (int i = 0; i < r->method_count; i++)
+            fprintf(out, "   %7.4f (%6.2f)", r->methods[i].corruption[c].nll,
+                    100 * r->methods[i].corruption[c].accuracy);
+        fprintf(out, "\n");
+    }
+}
+
+static void json_scores(FILE *f, const scores *s)
+{
+    fprintf(f, "\"accuracy\": %.6f, \"nll\": %.6f, \"ece\": %.6f, "
+               "\"mce\": %.6f, \"brier\": %.6f",
+            s->accuracy, s->nll, s->ece, s->mce, s->brier);
+}
+
+static void json_array_i64(FILE *f, const int64_t *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%lld", i ? ", " : "", (long long)v[i]);
+    fputc(']', f);
+}
+
+static void json_array_f64(FILE *f, const double *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%.6f", i ? ", " : "", v[i]);
+    fputc(']', f);
+}
+
+static void json_method(FILE *f, const report *r, const method_result *m)
+{
+    fprintf(f, "    {\"name\": \"%s\", ", m->name);
+    json_scores(f, &m->test);
+    fprintf(f, ", \"ood_auroc\": %.6f, \"temperature\": %.6f, "
+               "\"train_seconds\": %.3f,\n",
+            m->ood_auroc, m->temperature, m->train_seconds);
+    fprintf(f, "     \"reliability\": {\"counts\": ");
+    json_array_i64(f, m->bin_counts, IBVI_METRICS_BINS);
+    fprintf(f, ", \"accuracy\": ");
+    json_array_f64(f, m->bin_accuracy, IBVI_METRICS_BINS);
+    fprintf(f, ", \"confidence\": ");
+    json_array_f64(f, m->bin_confidence, IBVI_METRICS_BINS);
+    fprintf(f, "},\n     \"corruptions\": {");
+    for (int c = 0; c < m->corruption_count; c++) {
+        fprintf(f, "%s\n       \"%s\": {", c ? "," : "", r->corruption_names[c]);
+        json_scores(f, &m->corruption[c]);
+        fprintf(f, "}");
+    }
+    const scores mean = report_corruption_mean(m);
+    fprintf(f, "},\n     \"corruption_mean\": {");
+    json_scores(f, &mean);
+    fprintf(f, "}}");
+}
+
+int report_write_json(const report *r, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "{\n  \"schema\": \"libibvi-mnist-train/1\",\n");
+    fprintf(f, "  \"dataset\": \"%s\",\n  \"ood_dataset\": \"%s\",\n",
+            r->dataset, r->ood_dataset);
+    fprintf(f, "  \"config\": %s,\n  \"methods\": [\n", r->config_json);
+    for (int i = 0; i < r->method_count; i++) {
+        json_method(f, r, &r->methods[i]);
+        fprintf(f, "%s\n", i + 1 < r->method_count ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* One reliability diagram: bars of accuracy per confidence bin, the gap to
+ * the diagonal shaded, bin counts as labels, ECE in the title. */
+static void svg_panel(FILE *f, const method_result *m, double x0, double y0)
+{
+    const double size = 300, left = 50, top = 40;
+    const double px = x0 + left, py = y0 + top;
+    const double bin_width = size / IBVI_METRICS_BINS;
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+               "font-weight='bold'>%s: ECE = %.2f%%</text>\n",
+            px + size / 2, y0 + 22, m->name, 100 * m->test.ece);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+               "fill='white' stroke='black'/>\n", px, py, size, size);
+    for (int t = 0; t <= 5; t++) {
+        const double v = t / 5.0;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' "
+                   "stroke='#ddd'/>\n", px, py + size - v * size, px + size,
+                py + size - v * size);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' "
+                   "text-anchor='end'>%.1f</text>\n", px - 5,
+                py + size - v * size + 4, v);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' "
+                   "text-anchor='middle'>%.1f</text>\n", px + v * size,
+                py + size + 15, v);
+    }
+    for (int b = 0; b < IBVI_METRICS_BINS; b++) {
+        if (m->bin_counts[b] == 0)
+            continue;
+        const double acc = m->bin_accuracy[b], conf = m->bin_confidence[b];
+        const double bx = px + b * bin_width;
+        fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+                   "fill='#4a78c2' stroke='#1f3f7a'><title>bin %d: %lld "
+                   "points, accuracy %.3f, confidence %.3f</title></rect>\n",
+                bx, py + size - acc * size, bin_width, acc * size, b,
+                (long long)m->bin_counts[b], acc, conf);
+        const double hi = acc > conf ? acc : conf, lo = acc > conf ? conf : acc;
+        fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+                   "fill='#e0474c' fill-opacity='0.45' stroke='#e0474c'/>\n",
+                bx, py + size - hi * size, bin_width, (hi - lo) * size);
+    }
+    fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='black' "
+               "stroke-dasharray='5,4'/>\n", px, py + size, px + size, py);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>"
+               "confidence (top-label probability)</text>\n",
+            px + size / 2, py + size + 34);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle' "
+               "transform='rotate(-90 %.1f %.1f)'>accuracy</text>\n",
+            x0 + 14, py + size / 2, x0 + 14, py + size / 2);
+}
+
+int report_write_svg(const report *r, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    const double panel_w = 380, panel_h = 400;
+    const double width = panel_w * (r->method_count ? r->method_count : 1);
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' "
+               "height='%.0f' font-family='sans-serif'>\n", width, panel_h + 30);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
+    fprintf(f, "<text x='10' y='%.0f' font-size='12'>Reliability on %s: blue "
+               "= accuracy per confidence bin, red = gap to the diagonal "
+               "(perfect calibration, dashed)</text>\n", panel_h + 20,
+            r->dataset);
+    for (int i = 0; i < r->method_count; i++)
+        svg_panel(f, &r->methods[i], i * panel_w, 0);
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0 ? 0 : -1;
+}

@@ -1,0 +1,53 @@
+/*
+ * report.h - the results of evaluating methods, printed as a table, written
+ * as JSON and drawn as reliability diagrams (SVG). Host code for examples.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef IBVI_EXAMPLES_REPORT_H
+#define IBVI_EXAMPLES_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <ibvi/metrics.h>
+
+#define REPORT_MAX_METHODS 8
+#define REPORT_MAX_CORRUPTIONS 16
+
+/* Metrics of one evaluation set. */
+typedef struct scores {
+    double accuracy, nll, ece, mce, brier;
+} scores;
+
+typedef struct method_result {
+    char name[32];
+    scores test;
+    double ood_auroc;
+    double train_seconds;
+    double temperature;            /* 1 unless fitted */
+    int64_t bin_counts[IBVI_METRICS_BINS];
+    double bin_accuracy[IBVI_METRICS_BINS];
+    double bin_confidence[IBVI_METRICS_BINS];
+    int corruption_count;
+    scores corruption[REPORT_MAX_CORRUPTIONS];
+} method_result;
+
+typedef struct report {
+    const char *dataset, *ood_dataset;
+    const char *corruption_names[REPORT_MAX_CORRUPTIONS];
+    int corruption_count;
+    int method_count;
+    method_result methods[REPORT_MAX_METHODS];
+    char config_json[1024];        /* a JSON object describing the run */
+} report;
+
+/* Mean of the corruption scores of one method. */
+scores report_corruption_mean(const method_result *m);
+
+void report_print_table(const report *r, FILE *out);
+/* Return 0, or -1 with errno set when the file cannot be written. */
+int report_write_json(const report *r, const char *path);
+int report_write_svg(const report *r, const char *path);
+
+#endif /* IBVI_EXAMPLES_REPORT_H */

@@ -1,0 +1,1121 @@
+/*
+ * libibvi - saving and loading networks and optimizers (format in
+ * include/ibvi/io.h).
+ *
+ * Writing streams the bytes through one routine into a memory buffer or a
+ * temporary file, computing the CRC-32 on the way; the file is then synced
+ * and renamed over the destination. Reading first checks the magic, the
+ * version, the recorded size and the checksum, then walks the sections
+ * twice: once to validate every field and count against the bytes present
+ * (no allocation), once to rebuild the network through the public API.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ibvi/io.h"
+#include "network.h"
+
+#define PREAMBLE_BYTES 16      /* magic, version, file size          */
+#define SECTION_BYTES 12       /* tag and payload size               */
+#define HEAD_BYTES 28
+#define LAYER_BYTES 16
+#define OPTM_FIXED_BYTES 44
+#define CRC_BYTES 4
+#define MAX_THREADS 1024
+#define MAX_TMP_ATTEMPTS 100
+
+/* ---- CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) ---------------- */
+
+static const uint32_t crc_table[256] = {
+    0x00000000u, 0x77073096u, 0xee0e612cu, 0x990951bau,
+    0x076dc419u, 0x706af48fu, 0xe963a535u, 0x9e6495a3u,
+    0x0edb8832u, 0x79dcb8a4u, 0xe0d5e91eu, 0x97d2d988u,
+    0x09b64c2bu, 0x7eb17cbdu, 0xe7b82d07u, 0x90bf1d91u,
+    0x1db71064u, 0x6ab020f2u, 0xf3b97148u, 0x84be41deu,
+    0x1adad47du, 0x6ddde4ebu, 0xf4d4b551u, 0x83d385c7u,
+    0x136c9856u, 0x646ba8c0u, 0xfd62f97au, 0x8a65c9ecu,
+    0x14015c4fu, 0x63066cd9u, 0xfa0f3d63u, 0x8d080df5u,
+    0x3b6e20c8u, 0x4c69105eu, 0xd56041e4u, 0xa2677172u,
+    0x3c03e4d1u, 0x4b04d447u, 0xd20d85fdu, 0xa50ab56bu,
+    0x35b5a8fau, 0x42b2986cu, 0xdbbbc9d6u, 0xacbcf940u,
+    0x32d86ce3u, 0x45df5c75u, 0xdcd60dcfu, 0xabd13d59u,
+    0x26d930acu, 0x51de003au, 0xc8d75180u, 0xbfd06116u,
+    0x21b4f4b5u, 0x56b3c423u, 0xcfba9599u, 0xb8bda50fu,
+    0x2802b89eu, 0x5f058808u, 0xc60cd9b2u, 0xb10be924u,
+    0x2f6f7c87u, 0x58684c11u, 0xc1611dabu, 0xb6662d3du,
+    0x76dc4190u, 0x01db7106u, 0x98d220bcu, 0xefd5102au,
+    0x71b18589u, 0x06b6b51fu, 0x9fbfe4a5u, 0xe8b8d433u,
+    0x7807c9a2u, 0x0f00f934u, 0x9609a88eu, 0xe10e9818u,
+    0x7f6a0dbbu, 0x086d3d2du, 0x91646c97u, 0xe6635c01u,
+    0x6b6b51f4u, 0x1c6c6162u, 0x856530d8u, 0xf262004eu,
+    0x6c0695edu, 0x1b01a57bu, 0x8208f4c1u, 0xf50fc457u,
+    0x65b0d9c6u, 0x12b7e950u, 0x8bbeb8eau, 0xfcb9887cu,
+    0x62dd1ddfu, 0x15da2d49u, 0x8cd37cf3u, 0xfbd44c65u,
+    0x4db26158u, 0x3ab551ceu, 0xa3bc0074u, 0xd4bb30e2u,
+    0x4adfa541u, 0x3dd895d7u, 0xa4d1c46du, 0xd3d6f4fbu,
+    0x4369e96au, 0x346ed9fcu, 0xad678846u, 0xda60b8d0u,
+    0x44042d73u, 0x33031de5u, 0xaa0a4c5fu, 0xdd0d7cc9u,
+    0x5005713cu, 0x270241aau, 0xbe0b1010u, 0xc90c2086u,
+    0x5768b525u, 0x206f85b3u, 0xb966d409u, 0xce61e49fu,
+    0x5edef90eu, 0x29d9c998u, 0xb0d09822u, 0xc7d7a8b4u,
+    0x59b33d17u, 0x2eb40d81u, 0xb7bd5c3bu, 0xc0ba6cadu,
+    0xedb88320u, 0x9abfb3b6u, 0x03b6e20cu, 0x74b1d29au,
+    0xead54739u, 0x9dd277afu, 0x04db2615u, 0x73dc1683u,
+    0xe3630b12u, 0x94643b84u, 0x0d6d6a3eu, 0x7a6a5aa8u,
+    0xe40ecf0bu, 0x9309ff9du, 0x0a00ae27u, 0x7d079eb1u,
+    0xf00f9344u, 0x8708a3d2u, 0x1e01f268u, 0x6906c2feu,
+    0xf762575du, 0x806567cbu, 0x196c3671u, 0x6e6b06e7u,
+    0xfed41b76u, 0x89d32be0u, 0x10da7a5au, 0x67dd4accu,
+    0xf9b9df6fu, 0x8ebeeff9u, 0x17b7be43u, 0x60b08ed5u,
+    0xd6d6a3e8u, 0xa1d1937eu, 0x38d8c2c4u, 0x4fdff252u,
+    0xd1bb67f1u, 0xa6bc5767u, 0x3fb506ddu, 0x48b2364bu,
+    0xd80d2bdau, 0xaf0a1b4cu, 0x36034af6u, 0x41047a60u,
+    0xdf60efc3u, 0xa867df55u, 0x316e8eefu, 0x4669be79u,
+    0xcb61b38cu, 0xbc66831au, 0x256fd2a0u, 0x5268e236u,
+    0xcc0c7795u, 0xbb0b4703u, 0x220216b9u, 0x5505262fu,
+    0xc5ba3bbeu, 0xb2bd0b28u, 0x2bb45a92u, 0x5cb36a04u,
+    0xc2d7ffa7u, 0xb5d0cf31u, 0x2cd99e8bu, 0x5bdeae1du,
+    0x9b64c2b0u, 0xec63f226u, 0x756aa39cu, 0x026d930au,
+    0x9c0906a9u, 0xeb0e363fu, 0x72076785u, 0x05005713u,
+    0x95bf4a82u, 0xe2b87a14u, 0x7bb12baeu, 0x0cb61b38u,
+    0x92d28e9bu, 0xe5d5be0du, 0x7cdcefb7u, 0x0bdbdf21u,
+    0x86d3d2d4u, 0xf1d4e242u, 0x68ddb3f8u, 0x1fda836eu,
+    0x81be16cdu, 0xf6b9265bu, 0x6fb077e1u, 0x18b74777u,
+    0x88085ae6u, 0xff0f6a70u, 0x66063bcau, 0x11010b5cu,
+    0x8f659effu, 0xf862ae69u, 0x616bffd3u, 0x166ccf45u,
+    0xa00ae278u, 0xd70dd2eeu, 0x4e048354u, 0x3903b3c2u,
+    0xa7672661u, 0xd06016f7u, 0x4969474du, 0x3e6e77dbu,
+    0xaed16a4au, 0xd9d65adcu, 0x40df0b66u, 0x37d83bf0u,
+    0xa9bcae53u, 0xdebb9ec5u, 0x47b2cf7fu, 0x30b5ffe9u,
+    0xbdbdf21cu, 0xcabac28au, 0x53b39330u, 0x24b4a3a6u,
+    0xbad03605u, 0xcdd70693u, 0x54de5729u, 0x23d967bfu,
+    0xb3667a2eu, 0xc4614ab8u, 0x5d681b02u, 0x2a6f2b94u,
+    0xb40bbe37u, 0xc30c8ea1u, 0x5a05df1bu, 0x2d02ef8du,
+};
+
+/* Running state: start at 0xFFFFFFFF, finish with ~state. */
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        crc = crc_table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
+    return crc;
+}
+
+/* ---- little-endian encoding ---------------------------------------------- */
+
+static void store_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void store_u64(uint8_t *p, uint64_t v)
+{
+    store_u32(p, (uint32_t)v);
+    store_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t load_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t load_u64(const uint8_t *p)
+{
+    return (uint64_t)load_u32(p) | (uint64_t)load_u32(p + 4) << 32;
+}
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Two's complement conversion without implementation-defined casts. */
+static int32_t to_i32(uint32_t u)
+{
+    return u <= INT32_MAX ? (int32_t)u : (int32_t)(u - 2147483648u) + INT32_MIN;
+}
+
+static int64_t to_i64(uint64_t u)
+{
+    return u <= INT64_MAX ? (int64_t)u : (int64_t)(u - 9223372036854775808u) + INT64_MIN;
+}
+
+/* ---- layout ---------------------------------------------------------------- */
+
+typedef struct layout {
+    int64_t param_floats; /* sum over dense layers of P (1 + R)          */
+    int64_t arch_bytes;   /* payload sizes                               */
+    int64_t parm_bytes;
+    int64_t optm_bytes;   /* 0 without an optimizer                      */
+    int64_t total;        /* whole file, checksum included               */
+} layout;
+
+static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
+                           layout *lo)
+{
+    lo->param_floats = 0;
+    for (int32_t i = 0; i < net->layer_count; i++)
+        lo->param_floats += net->layers[i]->params * (1 + net->layers[i]->rank);
+    lo->arch_bytes = 4 + (int64_t)LAYER_BYTES * net->layer_count;
+    lo->parm_bytes = 4 * lo->param_floats;
+    lo->optm_bytes = 0;
+    if (opt) {
+        ibvi__optimizer_info info;
+        ibvi__optimizer_get_info(opt, &info);
+        lo->optm_bytes = OPTM_FIXED_BYTES + 4 * info.state_floats;
+    }
+    lo->total = PREAMBLE_BYTES + 3 * SECTION_BYTES + HEAD_BYTES +
+                lo->arch_bytes + lo->parm_bytes +
+                (opt ? SECTION_BYTES + lo->optm_bytes : 0) + CRC_BYTES;
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/* A byte sink: a memory buffer (buf) or a file (fp, through chunk). */
+typedef struct sink {
+    uint8_t *buf;
+    FILE *fp;
+    int64_t pos;
+    uint32_t crc;
+    int error;          /* errno of the first failed write, 0 if none */
+    size_t fill;
+    uint8_t chunk[8192];
+} sink;
+
+static void sink_flush(sink *s)
+{
+    if (s->fp && s->fill > 0 && !s->error) {
+        errno = 0;
+        if (fwrite(s->chunk, 1, s->fill, s->fp) != s->fill)
+            s->error = errno ? errno : EIO;
+    }
+    s->fill = 0;
+}
+
+static void put_raw(sink *s, const uint8_t *p, size_t n)
+{
+    if (s->buf) {
+        memcpy(s->buf + s->pos, p, n);
+    } else {
+        size_t done = 0;
+        while (done < n) {
+            size_t take = sizeof s->chunk - s->fill;
+            if (take > n - done)
+                take = n - done;
+            memcpy(s->chunk + s->fill, p + done, take);
+            s->fill += take;
+            done += take;
+            if (s->fill == sizeof s->chunk)
+                sink_flush(s);
+        }
+    }
+    s->pos += (int64_t)n;
+}
+
+static void put(sink *s, const uint8_t *p, size_t n)
+{
+    s->crc = crc_update(s->crc, p, n);
+    put_raw(s, p, n);
+}
+
+static void put_u32(sink *s, uint32_t v)
+{
+    uint8_t b[4];
+    store_u32(b, v);
+    put(s, b, 4);
+}
+
+static void put_u64(sink *s, uint64_t v)
+{
+    uint8_t b[8];
+    store_u64(b, v);
+    put(s, b, 8);
+}
+
+static void put_i32(sink *s, int32_t v) { put_u32(s, (uint32_t)v); }
+static void put_f32(sink *s, float v) { put_u32(s, float_bits(v)); }
+
+static void put_floats(sink *s, const float *x, int64_t n)
+{
+    uint8_t b[4 * 512];
+    while (n > 0) {
+        const int64_t take = n < 512 ? n : 512;
+        for (int64_t i = 0; i < take; i++)
+            store_u32(b + 4 * i, float_bits(x[i]));
+        put(s, b, (size_t)(4 * take));
+        x += take;
+        n -= take;
+    }
+}
+
+static void put_section(sink *s, const char *tag, int64_t payload)
+{
+    put(s, (const uint8_t *)tag, 4);
+    put_u64(s, (uint64_t)payload);
+}
+
+/* Emits the whole file. */
+static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
+                        const layout *lo)
+{
+    s->crc = 0xFFFFFFFFu;
+    put(s, (const uint8_t *)"IBVI", 4);
+    put_u32(s, IBVI_FORMAT_VERSION);
+    put_u64(s, (uint64_t)lo->total);
+
+    put_section(s, "HEAD", HEAD_BYTES);
+    put_i32(s, net->input_dim);
+    put_i32(s, net->parameterization);
+    put_u64(s, net->seed);
+    put_u64(s, net->noise_rng.counter);
+    put_i32(s, net->threads);
+
+    put_section(s, "ARCH", lo->arch_bytes);
+    put_u32(s, (uint32_t)net->layer_count);
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        put_i32(s, l->kind);
+        put_i32(s, l->kind == IBVI_LAYER_ACTIVATION ? l->activation : 0);
+        put_i32(s, l->outputs);
+        put_i32(s, l->rank);
+    }
+
+    put_section(s, "PARM", lo->parm_bytes);
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (l->kind != IBVI_LAYER_DENSE)
+            continue;
+        put_floats(s, l->mean, l->params);
+        put_floats(s, l->factor, l->params * l->rank);
+    }
+
+    if (opt) {
+        ibvi__optimizer_info info;
+        ibvi__optimizer_get_info(opt, &info);
+        put_section(s, "OPTM", lo->optm_bytes);
+        put_i32(s, info.kind);
+        put_f32(s, info.lr);
+        put_f32(s, info.momentum);
+        put_i32(s, info.nesterov);
+        put_f32(s, info.beta1);
+        put_f32(s, info.beta2);
+        put_f32(s, info.eps);
+        put_u64(s, (uint64_t)info.steps);
+        put_u64(s, (uint64_t)info.state_floats);
+        put_floats(s, info.state, info.state_floats);
+    }
+
+    uint8_t b[4];
+    store_u32(b, ~s->crc);
+    put_raw(s, b, 4);
+}
+
+static int check_save_args(const ibvi_net *net, const ibvi_optimizer *opt,
+                           const char *fn)
+{
+    int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    if (opt && ibvi__optimizer_net(opt) != net)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: opt was created for another network", fn);
+    return IBVI_OK;
+}
+
+int ibvi_net_save_size(const ibvi_net *net, const ibvi_optimizer *opt,
+                       int64_t *bytes)
+{
+    static const char fn[] = "ibvi_net_save_size";
+    IBVI_CHECK_NOT_NULL(fn, bytes);
+    int status = check_save_args(net, opt, fn);
+    if (status < 0)
+        return status;
+    layout lo;
+    compute_layout(net, opt, &lo);
+    *bytes = lo.total;
+    return IBVI_OK;
+}
+
+int ibvi_net_save_buffer(const ibvi_net *net, const ibvi_optimizer *opt,
+                         uint8_t *buf, int64_t len)
+{
+    static const char fn[] = "ibvi_net_save_buffer";
+    int status = check_save_args(net, opt, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, buf);
+    layout lo;
+    compute_layout(net, opt, &lo);
+    if (len < lo.total)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: len = %lld, the model needs %lld bytes", fn,
+                          (long long)len, (long long)lo.total);
+    sink s = {.buf = buf};
+    write_model(&s, net, opt, &lo);
+    return IBVI_OK;
+}
+
+/* Thread-safe text for an errno value. */
+static const char *errno_text(int err, char *buf, size_t size)
+{
+    if (strerror_r(err, buf, size) != 0)
+        snprintf(buf, size, "error %d", err);
+    return buf;
+}
+
+/* Best effort: makes the rename durable by syncing the directory. */
+static void sync_directory(char *path_copy)
+{
+    char *slash = strrchr(path_copy, '/');
+    const char *dir = ".";
+    if (slash == path_copy)
+        dir = "/";
+    else if (slash) {
+        *slash = '\0';
+        dir = path_copy;
+    }
+    int fd = open(dir, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        (void)close(fd);
+    }
+}
+
+int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
+                  const char *path)
+{
+    static const char fn[] = "ibvi_net_save";
+    int status = check_save_args(net, opt, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, path);
+    if (path[0] == '\0')
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: path is empty", fn);
+    layout lo;
+    compute_layout(net, opt, &lo);
+
+    const size_t path_len = strlen(path);
+    const size_t tmp_size = path_len + 64;
+    char *tmp = ibvi__alloc(&net->allocator, tmp_size, 1);
+    if (!tmp)
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
+    char reason[96];
+
+    /* A fresh temporary file next to path (O_EXCL: never another's). */
+    int fd = -1;
+    for (int attempt = 0; attempt < MAX_TMP_ATTEMPTS && fd < 0; attempt++) {
+        snprintf(tmp, tmp_size, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        const int err = errno;
+        ibvi__free(&net->allocator, tmp);
+        return ibvi__fail(IBVI_ERR_IO,
+                          "%s: cannot create a temporary file next to "
+                          "'%.100s': %s", fn, path,
+                          errno_text(err, reason, sizeof reason));
+    }
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        const int err = errno;
+        (void)close(fd);
+        (void)unlink(tmp);
+        ibvi__free(&net->allocator, tmp);
+        return ibvi__fail(IBVI_ERR_IO, "%s: cannot open a stream on '%.100s': %s",
+                          fn, path, errno_text(err, reason, sizeof reason));
+    }
+
+    sink *s = ibvi__alloc(&net->allocator, 1, sizeof *s);
+    if (!s) {
+        (void)fclose(fp);
+        (void)unlink(tmp);
+        ibvi__free(&net->allocator, tmp);
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
+    }
+    *s = (sink){.fp = fp};
+    write_model(s, net, opt, &lo);
+    sink_flush(s);
+    int err = s->error;
+    const char *step = "write";
+    ibvi__free(&net->allocator, s);
+    if (!err) {
+        errno = 0;
+        if (fflush(fp) != 0)
+            err = errno ? errno : EIO;
+    }
+    if (!err && fsync(fileno(fp)) != 0) {
+        err = errno;
+        step = "sync";
+    }
+    errno = 0;
+    if (fclose(fp) != 0 && !err) {
+        err = errno ? errno : EIO;
+        step = "close";
+    }
+    if (!err && rename(tmp, path) != 0) {
+        err = errno;
+        step = "rename over";
+    }
+    if (err) {
+        (void)unlink(tmp);
+        ibvi__free(&net->allocator, tmp);
+        return ibvi__fail(IBVI_ERR_IO,
+                          "%s: cannot %s '%.100s': %s (the previous file, if "
+                          "any, is unchanged)", fn, step, path,
+                          errno_text(err, reason, sizeof reason));
+    }
+    memcpy(tmp, path, path_len + 1);
+    sync_directory(tmp);
+    ibvi__free(&net->allocator, tmp);
+    return IBVI_OK;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+/* A bounds-checked cursor: reading past the end yields zeros and sets
+ * overrun (the parser checks sizes first; this is a second line). */
+typedef struct reader {
+    const uint8_t *p;
+    int64_t len; /* bytes before the checksum */
+    int64_t pos;
+    int overrun;
+} reader;
+
+static int64_t remaining(const reader *r) { return r->len - r->pos; }
+
+static const uint8_t *take_bytes(reader *r, int64_t n)
+{
+    if (n < 0 || n > remaining(r)) {
+        r->overrun = 1;
+        r->pos = r->len;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->pos;
+    r->pos += n;
+    return p;
+}
+
+static uint32_t get_u32(reader *r)
+{
+    const uint8_t *p = take_bytes(r, 4);
+    return p ? load_u32(p) : 0;
+}
+
+static uint64_t get_u64(reader *r)
+{
+    const uint8_t *p = take_bytes(r, 8);
+    return p ? load_u64(p) : 0;
+}
+
+static int32_t get_i32(reader *r) { return to_i32(get_u32(r)); }
+static float get_f32(reader *r) { return bits_float(get_u32(r)); }
+
+/* Decodes n floats; returns 0 when they are not all present. */
+static int get_floats(reader *r, float *dst, int64_t n)
+{
+    const uint8_t *p = take_bytes(r, 4 * n);
+    if (!p)
+        return 0;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = bits_float(load_u32(p + 4 * i));
+    return 1;
+}
+
+/* Everything the validation pass learned. */
+typedef struct model_info {
+    int32_t input_dim, parameterization, threads;
+    uint64_t seed, position;
+    int32_t layer_count;
+    int64_t arch_pos;      /* offset of the first layer record   */
+    int64_t param_floats;  /* sum over dense layers of P (1 + R) */
+    int64_t max_block;     /* largest of any layer's P and P R    */
+    int64_t parm_pos;      /* offset of the first parameter      */
+    int has_opt;
+    int32_t opt_kind, nesterov;
+    float lr, momentum, beta1, beta2, eps;
+    int64_t steps, state_floats;
+    int64_t state_pos;     /* offset of the first state float    */
+} model_info;
+
+/* Opens section `tag` at the cursor: checks the tag and that the payload
+ * fits in the remaining bytes. */
+static int open_section(reader *r, const char *tag, int64_t *payload,
+                        const char *where)
+{
+    if (remaining(r) < SECTION_BYTES)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: the file ends at offset %lld where section "
+                          "%s should start", where, (long long)r->pos, tag);
+    const uint8_t *t = r->p + r->pos;
+    if (memcmp(t, tag, 4) != 0) {
+        char seen[5];
+        for (int i = 0; i < 4; i++)
+            seen[i] = (t[i] >= 0x20 && t[i] < 0x7F) ? (char)t[i] : '?';
+        seen[4] = '\0';
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: expected section %s at offset %lld, found "
+                          "'%s'", where, tag, (long long)r->pos, seen);
+    }
+    r->pos += 4;
+    const uint64_t size = get_u64(r);
+    if (size > (uint64_t)remaining(r))
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section %s claims %llu bytes but only %lld "
+                          "remain", where, tag, (unsigned long long)size,
+                          (long long)remaining(r));
+    *payload = (int64_t)size;
+    return IBVI_OK;
+}
+
+/* Checks magic, version and recorded size of a file of len bytes from its
+ * first min(len, PREAMBLE_BYTES) bytes at buf. */
+static int check_prefix(const uint8_t *buf, int64_t len, const char *where)
+{
+    if (len == 0)
+        return ibvi__fail(IBVI_ERR_FORMAT, "%s: the file is empty", where);
+    if (len < 4)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: %lld bytes are too few for a libibvi file",
+                          where, (long long)len);
+    if (memcmp(buf, "IBVI", 4) != 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: not a libibvi file (the magic is not \"IBVI\")",
+                          where);
+    if (len < 8)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: truncated after %lld bytes", where,
+                          (long long)len);
+    const uint32_t version = load_u32(buf + 4);
+    if (version == 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: format version 0 does not exist", where);
+    if (version > IBVI_FORMAT_VERSION)
+        return ibvi__fail(IBVI_ERR_VERSION,
+                          "%s: written in format version %lu; this library "
+                          "reads versions up to %d", where,
+                          (unsigned long)version, IBVI_FORMAT_VERSION);
+    if (len < PREAMBLE_BYTES + CRC_BYTES)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: truncated after %lld bytes", where,
+                          (long long)len);
+    const uint64_t recorded = load_u64(buf + 8);
+    if (recorded != (uint64_t)len)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: the file has %lld bytes but its header says "
+                          "%llu (truncated or damaged)", where, (long long)len,
+                          (unsigned long long)recorded);
+    return IBVI_OK;
+}
+
+/* check_prefix, then the checksum of the whole file at buf. */
+static int check_preamble(const uint8_t *buf, int64_t len, const char *where)
+{
+    int status = check_prefix(buf, len, where);
+    if (status < 0)
+        return status;
+    const uint32_t stored = load_u32(buf + len - CRC_BYTES);
+    const uint32_t computed =
+        ~crc_update(0xFFFFFFFFu, buf, (size_t)(len - CRC_BYTES));
+    if (stored != computed)
+        return ibvi__fail(IBVI_ERR_CHECKSUM,
+                          "%s: checksum mismatch (stored 0x%08lx, computed "
+                          "0x%08lx): the file is damaged", where,
+                          (unsigned long)stored, (unsigned long)computed);
+    return IBVI_OK;
+}
+
+static int parse_head(reader *r, model_info *m, const char *where)
+{
+    int64_t size;
+    int status = open_section(r, "HEAD", &size, where);
+    if (status < 0)
+        return status;
+    if (size != HEAD_BYTES)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section HEAD has %lld bytes, expected %d",
+                          where, (long long)size, HEAD_BYTES);
+    m->input_dim = get_i32(r);
+    m->parameterization = get_i32(r);
+    m->seed = get_u64(r);
+    m->position = get_u64(r);
+    m->threads = get_i32(r);
+    if (m->input_dim <= 0)
+        return ibvi__fail(IBVI_ERR_FORMAT, "%s: input_dim = %ld is invalid",
+                          where, (long)m->input_dim);
+    if (m->parameterization != IBVI_PARAM_SP &&
+        m->parameterization != IBVI_PARAM_MUP)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: parameterization = %ld is invalid", where,
+                          (long)m->parameterization);
+    if (m->threads < 1 || m->threads > MAX_THREADS)
+        return ibvi__fail(IBVI_ERR_FORMAT, "%s: threads = %ld is invalid",
+                          where, (long)m->threads);
+    return IBVI_OK;
+}
+
+/* Validates the layers; the parameters must fit in the bytes after ARCH. */
+static int parse_arch(reader *r, model_info *m, const char *where)
+{
+    int64_t size;
+    int status = open_section(r, "ARCH", &size, where);
+    if (status < 0)
+        return status;
+    if (size < 4)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section ARCH has %lld bytes, expected >= 4",
+                          where, (long long)size);
+    const uint32_t count = get_u32(r);
+    if (count == 0 || count > INT32_MAX ||
+        size != 4 + (int64_t)LAYER_BYTES * count)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section ARCH has %lld bytes for %lu layers "
+                          "(expected 4 + 16 per layer, at least one layer)",
+                          where, (long long)size, (unsigned long)count);
+    m->layer_count = (int32_t)count;
+    m->arch_pos = r->pos;
+    /* Every parameter takes 4 bytes of what follows the architecture. */
+    const int64_t budget = (remaining(r) - (size - 4)) / 4;
+    int64_t width = m->input_dim, floats = 0, noise = 0, max_block = 0;
+    int32_t last_kind = -1;
+    for (int32_t i = 0; i < m->layer_count; i++) {
+        const int32_t kind = get_i32(r);
+        const int32_t activation = get_i32(r);
+        const int32_t outputs = get_i32(r);
+        const int32_t rank = get_i32(r);
+        if (kind == IBVI_LAYER_ACTIVATION) {
+            if (!ibvi__activation_valid(activation) || outputs != width ||
+                rank != 0)
+                return ibvi__fail(IBVI_ERR_FORMAT,
+                                  "%s: layer %ld: activation %ld with %ld "
+                                  "outputs and rank %ld is invalid (width "
+                                  "%lld)", where, (long)i, (long)activation,
+                                  (long)outputs, (long)rank, (long long)width);
+        } else if (kind == IBVI_LAYER_DENSE) {
+            if (activation != 0 || outputs <= 0 || rank < 0)
+                return ibvi__fail(IBVI_ERR_FORMAT,
+                                  "%s: layer %ld: dense layer with activation "
+                                  "%ld, %ld outputs and rank %ld is invalid",
+                                  where, (long)i, (long)activation,
+                                  (long)outputs, (long)rank);
+            /* outputs, width < 2^31: P < 2^62 fits. */
+            const int64_t P = (int64_t)outputs * width + outputs;
+            if (rank > P)
+                return ibvi__fail(IBVI_ERR_FORMAT,
+                                  "%s: layer %ld: rank %ld exceeds P = %lld",
+                                  where, (long)i, (long)rank, (long long)P);
+            if ((int64_t)1 + rank > (budget - floats) / P)
+                return ibvi__fail(IBVI_ERR_FORMAT,
+                                  "%s: layer %ld: %lld x %ld parameters do "
+                                  "not fit in the %lld bytes of the file",
+                                  where, (long)i, (long long)P,
+                                  (long)rank + 1, (long long)r->len);
+            floats += P * (1 + rank);
+            noise += rank;
+            if (noise > INT32_MAX)
+                return ibvi__fail(IBVI_ERR_FORMAT,
+                                  "%s: the ranks add up to more than %ld",
+                                  where, (long)INT32_MAX);
+            if (P > max_block)
+                max_block = P;
+            if (P * rank > max_block)
+                max_block = P * rank;
+            width = outputs;
+        } else {
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: kind %ld is invalid", where,
+                              (long)i, (long)kind);
+        }
+        last_kind = kind;
+    }
+    if (last_kind != IBVI_LAYER_DENSE)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: the last layer is not dense", where);
+    m->param_floats = floats;
+    m->max_block = max_block;
+    return r->overrun ? ibvi__fail(IBVI_ERR_FORMAT, "%s: section ARCH is "
+                                   "truncated", where)
+                      : IBVI_OK;
+}
+
+static int parse_parm(reader *r, model_info *m, const char *where)
+{
+    int64_t size;
+    int status = open_section(r, "PARM", &size, where);
+    if (status < 0)
+        return status;
+    if (size != 4 * m->param_floats)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section PARM has %lld bytes; the architecture "
+                          "needs %lld", where, (long long)size,
+                          (long long)(4 * m->param_floats));
+    m->parm_pos = r->pos;
+    r->pos += size;
+    return IBVI_OK;
+}
+
+static int unit_interval(float x) { return x >= 0.0f && x < 1.0f; }
+
+static int parse_optm(reader *r, model_info *m, const char *where)
+{
+    int64_t size;
+    int status = open_section(r, "OPTM", &size, where);
+    if (status < 0)
+        return status;
+    if (size < OPTM_FIXED_BYTES)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section OPTM has %lld bytes, expected >= %d",
+                          where, (long long)size, OPTM_FIXED_BYTES);
+    m->has_opt = 1;
+    m->opt_kind = get_i32(r);
+    m->lr = get_f32(r);
+    m->momentum = get_f32(r);
+    m->nesterov = get_i32(r);
+    m->beta1 = get_f32(r);
+    m->beta2 = get_f32(r);
+    m->eps = get_f32(r);
+    m->steps = to_i64(get_u64(r));
+    const uint64_t state = get_u64(r);
+    if (m->opt_kind != IBVI_OPT_SGD && m->opt_kind != IBVI_OPT_ADAM)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: optimizer kind %ld is invalid", where,
+                          (long)m->opt_kind);
+    if (!(m->lr > 0.0f) || !isfinite(m->lr) || !unit_interval(m->momentum) ||
+        (m->nesterov != 0 && m->nesterov != 1) || !unit_interval(m->beta1) ||
+        !unit_interval(m->beta2) || !(m->eps > 0.0f) || !isfinite(m->eps) ||
+        m->steps < 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: optimizer settings out of range (lr %g, "
+                          "momentum %g, nesterov %ld, betas %g %g, eps %g, "
+                          "steps %lld)", where, (double)m->lr,
+                          (double)m->momentum, (long)m->nesterov,
+                          (double)m->beta1, (double)m->beta2, (double)m->eps,
+                          (long long)m->steps);
+    const int64_t expected =
+        (m->opt_kind == IBVI_OPT_ADAM ? 2 : 1) * m->param_floats;
+    if (state != (uint64_t)expected ||
+        size != OPTM_FIXED_BYTES + 4 * expected)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: section OPTM has %lld bytes and %llu state "
+                          "values; the network needs %lld", where,
+                          (long long)size, (unsigned long long)state,
+                          (long long)expected);
+    m->state_floats = expected;
+    m->state_pos = r->pos;
+    r->pos += 4 * expected;
+    return IBVI_OK;
+}
+
+/* The validation pass: no allocation, every size checked. */
+static int parse_model(reader *r, model_info *m, const char *where)
+{
+    *m = (model_info){0};
+    r->pos = PREAMBLE_BYTES;
+    int status = parse_head(r, m, where);
+    if (status >= 0)
+        status = parse_arch(r, m, where);
+    if (status >= 0)
+        status = parse_parm(r, m, where);
+    if (status >= 0 && remaining(r) > 0)
+        status = parse_optm(r, m, where);
+    if (status < 0)
+        return status;
+    if (r->overrun || remaining(r) != 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: %lld unexpected bytes after the last section",
+                          where, (long long)remaining(r));
+    return IBVI_OK;
+}
+
+/* A library call failed while rebuilding: out of memory stays what it is,
+ * anything else means the file holds values the library rejects. */
+static int rebuild_failure(int status, const char *where, const char *what,
+                           long index)
+{
+    if (status == IBVI_ERR_NOMEM)
+        return status;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s", ibvi_last_error());
+    return ibvi__fail(IBVI_ERR_FORMAT, "%s: %s %ld rejected: %s", where, what,
+                      index, detail);
+}
+
+/* Builds the network described by m (validated) and fills it. */
+static int build_net(reader *r, const model_info *m,
+                     const ibvi_allocator *allocator, ibvi_net **out,
+                     const char *where)
+{
+    ibvi_net *net = NULL;
+    int status = ibvi_net_create(&net, m->input_dim, allocator);
+    if (status < 0)
+        return rebuild_failure(status, where, "input_dim", (long)m->input_dim);
+    r->pos = m->arch_pos;
+    for (int32_t i = 0; i < m->layer_count && status >= 0; i++) {
+        const int32_t kind = get_i32(r);
+        const int32_t activation = get_i32(r);
+        const int32_t outputs = get_i32(r);
+        const int32_t rank = get_i32(r);
+        status = kind == IBVI_LAYER_DENSE
+                     ? ibvi_net_add_dense(net, outputs, rank)
+                     : ibvi_net_add_activation(net, activation);
+        if (status < 0)
+            status = rebuild_failure(status, where, "layer", (long)i);
+    }
+    if (status >= 0) {
+        status = ibvi_net_init(net, m->parameterization, m->seed);
+        if (status < 0)
+            status = rebuild_failure(status, where, "parameterization",
+                                     (long)m->parameterization);
+    }
+    if (status >= 0) {
+        status = ibvi_net_set_threads(net, m->threads);
+        if (status < 0)
+            status = rebuild_failure(status, where, "threads",
+                                     (long)m->threads);
+    }
+    float *block = NULL;
+    if (status >= 0) {
+        block = ibvi__alloc(&net->allocator, (size_t)m->max_block,
+                            sizeof(float));
+        if (!block)
+            status = ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", where);
+    }
+    r->pos = m->parm_pos;
+    for (int32_t i = 0; i < m->layer_count && status >= 0; i++) {
+        ibvi_layer *l = net->layers[i];
+        if (l->kind != IBVI_LAYER_DENSE)
+            continue;
+        if (!get_floats(r, block, l->params))
+            status = ibvi__fail(IBVI_ERR_FORMAT, "%s: truncated parameters",
+                                where);
+        else if ((status = ibvi_layer_set_mean(l, block, l->params)) < 0)
+            status = rebuild_failure(status, where, "the mean of layer",
+                                     (long)i);
+        if (status >= 0 && l->rank > 0) {
+            const int64_t count = l->params * l->rank;
+            if (!get_floats(r, block, count))
+                status = ibvi__fail(IBVI_ERR_FORMAT,
+                                    "%s: truncated parameters", where);
+            else if ((status = ibvi_layer_set_factor(l, block, count)) < 0)
+                status = rebuild_failure(status, where,
+                                         "the covariance factor of layer",
+                                         (long)i);
+        }
+    }
+    if (block)
+        ibvi__free(&net->allocator, block);
+    if (status >= 0)
+        status = ibvi_net_set_rng_position(net, m->position);
+    if (status < 0) {
+        ibvi_net_free(net);
+        return status;
+    }
+    *out = net;
+    return IBVI_OK;
+}
+
+/* Creates the optimizer described by m (validated) on net. */
+static int build_optimizer(reader *r, const model_info *m, ibvi_net *net,
+                           ibvi_optimizer **out, const char *where)
+{
+    ibvi_optimizer *opt = NULL;
+    int status = ibvi_optimizer_create(&opt, net, m->opt_kind, m->lr);
+    if (status >= 0)
+        status = m->opt_kind == IBVI_OPT_SGD
+                     ? ibvi_optimizer_set_momentum(opt, m->momentum,
+                                                   m->nesterov)
+                     : ibvi_optimizer_set_adam(opt, m->beta1, m->beta2,
+                                               m->eps);
+    if (status < 0) {
+        ibvi_optimizer_free(opt);
+        return rebuild_failure(status, where, "optimizer of kind",
+                               (long)m->opt_kind);
+    }
+    ibvi__optimizer_info info;
+    ibvi__optimizer_get_info(opt, &info);
+    r->pos = m->state_pos;
+    if (info.state_floats != m->state_floats ||
+        !get_floats(r, info.state, info.state_floats)) {
+        ibvi_optimizer_free(opt);
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: the optimizer state does not match the "
+                          "network", where);
+    }
+    int bad = !ibvi__all_finite(info.state, info.state_floats);
+    if (m->opt_kind == IBVI_OPT_ADAM) {
+        /* Second moments are averages of squares. */
+        const float *second = info.state + info.state_floats / 2;
+        for (int64_t i = 0; i < info.state_floats / 2 && !bad; i++)
+            bad = !(second[i] >= 0.0f);
+    }
+    if (bad) {
+        ibvi_optimizer_free(opt);
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: the optimizer state holds NaN, infinity or a "
+                          "negative second moment", where);
+    }
+    ibvi__optimizer_set_steps(opt, m->steps);
+    *out = opt;
+    return IBVI_OK;
+}
+
+static int load_bytes(ibvi_net **out, ibvi_optimizer **opt_out,
+                      const uint8_t *buf, int64_t len,
+                      const ibvi_allocator *allocator, const char *where)
+{
+    int status = check_preamble(buf, len, where);
+    if (status < 0)
+        return status;
+    reader r = {.p = buf, .len = len - CRC_BYTES};
+    model_info m;
+    status = parse_model(&r, &m, where);
+    if (status < 0)
+        return status;
+    ibvi_net *net = NULL;
+    status = build_net(&r, &m, allocator, &net, where);
+    if (status < 0)
+        return status;
+    ibvi_optimizer *opt = NULL;
+    if (opt_out && m.has_opt) {
+        status = build_optimizer(&r, &m, net, &opt, where);
+        if (status < 0) {
+            ibvi_net_free(net);
+            return status;
+        }
+    }
+    *out = net;
+    if (opt_out)
+        *opt_out = opt;
+    return IBVI_OK;
+}
+
+static int check_allocator(const ibvi_allocator *allocator, const char *fn)
+{
+    if (allocator && (!allocator->alloc || !allocator->free))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: allocator->alloc and allocator->free must "
+                          "both be set", fn);
+    return IBVI_OK;
+}
+
+int ibvi_net_load_buffer(ibvi_net **out, ibvi_optimizer **opt_out,
+                         const uint8_t *buf, int64_t len,
+                         const ibvi_allocator *allocator)
+{
+    static const char fn[] = "ibvi_net_load_buffer";
+    IBVI_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    if (opt_out)
+        *opt_out = NULL;
+    IBVI_CHECK_NOT_NULL(fn, buf);
+    if (len < 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: len = %lld, expected >= 0",
+                          fn, (long long)len);
+    int status = check_allocator(allocator, fn);
+    if (status < 0)
+        return status;
+    return load_bytes(out, opt_out, buf, len, allocator, fn);
+}
+
+int ibvi_net_load(ibvi_net **out, ibvi_optimizer **opt_out, const char *path,
+                  const ibvi_allocator *allocator)
+{
+    static const char fn[] = "ibvi_net_load";
+    IBVI_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    if (opt_out)
+        *opt_out = NULL;
+    IBVI_CHECK_NOT_NULL(fn, path);
+    int status = check_allocator(allocator, fn);
+    if (status < 0)
+        return status;
+    ibvi_allocator a;
+    if (allocator)
+        a = *allocator;
+    else
+        ibvi__allocator_default(&a);
+
+    char reason[96];
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        const int err = errno;
+        return ibvi__fail(IBVI_ERR_IO, "%s: cannot open '%.100s': %s", fn,
+                          path, errno_text(err, reason, sizeof reason));
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        (void)fclose(fp);
+        return ibvi__fail(IBVI_ERR_IO, "%s: '%.100s' is not a regular file",
+                          fn, path);
+    }
+    const int64_t size = (int64_t)st.st_size;
+    char where[160];
+    snprintf(where, sizeof where, "%s: %.100s", fn, path);
+    /* Refuse a foreign, newer or mis-sized file before reading it all. */
+    uint8_t head[PREAMBLE_BYTES];
+    const size_t head_len = size < PREAMBLE_BYTES ? (size_t)size
+                                                  : PREAMBLE_BYTES;
+    if (fread(head, 1, head_len, fp) != head_len) {
+        (void)fclose(fp);
+        return ibvi__fail(IBVI_ERR_IO, "%s: cannot read '%.100s'", fn, path);
+    }
+    status = check_prefix(head, size, where);
+    if (status < 0) {
+        (void)fclose(fp);
+        return status;
+    }
+    if ((uint64_t)size > (uint64_t)SIZE_MAX || fseek(fp, 0, SEEK_SET) != 0) {
+        (void)fclose(fp);
+        return ibvi__fail(IBVI_ERR_IO, "%s: cannot read '%.100s'", fn, path);
+    }
+    uint8_t *bytes = ibvi__alloc(&a, (size_t)size, 1);
+    if (!bytes) {
+        (void)fclose(fp);
+        return ibvi__fail(IBVI_ERR_NOMEM,
+                          "%s: out of memory for the %lld bytes of '%.100s'",
+                          fn, (long long)size, path);
+    }
+    int64_t got = 0;
+    while (got < size) {
+        const size_t n = fread(bytes + got, 1, (size_t)(size - got), fp);
+        if (n == 0)
+            break;
+        got += (int64_t)n;
+    }
+    const int read_error = ferror(fp);
+    (void)fclose(fp);
+    if (got != size) {
+        ibvi__free(&a, bytes);
+        return ibvi__fail(IBVI_ERR_IO,
+                          "%s: read %lld of the %lld bytes of '%.100s' (%s)",
+                          fn, (long long)got, (long long)size, path,
+                          read_error ? "read error"
+                                     : "the file shrank while being read");
+    }
+    status = load_bytes(out, opt_out, bytes, size, allocator, where);
+    ibvi__free(&a, bytes);
+    return status;
+}

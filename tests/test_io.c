@@ -1,0 +1,1236 @@
+/*
+ * libibvi - tests of saving and loading (include/ibvi/io.h): bit-identical
+ * round trips, resumed training, every kind of damaged file, and atomic
+ * replacement of an existing file.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ibvi/ibvi.h"
+
+#define CK_OK(expr)                                                           \
+    do {                                                                      \
+        int ck_rc_ = (int)(expr);                                             \
+        ck_assert_msg(ck_rc_ == IBVI_OK, "%s returned %d (%s): %s", #expr,    \
+                      ck_rc_, ibvi_status_string(ck_rc_), ibvi_last_error()); \
+    } while (0)
+
+#define CK_STATUS(expr, status)                                               \
+    do {                                                                      \
+        int ck_rc_ = (int)(expr);                                             \
+        ck_assert_msg(ck_rc_ == (int)(status),                                \
+                      "%s returned %d (%s), expected %d; last error: %s",     \
+                      #expr, ck_rc_, ibvi_status_string(ck_rc_),              \
+                      (int)(status), ibvi_last_error());                      \
+    } while (0)
+
+/* ---- helpers: random numbers, bytes, CRC ---------------------------------- */
+
+static uint64_t mix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static float uniform_pm1(uint64_t *s)
+{
+    return (float)((double)(mix64(s) >> 11) * 0x1p-53 * 2.0 - 1.0);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Reference CRC-32 (bitwise, independent of the library's table). */
+static uint32_t crc32_ref(const uint8_t *p, int64_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (int64_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c & 1u) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+    }
+    return ~c;
+}
+
+/* Rewrites the size field and the checksum so only the content is "wrong". */
+static void fix_file(uint8_t *b, int64_t len)
+{
+    wr64(b + 8, (uint64_t)len);
+    wr32(b + len - 4, crc32_ref(b, len - 4));
+}
+
+/* Offset of the payload of section `tag` (-1 if absent). */
+static int64_t section_payload(const uint8_t *b, int64_t len, const char *tag)
+{
+    int64_t pos = 16;
+    while (pos + 12 <= len - 4) {
+        const uint64_t size = rd64(b + pos + 4);
+        if (memcmp(b + pos, tag, 4) == 0)
+            return pos + 12;
+        pos += 12 + (int64_t)size;
+    }
+    return -1;
+}
+
+/* ---- counting allocator --------------------------------------------------- */
+
+typedef struct counts {
+    long allocs, frees, fail_after;
+    long long live;
+} counts;
+
+static void *count_alloc(void *opaque, size_t size)
+{
+    counts *c = opaque;
+    if (c->fail_after >= 0 && c->allocs >= c->fail_after)
+        return NULL;
+    unsigned char *p = malloc(size + 16);
+    if (!p)
+        return NULL;
+    memcpy(p, &size, sizeof size);
+    c->allocs++;
+    c->live += (long long)size;
+    return p + 16;
+}
+
+static void count_free(void *opaque, void *ptr)
+{
+    counts *c = opaque;
+    if (!ptr)
+        return;
+    unsigned char *p = (unsigned char *)ptr - 16;
+    size_t size;
+    memcpy(&size, p, sizeof size);
+    c->frees++;
+    c->live -= (long long)size;
+    free(p);
+}
+
+static ibvi_allocator counting(counts *c)
+{
+    *c = (counts){.fail_after = -1};
+    return (ibvi_allocator){count_alloc, count_free, c};
+}
+
+/* ---- networks --------------------------------------------------------------- */
+
+#define IN 8
+#define CLASSES 5
+#define BATCH 16
+
+/* 8 -> 16 (rank 3) -> relu -> 16 (deterministic) -> silu -> 5 (rank 4). */
+static ibvi_net *medium_net(uint64_t seed)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, IN, NULL));
+    CK_OK(ibvi_net_add_dense(net, 16, 3));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 16, 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_SILU));
+    CK_OK(ibvi_net_add_dense(net, CLASSES, 4));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, seed));
+    return net;
+}
+
+/* 3 -> 4 (rank 2) -> tanh -> 3 (rank 2): a file of 508 bytes. */
+static ibvi_net *small_net(void)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, 3, NULL));
+    CK_OK(ibvi_net_add_dense(net, 4, 2));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, 3, 2));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 7));
+    return net;
+}
+
+/* The minibatch of training step `step` (the same for every run). */
+static void batch(int64_t step, float *x, int32_t *y)
+{
+    uint64_t s = 1000 + (uint64_t)step;
+    for (int i = 0; i < BATCH * IN; i++)
+        x[i] = uniform_pm1(&s);
+    for (int i = 0; i < BATCH; i++)
+        y[i] = (int32_t)(mix64(&s) % CLASSES);
+}
+
+static void train(ibvi_net *net, ibvi_optimizer *opt, int64_t first,
+                  int64_t steps)
+{
+    float x[BATCH * IN];
+    int32_t y[BATCH];
+    for (int64_t t = first; t < first + steps; t++) {
+        batch(t, x, y);
+        CK_OK(ibvi_train_step(net, opt, x, BATCH, 1, IBVI_LOSS_SOFTMAX_XENT,
+                              y, NULL, NULL));
+    }
+}
+
+static ibvi_optimizer *make_opt(ibvi_net *net, int32_t kind)
+{
+    ibvi_optimizer *opt = NULL;
+    if (kind == IBVI_OPT_SGD) {
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.02f));
+        CK_OK(ibvi_optimizer_set_momentum(opt, 0.9f, 1));
+    } else {
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_ADAM, 0.003f));
+        CK_OK(ibvi_optimizer_set_adam(opt, 0.8f, 0.99f, 1e-6f));
+    }
+    return opt;
+}
+
+/* Asserts that two networks have the same architecture, settings and
+ * bit-identical parameters. */
+static void assert_same_net(ibvi_net *a, ibvi_net *b)
+{
+    ck_assert_int_eq(ibvi_net_input_dim(a), ibvi_net_input_dim(b));
+    ck_assert_int_eq(ibvi_net_layer_count(a), ibvi_net_layer_count(b));
+    ck_assert_int_eq(ibvi_net_parameterization(a), ibvi_net_parameterization(b));
+    ck_assert_int_eq(ibvi_net_threads(a), ibvi_net_threads(b));
+    uint64_t sa, sb, pa, pb;
+    CK_OK(ibvi_net_seed(a, &sa));
+    CK_OK(ibvi_net_seed(b, &sb));
+    ck_assert_uint_eq(sa, sb);
+    CK_OK(ibvi_net_rng_position(a, &pa));
+    CK_OK(ibvi_net_rng_position(b, &pb));
+    ck_assert_uint_eq(pa, pb);
+    for (int32_t i = 0; i < ibvi_net_layer_count(a); i++) {
+        ibvi_layer *la, *lb;
+        CK_OK(ibvi_net_layer(a, i, &la));
+        CK_OK(ibvi_net_layer(b, i, &lb));
+        ck_assert_int_eq(ibvi_layer_get_kind(la), ibvi_layer_get_kind(lb));
+        ck_assert_int_eq(ibvi_layer_get_role(la), ibvi_layer_get_role(lb));
+        int32_t ia, oa, ra, ib, ob, rb;
+        CK_OK(ibvi_layer_shape(la, &ia, &oa, &ra));
+        CK_OK(ibvi_layer_shape(lb, &ib, &ob, &rb));
+        ck_assert_int_eq(ia, ib);
+        ck_assert_int_eq(oa, ob);
+        ck_assert_int_eq(ra, rb);
+        if (ibvi_layer_get_kind(la) == IBVI_LAYER_ACTIVATION) {
+            ck_assert_int_eq(ibvi_layer_get_activation(la),
+                             ibvi_layer_get_activation(lb));
+            continue;
+        }
+        const int64_t P = ibvi_layer_param_count(la);
+        const int64_t n = P * (ra > 0 ? ra : 1);
+        float *x = malloc(sizeof(float) * (size_t)n);
+        float *y = malloc(sizeof(float) * (size_t)n);
+        CK_OK(ibvi_layer_get_mean(la, x, P));
+        CK_OK(ibvi_layer_get_mean(lb, y, P));
+        ck_assert_msg(memcmp(x, y, sizeof(float) * (size_t)P) == 0,
+                      "layer %d: means differ", (int)i);
+        if (ra > 0) {
+            CK_OK(ibvi_layer_get_factor(la, x, n));
+            CK_OK(ibvi_layer_get_factor(lb, y, n));
+            ck_assert_msg(memcmp(x, y, sizeof(float) * (size_t)n) == 0,
+                          "layer %d: factors differ", (int)i);
+        }
+        free(x);
+        free(y);
+    }
+}
+
+/* Forward passes of a and b agree bit for bit: mean network, and sampled
+ * passes from the current generator position and from position 0. */
+static void assert_same_predictions(ibvi_net *a, ibvi_net *b)
+{
+    float x[BATCH * IN];
+    int32_t y[BATCH];
+    batch(999, x, y);
+    const int32_t C = ibvi_net_output_dim(a);
+    float *oa = malloc(sizeof(float) * 3 * BATCH * (size_t)C);
+    float *ob = malloc(sizeof(float) * 3 * BATCH * (size_t)C);
+    const size_t bytes1 = sizeof(float) * BATCH * (size_t)C;
+    CK_OK(ibvi_net_forward_mean(a, x, BATCH, oa));
+    CK_OK(ibvi_net_forward_mean(b, x, BATCH, ob));
+    ck_assert(memcmp(oa, ob, bytes1) == 0);
+    for (int round = 0; round < 2; round++) {
+        CK_OK(ibvi_net_forward(a, x, BATCH, 3, oa));
+        CK_OK(ibvi_net_forward(b, x, BATCH, 3, ob));
+        ck_assert_msg(memcmp(oa, ob, 3 * bytes1) == 0,
+                      "sampled forward differs (round %d)", round);
+    }
+    CK_OK(ibvi_net_set_rng_position(a, 0));
+    CK_OK(ibvi_net_set_rng_position(b, 0));
+    CK_OK(ibvi_net_forward(a, x, BATCH, 2, oa));
+    CK_OK(ibvi_net_forward(b, x, BATCH, 2, ob));
+    ck_assert(memcmp(oa, ob, 2 * bytes1) == 0);
+    free(oa);
+    free(ob);
+}
+
+/* A scratch directory, removed (with its files) at teardown. */
+static char tmpdir[64];
+
+static void setup_dir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ibvi_test_io_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                char sub[512];
+                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+                remove_tree(sub);
+            }
+            closedir(d);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+static void teardown_dir(void) { remove_tree(tmpdir); }
+
+static void path_in_dir(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", tmpdir, name);
+}
+
+/* Number of entries of tmpdir whose name contains ".tmp.". */
+static int temp_files_left(void)
+{
+    int count = 0;
+    DIR *d = opendir(tmpdir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        count += strstr(e->d_name, ".tmp.") != NULL;
+    closedir(d);
+    return count;
+}
+
+static uint8_t *read_all(const char *path, int64_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    ck_assert_int_eq((long)fread(b, 1, (size_t)n, f), n);
+    fclose(f);
+    *len = n;
+    return b;
+}
+
+static void write_all(const char *path, const uint8_t *b, int64_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq((long)fwrite(b, 1, (size_t)len, f), (long)len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static uint8_t *to_buffer(ibvi_net *net, ibvi_optimizer *opt, int64_t *len)
+{
+    CK_OK(ibvi_net_save_size(net, opt, len));
+    uint8_t *b = malloc((size_t)*len);
+    CK_OK(ibvi_net_save_buffer(net, opt, b, *len));
+    return b;
+}
+
+/* Loads b[0..len) with a counting allocator; on failure checks that
+ * nothing leaked and the outputs are NULL. Returns the status. */
+static int try_load(const uint8_t *b, int64_t len, int with_opt)
+{
+    counts c;
+    ibvi_allocator a = counting(&c);
+    ibvi_net *net = (ibvi_net *)1;
+    ibvi_optimizer *opt = (ibvi_optimizer *)1;
+    ibvi_clear_error();
+    int status = ibvi_net_load_buffer(&net, with_opt ? &opt : NULL, b, len, &a);
+    if (status == IBVI_OK) {
+        ck_assert_ptr_nonnull(net);
+        if (with_opt)
+            ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+    } else {
+        ck_assert_ptr_null(net);
+        if (with_opt)
+            ck_assert_ptr_null(opt);
+        ck_assert_msg(ibvi_last_error()[0] != '\0', "no message for %d",
+                      status);
+    }
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_eq(c.allocs, c.frees);
+    return status;
+}
+
+/* Patches a 32-bit field of a copy of b, repairs size and checksum, loads. */
+static int load_patched32(const uint8_t *b, int64_t len, int64_t off,
+                          uint32_t value, int with_opt)
+{
+    uint8_t *c = malloc((size_t)len);
+    memcpy(c, b, (size_t)len);
+    wr32(c + off, value);
+    fix_file(c, len);
+    int status = try_load(c, len, with_opt);
+    free(c);
+    return status;
+}
+
+static int load_patched64(const uint8_t *b, int64_t len, int64_t off,
+                          uint64_t value, int with_opt)
+{
+    uint8_t *c = malloc((size_t)len);
+    memcpy(c, b, (size_t)len);
+    wr64(c + off, value);
+    fix_file(c, len);
+    int status = try_load(c, len, with_opt);
+    free(c);
+    return status;
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* ---- round trips -------------------------------------------------------------- */
+
+START_TEST(test_roundtrip_without_optimizer)
+{
+    ibvi_net *net = medium_net(11);
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_SGD);
+    train(net, opt, 0, 5);
+    ibvi_optimizer_free(opt);
+    CK_OK(ibvi_net_set_threads(net, 2));
+    CK_OK(ibvi_net_set_rng_position(net, 12345));
+
+    char path[128];
+    path_in_dir(path, sizeof path, "model.ibvi");
+    CK_OK(ibvi_net_save(net, NULL, path));
+    ck_assert_int_eq(temp_files_left(), 0);
+
+    ibvi_net *back = NULL;
+    ibvi_optimizer *opt_back = (ibvi_optimizer *)1;
+    CK_OK(ibvi_net_load(&back, &opt_back, path, NULL));
+    ck_assert_ptr_null(opt_back); /* the file holds no optimizer */
+    ck_assert_int_eq(ibvi_net_is_initialized(back), 1);
+    assert_same_net(net, back);
+
+    /* opt_out = NULL works too. */
+    ibvi_net *again = NULL;
+    CK_OK(ibvi_net_load(&again, NULL, path, NULL));
+    assert_same_net(net, again);
+    ibvi_net_free(again);
+
+    assert_same_predictions(net, back);
+    ibvi_net_free(back);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* Saves net+opt, loads both, checks settings and that the next training
+ * steps agree bit for bit. */
+static void roundtrip_with_optimizer(int32_t kind)
+{
+    ibvi_net *net = medium_net(21);
+    ibvi_optimizer *opt = make_opt(net, kind);
+    train(net, opt, 0, 6);
+    CK_OK(ibvi_optimizer_set_lr(opt, 0.0123f));
+
+    char path[128];
+    path_in_dir(path, sizeof path, "with_opt.ibvi");
+    CK_OK(ibvi_net_save(net, opt, path));
+
+    counts c;
+    ibvi_allocator a = counting(&c);
+    ibvi_net *back = NULL;
+    ibvi_optimizer *opt_back = NULL;
+    CK_OK(ibvi_net_load(&back, &opt_back, path, &a));
+    ck_assert_ptr_nonnull(opt_back);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt_back), 6);
+    float lr;
+    CK_OK(ibvi_optimizer_get_lr(opt_back, &lr));
+    ck_assert(lr == 0.0123f);
+    assert_same_net(net, back);
+
+    /* The state (velocity or moments) came back: further steps agree. */
+    train(net, opt, 6, 3);
+    train(back, opt_back, 6, 3);
+    assert_same_net(net, back);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt_back), 9);
+    assert_same_predictions(net, back);
+    /* The wrong kind's setter is refused: the kind came back too. */
+    if (kind == IBVI_OPT_SGD)
+        CK_STATUS(ibvi_optimizer_set_adam(opt_back, 0.9f, 0.999f, 1e-8f),
+                  IBVI_ERR_INVALID_ARG);
+    else
+        CK_STATUS(ibvi_optimizer_set_momentum(opt_back, 0.9f, 0),
+                  IBVI_ERR_INVALID_ARG);
+
+    ibvi_optimizer_free(opt_back);
+    ibvi_net_free(back);
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_gt(c.allocs, 0);
+
+    /* Skipping the optimizer state gives the same network. */
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(back);
+    ibvi_net_free(net);
+}
+
+START_TEST(test_roundtrip_sgd) { roundtrip_with_optimizer(IBVI_OPT_SGD); }
+END_TEST
+
+START_TEST(test_roundtrip_adam) { roundtrip_with_optimizer(IBVI_OPT_ADAM); }
+END_TEST
+
+START_TEST(test_buffer_matches_file)
+{
+    ibvi_net *net = medium_net(5);
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_ADAM);
+    train(net, opt, 0, 2);
+    char path[128];
+    path_in_dir(path, sizeof path, "b.ibvi");
+    CK_OK(ibvi_net_save(net, opt, path));
+    int64_t flen, blen;
+    uint8_t *f = read_all(path, &flen);
+    uint8_t *b = to_buffer(net, opt, &blen);
+    ck_assert_int_eq(flen, blen);
+    ck_assert(memcmp(f, b, (size_t)flen) == 0);
+
+    /* The layout of io.h: magic, version, size, sections, CRC-32. */
+    ck_assert(memcmp(b, "IBVI", 4) == 0);
+    ck_assert_uint_eq(rd32(b + 4), IBVI_FORMAT_VERSION);
+    ck_assert_uint_eq(rd64(b + 8), (uint64_t)blen);
+    ck_assert(memcmp(b + 16, "HEAD", 4) == 0);
+    ck_assert_uint_eq(rd64(b + 20), 28);
+    ck_assert_uint_eq(rd32(b + 28), IN);
+    ck_assert_uint_eq(rd32(b + 32), IBVI_PARAM_MUP);
+    ck_assert_uint_eq(rd64(b + 36), 5);
+    ck_assert(memcmp(b + 56, "ARCH", 4) == 0);
+    ck_assert_uint_eq(rd32(b + 68), 5);
+    ck_assert_uint_eq(rd32(b + 72 + 16 * 4 + 8), CLASSES);
+    int64_t parm = section_payload(b, blen, "PARM");
+    ck_assert_int_eq(parm, 68 + 4 + 5 * 16 + 12);
+    ibvi_layer *l0;
+    CK_OK(ibvi_net_layer(net, 0, &l0));
+    float m0[8 * 16 + 16];
+    CK_OK(ibvi_layer_get_mean(l0, m0, 8 * 16 + 16));
+    ck_assert_uint_eq(rd32(b + parm), fbits(m0[0]));
+    ck_assert_uint_eq(rd32(b + parm + 4), fbits(m0[1]));
+    int64_t optm = section_payload(b, blen, "OPTM");
+    ck_assert_int_gt(optm, 0);
+    ck_assert_uint_eq(rd32(b + optm), IBVI_OPT_ADAM);
+    ck_assert_uint_eq(rd64(b + optm + 28), 2); /* steps */
+    ck_assert_uint_eq(rd64(b + optm + 36),
+                      2 * (uint64_t)ibvi_net_param_count(net));
+    ck_assert_uint_eq(rd32(b + blen - 4), crc32_ref(b, blen - 4));
+
+    /* A buffer larger than needed is fine; a smaller one is refused and
+     * left unchanged. */
+    uint8_t *big = malloc((size_t)blen + 10);
+    memset(big, 0xAB, (size_t)blen + 10);
+    CK_OK(ibvi_net_save_buffer(net, opt, big, blen + 10));
+    ck_assert(memcmp(big, b, (size_t)blen) == 0);
+    ck_assert_uint_eq(big[blen], 0xAB);
+    memset(big, 0xCD, (size_t)blen + 10);
+    CK_STATUS(ibvi_net_save_buffer(net, opt, big, blen - 1), IBVI_ERR_SHAPE);
+    for (int64_t i = 0; i < blen + 10; i++)
+        ck_assert_uint_eq(big[i], 0xCD);
+
+    ibvi_net *back = NULL;
+    ibvi_optimizer *ob = NULL;
+    CK_OK(ibvi_net_load_buffer(&back, &ob, b, blen, NULL));
+    assert_same_net(net, back);
+    ck_assert_int_eq(ibvi_optimizer_step_count(ob), 2);
+    /* Saving the loaded pair gives the same bytes. */
+    int64_t len2;
+    uint8_t *b2 = to_buffer(back, ob, &len2);
+    ck_assert_int_eq(len2, blen);
+    ck_assert(memcmp(b2, b, (size_t)blen) == 0);
+    free(b2);
+    ibvi_optimizer_free(ob);
+    ibvi_net_free(back);
+    free(big);
+    free(f);
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* Train 2k steps straight, or k steps, save, load, k more: bit-identical. */
+static void resume(int32_t kind, int via_file)
+{
+    const int64_t k = 7;
+    ibvi_net *ref = medium_net(33);
+    ibvi_optimizer *ref_opt = make_opt(ref, kind);
+    train(ref, ref_opt, 0, 2 * k);
+
+    ibvi_net *net = medium_net(33);
+    ibvi_optimizer *opt = make_opt(net, kind);
+    train(net, opt, 0, k);
+    ibvi_net *back = NULL;
+    ibvi_optimizer *opt_back = NULL;
+    if (via_file) {
+        char path[128];
+        path_in_dir(path, sizeof path, "resume.ibvi");
+        CK_OK(ibvi_net_save(net, opt, path));
+        ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+        CK_OK(ibvi_net_load(&back, &opt_back, path, NULL));
+    } else {
+        int64_t len;
+        uint8_t *b = to_buffer(net, opt, &len);
+        ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+        CK_OK(ibvi_net_load_buffer(&back, &opt_back, b, len, NULL));
+        free(b);
+    }
+    train(back, opt_back, k, k);
+    assert_same_net(ref, back);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt_back), 2 * k);
+    assert_same_predictions(ref, back);
+    ibvi_optimizer_free(opt_back);
+    ibvi_net_free(back);
+    ibvi_optimizer_free(ref_opt);
+    ibvi_net_free(ref);
+}
+
+START_TEST(test_resume_sgd) { resume(IBVI_OPT_SGD, 1); }
+END_TEST
+
+START_TEST(test_resume_adam) { resume(IBVI_OPT_ADAM, 0); }
+END_TEST
+
+START_TEST(test_resume_plain_sgd)
+{
+    /* SGD without momentum: the velocity is unused but still restored. */
+    const int64_t k = 4;
+    ibvi_net *ref = medium_net(3);
+    ibvi_optimizer *ro = NULL;
+    CK_OK(ibvi_optimizer_create(&ro, ref, IBVI_OPT_SGD, 0.05f));
+    train(ref, ro, 0, 2 * k);
+    ibvi_net *net = medium_net(3);
+    ibvi_optimizer *o = NULL;
+    CK_OK(ibvi_optimizer_create(&o, net, IBVI_OPT_SGD, 0.05f));
+    train(net, o, 0, k);
+    int64_t len;
+    uint8_t *b = to_buffer(net, o, &len);
+    ibvi_optimizer_free(o);
+    ibvi_net_free(net);
+    CK_OK(ibvi_net_load_buffer(&net, &o, b, len, NULL));
+    train(net, o, k, k);
+    assert_same_net(ref, net);
+    free(b);
+    ibvi_optimizer_free(o);
+    ibvi_net_free(net);
+    ibvi_optimizer_free(ro);
+    ibvi_net_free(ref);
+}
+END_TEST
+
+/* ---- damaged files -------------------------------------------------------------- */
+
+START_TEST(test_truncation_every_length)
+{
+    ibvi_net *net = small_net();
+    for (int with = 0; with < 2; with++) {
+        ibvi_optimizer *opt = with ? make_opt(net, IBVI_OPT_ADAM) : NULL;
+        int64_t len;
+        uint8_t *b = to_buffer(net, opt, &len);
+        ck_assert_int_eq(len, with ? 508 + 12 + 44 + 4 * 2 * 93 : 508);
+        for (int64_t n = 0; n < len; n++) {
+            /* A fresh copy of exactly n bytes, so a read past n would be
+             * an out-of-bounds read (visible under sanitizers). */
+            uint8_t *c = malloc((size_t)(n ? n : 1));
+            memcpy(c, b, (size_t)n);
+            for (int w = 0; w < 2; w++) {
+                int status = try_load(c, n, w);
+                ck_assert_msg(status == IBVI_ERR_FORMAT,
+                              "length %lld of %lld: status %d (%s)",
+                              (long long)n, (long long)len, status,
+                              ibvi_last_error());
+            }
+            free(c);
+        }
+        ck_assert_int_eq(try_load(b, len, 1), IBVI_OK);
+        free(b);
+        ibvi_optimizer_free(opt);
+    }
+    ibvi_net_free(net);
+}
+END_TEST
+
+START_TEST(test_truncation_at_sections_in_files)
+{
+    ibvi_net *net = small_net();
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_SGD);
+    int64_t len;
+    uint8_t *b = to_buffer(net, opt, &len);
+    const int64_t cuts[] = {0, 4, 8, 16, 16 + 12, 56, 56 + 12, 120, 120 + 12,
+                            504, 504 + 12, 504 + 12 + 44, len - 4, len - 1};
+    char path[128];
+    path_in_dir(path, sizeof path, "cut.ibvi");
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        write_all(path, b, cuts[i]);
+        ibvi_net *back = (ibvi_net *)1;
+        ibvi_optimizer *ob = (ibvi_optimizer *)1;
+        int status = ibvi_net_load(&back, &ob, path, NULL);
+        ck_assert_msg(status == IBVI_ERR_FORMAT, "cut at %lld: %d (%s)",
+                      (long long)cuts[i], status, ibvi_last_error());
+        ck_assert_ptr_null(back);
+        ck_assert_ptr_null(ob);
+        ck_assert_ptr_nonnull(strstr(ibvi_last_error(), path));
+    }
+    /* Section boundaries, with the size field and checksum repaired so
+     * that the parser itself must notice the missing section. */
+    const int64_t sections[] = {16, 56, 120, 504};
+    for (size_t i = 0; i < 4; i++) {
+        const int64_t n = sections[i] + 4;
+        uint8_t *c = malloc((size_t)n);
+        memcpy(c, b, (size_t)sections[i]);
+        fix_file(c, n);
+        ck_assert_int_eq(try_load(c, n, 1),
+                         i == 3 ? IBVI_OK : IBVI_ERR_FORMAT);
+        free(c);
+    }
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+START_TEST(test_flipped_bytes_and_bits)
+{
+    ibvi_net *net = small_net();
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_SGD);
+    int64_t len;
+    uint8_t *b = to_buffer(net, opt, &len);
+    uint8_t *c = malloc((size_t)len);
+    for (int64_t i = 0; i < len; i++) {
+        for (int pattern = 0; pattern < 9; pattern++) {
+            const uint8_t mask = pattern == 8 ? 0xFF : (uint8_t)(1u << pattern);
+            memcpy(c, b, (size_t)len);
+            c[i] ^= mask;
+            const int status = try_load(c, len, 1);
+            if (i >= 4 && i < 8 && status == IBVI_ERR_VERSION)
+                continue; /* the version field now reads a newer version */
+            ck_assert_msg(status == IBVI_ERR_CHECKSUM ||
+                              status == IBVI_ERR_FORMAT,
+                          "byte %lld ^ 0x%02x: status %d (%s)", (long long)i,
+                          mask, status, ibvi_last_error());
+            if (i >= 16 && i < len - 4)
+                ck_assert_int_eq(status, IBVI_ERR_CHECKSUM);
+        }
+    }
+    free(c);
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+START_TEST(test_magic_version_empty_missing)
+{
+    ibvi_net *net = small_net();
+    int64_t len;
+    uint8_t *b = to_buffer(net, NULL, &len);
+    uint8_t *c = malloc((size_t)len);
+
+    memcpy(c, b, (size_t)len);
+    memcpy(c, "IBVJ", 4);
+    fix_file(c, len);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "not a libibvi file"));
+    memcpy(c, "\x89PNG", 4);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_FORMAT);
+
+    /* A newer version is refused before anything else is read. */
+    memcpy(c, b, (size_t)len);
+    wr32(c + 4, IBVI_FORMAT_VERSION + 1);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_VERSION);
+    fix_file(c, len);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_VERSION);
+    ck_assert_int_eq(try_load(c, 8, 1), IBVI_ERR_VERSION);
+    wr32(c + 4, 0xFFFFFFFFu);
+    ck_assert_int_eq(try_load(c, len, 0), IBVI_ERR_VERSION);
+    wr32(c + 4, 0);
+    fix_file(c, len);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_FORMAT);
+
+    /* The recorded size disagrees with the actual size. */
+    memcpy(c, b, (size_t)len);
+    wr64(c + 8, (uint64_t)len + 1);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_FORMAT);
+    wr64(c + 8, UINT64_MAX);
+    ck_assert_int_eq(try_load(c, len, 1), IBVI_ERR_FORMAT);
+
+    /* Empty buffer and empty, missing, directory and NULL paths. */
+    ck_assert_int_eq(try_load(b, 0, 1), IBVI_ERR_FORMAT);
+    char path[128];
+    path_in_dir(path, sizeof path, "empty.ibvi");
+    write_all(path, b, 0);
+    ibvi_net *back = (ibvi_net *)1;
+    CK_STATUS(ibvi_net_load(&back, NULL, path, NULL), IBVI_ERR_FORMAT);
+    ck_assert_ptr_null(back);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "empty"));
+    path_in_dir(path, sizeof path, "missing.ibvi");
+    back = (ibvi_net *)1;
+    CK_STATUS(ibvi_net_load(&back, NULL, path, NULL), IBVI_ERR_IO);
+    ck_assert_ptr_null(back);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "missing.ibvi"));
+    CK_STATUS(ibvi_net_load(&back, NULL, tmpdir, NULL), IBVI_ERR_IO);
+    CK_STATUS(ibvi_net_load(&back, NULL, NULL, NULL), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_load(NULL, NULL, path, NULL), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_load_buffer(&back, NULL, NULL, 10, NULL),
+              IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_load_buffer(&back, NULL, b, -1, NULL),
+              IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_load_buffer(NULL, NULL, b, len, NULL),
+              IBVI_ERR_INVALID_ARG);
+    ibvi_allocator half = {NULL, NULL, NULL};
+    CK_STATUS(ibvi_net_load_buffer(&back, NULL, b, len, &half),
+              IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &half), IBVI_ERR_INVALID_ARG);
+
+    /* Foreign, newer and mis-sized files are refused from their first 16
+     * bytes, before the file is read into memory. */
+    counts cnt;
+    ibvi_allocator ca = counting(&cnt);
+    path_in_dir(path, sizeof path, "foreign.bin");
+    memcpy(c, b, (size_t)len);
+    memcpy(c, "GIF8", 4);
+    write_all(path, c, len);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &ca), IBVI_ERR_FORMAT);
+    memcpy(c, b, (size_t)len);
+    wr32(c + 4, 77);
+    write_all(path, c, len);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &ca), IBVI_ERR_VERSION);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "77"));
+    write_all(path, b, len - 1);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &ca), IBVI_ERR_FORMAT);
+    write_all(path, b, 10);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &ca), IBVI_ERR_FORMAT);
+    ck_assert_int_eq(cnt.allocs, 0);
+    /* A damaged body is found by the checksum. */
+    memcpy(c, b, (size_t)len);
+    c[200] ^= 0x10;
+    write_all(path, c, len);
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &ca), IBVI_ERR_CHECKSUM);
+    ck_assert_int_eq(cnt.live, 0);
+
+    /* A valid file in a regular file loads. */
+    path_in_dir(path, sizeof path, "ok.ibvi");
+    write_all(path, b, len);
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    ibvi_net_free(back);
+    free(c);
+    free(b);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* Files with a valid checksum but inconsistent content (as a buggy or
+ * malicious writer could produce): every one is refused with FORMAT. */
+START_TEST(test_inconsistent_content)
+{
+    ibvi_net *net = small_net();
+    ibvi_optimizer *sgd = make_opt(net, IBVI_OPT_SGD);
+    int64_t len;
+    uint8_t *b = to_buffer(net, sgd, &len);
+    const int F = IBVI_ERR_FORMAT;
+
+    /* Control: a patch to a harmless value loads (the repair works). */
+    ck_assert_int_eq(load_patched64(b, len, 36, 999, 1), IBVI_OK);
+
+    /* HEAD (payload at 28). */
+    ck_assert_int_eq(load_patched64(b, len, 20, 27, 1), F);        /* size  */
+    ck_assert_int_eq(load_patched64(b, len, 20, UINT64_MAX, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 28, 0, 1), F);         /* input */
+    ck_assert_int_eq(load_patched32(b, len, 28, 0x7FFFFFFF, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 28, 0x80000000u, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 28, 4, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 32, 2, 1), F);         /* param */
+    ck_assert_int_eq(load_patched32(b, len, 52, 0, 1), F);         /* threads */
+    ck_assert_int_eq(load_patched32(b, len, 52, 5000, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 16, 0x44414568u, 1), F); /* "hEAD" */
+
+    /* ARCH (count at 68, layer i at 72 + 16 i: kind, act, outputs, rank). */
+    ck_assert_int_eq(load_patched32(b, len, 68, 0, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 68, 2, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 68, 0xFFFFFFFFu, 1), F);
+    ck_assert_int_eq(load_patched64(b, len, 60, 1ULL << 62, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 72, 7, 1), F);          /* kind */
+    ck_assert_int_eq(load_patched32(b, len, 76, 1, 1), F);   /* dense w/ act */
+    ck_assert_int_eq(load_patched32(b, len, 80, 0, 1), F);       /* outputs */
+    ck_assert_int_eq(load_patched32(b, len, 80, 0x7FFFFFFF, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 80, 0xFFFFFFFFu, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 80, 5, 1), F);  /* size mismatch */
+    ck_assert_int_eq(load_patched32(b, len, 84, 17, 1), F);  /* rank > P=16 */
+    ck_assert_int_eq(load_patched32(b, len, 84, 0x7FFFFFFF, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 84, 0xFFFFFFFFu, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 84, 1, 1), F);  /* size mismatch */
+    ck_assert_int_eq(load_patched32(b, len, 88, 0, 1), F);  /* act -> dense */
+    ck_assert_int_eq(load_patched32(b, len, 92, 0, 1), F);  /* activation 0 */
+    ck_assert_int_eq(load_patched32(b, len, 92, 9, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 96, 3, 1), F);  /* act width */
+    ck_assert_int_eq(load_patched32(b, len, 100, 1, 1), F); /* act rank */
+    /* The last layer an activation. */
+    ck_assert_int_eq(load_patched32(b, len, 104, 1, 1), F);
+
+    /* PARM (header at 120, payload at 132: 93 floats). */
+    ck_assert_int_eq(load_patched64(b, len, 124, 4 * 93 - 4, 1), F);
+    ck_assert_int_eq(load_patched64(b, len, 124, 4 * 93 + 4, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 120, 0x4D524150u ^ 1, 1), F);
+    const uint32_t nan = 0x7FC00000u, inf = 0x7F800000u;
+    ck_assert_int_eq(load_patched32(b, len, 132, nan, 1), F);     /* mean  */
+    ck_assert_int_eq(load_patched32(b, len, 132 + 4 * 16, inf, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, 132 + 4 * 92, nan, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, 132, fbits(-0.0f), 1), IBVI_OK);
+
+    /* OPTM (header at 504, payload at 516). */
+    ck_assert_int_eq(load_patched32(b, len, 516, 2, 1), F);        /* kind */
+    ck_assert_int_eq(load_patched32(b, len, 516, 1, 1), F);  /* Adam: count */
+    ck_assert_int_eq(load_patched32(b, len, 520, 0, 1), F);        /* lr */
+    ck_assert_int_eq(load_patched32(b, len, 520, nan, 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 520, fbits(-1.0f), 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 524, fbits(1.0f), 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 528, 2, 1), F);        /* nesterov */
+    ck_assert_int_eq(load_patched32(b, len, 532, fbits(1.5f), 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 540, 0, 1), F);        /* eps */
+    ck_assert_int_eq(load_patched64(b, len, 544, UINT64_MAX, 1), F); /* steps */
+    ck_assert_int_eq(load_patched64(b, len, 552, 92, 1), F);        /* count */
+    ck_assert_int_eq(load_patched64(b, len, 552, UINT64_MAX, 1), F);
+    ck_assert_int_eq(load_patched64(b, len, 508, 44, 1), F);        /* size */
+    ck_assert_int_eq(load_patched32(b, len, 560, nan, 1), F);       /* state */
+    ck_assert_int_eq(load_patched32(b, len, 504, 0x4D54504Fu ^ 4, 1), F);
+    /* Structure is always checked; the state values only when loaded. */
+    ck_assert_int_eq(load_patched32(b, len, 560, nan, 0), IBVI_OK);
+    ck_assert_int_eq(load_patched32(b, len, 516, 2, 0), F);
+
+    /* Unknown data after the last section. */
+    uint8_t *c = malloc((size_t)len + 16);
+    memcpy(c, b, (size_t)(len - 4));
+    memcpy(c + len - 4, "XTRA\x04\0\0\0\0\0\0\0abcd", 16);
+    fix_file(c, len + 16);
+    ck_assert_int_eq(try_load(c, len + 16, 1), F);
+    ck_assert_int_eq(try_load(c, len + 16, 0), F);
+    free(c);
+    free(b);
+
+    /* Adam: a negative second moment is impossible, hence refused. */
+    ibvi_optimizer_free(sgd);
+    ibvi_optimizer *adam = make_opt(net, IBVI_OPT_ADAM);
+    b = to_buffer(net, adam, &len);
+    ck_assert_int_eq(load_patched32(b, len, 560 + 4 * 93, fbits(-1.0f), 1), F);
+    ck_assert_int_eq(load_patched32(b, len, 560, fbits(-1.0f), 1), IBVI_OK);
+    ck_assert_int_eq(load_patched32(b, len, 516, 0, 1), F);  /* SGD: count */
+    free(b);
+    ibvi_optimizer_free(adam);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* Random damage with the checksum repaired: the loader must answer with a
+ * status (usually FORMAT) and never crash, read out of bounds or leak. */
+START_TEST(test_random_damage_with_valid_checksum)
+{
+    ibvi_net *net = small_net();
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_ADAM);
+    int64_t len;
+    uint8_t *b = to_buffer(net, opt, &len);
+    uint64_t s = 42;
+    int ok = 0, format = 0;
+    for (int iter = 0; iter < 4000; iter++) {
+        int64_t n = len;
+        if (iter % 4 == 3)
+            n = 24 + (int64_t)(mix64(&s) % (uint64_t)(len - 24));
+        uint8_t *c = malloc((size_t)n);
+        memcpy(c, b, (size_t)n);
+        const int edits = 1 + (int)(mix64(&s) % 4);
+        for (int e = 0; e < edits; e++) {
+            /* Mostly hit the structural fields. */
+            const int64_t limit = mix64(&s) % 2 && n - 4 > 132 ? 132 : n - 4;
+            const int64_t at = 16 + (int64_t)(mix64(&s) % (uint64_t)(limit - 16));
+            c[at] = (uint8_t)mix64(&s);
+        }
+        fix_file(c, n);
+        const int status = try_load(c, n, (int)(iter & 1));
+        ck_assert_msg(status == IBVI_OK || status == IBVI_ERR_FORMAT,
+                      "iteration %d: status %d (%s)", iter, status,
+                      ibvi_last_error());
+        ok += status == IBVI_OK;
+        format += status == IBVI_ERR_FORMAT;
+        free(c);
+    }
+    ck_assert_int_gt(format, 1000);
+    ck_assert_int_gt(ok, 10);
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+START_TEST(test_out_of_memory_while_loading)
+{
+    ibvi_net *net = medium_net(1);
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_SGD);
+    int64_t len;
+    uint8_t *b = to_buffer(net, opt, &len);
+    char path[128];
+    path_in_dir(path, sizeof path, "oom.ibvi");
+    write_all(path, b, len);
+    counts c;
+    ibvi_allocator a = counting(&c);
+    ibvi_net *back = NULL;
+    ibvi_optimizer *ob = NULL;
+    CK_OK(ibvi_net_load(&back, &ob, path, &a));
+    const long needed = c.allocs;
+    ibvi_optimizer_free(ob);
+    ibvi_net_free(back);
+    ck_assert_int_eq(c.live, 0);
+    for (long k = 0; k < needed; k++) {
+        c = (counts){.fail_after = k};
+        back = (ibvi_net *)1;
+        CK_STATUS(ibvi_net_load(&back, &ob, path, &a), IBVI_ERR_NOMEM);
+        ck_assert_ptr_null(back);
+        ck_assert_ptr_null(ob);
+        ck_assert_int_eq(c.live, 0);
+        c = (counts){.fail_after = k};
+        CK_STATUS(ibvi_net_load_buffer(&back, &ob, b, len, &a),
+                  k < needed - 1 ? IBVI_ERR_NOMEM : IBVI_OK);
+        if (back) {
+            ibvi_optimizer_free(ob);
+            ibvi_net_free(back);
+        }
+        ck_assert_int_eq(c.live, 0);
+    }
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* ---- saving: arguments and atomic replacement --------------------------------- */
+
+START_TEST(test_save_arguments)
+{
+    ibvi_net *net = medium_net(2), *other = medium_net(3);
+    ibvi_optimizer *opt_other = make_opt(other, IBVI_OPT_SGD);
+    char path[128];
+    path_in_dir(path, sizeof path, "args.ibvi");
+    int64_t size;
+    uint8_t buf[16];
+    CK_STATUS(ibvi_net_save(NULL, NULL, path), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save(net, NULL, NULL), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save(net, NULL, ""), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save(net, opt_other, path), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save_size(net, opt_other, &size), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save_size(net, NULL, NULL), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save_size(NULL, NULL, &size), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save_buffer(net, NULL, NULL, 100), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_net_save_buffer(net, NULL, buf, sizeof buf), IBVI_ERR_SHAPE);
+    ibvi_net *fresh = NULL;
+    CK_OK(ibvi_net_create(&fresh, 4, NULL));
+    CK_OK(ibvi_net_add_dense(fresh, 2, 1));
+    CK_STATUS(ibvi_net_save(fresh, NULL, path), IBVI_ERR_STATE);
+    CK_STATUS(ibvi_net_save_size(fresh, NULL, &size), IBVI_ERR_STATE);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ibvi_net_free(fresh);
+    ibvi_optimizer_free(opt_other);
+    ibvi_net_free(other);
+    ibvi_net_free(net);
+}
+END_TEST
+
+START_TEST(test_save_into_missing_directory)
+{
+    ibvi_net *net = medium_net(2);
+    char path[160];
+    path_in_dir(path, sizeof path, "no/such/dir/model.ibvi");
+    CK_STATUS(ibvi_net_save(net, NULL, path), IBVI_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "model.ibvi"));
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_int_eq(temp_files_left(), 0);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* Saving over an existing file fails half-way (the file-size limit makes
+ * write() fail with EFBIG, as a full disk would): the old file is intact. */
+START_TEST(test_failed_save_keeps_previous_file)
+{
+    ibvi_net *old_net = small_net();
+    char path[128];
+    path_in_dir(path, sizeof path, "keep.ibvi");
+    CK_OK(ibvi_net_save(old_net, NULL, path));
+    int64_t old_len;
+    uint8_t *old_bytes = read_all(path, &old_len);
+
+    ibvi_net *big = medium_net(9); /* larger than the limit below */
+    ibvi_optimizer *opt = make_opt(big, IBVI_OPT_ADAM);
+    int64_t big_size;
+    CK_OK(ibvi_net_save_size(big, opt, &big_size));
+    ck_assert_int_gt(big_size, 3 * 4096);
+
+    struct rlimit saved;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    struct rlimit tight = saved;
+    tight.rlim_cur = 4096;
+    void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    const int status = ibvi_net_save(big, opt, path);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, previous);
+    ck_assert_msg(status == IBVI_ERR_IO, "status %d (%s)", status,
+                  ibvi_last_error());
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "unchanged"));
+
+    int64_t now_len;
+    uint8_t *now = read_all(path, &now_len);
+    ck_assert_int_eq(now_len, old_len);
+    ck_assert(memcmp(now, old_bytes, (size_t)old_len) == 0);
+    ck_assert_int_eq(temp_files_left(), 0);
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    assert_same_net(old_net, back);
+    ibvi_net_free(back);
+
+    /* Without the limit the same save replaces the file. */
+    CK_OK(ibvi_net_save(big, opt, path));
+    ibvi_optimizer *ob = NULL;
+    CK_OK(ibvi_net_load(&back, &ob, path, NULL));
+    assert_same_net(big, back);
+    ck_assert_int_eq(temp_files_left(), 0);
+    ibvi_optimizer_free(ob);
+    ibvi_net_free(back);
+    free(now);
+    free(old_bytes);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(big);
+    ibvi_net_free(old_net);
+}
+END_TEST
+
+START_TEST(test_rename_failure_and_temp_collision)
+{
+    ibvi_net *net = small_net();
+    /* path is a non-empty directory: rename() fails after the write. */
+    char path[128], inner[160];
+    path_in_dir(path, sizeof path, "adir");
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    snprintf(inner, sizeof inner, "%s/x", path);
+    write_all(inner, (const uint8_t *)"x", 1);
+    CK_STATUS(ibvi_net_save(net, NULL, path), IBVI_ERR_IO);
+    ck_assert_int_eq(temp_files_left(), 0);
+    ck_assert_int_eq(access(inner, F_OK), 0);
+
+    /* A stale temporary name is never reused or clobbered. */
+    path_in_dir(path, sizeof path, "collide.ibvi");
+    char stale[192];
+    snprintf(stale, sizeof stale, "%s.tmp.%ld.0", path, (long)getpid());
+    write_all(stale, (const uint8_t *)"stale", 5);
+    CK_OK(ibvi_net_save(net, NULL, path));
+    int64_t n;
+    uint8_t *s = read_all(stale, &n);
+    ck_assert_int_eq(n, 5);
+    ck_assert(memcmp(s, "stale", 5) == 0);
+    free(s);
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    assert_same_net(net, back);
+    ibvi_net_free(back);
+    ibvi_net_free(net);
+}
+END_TEST
+
+static Suite *io_suite(void)
+{
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("roundtrip");
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_add_test(tc, test_roundtrip_without_optimizer);
+    tcase_add_test(tc, test_roundtrip_sgd);
+    tcase_add_test(tc, test_roundtrip_adam);
+    tcase_add_test(tc, test_buffer_matches_file);
+    tcase_add_test(tc, test_resume_sgd);
+    tcase_add_test(tc, test_resume_adam);
+    tcase_add_test(tc, test_resume_plain_sgd);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("damaged");
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_truncation_every_length);
+    tcase_add_test(tc, test_truncation_at_sections_in_files);
+    tcase_add_test(tc, test_flipped_bytes_and_bits);
+    tcase_add_test(tc, test_magic_version_empty_missing);
+    tcase_add_test(tc, test_inconsistent_content);
+    tcase_add_test(tc, test_random_damage_with_valid_checksum);
+    tcase_add_test(tc, test_out_of_memory_while_loading);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("saving");
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_add_test(tc, test_save_arguments);
+    tcase_add_test(tc, test_save_into_missing_directory);
+    tcase_add_test(tc, test_failed_save_keeps_previous_file);
+    tcase_add_test(tc, test_rename_failure_and_temp_collision);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(io_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    const int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
