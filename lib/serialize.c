@@ -159,10 +159,12 @@ static int32_t to_i32(uint32_t u)
 
 static int64_t to_i64(uint64_t u)
 {
-    return u <= INT64_MAX ? (int64_t)u : (int64_t)(u - 9223372036854775808u) + INT64_MIN;
+    return u <= INT64_MAX ? (int64_t)u
+                          : (int64_t)(u - UINT64_C(9223372036854775808)) +
+                                INT64_MIN;
 }
 
-/* ---- layout ---------------------------------------------------------------- */
+/* ---- layout -------------------------------------------------------------- */
 
 typedef struct layout {
     int64_t param_floats; /* sum over dense layers of P (1 + R)          */
@@ -191,7 +193,7 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
                 (opt ? SECTION_BYTES + lo->optm_bytes : 0) + CRC_BYTES;
 }
 
-/* ---- writing ----------------------------------------------------------------- */
+/* ---- writing ------------------------------------------------------------- */
 
 /* A byte sink: a memory buffer (buf) or a file (fp, through chunk). */
 typedef struct sink {
@@ -445,8 +447,9 @@ int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
         (void)close(fd);
         (void)unlink(tmp);
         ibvi__free(&net->allocator, tmp);
-        return ibvi__fail(IBVI_ERR_IO, "%s: cannot open a stream on '%.100s': %s",
-                          fn, path, errno_text(err, reason, sizeof reason));
+        return ibvi__fail(IBVI_ERR_IO,
+                          "%s: cannot open a stream on '%.100s': %s", fn,
+                          path, errno_text(err, reason, sizeof reason));
     }
 
     sink *s = ibvi__alloc(&net->allocator, 1, sizeof *s);
@@ -494,7 +497,7 @@ int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
     return IBVI_OK;
 }
 
-/* ---- reading ------------------------------------------------------------------ */
+/* ---- reading ------------------------------------------------------------- */
 
 /* A bounds-checked cursor: reading past the end yields zeros and sets
  * overrun (the parser checks sizes first; this is a second line). */

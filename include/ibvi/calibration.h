@@ -38,9 +38,10 @@ extern "C" {
  * the bracket is narrower than 1e-12 relative or a Newton step is below
  * 1e-12 relative, so T is exact to float precision (the result is rounded to
  * float); this takes typically 5 to 15 passes over the data, never more
- * than about 50. When the minimum lies outside the interval the nearer end is returned
- * (e.g. separable data, where the NLL keeps falling as T -> 0). When the
- * NLL does not depend on T (each row's logits all equal), *temperature = 1.
+ * than about 50. When the minimum lies outside the interval the nearer end
+ * is returned (e.g. separable data, where the NLL keeps falling as T -> 0).
+ * When the NLL does not depend on T (each row's logits all equal),
+ * *temperature = 1.
  * Deterministic: the same inputs give the same T on every run (across
  * platforms, up to the last bits of the C library's exp()).
  * temperature: receives T.

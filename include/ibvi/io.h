@@ -8,7 +8,10 @@
  * hyper-parameters, step count and momentum or Adam moments). A network
  * saved and loaded again predicts bit for bit like the original, and
  * training resumed from a file with its optimizer gives bit for bit the
- * parameters of an uninterrupted run with the same data.
+ * parameters of an uninterrupted run with the same data. Not saved: the
+ * gradients and the cached forward pass (a loaded network needs a
+ * forward and backward pass before ibvi_optimizer_step(); ibvi_train_step()
+ * does both), the workspace size, and the allocator.
  *
  * The file format (version 1) is little-endian on every host; floats are
  * stored as their IEEE-754 binary32 bit patterns. Integers are unsigned
@@ -84,16 +87,18 @@ extern "C" {
  * path is untouched. The new file has the default permissions (0666 minus
  * the umask), not those of a file it replaces; a symbolic link at path is
  * replaced, not followed.
- * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL net or path, opt bound to
- * another network), IBVI_ERR_STATE (network not initialised) or IBVI_ERR_IO
- * (the message gives the file and the system's reason). */
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL net, NULL or empty path, opt
+ * bound to another network), IBVI_ERR_STATE (network not initialised),
+ * IBVI_ERR_NOMEM or IBVI_ERR_IO (the message gives the file and the
+ * system's reason). */
 IBVI_API int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
                            const char *path);
 
 /* Loads a network (and optionally its optimizer) saved by ibvi_net_save().
  * out: receives the new network, owned by the caller (ibvi_net_free); NULL
  *      on failure.
- * opt_out: NULL to skip the optimizer state stored in the file (if any); else
+ * opt_out: NULL to skip the optimizer stored in the file, if any (its section
+ *      is still checked for consistency, its state values are not read); else
  *      receives the optimizer bound to *out (owned by the caller; free it
  *      before the network), or NULL when the file holds no optimizer (this
  *      is not an error).
@@ -109,14 +114,16 @@ IBVI_API int ibvi_net_load(ibvi_net **out, ibvi_optimizer **opt_out,
 /* ---- In memory (the same bytes as the file) ------------------------------ */
 
 /* *bytes receives the size of the file ibvi_net_save() would write for net
- * and opt (opt may be NULL). */
+ * and opt (opt may be NULL). Returns IBVI_OK, IBVI_ERR_INVALID_ARG or
+ * IBVI_ERR_STATE, as ibvi_net_save(). */
 IBVI_API int ibvi_net_save_size(const ibvi_net *net, const ibvi_optimizer *opt,
                                 int64_t *bytes);
 
 /* Writes the bytes of the file into buf, which holds len bytes; len must be
  * at least the size given by ibvi_net_save_size() (IBVI_ERR_SHAPE if
  * smaller, and buf is then unchanged); exactly that many bytes are written.
- * buf is borrowed for the duration of the call. */
+ * buf is borrowed for the duration of the call. Returns IBVI_OK,
+ * IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_SHAPE. */
 IBVI_API int ibvi_net_save_buffer(const ibvi_net *net,
                                   const ibvi_optimizer *opt, uint8_t *buf,
                                   int64_t len);

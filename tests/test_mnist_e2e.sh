@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End to end on real data: mnist_train trains a standard and an IBVI network
+# for one epoch on a slice of Fashion-MNIST (Debian's dataset-fashion-mnist),
+# writes JSON, SVG and a saved model; mnist_predict reloads the model.
+# Usage: test_mnist_e2e.sh MNIST_TRAIN MNIST_PREDICT
+set -euo pipefail
+train=$1 predict=$2
+data=/usr/share/datasets/fashion-mnist
+if [ ! -f "$data/t10k-images-idx3-ubyte.gz" ]; then
+    echo "dataset-fashion-mnist is not installed: apt-get install dataset-fashion-mnist" >&2
+    exit 1
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$train" --data "$data" --ood "$data" --train-limit 6000 --epochs 1 \
+    --width 64,64 --methods standard,ibvi,temp --test-samples 8 \
+    --no-progress --json "$work/r.json" --svg "$work/r.svg" \
+    --save "$work/model.ibvi" > "$work/table.txt"
+cat "$work/table.txt"
+
+# Accuracy well above chance (10%) for both networks; every metric present.
+/usr/bin/python3 - "$work/r.json" <<'PY'
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+names = [m["name"] for m in r["methods"]]
+assert names == ["standard", "temp-scaled", "ibvi"], names
+for m in r["methods"]:
+    for key in ("accuracy", "nll", "ece", "brier", "ood_auroc"):
+        assert isinstance(m[key], float) and math.isfinite(m[key]), (m["name"], key)
+    assert m["accuracy"] > 0.6, (m["name"], m["accuracy"])
+    assert len(m["corruptions"]) >= 8, m["corruptions"].keys()
+    assert sum(m["reliability"]["counts"]) == 10000
+# The same images as in- and out-of-distribution: AUROC must be 1/2.
+    assert abs(m["ood_auroc"] - 0.5) < 1e-9, m["ood_auroc"]
+print("json ok:", {m["name"]: round(m["accuracy"], 4) for m in r["methods"]})
+PY
+grep -q "<svg" "$work/r.svg" && grep -q "ECE = " "$work/r.svg"
+
+"$predict" --model "$work/model.ibvi" --data "$data" --count 5 --samples 8 | tee "$work/pred.txt"
+test "$(grep -c '^[0-9]' "$work/pred.txt")" -eq 5
+echo "e2e ok"
