@@ -3,6 +3,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,9 +87,12 @@ static void json_method(FILE *f, const report *r, const method_result *m)
 {
     fprintf(f, "    {\"name\": \"%s\", ", m->name);
     json_scores(f, &m->test);
-    fprintf(f, ", \"ood_auroc\": %.6f, \"temperature\": %.6f, "
-               "\"train_seconds\": %.3f,\n",
-            m->ood_auroc, m->temperature, m->train_seconds);
+    if (isnan(m->ood_auroc))
+        fprintf(f, ", \"ood_auroc\": null");
+    else
+        fprintf(f, ", \"ood_auroc\": %.6f", m->ood_auroc);
+    fprintf(f, ", \"temperature\": %.6f, \"train_seconds\": %.3f,\n",
+            m->temperature, m->train_seconds);
     fprintf(f, "     \"reliability\": {\"counts\": ");
     json_array_i64(f, m->bin_counts, IBVI_METRICS_BINS);
     fprintf(f, ", \"accuracy\": ");

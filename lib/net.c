@@ -196,6 +196,7 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     ibvi__rng_seed(&net->noise_rng, seed, IBVI_STREAM_NOISE);
     net->initialized = 1;
     net->forward_valid = 0;
+    net->noise_samples = 0;
     net->has_gradients = 0;
     return IBVI_OK;
 }
@@ -272,7 +273,11 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
                           "%s: out of memory for a workspace of %lld rows",
                           fn, (long long)rows);
     float *cursor = block;
-    net->noise = take(&cursor, (int64_t)samples * net->noise_size);
+    float *noise = take(&cursor, (int64_t)samples * net->noise_size);
+    if (net->noise_samples > 0)
+        memcpy(noise, net->noise,
+               (size_t)net->noise_samples * net->noise_size * sizeof(float));
+    net->noise = noise;
     net->input = take(&cursor, rows * net->input_dim);
     net->grad_a = take(&cursor, rows * net->max_width);
     net->grad_b = take(&cursor, rows * net->max_width);
@@ -299,7 +304,7 @@ int ibvi_net_reserve(ibvi_net *net, int64_t max_rows, int32_t max_samples)
     int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
-    if (max_rows <= 0 || max_samples <= 0 || max_samples > 65536 ||
+    if (max_rows <= 0 || max_samples <= 0 || max_samples > IBVI_MAX_SAMPLES ||
         max_rows > INT64_MAX / max_samples / net->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: max_rows = %lld, max_samples = %d, expected "

@@ -74,6 +74,10 @@ struct ibvi_net {
     int64_t forward_n;
     int32_t forward_samples;
     int32_t has_gradients;  /* a backward ran since init */
+    /* The noise of the last forward stays readable (ibvi_net_last_noise)
+     * after parameter changes invalidate the forward cache. */
+    int32_t noise_samples;  /* samples of the last forward, 0 if none */
+    int32_t noise_is_zero;  /* the last forward was the mean network   */
 };
 
 /* Grows the workspace to hold rows (= samples * n) rows and samples samples. */

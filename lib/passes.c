@@ -12,7 +12,6 @@
 
 #include "network.h"
 
-#define MAX_SAMPLES 65536
 
 static const float *layer_input(const ibvi_net *net, int32_t index)
 {
@@ -39,6 +38,8 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
         memcpy(out, last->output, (size_t)(rows * last->outputs) * sizeof(float));
     net->forward_valid = 1;
     net->forward_mean = noise == NULL;
+    net->noise_samples = samples;
+    net->noise_is_zero = noise == NULL;
     net->forward_n = n;
     net->forward_samples = samples;
 }
@@ -53,14 +54,14 @@ static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
         return status;
     IBVI_CHECK_NOT_NULL(fn, x);
     (void)out; /* checked by the public entry points; NULL internally */
-    if (n <= 0 || n > INT64_MAX / MAX_SAMPLES / net->max_width)
+    if (n <= 0 || n > INT64_MAX / IBVI_MAX_SAMPLES / net->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: n = %lld, expected a batch of 1 or more rows",
                           fn, (long long)n);
-    if (samples < 1 || samples > MAX_SAMPLES)
+    if (samples < 1 || samples > IBVI_MAX_SAMPLES)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
-                          MAX_SAMPLES);
+                          IBVI_MAX_SAMPLES);
     const int64_t count = n * net->input_dim;
     if (!ibvi__all_finite(x, count))
         return ibvi__fail(IBVI_ERR_NONFINITE,
@@ -114,9 +115,10 @@ int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
     int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
-    IBVI_CHECK_NOT_NULL(fn, z);
     IBVI_CHECK_NOT_NULL(fn, out);
     const int64_t expected = (int64_t)samples * net->noise_size;
+    if (expected > 0)
+        IBVI_CHECK_NOT_NULL(fn, z);
     if (samples >= 1 && z_len != expected)
         return ibvi__fail(IBVI_ERR_SHAPE,
                           "%s: z_len = %lld, expected samples * noise_size = "
@@ -127,7 +129,8 @@ int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
     status = prepare_forward(net, fn, x, n, samples, out);
     if (status < 0)
         return status;
-    memcpy(net->noise, z, (size_t)expected * sizeof(float));
+    if (expected > 0)
+        memcpy(net->noise, z, (size_t)expected * sizeof(float));
     ibvi__net_run_forward(net, n, samples, net->noise, out);
     return IBVI_OK;
 }
@@ -138,17 +141,18 @@ int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len)
     int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
-    IBVI_CHECK_NOT_NULL(fn, z);
-    if (!net->forward_valid)
+    if (z_len != 0)
+        IBVI_CHECK_NOT_NULL(fn, z);
+    if (net->noise_samples == 0)
         return ibvi__fail(IBVI_ERR_STATE, "%s: no forward pass to report", fn);
-    const int64_t expected = (int64_t)net->forward_samples * net->noise_size;
+    const int64_t expected = (int64_t)net->noise_samples * net->noise_size;
     if (z_len != expected)
         return ibvi__fail(IBVI_ERR_SHAPE,
                           "%s: z_len = %lld, expected %lld (samples %d x "
                           "noise_size %d)", fn, (long long)z_len,
-                          (long long)expected, (int)net->forward_samples,
+                          (long long)expected, (int)net->noise_samples,
                           (int)net->noise_size);
-    if (net->forward_mean)
+    if (net->noise_is_zero)
         memset(z, 0, (size_t)expected * sizeof(float));
     else
         memcpy(z, net->noise, (size_t)expected * sizeof(float));

@@ -16,7 +16,6 @@
 #include "network.h"
 
 #define DEFAULT_BATCH 256
-#define MAX_SAMPLES 65536
 
 struct ibvi_predictor {
     ibvi_allocator allocator;
@@ -126,10 +125,10 @@ int ibvi_predictor_create_ensemble(ibvi_predictor **out, ibvi_net *const *nets,
     if (count < 1 || count > 4096)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: count = %d, expected 1..4096", fn, (int)count);
-    if (samples < 1 || samples > MAX_SAMPLES)
+    if (samples < 1 || samples > IBVI_MAX_SAMPLES)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
-                          MAX_SAMPLES);
+                          IBVI_MAX_SAMPLES);
     for (int32_t i = 0; i < count; i++) {
         if (!nets[i])
             return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: nets[%d] is NULL", fn,
@@ -175,6 +174,8 @@ int ibvi_predictor_create_ensemble(ibvi_predictor **out, ibvi_net *const *nets,
 int ibvi_predictor_create(ibvi_predictor **out, ibvi_net *net, int32_t samples,
                           uint64_t seed)
 {
+    IBVI_CHECK_NOT_NULL("ibvi_predictor_create", out);
+    *out = NULL;
     IBVI_CHECK_NOT_NULL("ibvi_predictor_create", net);
     return ibvi_predictor_create_ensemble(out, &net, 1, samples, seed);
 }
@@ -197,7 +198,7 @@ int ibvi_predictor_set_batch_size(ibvi_predictor *p, int64_t batch)
 {
     static const char fn[] = "ibvi_predictor_set_batch_size";
     IBVI_CHECK_NOT_NULL(fn, p);
-    if (batch < 1 || batch > (INT64_MAX / MAX_SAMPLES) / p->nets[0]->max_width /
+    if (batch < 1 || batch > (INT64_MAX / IBVI_MAX_SAMPLES) / p->nets[0]->max_width /
                                  (int64_t)p->samples / 64)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: batch = %lld, expected >= 1 and a workspace "

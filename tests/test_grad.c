@@ -581,7 +581,9 @@ START_TEST(test_loss_stability)
     /* correct labels with huge margins: loss ~ 0 */
     int32_t good[2] = {0, 1};
     CK_OK(ibvi_loss_softmax_xent(f, 2, 3, good, 2, &loss, g));
-    ck_assert_msg(isfinite(loss) && fabs(loss - log(2.0) / 2.0) <= 1e-5,
+    /* (1e-3: the float spacing at 1e4 is 1e-3, so a float log-sum-exp
+     * of these logits is exact only to that) */
+    ck_assert_msg(isfinite(loss) && fabs(loss - log(2.0) / 2.0) <= 1e-3,
                   "softmax loss %g", loss);
 
     /* binary: 1e4 with t=0 -> 1e4; -1e4 with t=1 -> 1e4; 1e4 with t=1 -> 0;
@@ -609,8 +611,7 @@ END_TEST
 static Suite *grad_suite(void)
 {
     Suite *s = suite_create("grad");
-    TCase *tc = tcase_create("net");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = tu_tcase("net");
     tcase_add_loop_test(tc, test_net_grad_matrix, 0, 36);
     tcase_add_test(tc, test_net_grad_mup_hidden_variational);
     tcase_add_loop_test(tc, test_net_grad_deterministic, 0, 6);
@@ -618,7 +619,7 @@ static Suite *grad_suite(void)
     tcase_add_test(tc, test_net_grad_forward_mean);
     suite_add_tcase(s, tc);
 
-    TCase *tl = tcase_create("loss");
+    TCase *tl = tu_tcase("loss");
     tcase_add_loop_test(tl, test_loss_grad_standalone, 0, 12);
     tcase_add_loop_test(tl, test_loss_repeated_blocks, 0, 3);
     tcase_add_test(tl, test_loss_stability);

@@ -25,6 +25,7 @@ compilers_cxx="$CXX"
 command -v clang++ >/dev/null 2>&1 && [ "$CXX" != clang++ ] && compilers_cxx="$compilers_cxx clang++"
 
 for h in $headers; do
+    hfail=0
     printf '#include <ibvi/%s>\n#include <ibvi/%s>\ntypedef int tu_nonempty;\n' \
         "$h" "$h" > "$tmp/h.c"
     for c in $compilers_c; do
@@ -34,7 +35,7 @@ for h in $headers; do
                     -x c "$tmp/h.c" 2> "$tmp/err"; then
                 echo "FAIL: ibvi/$h as C ($c -std=$std -pedantic -Werror):"
                 cat "$tmp/err"
-                fail=1
+                hfail=1
             fi
         done
     done
@@ -44,11 +45,11 @@ for h in $headers; do
                     -I"$inc" -x c++ "$tmp/h.c" 2> "$tmp/err"; then
                 echo "FAIL: ibvi/$h as C++ ($c -std=$std -Werror):"
                 cat "$tmp/err"
-                fail=1
+                hfail=1
             fi
         done
     done
-    echo "ok: ibvi/$h"
+    if [ $hfail -eq 0 ]; then echo "ok: ibvi/$h"; else fail=1; fi
 done
 
 # extern "C": a C++ program using each header links against the library.

@@ -453,7 +453,6 @@ static cc_result coord_check(int param, int32_t width, uint64_t seed)
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
     CK_OK(ibvi_net_add_dense(net, CC_OUT, 0));
     CK_OK(ibvi_net_init(net, param, seed));
-    CK_OK(ibvi_net_set_threads(net, 2));
 
     tu_rng rng;
     tu_rng_seed(&rng, 2024); /* same data for every width */
@@ -602,14 +601,13 @@ END_TEST
 static Suite *mup_suite(void)
 {
     Suite *s = suite_create("mup");
-    TCase *tt = tcase_create("table");
+    TCase *tt = tu_tcase("table");
     tcase_add_test(tt, test_table_queries);
     tcase_add_test(tt, test_roles_two_layers);
     tcase_add_loop_test(tt, test_step_uses_multipliers, 0, 8);
     tcase_add_loop_test(tt, test_optimizer_trajectory, 0, 3);
     suite_add_tcase(s, tt);
-    TCase *tc = tcase_create("coord");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = tu_tcase("coord");
     tcase_add_test(tc, test_coord_check_mup);
     tcase_add_test(tc, test_coord_check_sp);
     suite_add_tcase(s, tc);

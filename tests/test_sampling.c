@@ -400,9 +400,14 @@ static int same_params(ibvi_net *a, ibvi_net *b)
     return same;
 }
 
+/* _i: BLIS threads per network (1 or 2); results are reproducible for a
+ * fixed thread count. */
 START_TEST(test_reproducible_training)
 {
     ibvi_net *a = repro_net(99), *b = repro_net(99), *c = repro_net(100);
+    CK_OK(ibvi_net_set_threads(a, 1 + _i));
+    CK_OK(ibvi_net_set_threads(b, 1 + _i));
+    CK_OK(ibvi_net_set_threads(c, 1 + _i));
     ck_assert_msg(same_params(a, b), "same seed, different prior");
     ck_assert_msg(!same_params(a, c), "different seeds, same prior");
     repro_train(a, 15);
@@ -531,15 +536,14 @@ END_TEST
 static Suite *sampling_suite(void)
 {
     Suite *s = suite_create("sampling");
-    TCase *tc = tcase_create("stats");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = tu_tcase("stats");
     tcase_add_loop_test(tc, test_theta_moments, 0, 2);
     tcase_add_test(tc, test_noise_standard_normal);
     tcase_add_loop_test(tc, test_prior_distribution, 0, 4);
     tcase_add_test(tc, test_prior_streams_distinct);
     suite_add_tcase(s, tc);
-    TCase *tr = tcase_create("repro");
-    tcase_add_test(tr, test_reproducible_training);
+    TCase *tr = tu_tcase("repro");
+    tcase_add_loop_test(tr, test_reproducible_training, 0, 2);
     tcase_add_test(tr, test_rng_position_replays_noise);
     tcase_add_test(tr, test_forward_mean_is_zero_noise);
     tcase_add_test(tr, test_deterministic_blocks);

@@ -463,8 +463,7 @@ END_TEST
 static Suite *theory_suite(void)
 {
     Suite *s = suite_create("theory");
-    TCase *tc = tcase_create("linear");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = tu_tcase("linear");
     tcase_add_loop_test(tc, test_null_space_invariants, 0, N_INV_CASES);
     tcase_add_loop_test(tc, test_limit_theorem1, 0, 2);
     tcase_add_loop_test(tc, test_w2_projection, 0, 2);

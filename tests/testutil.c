@@ -306,6 +306,13 @@ ibvi_allocator tu_counting_allocator(tu_alloc_stats *stats)
 
 /* ---- running ------------------------------------------------------------------ */
 
+TCase *tu_tcase(const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, TU_TIMEOUT);
+    return tc;
+}
+
 int tu_run_suite(Suite *s)
 {
     SRunner *sr = srunner_create(s);

@@ -112,6 +112,12 @@ ibvi_allocator tu_counting_allocator(tu_alloc_stats *stats);
 
 /* ---- running -------------------------------------------------------------- */
 
+/* A test case with a per-test timeout of TU_TIMEOUT seconds (Check's
+ * default of 4 s is too short on a loaded machine; the suites take seconds
+ * when the machine is idle). */
+#define TU_TIMEOUT 300
+TCase *tu_tcase(const char *name);
+
 /* Runs a suite with CK_NORMAL output and returns the process exit status. */
 int tu_run_suite(Suite *s);
 

@@ -140,6 +140,9 @@ IBVI_API int ibvi_net_layer(ibvi_net *net, int32_t index, ibvi_layer **out);
  * under weight sample m. A deterministic network gives identical blocks.
  * All buffers are borrowed for the duration of the call only. */
 
+/* samples is at most IBVI_MAX_SAMPLES in every call that takes it. */
+#define IBVI_MAX_SAMPLES 65536
+
 /* Forward in training mode: draws `samples` (>= 1) noise vectors per
  * variational layer from the network's generator (one z per layer per
  * sample, shared by all rows) and caches what ibvi_net_backward() needs. */
@@ -153,13 +156,16 @@ IBVI_API int ibvi_net_forward_mean(ibvi_net *net, const float *x, int64_t n,
 
 /* Forward with caller-given noise: z holds samples * ibvi_net_noise_size()
  * floats; for each sample, the variational layers' R values in layer order.
- * z_len must equal that count. The generator is not advanced. */
+ * z_len must equal that count (z may be NULL when it is 0: a deterministic
+ * network). The generator is not advanced. */
 IBVI_API int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
                                     int32_t samples, const float *z,
                                     int64_t z_len, float *out);
 
 /* Copies the noise used by the last forward pass (samples * noise_size
- * floats, layout as ibvi_net_forward_noise) into z; z_len must match. */
+ * floats, layout as ibvi_net_forward_noise; zeros after forward_mean) into
+ * z; z_len must match. Still available after the parameters changed (e.g.
+ * after ibvi_train_step); IBVI_ERR_STATE before any forward pass. */
 IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
 
 /* Backward pass for the last forward: grad_out holds dL/d(out), rows x cols
@@ -167,8 +173,11 @@ IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
  * every layer's gradients: dL/dmu = sum_m g_m and dL/dS = sum_m g_m z_m^T,
  * where g_m = dL/dtheta at weight sample m (the loss functions already divide
  * by samples * n, which makes these the averages of SPEC.md section 2).
- * Returns IBVI_ERR_STATE without a forward pass, IBVI_ERR_NONFINITE (and
- * leaves the gradients unchanged) if grad_out holds NaN or infinity. */
+ * Returns IBVI_ERR_STATE without a forward pass since the parameters last
+ * changed (ibvi_net_init, ibvi_layer_set_mean/set_factor,
+ * ibvi_optimizer_step all invalidate it), IBVI_ERR_SHAPE for other rows or
+ * cols, IBVI_ERR_NONFINITE (and leaves the gradients unchanged) if grad_out
+ * holds NaN or infinity. */
 IBVI_API int ibvi_net_backward(ibvi_net *net, const float *grad_out,
                                int64_t rows, int32_t cols);
 

@@ -17,7 +17,7 @@
  * stacked batch (one GEMM) or, for variational layers, one GEMM per sample.
  *
  * Threading: a predictor and its networks form one unit; use them from one
- * thread at a time. The predictor uses the first network's thread count.
+ * thread at a time. Each member runs with its own network's thread count.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -36,6 +36,7 @@ typedef struct ibvi_predictor ibvi_predictor;
 /* Creates a predictor over an initialised network with `samples` (K >= 1)
  * weight samples drawn with `seed`. Inputs are processed in chunks of at most
  * 256 rows (see ibvi_predictor_set_batch_size). The network is borrowed.
+ * samples <= IBVI_MAX_SAMPLES; ensembles have at most 4096 members.
  * out: receives the predictor, owned by the caller (ibvi_predictor_free).
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
 IBVI_API int ibvi_predictor_create(ibvi_predictor **out, ibvi_net *net,
