@@ -119,6 +119,10 @@ void ibvi__dense_backward(ibvi_layer *layer, const float *input,
 
     /* dS (P x R) = G^T Z: G is samples x P; Z is samples x R with row
      * stride noise_stride (this layer's slice of each sample's noise). */
-    ibvi__gemm(layer->net->threads, 1, 0, P, R, samples, 1.0f, per_sample, P,
-               noise, noise_stride, 0.0f, layer->grad_factor, R);
+    if (samples == 1)
+        ibvi__outer(layer->net->threads, P, R, per_sample, noise,
+                    layer->grad_factor, R);
+    else
+        ibvi__gemm(layer->net->threads, 1, 0, P, R, samples, 1.0f, per_sample,
+                   P, noise, noise_stride, 0.0f, layer->grad_factor, R);
 }

@@ -66,3 +66,17 @@ void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
                  &alpha, (float *)a, (inc_t)lda, 1, (float *)x, 1, &beta, y, 1,
                  NULL, &rntm);
 }
+
+void ibvi__outer(int32_t threads, int64_t m, int64_t n, const float *x,
+                 const float *y, float *a, int64_t lda)
+{
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    float zero = 0.0f, one = 1.0f;
+    bli_ssetm_ex(BLIS_NO_CONJUGATE, 0, BLIS_NONUNIT_DIAG, BLIS_DENSE,
+                 (dim_t)m, (dim_t)n, &zero, a, (inc_t)lda, 1, NULL, &rntm);
+    bli_sger_ex(BLIS_NO_CONJUGATE, BLIS_NO_CONJUGATE, (dim_t)m, (dim_t)n, &one,
+                (float *)x, 1, (float *)y, 1, a, (inc_t)lda, 1, NULL, &rntm);
+}

@@ -37,8 +37,8 @@ static int finish(const char *fn, double total, int64_t rows, float *loss)
     *loss = (float)(total / (double)rows);
     if (!isfinite(*loss))
         return ibvi__fail(IBVI_ERR_NONFINITE,
-                          "%s: the loss is not finite (%g): check the inputs "
-                          "and the learning rate", fn, (double)*loss);
+                          "%s: non-finite loss (%g): check the inputs and "
+                          "the learning rate", fn, (double)*loss);
     return IBVI_OK;
 }
 

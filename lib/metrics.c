@@ -145,7 +145,7 @@ int ibvi_metrics_create(ibvi_metrics **out, int32_t classes,
     ibvi_metrics *m = ibvi__alloc(&a, 1, sizeof *m);
     if (!m)
         return ibvi__fail(IBVI_ERR_NOMEM,
-                          "%s: could not allocate %zu bytes", fn, sizeof *m);
+                          "%s: out of memory for %zu bytes", fn, sizeof *m);
     m->allocator = a;
     m->classes = classes;
     metrics_clear(m);
@@ -415,7 +415,7 @@ int ibvi_auroc(double *out, const float *in_scores, int64_t n_in,
     size_t total = (size_t)n_in + (size_t)n_out;
     float *ins = ibvi__alloc(&a, total, sizeof(float));
     if (!ins)
-        return ibvi__fail(IBVI_ERR_NOMEM, "%s: could not allocate %zu scores",
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory for %zu scores",
                           fn, total);
     float *outs = ins + n_in;
     for (int64_t i = 0; i < n_in; i++)

@@ -9,6 +9,7 @@
 #include "network.h"
 
 #define MAX_DIM 100000000 /* sanity bound on any layer size */
+#define MAX_PARAMS ((int64_t)1 << 36) /* sum of P (1 + R): 256 GiB of floats */
 
 /* ---- building ------------------------------------------------------------ */
 
@@ -102,6 +103,14 @@ int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: rank = %d, expected 0..%lld (P = outputs * "
                           "inputs + outputs)", fn, (int)rank, (long long)params);
+    /* Bounding the total keeps every later size computation (parameters,
+     * gradients, optimizer state, samples x P) far from overflow. */
+    const int64_t floats = params * (1 + (int64_t)rank);
+    if (floats > MAX_PARAMS - net->param_floats)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: %lld outputs with rank %d would make the "
+                          "network hold more than %lld parameters", fn,
+                          (long long)outputs, (int)rank, (long long)MAX_PARAMS);
     ibvi_layer *layer;
     int status = append_layer(net, fn, &layer);
     if (status < 0)
@@ -110,6 +119,7 @@ int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
     layer->outputs = outputs;
     layer->rank = rank;
     layer->params = params;
+    net->param_floats += floats;
     if (outputs > net->max_width)
         net->max_width = outputs;
     return IBVI_OK;

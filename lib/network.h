@@ -57,6 +57,7 @@ struct ibvi_net {
     int32_t threads;
     int32_t noise_size;
     int32_t max_width;   /* widest of input_dim and all layer outputs       */
+    int64_t param_floats;/* sum over dense layers of P (1 + R)             */
     float *param_block;
 
     /* Workspace, sized for ws_rows rows and ws_samples samples. */

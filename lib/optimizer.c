@@ -172,38 +172,99 @@ int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1, float beta2,
     return IBVI_OK;
 }
 
-static void sgd_update(const ibvi_optimizer *opt, const param_range *r,
-                       float *velocity)
+/* The new value of one parameter and its state. The finiteness check and
+ * the update share these, so the check sees exactly the values the update
+ * will store. */
+static inline float sgd_value(float param, float grad, float lr, float mu,
+                              int32_t nesterov, float *velocity)
 {
+    if (mu == 0.0f)
+        return param - lr * grad;
+    const float v = mu * *velocity + grad;
+    *velocity = v;
+    return param - lr * (nesterov ? grad + mu * v : v);
+}
+
+typedef struct adam_consts {
+    float b1, b2, correction1, correction2, lr, eps;
+} adam_consts;
+
+static adam_consts adam_constants(const ibvi_optimizer *opt, float mult)
+{
+    const double t = (double)opt->steps + 1.0;
+    return (adam_consts){opt->beta1, opt->beta2,
+                         (float)(1.0 - pow(opt->beta1, t)),
+                         (float)(1.0 - pow(opt->beta2, t)), opt->lr * mult,
+                         opt->eps};
+}
+
+static inline float adam_value(const adam_consts *k, float param, float g,
+                               float *first, float *second)
+{
+    *first = k->b1 * *first + (1.0f - k->b1) * g;
+    *second = k->b2 * *second + (1.0f - k->b2) * g * g;
+    const float m_hat = *first / k->correction1;
+    const float v_hat = *second / k->correction2;
+    return param - k->lr * m_hat / (sqrtf(v_hat) + k->eps);
+}
+
+/* 1 when the update of range r keeps every parameter and state value
+ * finite. x * 0 is 0 for finite x and NaN for NaN or infinity. */
+static int update_is_finite(const ibvi_optimizer *opt, const param_range *r,
+                            const float *state, const float *second)
+{
+    float acc = 0.0f;
+    if (opt->kind == IBVI_OPT_SGD) {
+        const float lr = opt->lr * r->mult;
+        for (int64_t i = 0; i < r->count; i++) {
+            float v = state[i];
+            const float p = sgd_value(r->param[i], r->grad[i], lr,
+                                      opt->momentum, opt->nesterov, &v);
+            acc += p * 0.0f + v * 0.0f;
+        }
+    } else {
+        const adam_consts k = adam_constants(opt, r->mult);
+        for (int64_t i = 0; i < r->count; i++) {
+            float m = state[i], v = second[i];
+            const float p = adam_value(&k, r->param[i], r->grad[i], &m, &v);
+            acc += p * 0.0f + m * 0.0f + v * 0.0f;
+        }
+    }
+    return acc == 0.0f;
+}
+
+static void sgd_update(const ibvi_optimizer *opt, const param_range *r,
+                       float *restrict velocity)
+{
+    /* Three branch-free loops over restrict pointers, so they vectorize. */
     const float lr = opt->lr * r->mult, mu = opt->momentum;
+    float *restrict param = r->param;
+    const float *restrict grad = r->grad;
     if (mu == 0.0f) {
         for (int64_t i = 0; i < r->count; i++)
-            r->param[i] -= lr * r->grad[i];
-        return;
-    }
-    for (int64_t i = 0; i < r->count; i++) {
-        const float v = mu * velocity[i] + r->grad[i];
-        velocity[i] = v;
-        r->param[i] -= lr * (opt->nesterov ? r->grad[i] + mu * v : v);
+            param[i] -= lr * grad[i];
+    } else if (opt->nesterov) {
+        for (int64_t i = 0; i < r->count; i++) {
+            const float v = mu * velocity[i] + grad[i];
+            velocity[i] = v;
+            param[i] -= lr * (grad[i] + mu * v);
+        }
+    } else {
+        for (int64_t i = 0; i < r->count; i++) {
+            const float v = mu * velocity[i] + grad[i];
+            velocity[i] = v;
+            param[i] -= lr * v;
+        }
     }
 }
 
 static void adam_update(const ibvi_optimizer *opt, const param_range *r,
-                        float *first, float *second)
+                        float *restrict first, float *restrict second)
 {
-    const float b1 = opt->beta1, b2 = opt->beta2;
-    const double t = (double)opt->steps + 1.0;
-    const float correction1 = (float)(1.0 - pow(b1, t));
-    const float correction2 = (float)(1.0 - pow(b2, t));
-    const float lr = opt->lr * r->mult;
-    for (int64_t i = 0; i < r->count; i++) {
-        const float g = r->grad[i];
-        first[i] = b1 * first[i] + (1.0f - b1) * g;
-        second[i] = b2 * second[i] + (1.0f - b2) * g * g;
-        const float m_hat = first[i] / correction1;
-        const float v_hat = second[i] / correction2;
-        r->param[i] -= lr * m_hat / (sqrtf(v_hat) + opt->eps);
-    }
+    const adam_consts k = adam_constants(opt, r->mult);
+    for (int64_t i = 0; i < r->count; i++)
+        r->param[i] = adam_value(&k, r->param[i], r->grad[i], &first[i],
+                                 &second[i]);
 }
 
 int ibvi_optimizer_step(ibvi_optimizer *opt)
@@ -217,21 +278,37 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: no gradients yet (call ibvi_net_backward "
                           "first)", fn);
-    float *state = opt->state;
     const int64_t second_offset = opt->kind == IBVI_OPT_ADAM
                                       ? opt->state_floats / 2 : 0;
-    for (int32_t i = 0; i < net->layer_count; i++) {
-        const ibvi_layer *l = net->layers[i];
-        if (l->kind != IBVI_LAYER_DENSE)
-            continue;
-        param_range ranges[4];
-        const int count = layer_ranges(l, opt->kind, ranges);
-        for (int k = 0; k < count; k++) {
-            if (opt->kind == IBVI_OPT_SGD)
-                sgd_update(opt, &ranges[k], state);
-            else
-                adam_update(opt, &ranges[k], state, state + second_offset);
-            state += ranges[k].count;
+    /* Two passes: first check that the update keeps every parameter and
+     * state value finite (a learning rate far too large overflows), and
+     * change nothing if it does not; then apply it. */
+    for (int pass = 0; pass < 2; pass++) {
+        float *state = opt->state;
+        for (int32_t i = 0; i < net->layer_count; i++) {
+            const ibvi_layer *l = net->layers[i];
+            if (l->kind != IBVI_LAYER_DENSE)
+                continue;
+            param_range ranges[4];
+            const int count = layer_ranges(l, opt->kind, ranges);
+            for (int k = 0; k < count; k++) {
+                if (pass == 0) {
+                    if (!update_is_finite(opt, &ranges[k], state,
+                                          state + second_offset))
+                        return ibvi__fail(
+                            IBVI_ERR_NONFINITE,
+                            "%s: non-finite update: the step would make "
+                            "parameters or optimizer state of layer %d NaN "
+                            "or infinite (learning rate %g too large?); "
+                            "nothing changed", fn, (int)i, (double)opt->lr);
+                } else if (opt->kind == IBVI_OPT_SGD) {
+                    sgd_update(opt, &ranges[k], state);
+                } else {
+                    adam_update(opt, &ranges[k], state,
+                                state + second_offset);
+                }
+                state += ranges[k].count;
+            }
         }
     }
     opt->steps++;

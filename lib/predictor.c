@@ -114,11 +114,10 @@ static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
     return IBVI_OK;
 }
 
-int ibvi_predictor_create_ensemble(ibvi_predictor **out, ibvi_net *const *nets,
-                                   int32_t count, int32_t samples,
-                                   uint64_t seed)
+/* Both public creators; fn names the one the host called in messages. */
+static int create(const char *fn, ibvi_predictor **out, ibvi_net *const *nets,
+                  int32_t count, int32_t samples, uint64_t seed)
 {
-    static const char fn[] = "ibvi_predictor_create_ensemble";
     IBVI_CHECK_NOT_NULL(fn, out);
     *out = NULL;
     IBVI_CHECK_NOT_NULL(fn, nets);
@@ -171,13 +170,21 @@ int ibvi_predictor_create_ensemble(ibvi_predictor **out, ibvi_net *const *nets,
     return IBVI_OK;
 }
 
+int ibvi_predictor_create_ensemble(ibvi_predictor **out, ibvi_net *const *nets,
+                                   int32_t count, int32_t samples,
+                                   uint64_t seed)
+{
+    return create("ibvi_predictor_create_ensemble", out, nets, count, samples,
+                  seed);
+}
+
 int ibvi_predictor_create(ibvi_predictor **out, ibvi_net *net, int32_t samples,
                           uint64_t seed)
 {
     IBVI_CHECK_NOT_NULL("ibvi_predictor_create", out);
     *out = NULL;
     IBVI_CHECK_NOT_NULL("ibvi_predictor_create", net);
-    return ibvi_predictor_create_ensemble(out, &net, 1, samples, seed);
+    return create("ibvi_predictor_create", out, &net, 1, samples, seed);
 }
 
 void ibvi_predictor_free(ibvi_predictor *p)
@@ -416,6 +423,14 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
             int32_t blocks;
             const float *logits = run_network(p, net, noise, chunk, rows, &blocks);
+            /* Finite inputs can still overflow to infinite logits (weights
+             * too large for them): report it instead of returning NaN. */
+            if (!ibvi__all_finite(logits, (int64_t)blocks * rows * classes))
+                return ibvi__fail(IBVI_ERR_NONFINITE,
+                                  "%s: the logits of network %d overflow "
+                                  "(NaN or infinity) for inputs %lld..%lld",
+                                  fn, (int)m, (long long)start,
+                                  (long long)(start + rows - 1));
             const double weight = 1.0 / ((double)p->count * blocks);
             for (int32_t k = 0; k < blocks; k++)
                 accumulate(p, logits + (int64_t)k * rows * classes, rows,

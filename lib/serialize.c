@@ -858,10 +858,10 @@ static int parse_model(reader *r, model_info *m, const char *where)
 static int rebuild_failure(int status, const char *where, const char *what,
                            long index)
 {
-    if (status == IBVI_ERR_NOMEM)
-        return status;
     char detail[160];
     snprintf(detail, sizeof detail, "%s", ibvi_last_error());
+    if (status == IBVI_ERR_NOMEM) /* name the function the caller called */
+        return ibvi__fail(status, "%s: out of memory (%s)", where, detail);
     return ibvi__fail(IBVI_ERR_FORMAT, "%s: %s %ld rejected: %s", where, what,
                       index, detail);
 }

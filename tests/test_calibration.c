@@ -358,7 +358,7 @@ static Suite *calibration_suite(void)
 {
     Suite *s = suite_create("calibration");
     TCase *tc = tcase_create("fit");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_recover_half);
     tcase_add_test(tc, test_recover_two);
     tcase_add_test(tc, test_recover_four);
@@ -367,6 +367,7 @@ static Suite *calibration_suite(void)
     tcase_add_test(tc, test_fit_huge_logits);
     suite_add_tcase(s, tc);
     tc = tcase_create("apply");
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_apply_matches_naive);
     tcase_add_test(tc, test_apply_extreme_logits);
     tcase_add_test(tc, test_errors);

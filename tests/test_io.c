@@ -295,12 +295,21 @@ static void assert_same_predictions(ibvi_net *a, ibvi_net *b)
     free(ob);
 }
 
-/* A scratch directory, removed (with its files) at teardown. */
-static char tmpdir[64];
+/* Scratch directories: rootdir per test case (an unchecked fixture, run by
+ * the parent process, so it is removed even when a test fails or times
+ * out) and a fresh tmpdir inside it for every test. */
+static char rootdir[64];
+static char tmpdir[96];
+
+static void setup_root(void)
+{
+    snprintf(rootdir, sizeof rootdir, "/tmp/ibvi_test_io_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(rootdir));
+}
 
 static void setup_dir(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ibvi_test_io_XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s/tXXXXXX", rootdir);
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 }
 
@@ -329,6 +338,7 @@ static void remove_tree(const char *path)
 }
 
 static void teardown_dir(void) { remove_tree(tmpdir); }
+static void teardown_root(void) { remove_tree(rootdir); }
 
 static void path_in_dir(char *out, size_t size, const char *name)
 {
@@ -1194,7 +1204,9 @@ static Suite *io_suite(void)
 {
     Suite *s = suite_create("io");
     TCase *tc = tcase_create("roundtrip");
+    tcase_add_unchecked_fixture(tc, setup_root, teardown_root);
     tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_roundtrip_without_optimizer);
     tcase_add_test(tc, test_roundtrip_sgd);
     tcase_add_test(tc, test_roundtrip_adam);
@@ -1205,8 +1217,9 @@ static Suite *io_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("damaged");
+    tcase_add_unchecked_fixture(tc, setup_root, teardown_root);
     tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_truncation_every_length);
     tcase_add_test(tc, test_truncation_at_sections_in_files);
     tcase_add_test(tc, test_flipped_bytes_and_bits);
@@ -1217,7 +1230,9 @@ static Suite *io_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("saving");
+    tcase_add_unchecked_fixture(tc, setup_root, teardown_root);
     tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_save_arguments);
     tcase_add_test(tc, test_save_into_missing_directory);
     tcase_add_test(tc, test_failed_save_keeps_previous_file);

@@ -75,7 +75,8 @@ IBVI_API void ibvi_net_free(ibvi_net *net);
 
 /* Appends a dense layer y = x W^T + b with `outputs` units. rank = 0 makes it
  * deterministic; rank R in [1, P] (P = outputs * inputs + outputs) makes it a
- * variational low-rank Gaussian layer with a P x R covariance factor.
+ * variational low-rank Gaussian layer with a P x R covariance factor. The
+ * network may hold at most 2^36 floats of parameters in all (sum of P (1 + R)).
  * Only before ibvi_net_init(). Returns IBVI_OK, IBVI_ERR_INVALID_ARG,
  * IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
 IBVI_API int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank);

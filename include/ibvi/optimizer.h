@@ -56,7 +56,11 @@ IBVI_API int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1,
                                      float beta2, float eps);
 
 /* Applies one update from the network's current gradients. Needs a
- * ibvi_net_backward() since the network was initialised (IBVI_ERR_STATE). */
+ * ibvi_net_backward() since the network was initialised (IBVI_ERR_STATE).
+ * Returns IBVI_ERR_NONFINITE, and changes nothing (parameters, optimizer
+ * state, step count), when the update would make any parameter or state
+ * value NaN or infinite (non-finite gradients, a learning rate far too
+ * large). */
 IBVI_API int ibvi_optimizer_step(ibvi_optimizer *opt);
 
 /* Number of steps taken; a negative status for a NULL handle. */
@@ -74,8 +78,9 @@ IBVI_API int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
  * paper's recipe), the loss of `loss_kind` (an ibvi_loss_kind, with labels
  * or targets as in loss.h), backward and one optimizer update. opt must be
  * bound to net. *loss receives the minibatch loss (may be NULL).
- * A non-finite loss returns IBVI_ERR_NONFINITE and leaves the parameters and
- * the optimizer's state untouched. */
+ * A non-finite loss, or an update that would make a parameter non-finite
+ * (see ibvi_optimizer_step), returns IBVI_ERR_NONFINITE and leaves the
+ * parameters and the optimizer's state untouched. */
 IBVI_API int ibvi_train_step(ibvi_net *net, ibvi_optimizer *opt,
                              const float *x, int64_t n, int32_t samples,
                              int32_t loss_kind, const int32_t *labels,

@@ -82,7 +82,9 @@ IBVI_API int ibvi_predictor_noise(const ibvi_predictor *pred, float *z,
  * predictive_entropy, expected_entropy, mutual_information: n floats each
  * or NULL: H[p], (1/K) sum_k H[p_k] and their difference (the epistemic
  * part; clamped at 0 against rounding). Natural logarithms.
- * Returns IBVI_ERR_NONFINITE if x holds NaN or infinity. */
+ * Returns IBVI_ERR_NONFINITE if x holds NaN or infinity, or if finite inputs
+ * drive a network's logits to infinity (weights far too large for them;
+ * the outputs are then unspecified). */
 IBVI_API int ibvi_predictor_run(ibvi_predictor *pred, const float *x,
                                 int64_t n, float *probs,
                                 float *predictive_entropy,
