@@ -48,6 +48,7 @@ typedef struct config {
     uint64_t seed;
     int32_t threads;
     int64_t train_limit;
+    int64_t test_limit;
     int64_t validation;
     int progress;
     int corruptions;
@@ -89,14 +90,16 @@ static void usage(FILE *out)
         "  --rank R            covariance rank of first and last layer (10)\n"
         "  --param mup|sp      parameterization (default mup)\n"
         "  --epochs N          epochs (default 10)\n"
-        "  --lr X              base learning rate (default 0.05), cosine decay\n"
+        "  --lr X              base learning rate (default 0.02), cosine decay\n"
         "  --momentum X        SGD momentum (default 0.9)\n"
         "  --batch N           minibatch size (default 128)\n"
         "  --train-samples M   weight samples per training step (default 1)\n"
         "  --test-samples K    weight samples at test time (default 32)\n"
         "  --seed N            seed of everything (default 1)\n"
-        "  --threads N         BLIS threads per network (default 2)\n"
+        "  --threads N         BLIS threads per network (default 1; 2 helps\n"
+        "                      only on an otherwise idle machine)\n"
         "  --train-limit N     use only the first N training images\n"
+        "  --test-limit N      evaluate only the first N test (and OOD) images\n"
         "  --validation N      held-out training images for temperature\n"
         "                      scaling (default count/12)\n"
         "  --no-corruptions    skip the corrupted test sets\n"
@@ -145,9 +148,9 @@ static void parse_options(config *c, int argc, char **argv)
 {
     *c = (config){.data_dir = NULL, .rank = 10,
                   .parameterization = IBVI_PARAM_MUP, .epochs = 10,
-                  .lr = 0.05f, .momentum = 0.9f, .batch = 128,
+                  .lr = 0.02f, .momentum = 0.9f, .batch = 128,
                   .train_samples = 1, .test_samples = 32, .ensemble = 3,
-                  .seed = 1, .threads = 2, .validation = -1,
+                  .seed = 1, .threads = 1, .validation = -1,
                   .progress = isatty(STDERR_FILENO), .corruptions = 1};
     snprintf(c->methods, sizeof c->methods, "standard,ibvi,temp");
     parse_widths(c, "256,256");
@@ -163,6 +166,7 @@ static void parse_options(config *c, int argc, char **argv)
         {"test-samples", required_argument, 0, 'K'},
         {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
         {"train-limit", required_argument, 0, 'L'},
+        {"test-limit", required_argument, 0, 'X'},
         {"validation", required_argument, 0, 'V'},
         {"no-corruptions", no_argument, 0, 'C'},
         {"no-progress", no_argument, 0, 'P'}, {"json", required_argument, 0, 'j'},
@@ -199,6 +203,7 @@ static void parse_options(config *c, int argc, char **argv)
         case 's': c->seed = strtoull(optarg, NULL, 10); break;
         case 't': c->threads = atoi(optarg); break;
         case 'L': c->train_limit = atoll(optarg); break;
+        case 'X': c->test_limit = atoll(optarg); break;
         case 'V': c->validation = atoll(optarg); break;
         case 'C': c->corruptions = 0; break;
         case 'P': c->progress = 0; break;
@@ -490,6 +495,10 @@ int main(int argc, char **argv)
     }
     if (c.train_limit > 0 && c.train_limit < train.count)
         train.count = c.train_limit;
+    if (c.test_limit > 0 && c.test_limit < test.count)
+        test.count = c.test_limit;
+    if (c.ood_dir && c.test_limit > 0 && c.test_limit < ood.count)
+        ood.count = c.test_limit;
     if (c.validation < 0)
         c.validation = train.count / 12;
     memset(&validation, 0, sizeof validation);

@@ -13,8 +13,11 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$train" --data "$data" --ood "$data" --train-limit 6000 --epochs 1 \
-    --width 64,64 --methods standard,ibvi,temp --test-samples 8 \
+# IBVI's covariance factors learn at lr / R, so it needs a few hundred steps
+# before its accuracy approaches the standard network's: 3 epochs, batch 64.
+"$train" --data "$data" --ood "$data" --train-limit 6000 --epochs 3 \
+    --batch 64 --width 64,64 --methods standard,ibvi,temp --test-samples 8 \
+    --test-limit 2000 \
     --no-progress --json "$work/r.json" --svg "$work/r.svg" \
     --save "$work/model.ibvi" > "$work/table.txt"
 cat "$work/table.txt"
@@ -30,7 +33,7 @@ for m in r["methods"]:
         assert isinstance(m[key], float) and math.isfinite(m[key]), (m["name"], key)
     assert m["accuracy"] > 0.6, (m["name"], m["accuracy"])
     assert len(m["corruptions"]) >= 8, m["corruptions"].keys()
-    assert sum(m["reliability"]["counts"]) == 10000
+    assert sum(m["reliability"]["counts"]) == 2000
 # The same images as in- and out-of-distribution: AUROC must be 1/2.
     assert abs(m["ood_auroc"] - 0.5) < 1e-9, m["ood_auroc"]
 print("json ok:", {m["name"]: round(m["accuracy"], 4) for m in r["methods"]})
