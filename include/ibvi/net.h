@@ -124,8 +124,10 @@ IBVI_API int32_t ibvi_net_noise_size(const ibvi_net *net);
 /* Number of trainable floats: sum over dense layers of P * (1 + R). */
 IBVI_API int64_t ibvi_net_param_count(const ibvi_net *net);
 
-/* The seed given to ibvi_net_init() and the position of the sampling stream
- * (number of noise blocks drawn so far). Setting the position lets a resumed
+/* The seed given to ibvi_net_init() and the position of the sampling stream:
+ * the number of generator blocks drawn so far (one block gives two normals;
+ * a forward pass with `samples` samples draws ceil(samples * noise_size / 2)
+ * blocks). Setting the position lets a resumed
  * run draw the same samples as an uninterrupted one. */
 IBVI_API int ibvi_net_seed(const ibvi_net *net, uint64_t *seed);
 IBVI_API int ibvi_net_rng_position(const ibvi_net *net, uint64_t *position);

@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""mnist_train.py - the Python twin of examples/mnist_train.c.
+
+Trains a standard network and an IBVI network (and, on request, a deep
+ensemble and temperature scaling) on an MNIST-style data set through the
+ibvi package, then compares them on the test set, on a second data set as
+out-of-distribution inputs and on seeded MNIST-C-style corruptions, and
+prints the same table as the C program. With the same options both print
+the same numbers (everything but the training time): the library computes
+them, and the host code here (shuffling, learning-rate schedule, data,
+corruptions) does what the C host code does.
+
+    PYTHONPATH=python python3 python/examples/mnist_train.py \\
+        --data data/fashion --ood data/mnist \\
+        --train-limit 6000 --epochs 3 --batch 64 --test-limit 2000
+
+SPDX-License-Identifier: MIT
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import ibvi
+import mnist_data
+from mnist_data import Dataset
+
+CHUNK = 1000
+# The corruptions evaluated, in the C program's order (SPEC.md section 7).
+EVALUATED_CORRUPTIONS = [mnist_data.ROTATE, mnist_data.SHEAR, mnist_data.SCALE,
+                         mnist_data.TRANSLATE, mnist_data.BRIGHTNESS,
+                         mnist_data.STRIPE, mnist_data.SHOT_NOISE,
+                         mnist_data.IMPULSE_NOISE]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="training/test IDX files (e.g. data/fashion)")
+    p.add_argument("--ood", help="out-of-distribution test set (e.g. data/mnist)")
+    p.add_argument("--methods", default="standard,ibvi,temp",
+                   help="comma list of standard, ibvi, ensemble, temp")
+    p.add_argument("--ensemble", type=int, default=3, help="members of the deep ensemble")
+    p.add_argument("--width", default="256,256", help="hidden widths")
+    p.add_argument("--rank", type=int, default=10, help="rank of first and last layer")
+    p.add_argument("--param", choices=("mup", "sp"), default="mup")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.02, help="base lr, cosine decay")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--train-samples", type=int, default=1, help="M per training step")
+    p.add_argument("--test-samples", type=int, default=32, help="K at test time")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="BLIS threads per network")
+    p.add_argument("--train-limit", type=int, default=0, help="use the first N images")
+    p.add_argument("--test-limit", type=int, default=0,
+                   help="evaluate only the first N test (and OOD) images")
+    p.add_argument("--validation", type=int, default=-1,
+                   help="held-out images for temperature scaling (default count/12)")
+    p.add_argument("--no-corruptions", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", help="write the results as JSON")
+    p.add_argument("--save", help="save the trained IBVI network")
+    a = p.parse_args(argv)
+    a.methods = a.methods.split(",")
+    if not set(a.methods) <= {"standard", "ibvi", "ensemble", "temp"}:
+        p.error("unknown method in --methods")
+    a.hidden = [int(w) for w in a.width.split(",")]
+    # The C program keeps lr and momentum as float: use the same values.
+    a.lr = float(np.float32(a.lr))
+    a.momentum = float(np.float32(a.momentum))
+    return a
+
+
+# ---- the host's training loop ------------------------------------------------
+
+def build_network(args, input_dim, classes, rank, seed):
+    """784-W-...-W-10 with ReLU; `rank` on the first and last layers."""
+    net = ibvi.Net(input_dim)
+    for i, width in enumerate(args.hidden):
+        net.add_dense(width, rank if i == 0 else 0).add_activation("relu")
+    net.add_dense(classes, rank)
+    net.init(args.param, seed)
+    net.threads = args.threads
+    return net
+
+
+def train_network(net, args, train, name, seed):
+    """SGD + momentum with a cosine learning-rate schedule; returns seconds."""
+    opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
+    net.reserve(args.batch, args.train_samples)
+    order = list(range(train.count))
+    state = seed
+    steps_per_epoch = (train.count + args.batch - 1) // args.batch
+    total_steps = steps_per_epoch * args.epochs
+    progress = sys.stderr.isatty() and not args.no_progress
+    start, step = time.monotonic(), 0
+    for epoch in range(1, args.epochs + 1):
+        state = mnist_data.shuffle(order, state)
+        index = np.array(order)
+        loss_sum, seen, epoch_start = 0.0, 0, time.monotonic()
+        for b in range(0, train.count, args.batch):
+            batch = index[b:b + args.batch]
+            opt.lr = args.lr * 0.5 * (1.0 + math.cos(3.14159265358979 * (step / total_steps)))
+            step += 1
+            loss = opt.train_step(train.images[batch], labels=train.labels[batch],
+                                  samples=args.train_samples)
+            loss_sum += loss * len(batch)
+            seen += len(batch)
+            if progress and (b // args.batch) % 20 == 0:
+                print("\r%-12s epoch %2d/%-2d  %3d%%  loss %.4f" % (
+                    name, epoch, args.epochs, 100 * seen // train.count,
+                    loss_sum / seen), end="", file=sys.stderr)
+        rate = seen / (time.monotonic() - epoch_start)
+        print("%s%-12s epoch %2d/%-2d loss %.4f  %6.0f img/s" % (
+            "\r" if progress else "", name, epoch, args.epochs, loss_sum / seen, rate),
+            file=sys.stderr)
+    opt.close()
+    return time.monotonic() - start
+
+
+def fit_temperature(net, validation):
+    """T fitted on the validation logits of the mean network."""
+    logits = np.concatenate([net.forward_mean(validation.images[s:s + CHUNK])
+                             for s in range(0, validation.count, CHUNK)])
+    return ibvi.temperature_fit(logits, validation.labels)
+
+
+# ---- evaluation --------------------------------------------------------------
+
+class Method:
+    def __init__(self, name, predictor, seconds, temperature=1.0):
+        self.name, self.predictor = name, predictor
+        self.train_seconds, self.temperature = seconds, temperature
+        self.corruptions = []
+
+
+def scores(metrics):
+    return {"accuracy": metrics.accuracy, "nll": metrics.nll, "ece": metrics.ece,
+            "mce": metrics.mce, "brier": metrics.brier}
+
+
+def predict_set(methods, data, corruption=mnist_data.IDENTITY, seed=0,
+                want_entropy=False):
+    """Runs every method's predictor over a data set (corrupted unless
+    IDENTITY); returns per method a Metrics and the predictive entropies.
+    Each chunk is corrupted once and given to all predictors."""
+    metrics = [ibvi.Metrics(data.classes) for _ in methods]
+    entropy = [np.empty(data.count, np.float32) for _ in methods] if want_entropy else None
+    for start in range(0, data.count, CHUNK):
+        x = data.images[start:start + CHUNK]
+        if corruption != mnist_data.IDENTITY:
+            x = mnist_data.corrupt(corruption, x, data.rows, data.cols, seed, start)
+        for k, m in enumerate(methods):
+            p = m.predictor.run(x, uncertainty=want_entropy)
+            if want_entropy:
+                entropy[k][start:start + len(x)] = p.predictive_entropy
+            metrics[k].add(p.probs, data.labels[start:start + len(x)])
+    return metrics, entropy
+
+
+def evaluate(methods, args, test, ood):
+    in_metrics, in_entropy = predict_set(methods, test, want_entropy=True)
+    for k, m in enumerate(methods):
+        m.test = scores(in_metrics[k])
+        m.bins = in_metrics[k].bins()
+        m.ood_auroc = float("nan")
+    if ood is not None:
+        _, out_entropy = predict_set(methods, ood, want_entropy=True)
+        for k, m in enumerate(methods):
+            m.ood_auroc = ibvi.auroc(in_entropy[k], out_entropy[k])
+    for k, which in enumerate(EVALUATED_CORRUPTIONS if not args.no_corruptions else []):
+        metrics, _ = predict_set(methods, test, which, args.seed + 1000 + k)
+        for i, m in enumerate(methods):
+            m.corruptions.append(scores(metrics[i]))
+
+
+def corruption_mean(m):
+    if not m.corruptions:
+        return {key: 0.0 for key in ("accuracy", "nll", "ece", "mce", "brier")}
+    return {key: sum(c[key] for c in m.corruptions) / len(m.corruptions)
+            for key in m.corruptions[0]}
+
+
+def print_table(methods, dataset, ood_name, corruption_names):
+    """The table of examples/report.c, character for character."""
+    print("\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins" % (dataset, ood_name))
+    print("%-12s %8s %8s %8s %8s %9s | %9s %9s %9s | %8s" % (
+        "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "corr acc%",
+        "corr NLL", "corr ECE%", "train s"))
+    for m in methods:
+        c = corruption_mean(m)
+        print("%-12s %8.2f %8.4f %8.2f %8.4f %9.4f | %9.2f %9.4f %9.2f | %8.1f" % (
+            m.name, 100 * m.test["accuracy"], m.test["nll"], 100 * m.test["ece"],
+            m.test["brier"], m.ood_auroc, 100 * c["accuracy"], c["nll"],
+            100 * c["ece"], m.train_seconds))
+    if not corruption_names or not methods:
+        return
+    print("\nPer corruption, NLL (accuracy %%):\n%-14s" % "corruption", end="")
+    for m in methods:
+        print(" %18s" % m.name, end="")
+    print()
+    for k, name in enumerate(corruption_names):
+        print("%-14s" % name, end="")
+        for m in methods:
+            print("   %7.4f (%6.2f)" % (m.corruptions[k]["nll"],
+                                        100 * m.corruptions[k]["accuracy"]), end="")
+        print()
+
+
+def write_json(path, methods, args, dataset, ood_name, corruption_names, counts):
+    def method(m):
+        d = {"name": m.name, **m.test,
+             "ood_auroc": None if math.isnan(m.ood_auroc) else m.ood_auroc,
+             "temperature": m.temperature, "train_seconds": m.train_seconds,
+             "reliability": {"counts": m.bins.counts.tolist(),
+                             "accuracy": m.bins.accuracy.tolist(),
+                             "confidence": m.bins.confidence.tolist()},
+             "corruptions": dict(zip(corruption_names, m.corruptions)),
+             "corruption_mean": corruption_mean(m)}
+        return d
+    config = {"hidden": "%d x %d" % (len(args.hidden), args.hidden[0]),
+              "rank": args.rank, "parameterization": args.param,
+              "epochs": args.epochs, "lr": float("%g" % args.lr),
+              "momentum": float("%g" % args.momentum),
+              "batch": args.batch, "train_samples": args.train_samples,
+              "test_samples": args.test_samples, "seed": args.seed,
+              "threads": args.threads, "train_images": counts[0],
+              "validation_images": counts[1], "ensemble": args.ensemble}
+    with open(path, "w") as f:
+        json.dump({"schema": "libibvi-mnist-train/1", "dataset": dataset,
+                   "ood_dataset": ood_name, "config": config,
+                   "methods": [method(m) for m in methods]}, f, indent=2)
+        f.write("\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print("libibvi %s (Python binding, %s)" % (ibvi.version(), ibvi.library_path),
+          file=sys.stderr)
+    try:
+        train = Dataset.load(args.data, "train")
+        test = Dataset.load(args.data, "t10k")
+        ood = Dataset.load(args.ood, "t10k") if args.ood else None
+    except (OSError, ValueError) as e:
+        sys.exit("mnist_train.py: %s\n(run examples/prepare_data.sh data first)" % e)
+    if ood is not None and ood.dim != train.dim:
+        sys.exit("mnist_train.py: OOD images have %d pixels, training images %d"
+                 % (ood.dim, train.dim))
+    if 0 < args.train_limit < train.count:
+        train.limit(args.train_limit)
+    if 0 < args.test_limit < test.count:
+        test.limit(args.test_limit)
+    if ood is not None and 0 < args.test_limit < ood.count:
+        ood.limit(args.test_limit)
+    if args.validation < 0:
+        args.validation = train.count // 12
+    validation = train.take_tail(args.validation) if args.validation > 0 else None
+    test.classes = train.classes
+    dataset = os.path.basename(os.path.normpath(args.data))
+    ood_name = os.path.basename(os.path.normpath(args.ood)) if args.ood else "none"
+    print("%s: %d train, %d validation, %d test images; MLP %d-%s-%d, %s, %d epochs, "
+          "lr %g, batch %d, %d threads" % (
+              dataset, train.count, validation.count if validation else 0, test.count,
+              train.dim, "-".join(map(str, args.hidden)), train.classes,
+              "muP" if args.param == "mup" else "SP", args.epochs, args.lr,
+              args.batch, args.threads), file=sys.stderr)
+
+    methods = []
+    nets = []
+    # Standard networks: member 0 is "standard", all of them the ensemble.
+    members = args.ensemble if "ensemble" in args.methods else 1
+    standard, seconds = [], []
+    if {"standard", "temp", "ensemble"} & set(args.methods):
+        for i in range(members):
+            net = build_network(args, train.dim, train.classes, 0, args.seed + 100 * i)
+            seconds.append(train_network(net, args, train,
+                                         "member %d" % i if i else "standard",
+                                         args.seed + 100 * i + 7))
+            standard.append(net)
+    nets += standard
+    if "standard" in args.methods:
+        methods.append(Method("standard", ibvi.Predictor(standard[0], 1, args.seed),
+                              seconds[0]))
+    if "temp" in args.methods:
+        if validation is None:
+            sys.exit("mnist_train.py: temp needs --validation > 0")
+        t = fit_temperature(standard[0], validation)
+        pred = ibvi.Predictor(standard[0], 1, args.seed)
+        pred.set_temperature(t)
+        methods.append(Method("temp-scaled", pred, seconds[0], t))
+    if "ensemble" in args.methods:
+        methods.append(Method("ensemble-%d" % members,
+                              ibvi.Predictor.ensemble(standard, 1, args.seed),
+                              sum(seconds)))
+    if "ibvi" in args.methods:
+        net = build_network(args, train.dim, train.classes, args.rank, args.seed)
+        s = train_network(net, args, train, "ibvi", args.seed + 7)
+        methods.append(Method("ibvi", ibvi.Predictor(net, args.test_samples, args.seed), s))
+        nets.append(net)
+        if args.save:
+            net.save(args.save)
+            print("saved the IBVI network to %s" % args.save, file=sys.stderr)
+
+    evaluate(methods, args, test, ood)
+    corruption_names = [] if args.no_corruptions else \
+        [mnist_data.NAMES[c] for c in EVALUATED_CORRUPTIONS]
+    print_table(methods, dataset, ood_name, corruption_names)
+    if args.json:
+        write_json(args.json, methods, args, dataset, ood_name, corruption_names,
+                   (train.count, validation.count if validation else 0))
+    for net in nets:
+        net.close()  # also closes the predictors
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""python/examples/mnist_train.py prints the C example's table.
+
+Runs examples/mnist_train (path in IBVI_MNIST_TRAIN) and the Python example
+with the same small configuration on real Fashion-MNIST (the source tree's
+data/ if examples/prepare_data.sh made it, else Debian's
+dataset-fashion-mnist) and requires the two tables to be identical except
+for the training-time column: the metrics, the OOD AUROC and the eight
+corruptions, to the last printed digit.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.environ.get("IBVI_SOURCE_ROOT", os.path.join(HERE, "..", ".."))
+EXAMPLE = os.path.join(ROOT, "python", "examples", "mnist_train.py")
+DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+def data_dirs():
+    fashion = os.path.join(ROOT, "data", "fashion")
+    mnist = os.path.join(ROOT, "data", "mnist")
+    name = "t10k-images-idx3-ubyte.gz"
+    if os.path.exists(os.path.join(fashion, name)):
+        ood = mnist if os.path.exists(os.path.join(mnist, name)) else fashion
+        return fashion, ood
+    if os.path.exists(os.path.join(DEBIAN, name)):
+        return DEBIAN, DEBIAN
+    return None, None
+
+
+def without_time(table):
+    """The table with the last column (train s) cut off."""
+    return [line.rsplit("|", 1)[0] if line.count("|") == 2 else line
+            for line in table.splitlines()]
+
+
+class Example(unittest.TestCase):
+    def test_python_table_equals_c_table(self):
+        exe = os.environ.get("IBVI_MNIST_TRAIN")
+        if not exe:
+            self.skipTest("IBVI_MNIST_TRAIN is not set")
+        data, ood = data_dirs()
+        if data is None:
+            self.skipTest("no Fashion-MNIST (examples/prepare_data.sh data, or "
+                          "apt-get install dataset-fashion-mnist)")
+        options = ["--data", data, "--ood", ood, "--train-limit", "1500",
+                   "--test-limit", "4000", "--lr", "0.05",
+                   "--epochs", "2", "--width", "48,32", "--rank", "3",
+                   "--test-samples", "4", "--threads", "1", "--no-progress",
+                   "--methods", "standard,ibvi,temp,ensemble", "--ensemble", "2"]
+        with tempfile.TemporaryDirectory() as tmp:
+            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
+                               capture_output=True, text=True)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            py = subprocess.run([sys.executable, EXAMPLE] + options +
+                                ["--json", os.path.join(tmp, "py.json")],
+                                capture_output=True, text=True)
+            self.assertEqual(py.returncode, 0, py.stderr)
+            with open(os.path.join(tmp, "c.json")) as f:
+                cj = json.load(f)
+            with open(os.path.join(tmp, "py.json")) as f:
+                pj = json.load(f)
+        print(c.stdout)
+        self.assertIn("OOD AUROC", c.stdout)
+        self.assertIn("impulse_noise", c.stdout)
+        self.assertEqual(without_time(py.stdout), without_time(c.stdout))
+        # The JSON reports agree too (full precision, %.6f in C).
+        self.assertEqual([m["name"] for m in pj["methods"]],
+                         [m["name"] for m in cj["methods"]])
+        for pm, cm in zip(pj["methods"], cj["methods"]):
+            self.assertIsNotNone(cm["ood_auroc"])
+            for key in ("accuracy", "nll", "ece", "mce", "brier", "ood_auroc",
+                        "temperature"):
+                self.assertAlmostEqual(pm[key], cm[key], places=6, msg=(pm["name"], key))
+            self.assertEqual(pm["reliability"]["counts"], cm["reliability"]["counts"])
+            self.assertEqual(sorted(pm["corruptions"]), sorted(cm["corruptions"]))
+        self.assertEqual(pj["config"], cj["config"])
+
+
+if __name__ == "__main__":
+    unittest.main()
