@@ -104,13 +104,14 @@ int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
                           "%s: rank = %d, expected 0..%lld (P = outputs * "
                           "inputs + outputs)", fn, (int)rank, (long long)params);
     /* Bounding the total keeps every later size computation (parameters,
-     * gradients, optimizer state, samples x P) far from overflow. */
-    const int64_t floats = params * (1 + (int64_t)rank);
-    if (floats > MAX_PARAMS - net->param_floats)
+     * gradients, optimizer state, samples x P) far from overflow. Compare
+     * by division: the product itself overflows int64 for P near 1e16. */
+    if (params > (MAX_PARAMS - net->param_floats) / (1 + (int64_t)rank))
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: %lld outputs with rank %d would make the "
                           "network hold more than %lld parameters", fn,
                           (long long)outputs, (int)rank, (long long)MAX_PARAMS);
+    const int64_t floats = params * (1 + (int64_t)rank);
     ibvi_layer *layer;
     int status = append_layer(net, fn, &layer);
     if (status < 0)
@@ -244,9 +245,23 @@ int32_t ibvi_net_threads(const ibvi_net *net)
  * like the block itself. */
 static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
 
+/* The workspace size in floats, or -1 when it exceeds 2^60 floats: the sum
+ * below would overflow int64 (and no allocator could serve it anyway).
+ * The bound is taken in double first, with room for the padding. */
 static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
                                 int32_t samples)
 {
+    double bound = (double)rows * (net->input_dim + 3.0 * net->max_width) +
+                   (double)samples * net->noise_size +
+                   16.0 * (5.0 + 3.0 * net->layer_count);
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        bound += (double)rows * l->outputs;
+        if (l->rank > 0)
+            bound += 2.0 * samples * (double)l->params;
+    }
+    if (!(bound <= 0x1p60))
+        return -1;
     int64_t total = padded(rows * net->input_dim) +
                     2 * padded(rows * net->max_width) +
                     padded((int64_t)samples * net->noise_size) +
@@ -277,7 +292,9 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
     if (samples < net->ws_samples)
         samples = net->ws_samples;
     int64_t total = workspace_floats(net, rows, samples);
-    float *block = ibvi__alloc(&net->allocator, (size_t)total, sizeof(float));
+    float *block = total < 0 ? NULL
+                             : ibvi__alloc(&net->allocator, (size_t)total,
+                                           sizeof(float));
     if (!block)
         return ibvi__fail(IBVI_ERR_NOMEM,
                           "%s: out of memory for a workspace of %lld rows",

@@ -1,0 +1,1651 @@
+/*
+ * libibvi tests - robustness:
+ *
+ * 1. Numerical: softmax (temperature_apply, the predictor), log-sum-exp
+ *    (the softmax cross-entropy) and the NLL / binary cross-entropy stay
+ *    exact for logits of +-1e4 (values checked against closed forms, not
+ *    only for finiteness).
+ * 2. Divergence: training with a far too large learning rate stops with
+ *    IBVI_ERR_NONFINITE and a "non-finite" message; no step that returned
+ *    IBVI_OK ever left a NaN or infinite parameter or optimizer state
+ *    behind, and the failing step changed nothing.
+ * 3. The argument sweep: a table with one row per exported function
+ *    (api_table below) calls each with NULL handles, NULL buffers, zero,
+ *    negative and huge sizes, mismatched shapes, out-of-range values, NaN
+ *    and infinity, and checks the status and that the message names the
+ *    function. `test_robust --list-api` prints the table's names; the
+ *    api_table test (tests/test_api_table.sh) fails when an exported
+ *    function has no row.
+ *
+ * test_errors.c covers the common error paths call by call; this file is
+ * the systematic pass over the whole exported API.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define A IBVI_ERR_INVALID_ARG
+#define SH IBVI_ERR_SHAPE
+#define ST IBVI_ERR_STATE
+#define NF IBVI_ERR_NONFINITE
+
+/* The call fails with `status` and a message that names `fn`. */
+#define EXPECT(fn, expr, status)                                              \
+    do {                                                                      \
+        ibvi_clear_error();                                                   \
+        int ex_rc_ = (int)(expr);                                             \
+        ck_assert_msg(ex_rc_ == (int)(status),                                \
+                      "%s returned %d (%s), expected %d (%s): %s", #expr,     \
+                      ex_rc_, ibvi_status_string(ex_rc_), (int)(status),      \
+                      ibvi_status_string((int)(status)), ibvi_last_error());  \
+        ck_assert_msg(names(ibvi_last_error(), (fn)),                         \
+                      "%s: the message does not start with %s: \"%s\"",      \
+                      #expr, (fn), ibvi_last_error());                        \
+    } while (0)
+
+/* The message starts with "fn:" (as every message of the library does). */
+static int names(const char *msg, const char *fn)
+{
+    const size_t n = strlen(fn);
+    return strncmp(msg, fn, n) == 0 && msg[n] == ':';
+}
+
+/* A huge request in the sweep must come back as IBVI_ERR_NOMEM, not abort
+ * an ASan build (whose allocator aborts on such requests by default). */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
+/* ======================================================================
+ * 1. numerical robustness
+ * ====================================================================== */
+
+static void assert_close(double got, double want, double tol, const char *what)
+{
+    ck_assert_msg(isfinite(got) && fabs(got - want) <= tol,
+                  "%s = %.9g, expected %.9g (tolerance %g)", what, got, want,
+                  tol);
+}
+
+START_TEST(test_softmax_extreme_logits)
+{
+    /* rows: dominant, tie at the top, a shift of log 3, all equal, -1e4 */
+    const float logits[5 * 3] = {
+        1e4f, 0.0f, -1e4f,
+        1e4f, 1e4f, -1e4f,
+        -1e4f, -1e4f + 1.0986123f, -1e4f - 50.0f,
+        -1e4f, -1e4f, -1e4f,
+        1e4f, 1e4f - 1.0f, 1e4f - 2.0f};
+    float p[5 * 3];
+    CK_OK(ibvi_temperature_apply(p, logits, 5, 3, 1.0f));
+    const double e1 = exp(-1.0), e2 = exp(-2.0), s = 1.0 + e1 + e2;
+    /* float -1e4 + log 3: the representable shift, computed in double */
+    const double d = (double)(-1e4f + 1.0986123f) - (double)-1e4f;
+    const double want[15] = {1, 0, 0, 0.5, 0.5, 0,
+                             1.0 / (1.0 + exp(d)), exp(d) / (1.0 + exp(d)), 0,
+                             1.0 / 3, 1.0 / 3, 1.0 / 3, 1 / s, e1 / s, e2 / s};
+    for (int i = 0; i < 15; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "p[%d]", i);
+        assert_close(p[i], want[i], 1e-6, what);
+    }
+    /* temperature scaling of huge logits: softmax(z / 100) */
+    const float z[2] = {1e4f, -1e4f};
+    CK_OK(ibvi_temperature_apply(p, z, 1, 2, 1e4f));
+    assert_close(p[0], 1.0 / (1.0 + exp(-2.0)), 1e-6, "p(T = 1e4)[0]");
+    assert_close(p[1], exp(-2.0) / (1.0 + exp(-2.0)), 1e-6, "p(T = 1e4)[1]");
+}
+END_TEST
+
+START_TEST(test_logsumexp_and_nll_extreme_logits)
+{
+    float loss, g[6];
+    /* logsumexp(1e4, 1e4) = 1e4 + log 2: loss of label 0 is log 2 */
+    const float tie[2] = {1e4f, 1e4f};
+    int32_t y0 = 0, y1 = 1;
+    CK_OK(ibvi_loss_softmax_xent(tie, 1, 2, &y0, 1, &loss, g));
+    assert_close(loss, log(2.0), 1e-6, "loss(tie)");
+    assert_close(g[0], -0.5, 1e-7, "g[0]");
+    assert_close(g[1], 0.5, 1e-7, "g[1]");
+    /* the right class far ahead: loss 0; far behind: 2e4 */
+    const float apart[2] = {1e4f, -1e4f};
+    CK_OK(ibvi_loss_softmax_xent(apart, 1, 2, &y0, 1, &loss, g));
+    assert_close(loss, 0.0, 1e-7, "loss(right)");
+    assert_close(g[0], 0.0, 1e-7, "g right[0]");
+    CK_OK(ibvi_loss_softmax_xent(apart, 1, 2, &y1, 1, &loss, g));
+    assert_close(loss, 2e4, 1e-3, "loss(wrong)");
+    assert_close(g[0], 1.0, 1e-7, "g wrong[0]");
+    assert_close(g[1], -1.0, 1e-7, "g wrong[1]");
+    /* three classes at -1e4 + {0, 1, 2}: loss of label 2 is
+     * log(e^-2 + e^-1 + 1); the shift does not matter */
+    const float shifted[3] = {-1e4f, -1e4f + 1.0f, -1e4f + 2.0f};
+    int32_t y2 = 2;
+    CK_OK(ibvi_loss_softmax_xent(shifted, 1, 3, &y2, 1, &loss, g));
+    assert_close(loss, log(exp(-2.0) + exp(-1.0) + 1.0), 1e-5,
+                 "loss(shifted)");
+
+    /* binary cross-entropy: log(1 + e^x) - t x, stable both ways */
+    const float x[4] = {1e4f, -1e4f, 1e4f, -1e4f};
+    const float t[4] = {0.0f, 1.0f, 1.0f, 0.0f};
+    CK_OK(ibvi_loss_binary_xent(x, 1, 4, t, 1, &loss, g));
+    assert_close(loss, 2e4, 1e-3, "bce");
+    const double want_g[4] = {1, -1, 0, 0};
+    for (int i = 0; i < 4; i++)
+        assert_close(g[i], want_g[i], 1e-7, "bce grad");
+
+    /* NLL of the metrics: a predicted 0 for the true class is floored */
+    const float probs[2 * 2] = {1.0f, 0.0f, 0.0f, 1.0f};
+    const int32_t labels[2] = {1, 1};
+    ibvi_metrics *m = NULL;
+    CK_OK(ibvi_metrics_create(&m, 2, NULL));
+    CK_OK(ibvi_metrics_add(m, probs, 2, labels));
+    double nll;
+    CK_OK(ibvi_metrics_nll(m, &nll));
+    assert_close(nll, -log(1e-12) / 2.0, 1e-9, "metrics NLL");
+    ibvi_metrics_free(m);
+    float h[2];
+    CK_OK(ibvi_entropy(h, probs, 2, 2));
+    assert_close(h[0], 0.0, 0.0, "entropy of a one-hot row");
+}
+END_TEST
+
+/* A deterministic 2 -> 3 layer with weights +-1e4: logits of +-1e4. */
+START_TEST(test_predictor_extreme_logits)
+{
+    for (int rank = 0; rank <= 1; rank++) {
+        ibvi_net *net = tu_net_new(2, NULL);
+        CK_OK(ibvi_net_add_dense(net, 3, rank));
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 1));
+        const float theta[9] = {1e4f, 0, 0, 1e4f, -1e4f, 0, 0, 0, 0};
+        CK_OK(ibvi_layer_set_mean(tu_layer(net, 0), theta, 9));
+        if (rank) { /* a tiny spread: the samples stay at +-1e4 */
+            float f[9];
+            for (int i = 0; i < 9; i++)
+                f[i] = 1e-9f;
+            CK_OK(ibvi_layer_set_factor(tu_layer(net, 0), f, 9));
+        }
+        ibvi_predictor *p = NULL;
+        CK_OK(ibvi_predictor_create(&p, net, 4, 3));
+        const float x[3 * 2] = {1, 0, 1, 1, -1, 0};
+        float probs[9], pe[3], ee[3], mi[3];
+        CK_OK(ibvi_predictor_run(p, x, 3, probs, pe, ee, mi));
+        const double want[9] = {1, 0, 0, 0.5, 0.5, 0, 0, 0, 1};
+        for (int i = 0; i < 9; i++)
+            assert_close(probs[i], want[i], 1e-6, "predictor probs");
+        assert_close(pe[0], 0.0, 1e-6, "entropy of a sure row");
+        assert_close(pe[1], log(2.0), 1e-5, "entropy of a tie");
+        for (int i = 0; i < 3; i++) {
+            assert_close(mi[i], 0.0, 1e-5, "mutual information");
+            ck_assert(ee[i] >= 0.0f && isfinite(ee[i]));
+        }
+        ibvi_predictor_free(p);
+        ibvi_net_free(net);
+    }
+}
+END_TEST
+
+/* Logits that overflow float: the predictor reports them. */
+START_TEST(test_predictor_overflowing_logits)
+{
+    ibvi_net *net = tu_net_new(2, NULL);
+    CK_OK(ibvi_net_add_dense(net, 2, 0));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 1));
+    const float theta[6] = {3e38f, 3e38f, -3e38f, 0, 0, 0};
+    CK_OK(ibvi_layer_set_mean(tu_layer(net, 0), theta, 6));
+    ibvi_predictor *p = NULL;
+    CK_OK(ibvi_predictor_create(&p, net, 1, 3));
+    const float x[2] = {1e4f, 1e4f};
+    float probs[2];
+    EXPECT("ibvi_predictor_run", ibvi_predictor_run(p, x, 1, probs, NULL, NULL,
+                                                    NULL),
+           NF);
+    ibvi_predictor_free(p);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* ======================================================================
+ * 2. divergence
+ * ====================================================================== */
+
+/* All parameters of every dense layer, concatenated (malloc'ed). */
+static float *snapshot(ibvi_net *net, int64_t *count)
+{
+    const int64_t total = ibvi_net_param_count(net);
+    float *all = malloc(sizeof(float) * (size_t)total);
+    ck_assert_ptr_nonnull(all);
+    int64_t at = 0;
+    for (int32_t i = 0; i < ibvi_net_layer_count(net); i++) {
+        ibvi_layer *l = tu_layer(net, i);
+        if (ibvi_layer_get_kind(l) != IBVI_LAYER_DENSE)
+            continue;
+        int32_t rank;
+        CK_OK(ibvi_layer_shape(l, NULL, NULL, &rank));
+        const int64_t P = ibvi_layer_param_count(l);
+        CK_OK(ibvi_layer_get_mean(l, all + at, P));
+        at += P;
+        if (rank > 0) {
+            CK_OK(ibvi_layer_get_factor(l, all + at, P * rank));
+            at += P * rank;
+        }
+    }
+    ck_assert_int_eq(at, total);
+    *count = total;
+    return all;
+}
+
+/* The saved network and optimizer, with the two fields a failed step may
+ * change zeroed: the position of the sampling stream (the forward pass drew
+ * its noise before the loss was found non-finite) and the checksum. The
+ * file must load again: its parameters and optimizer state are finite. */
+#define RNG_POSITION_OFFSET 44 /* preamble 16, HEAD header 12, 16 bytes */
+static uint8_t *saved_state(ibvi_net *net, ibvi_optimizer *opt, int64_t *len)
+{
+    CK_OK(ibvi_net_save_size(net, opt, len));
+    uint8_t *b = malloc((size_t)*len);
+    ck_assert_ptr_nonnull(b);
+    CK_OK(ibvi_net_save_buffer(net, opt, b, *len));
+    ibvi_net *back = NULL;
+    ibvi_optimizer *ob = NULL;
+    CK_OK(ibvi_net_load_buffer(&back, &ob, b, *len, NULL));
+    ibvi_optimizer_free(ob);
+    ibvi_net_free(back);
+    memset(b + RNG_POSITION_OFFSET, 0, 8);
+    memset(b + *len - 4, 0, 4);
+    return b;
+}
+
+/* Trains with learning rate lr until a step fails; every successful step
+ * leaves finite parameters and optimizer state (the saved file loads), the
+ * failing one changes neither. Returns the number of successful steps. */
+static int diverge(int32_t opt_kind, float lr, int32_t loss_kind)
+{
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    ibvi_net *net = tu_net_new(4, NULL);
+    CK_OK(ibvi_net_add_dense(net, 16, 2));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 3, 1));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 3));
+    ibvi_optimizer *opt = NULL;
+    CK_OK(ibvi_optimizer_create(&opt, net, opt_kind, lr));
+    if (opt_kind == IBVI_OPT_SGD)
+        CK_OK(ibvi_optimizer_set_momentum(opt, 0.9f, 0));
+    float x[8 * 4], targets[8 * 3], loss = 0.0f;
+    int32_t labels[8];
+    tu_fill_normal_f(&rng, x, 32, 1.0);
+    tu_fill_normal_f(&rng, targets, 24, 1.0);
+    for (int i = 0; i < 8; i++) {
+        labels[i] = tu_rng_int(&rng, 3);
+        for (int j = 0; j < 3; j++) /* valid for the binary loss too */
+            targets[3 * i + j] = targets[3 * i + j] > 0.0f ? 1.0f : 0.0f;
+    }
+    int rc = IBVI_OK, ok = 0;
+    int64_t n, len;
+    float *params = snapshot(net, &n);
+    uint8_t *state = saved_state(net, opt, &len);
+    for (int t = 0; t < 200 && rc == IBVI_OK; t++) {
+        ibvi_clear_error();
+        rc = ibvi_train_step(net, opt, x, 8, 2, loss_kind, labels, targets,
+                             &loss);
+        float *after = snapshot(net, &n);
+        if (rc == IBVI_OK) {
+            ok++;
+            ck_assert_int_eq(ibvi_optimizer_step_count(opt), ok);
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_msg(isfinite(after[i]),
+                              "lr %g: step %d returned IBVI_OK and left "
+                              "parameter %lld = %g", (double)lr, t,
+                              (long long)i, (double)after[i]);
+            free(params);
+            params = after;
+            free(state);
+            state = saved_state(net, opt, &len);
+        } else {
+            ck_assert_msg(memcmp(params, after, sizeof(float) * (size_t)n) == 0,
+                          "lr %g: the failing step changed the parameters",
+                          (double)lr);
+            int64_t len2;
+            uint8_t *now = saved_state(net, opt, &len2);
+            ck_assert_msg(len2 == len && memcmp(state, now, (size_t)len) == 0,
+                          "lr %g: the failing step changed the optimizer",
+                          (double)lr);
+            free(now);
+            free(after);
+        }
+    }
+    CK_STATUS(rc, IBVI_ERR_NONFINITE);
+    ck_assert_msg(strstr(ibvi_last_error(), "non-finite") != NULL,
+                  "message: %s", ibvi_last_error());
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), ok);
+    printf("lr %g (%s, loss %d): %d good steps, then \"%s\"\n", (double)lr,
+           opt_kind == IBVI_OPT_SGD ? "SGD" : "Adam", (int)loss_kind, ok,
+           ibvi_last_error());
+    free(params);
+    free(state);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+    return ok;
+}
+
+START_TEST(test_divergence_sgd_softmax)
+{
+    diverge(IBVI_OPT_SGD, 3e38f, IBVI_LOSS_SOFTMAX_XENT);
+    diverge(IBVI_OPT_SGD, 1e30f, IBVI_LOSS_SOFTMAX_XENT);
+    diverge(IBVI_OPT_SGD, 1e12f, IBVI_LOSS_SOFTMAX_XENT);
+}
+END_TEST
+
+START_TEST(test_divergence_sgd_squared)
+{
+    diverge(IBVI_OPT_SGD, 3e38f, IBVI_LOSS_SQUARED);
+    diverge(IBVI_OPT_SGD, 1e30f, IBVI_LOSS_SQUARED);
+    diverge(IBVI_OPT_SGD, 1e6f, IBVI_LOSS_SQUARED);
+}
+END_TEST
+
+START_TEST(test_divergence_adam)
+{
+    diverge(IBVI_OPT_ADAM, 3e38f, IBVI_LOSS_SOFTMAX_XENT);
+    diverge(IBVI_OPT_ADAM, 1e20f, IBVI_LOSS_BINARY_XENT);
+    diverge(IBVI_OPT_ADAM, 1e9f, IBVI_LOSS_SQUARED);
+}
+END_TEST
+
+/* A non-finite loss is reported with "non-finite loss" and nothing is
+ * trained: targets holding NaN. */
+START_TEST(test_nan_targets_not_trained_on)
+{
+    ibvi_net *net = tu_net_new(2, NULL);
+    CK_OK(ibvi_net_add_dense(net, 2, 1));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 4));
+    ibvi_optimizer *opt = NULL;
+    CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.1f));
+    const float x[2] = {1, 2};
+    float t[2] = {0.5f, NAN}, loss;
+    int64_t n;
+    float *before = snapshot(net, &n);
+    EXPECT("ibvi_loss_squared", ibvi_train_step(net, opt, x, 1, 1,
+                                                IBVI_LOSS_SQUARED, NULL, t,
+                                                &loss),
+           NF);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "non-finite loss"));
+    t[1] = INFINITY;
+    EXPECT("ibvi_loss_squared", ibvi_train_step(net, opt, x, 1, 1,
+                                              IBVI_LOSS_SQUARED, NULL, t,
+                                              &loss),
+           NF);
+    float *after = snapshot(net, &n);
+    ck_assert(memcmp(before, after, sizeof(float) * (size_t)n) == 0);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), 0);
+    free(before);
+    free(after);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* ======================================================================
+ * 3. the argument sweep
+ * ====================================================================== */
+
+typedef struct fx {
+    ibvi_net *net;        /* 3 -> dense(4, R2) -> relu -> dense(2, R1), SP  */
+    ibvi_net *other;      /* same shape, another seed                      */
+    ibvi_net *fresh;      /* 3 -> dense(2, R1), not initialised            */
+    ibvi_net *empty;      /* no layer                                      */
+    ibvi_net *det;        /* 3 -> dense(2, R0), initialised                */
+    ibvi_net *wide;       /* 5 -> dense(2, R1): another architecture       */
+    ibvi_layer *l0, *act, *l2, *d0, *fresh0;
+    ibvi_optimizer *sgd, *adam, *other_sgd;
+    ibvi_predictor *pred;
+    ibvi_metrics *m2, *m3, *m_empty;
+    float x[8 * 5], nan_x[8 * 5], inf_x[8 * 5];
+    float buf[256], probs[8 * 3];
+    int32_t labels[8];
+    char dir[64], path[128];
+} fx;
+
+static fx F;
+
+static ibvi_net *build(int32_t in, int32_t hidden, int32_t out, int32_t rank,
+                       int init, uint64_t seed)
+{
+    ibvi_net *net = tu_net_new(in, NULL);
+    if (hidden > 0) {
+        CK_OK(ibvi_net_add_dense(net, hidden, 2));
+        CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    }
+    if (out > 0)
+        CK_OK(ibvi_net_add_dense(net, out, rank));
+    if (init)
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, seed));
+    return net;
+}
+
+static void setup(void)
+{
+    memset(&F, 0, sizeof F);
+    F.net = build(3, 4, 2, 1, 1, 1);
+    F.other = build(3, 4, 2, 1, 1, 2);
+    F.fresh = build(3, 0, 2, 1, 0, 0);
+    F.empty = build(3, 0, 0, 0, 0, 0);
+    F.det = build(3, 0, 2, 0, 1, 3);
+    F.wide = build(5, 0, 2, 1, 1, 4);
+    F.l0 = tu_layer(F.net, 0);
+    F.act = tu_layer(F.net, 1);
+    F.l2 = tu_layer(F.net, 2);
+    F.d0 = tu_layer(F.det, 0);
+    F.fresh0 = tu_layer(F.fresh, 0);
+    CK_OK(ibvi_optimizer_create(&F.sgd, F.net, IBVI_OPT_SGD, 0.1f));
+    CK_OK(ibvi_optimizer_create(&F.adam, F.net, IBVI_OPT_ADAM, 0.1f));
+    CK_OK(ibvi_optimizer_create(&F.other_sgd, F.other, IBVI_OPT_SGD, 0.1f));
+    CK_OK(ibvi_predictor_create(&F.pred, F.net, 3, 5));
+    CK_OK(ibvi_metrics_create(&F.m2, 2, NULL));
+    CK_OK(ibvi_metrics_create(&F.m3, 3, NULL));
+    CK_OK(ibvi_metrics_create(&F.m_empty, 2, NULL));
+    for (int i = 0; i < 40; i++) {
+        F.x[i] = 0.1f * (float)(i % 9) - 0.4f;
+        F.nan_x[i] = F.inf_x[i] = F.x[i];
+    }
+    F.nan_x[7] = NAN;
+    F.inf_x[3] = -INFINITY;
+    for (int i = 0; i < 8; i++) {
+        F.labels[i] = i % 2;
+        F.probs[3 * i] = 0.25f;
+        F.probs[3 * i + 1] = 0.75f;
+        F.probs[3 * i + 2] = 0.0f;
+    }
+    float p2[16];
+    for (int i = 0; i < 16; i++)
+        p2[i] = i % 2 ? 0.75f : 0.25f;
+    CK_OK(ibvi_metrics_add(F.m2, p2, 8, F.labels));
+    snprintf(F.dir, sizeof F.dir, "/tmp/ibvi-robust-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(F.dir));
+    snprintf(F.path, sizeof F.path, "%s/m.ibvi", F.dir);
+}
+
+static void teardown(void)
+{
+    unlink(F.path);
+    rmdir(F.dir);
+    ibvi_metrics_free(F.m_empty);
+    ibvi_metrics_free(F.m3);
+    ibvi_metrics_free(F.m2);
+    ibvi_predictor_free(F.pred);
+    ibvi_optimizer_free(F.other_sgd);
+    ibvi_optimizer_free(F.adam);
+    ibvi_optimizer_free(F.sgd);
+    ibvi_net_free(F.wide);
+    ibvi_net_free(F.det);
+    ibvi_net_free(F.empty);
+    ibvi_net_free(F.fresh);
+    ibvi_net_free(F.other);
+    ibvi_net_free(F.net);
+}
+
+/* ---- versions, status, errors ---- */
+
+static void sw_version_number(void)
+{
+    ck_assert_int_eq(ibvi_version_number(), IBVI_VERSION_NUMBER);
+}
+
+static void sw_version_string(void)
+{
+    ck_assert_str_eq(ibvi_version_string(), IBVI_VERSION_STRING);
+}
+
+static void sw_status_string(void)
+{
+    const int32_t codes[] = {INT32_MIN, -11, -1000, 1, 7, INT32_MAX};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        const char *s = ibvi_status_string(codes[i]);
+        ck_assert(s != NULL && s[0] != 0);
+    }
+}
+
+static void sw_last_error(void)
+{
+    ibvi_clear_error();
+    ck_assert_str_eq(ibvi_last_error(), "");
+    ibvi_net *n = NULL;
+    EXPECT("ibvi_net_create", ibvi_net_create(&n, -1, NULL), A);
+    /* a long message is cut, not overflowed */
+    EXPECT("ibvi_net_load", ibvi_net_load(&n, NULL,
+                                          "/nonexistent/aaaaaaaaaaaaaaaaaaaaaaa"
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                          NULL),
+           IBVI_ERR_IO);
+    ck_assert_int_lt(strlen(ibvi_last_error()), 256);
+}
+
+static void sw_clear_error(void)
+{
+    ibvi_net *n = NULL;
+    ck_assert_int_eq(ibvi_net_create(&n, 0, NULL), A);
+    ibvi_clear_error();
+    ck_assert_str_eq(ibvi_last_error(), "");
+    ibvi_clear_error();
+}
+
+/* ---- networks ---- */
+
+static void *nop_alloc(void *o, size_t n)
+{
+    (void)o;
+    return malloc(n);
+}
+
+static void sw_net_create(void)
+{
+    const char *fn = "ibvi_net_create";
+    ibvi_net *n = (ibvi_net *)&n;
+    EXPECT(fn, ibvi_net_create(NULL, 3, NULL), A);
+    const int32_t bad[] = {0, -1, INT32_MIN, 100000001, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = (ibvi_net *)&n;
+        EXPECT(fn, ibvi_net_create(&n, bad[i], NULL), A);
+        ck_assert_ptr_null(n);
+    }
+    ibvi_allocator half = {nop_alloc, NULL, NULL};
+    EXPECT(fn, ibvi_net_create(&n, 3, &half), A);
+    ck_assert_ptr_null(n);
+}
+
+static void sw_net_free(void) { ibvi_net_free(NULL); }
+
+static void sw_net_add_dense(void)
+{
+    const char *fn = "ibvi_net_add_dense";
+    EXPECT(fn, ibvi_net_add_dense(NULL, 3, 0), A);
+    ibvi_net *n = tu_net_new(3, NULL);
+    EXPECT(fn, ibvi_net_add_dense(n, 0, 0), A);
+    EXPECT(fn, ibvi_net_add_dense(n, -5, 0), A);
+    EXPECT(fn, ibvi_net_add_dense(n, INT32_MAX, 0), A);
+    EXPECT(fn, ibvi_net_add_dense(n, INT32_MIN, 0), A);
+    EXPECT(fn, ibvi_net_add_dense(n, 2, -1), A);
+    EXPECT(fn, ibvi_net_add_dense(n, 2, 9), A); /* P = 8 */
+    EXPECT(fn, ibvi_net_add_dense(n, 2, INT32_MAX), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    ibvi_net_free(n);
+    /* P (1 + R) = 2^52 x 2^11 = 2^63: the count itself overflows int64
+     * (the parameter block once came out 1 byte long: a heap overflow) */
+    n = tu_net_new(67108863, NULL);
+    EXPECT(fn, ibvi_net_add_dense(n, 67108864, 2047), A);
+    EXPECT(fn, ibvi_net_add_dense(n, 100000000, INT32_MAX), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    ibvi_net_free(n);
+    EXPECT(fn, ibvi_net_add_dense(F.net, 2, 0), ST);
+}
+
+static void sw_net_add_activation(void)
+{
+    const char *fn = "ibvi_net_add_activation";
+    EXPECT(fn, ibvi_net_add_activation(NULL, IBVI_ACT_RELU), A);
+    const int32_t bad[] = {0, 4, -1, INT32_MAX, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_net_add_activation(F.fresh, bad[i]), A);
+    EXPECT(fn, ibvi_net_add_activation(F.net, IBVI_ACT_RELU), ST);
+    ck_assert_int_eq(ibvi_net_layer_count(F.fresh), 1);
+}
+
+static void sw_net_init(void)
+{
+    const char *fn = "ibvi_net_init";
+    EXPECT(fn, ibvi_net_init(NULL, IBVI_PARAM_SP, 1), A);
+    EXPECT(fn, ibvi_net_init(F.fresh, 2, 1), A);
+    EXPECT(fn, ibvi_net_init(F.fresh, -1, 1), A);
+    EXPECT(fn, ibvi_net_init(F.empty, IBVI_PARAM_SP, 1), ST);
+    ck_assert_int_eq(ibvi_net_is_initialized(F.fresh), 0);
+}
+
+static void sw_net_set_threads(void)
+{
+    const char *fn = "ibvi_net_set_threads";
+    EXPECT(fn, ibvi_net_set_threads(NULL, 1), A);
+    EXPECT(fn, ibvi_net_set_threads(F.net, 0), A);
+    EXPECT(fn, ibvi_net_set_threads(F.net, -1), A);
+    EXPECT(fn, ibvi_net_set_threads(F.net, 1025), A);
+    EXPECT(fn, ibvi_net_set_threads(F.net, INT32_MIN), A);
+    ck_assert_int_eq(ibvi_net_threads(F.net), 1);
+}
+
+static void sw_net_threads(void)
+{
+    EXPECT("ibvi_net_threads", ibvi_net_threads(NULL), A);
+}
+
+static void sw_net_reserve(void)
+{
+    const char *fn = "ibvi_net_reserve";
+    EXPECT(fn, ibvi_net_reserve(NULL, 4, 1), A);
+    EXPECT(fn, ibvi_net_reserve(F.fresh, 4, 1), ST);
+    EXPECT(fn, ibvi_net_reserve(F.net, 0, 1), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, -1, 1), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, 4, 0), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, 4, -2), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, 4, 65537), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_MAX, 1), A);
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_MAX / 4, 2), A);
+    /* fits in int64 but not in memory: out of memory, not a crash */
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_C(1) << 50, 1), IBVI_ERR_NOMEM);
+    /* rows x widest layer fits in int64, the sum over all buffers does not
+     * (it once overflowed: undefined behaviour, a wrapped workspace size) */
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_MAX / 4, 1), IBVI_ERR_NOMEM);
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_MAX / 8, 1), IBVI_ERR_NOMEM);
+    EXPECT(fn, ibvi_net_reserve(F.net, INT64_MAX / 40, 1), IBVI_ERR_NOMEM);
+    float out[2 * 2];
+    CK_OK(ibvi_net_forward(F.net, F.x, 2, 1, out));
+}
+
+#define SW_NULL_QUERY(name)                                                   \
+    static void sw_##name(void) { EXPECT("ibvi_" #name, ibvi_##name(NULL), A); }
+SW_NULL_QUERY(net_input_dim)
+SW_NULL_QUERY(net_layer_count)
+SW_NULL_QUERY(net_is_initialized)
+SW_NULL_QUERY(net_noise_size)
+SW_NULL_QUERY(net_param_count)
+SW_NULL_QUERY(layer_get_kind)
+SW_NULL_QUERY(layer_get_role)
+SW_NULL_QUERY(layer_param_count)
+SW_NULL_QUERY(optimizer_step_count)
+SW_NULL_QUERY(optimizer_reset)
+SW_NULL_QUERY(optimizer_step)
+SW_NULL_QUERY(predictor_samples)
+SW_NULL_QUERY(metrics_reset)
+
+static void sw_net_output_dim(void)
+{
+    EXPECT("ibvi_net_output_dim", ibvi_net_output_dim(NULL), A);
+    EXPECT("ibvi_net_output_dim", ibvi_net_output_dim(F.empty), ST);
+}
+
+static void sw_net_parameterization(void)
+{
+    EXPECT("ibvi_net_parameterization", ibvi_net_parameterization(NULL), A);
+    EXPECT("ibvi_net_parameterization", ibvi_net_parameterization(F.fresh), ST);
+}
+
+static void sw_net_seed(void)
+{
+    uint64_t u;
+    EXPECT("ibvi_net_seed", ibvi_net_seed(NULL, &u), A);
+    EXPECT("ibvi_net_seed", ibvi_net_seed(F.net, NULL), A);
+    EXPECT("ibvi_net_seed", ibvi_net_seed(F.fresh, &u), ST);
+}
+
+static void sw_net_rng_position(void)
+{
+    uint64_t u;
+    EXPECT("ibvi_net_rng_position", ibvi_net_rng_position(NULL, &u), A);
+    EXPECT("ibvi_net_rng_position", ibvi_net_rng_position(F.net, NULL), A);
+    EXPECT("ibvi_net_rng_position", ibvi_net_rng_position(F.fresh, &u), ST);
+}
+
+static void sw_net_set_rng_position(void)
+{
+    EXPECT("ibvi_net_set_rng_position", ibvi_net_set_rng_position(NULL, 0), A);
+    EXPECT("ibvi_net_set_rng_position", ibvi_net_set_rng_position(F.fresh, 0),
+           ST);
+    /* any position is valid, also the last one */
+    CK_OK(ibvi_net_set_rng_position(F.net, UINT64_MAX));
+    float out[2 * 2 * 2];
+    CK_OK(ibvi_net_forward(F.net, F.x, 2, 2, out));
+    for (int i = 0; i < 8; i++)
+        ck_assert(isfinite(out[i]));
+}
+
+static void sw_net_layer(void)
+{
+    const char *fn = "ibvi_net_layer";
+    ibvi_layer *l = (ibvi_layer *)&l;
+    EXPECT(fn, ibvi_net_layer(F.net, 0, NULL), A);
+    EXPECT(fn, ibvi_net_layer(NULL, 0, &l), A);
+    ck_assert_ptr_null(l);
+    const int32_t bad[] = {-1, 3, INT32_MAX, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        l = (ibvi_layer *)&l;
+        EXPECT(fn, ibvi_net_layer(F.net, bad[i], &l), A);
+        ck_assert_ptr_null(l);
+    }
+    EXPECT(fn, ibvi_net_layer(F.empty, 0, &l), A);
+}
+
+/* n and samples sweeps shared by the forward functions */
+static const int64_t bad_n[] = {0, -1, INT64_MIN, INT64_MAX, INT64_MAX / 2};
+static const int32_t bad_samples[] = {0, -1, INT32_MIN, 65537, INT32_MAX};
+
+static void sw_net_forward(void)
+{
+    const char *fn = "ibvi_net_forward";
+    float out[64];
+    EXPECT(fn, ibvi_net_forward(NULL, F.x, 2, 1, out), A);
+    EXPECT(fn, ibvi_net_forward(F.net, NULL, 2, 1, out), A);
+    EXPECT(fn, ibvi_net_forward(F.net, F.x, 2, 1, NULL), A);
+    EXPECT(fn, ibvi_net_forward(F.fresh, F.x, 2, 1, out), ST);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_net_forward(F.net, F.x, bad_n[i], 1, out), A);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        EXPECT(fn, ibvi_net_forward(F.net, F.x, 2, bad_samples[i], out), A);
+    uint64_t p0, p1;
+    CK_OK(ibvi_net_rng_position(F.net, &p0));
+    EXPECT(fn, ibvi_net_forward(F.net, F.nan_x, 3, 1, out), NF);
+    EXPECT(fn, ibvi_net_forward(F.net, F.inf_x, 3, 2, out), NF);
+    CK_OK(ibvi_net_rng_position(F.net, &p1));
+    ck_assert_msg(p0 == p1, "a rejected forward advanced the sampling stream");
+}
+
+static void sw_net_forward_mean(void)
+{
+    const char *fn = "ibvi_net_forward_mean";
+    float out[64];
+    EXPECT(fn, ibvi_net_forward_mean(NULL, F.x, 2, out), A);
+    EXPECT(fn, ibvi_net_forward_mean(F.net, NULL, 2, out), A);
+    EXPECT(fn, ibvi_net_forward_mean(F.net, F.x, 2, NULL), A);
+    EXPECT(fn, ibvi_net_forward_mean(F.fresh, F.x, 2, out), ST);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_net_forward_mean(F.net, F.x, bad_n[i], out), A);
+    EXPECT(fn, ibvi_net_forward_mean(F.net, F.nan_x, 3, out), NF);
+    EXPECT(fn, ibvi_net_forward_mean(F.net, F.inf_x, 3, out), NF);
+}
+
+static void sw_net_forward_noise(void)
+{
+    const char *fn = "ibvi_net_forward_noise";
+    float out[64], z[16] = {0};
+    EXPECT(fn, ibvi_net_forward_noise(NULL, F.x, 2, 1, z, 3, out), A);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, NULL, 2, 1, z, 3, out), A);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, NULL, 3, out), A);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, 3, NULL), A);
+    EXPECT(fn, ibvi_net_forward_noise(F.fresh, F.x, 2, 1, z, 1, out), ST);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, 2, out), SH);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, 4, out), SH);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 2, z, 3, out), SH);
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, -3, out), SH);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        ck_assert_int_lt(ibvi_net_forward_noise(F.net, F.x, 2, bad_samples[i],
+                                                z, 3, out),
+                         0);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, bad_n[i], 1, z, 3, out),
+               A);
+    z[1] = NAN;
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, 3, out), NF);
+    z[1] = INFINITY;
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.x, 2, 1, z, 3, out), NF);
+    z[1] = 0.0f;
+    EXPECT(fn, ibvi_net_forward_noise(F.net, F.nan_x, 3, 1, z, 3, out), NF);
+}
+
+static void sw_net_last_noise(void)
+{
+    const char *fn = "ibvi_net_last_noise";
+    float z[16], out[64];
+    EXPECT(fn, ibvi_net_last_noise(NULL, z, 3), A);
+    EXPECT(fn, ibvi_net_last_noise(F.net, NULL, 3), A);
+    EXPECT(fn, ibvi_net_last_noise(F.fresh, z, 1), ST);
+    EXPECT(fn, ibvi_net_last_noise(F.net, z, 3), ST); /* no forward yet */
+    CK_OK(ibvi_net_forward(F.net, F.x, 2, 2, out));
+    EXPECT(fn, ibvi_net_last_noise(F.net, z, 3), SH);
+    EXPECT(fn, ibvi_net_last_noise(F.net, z, 0), SH);
+    EXPECT(fn, ibvi_net_last_noise(F.net, z, -6), SH);
+    CK_OK(ibvi_net_last_noise(F.net, z, 6));
+}
+
+static void sw_net_backward(void)
+{
+    const char *fn = "ibvi_net_backward";
+    float out[64], g[64];
+    for (int i = 0; i < 64; i++)
+        g[i] = 0.01f * (float)i;
+    EXPECT(fn, ibvi_net_backward(NULL, g, 4, 2), A);
+    EXPECT(fn, ibvi_net_backward(F.fresh, g, 4, 2), ST);
+    EXPECT(fn, ibvi_net_backward(F.net, g, 4, 2), ST); /* no forward */
+    CK_OK(ibvi_net_forward(F.net, F.x, 2, 2, out));
+    EXPECT(fn, ibvi_net_backward(F.net, NULL, 4, 2), A);
+    const int64_t rows[] = {0, -4, 3, 5, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        EXPECT(fn, ibvi_net_backward(F.net, g, rows[i], 2), SH);
+    const int32_t cols[] = {0, -2, 1, 3, INT32_MAX};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+        EXPECT(fn, ibvi_net_backward(F.net, g, 4, cols[i]), SH);
+    g[5] = NAN;
+    EXPECT(fn, ibvi_net_backward(F.net, g, 4, 2), NF);
+    g[5] = -INFINITY;
+    EXPECT(fn, ibvi_net_backward(F.net, g, 4, 2), NF);
+    g[5] = 0.0f;
+    CK_OK(ibvi_net_backward(F.net, g, 4, 2));
+}
+
+/* ---- layers ---- */
+
+static void sw_layer_get_activation(void)
+{
+    EXPECT("ibvi_layer_get_activation", ibvi_layer_get_activation(NULL), A);
+    EXPECT("ibvi_layer_get_activation", ibvi_layer_get_activation(F.l0), A);
+    ck_assert_int_eq(ibvi_layer_get_activation(F.act), IBVI_ACT_RELU);
+}
+
+static void sw_layer_shape(void)
+{
+    int32_t a, b, c;
+    EXPECT("ibvi_layer_shape", ibvi_layer_shape(NULL, &a, &b, &c), A);
+    CK_OK(ibvi_layer_shape(F.l0, NULL, NULL, NULL));
+}
+
+static void sw_layer_init_std(void)
+{
+    const char *fn = "ibvi_layer_init_std";
+    float a, b;
+    EXPECT(fn, ibvi_layer_init_std(NULL, &a, &b), A);
+    EXPECT(fn, ibvi_layer_init_std(F.l0, NULL, &b), A);
+    EXPECT(fn, ibvi_layer_init_std(F.l0, &a, NULL), A);
+    EXPECT(fn, ibvi_layer_init_std(F.act, &a, &b), A);
+    EXPECT(fn, ibvi_layer_init_std(F.fresh0, &a, &b), ST);
+}
+
+typedef int (*get_fn)(const ibvi_layer *, float *, int64_t);
+typedef int (*set_fn)(ibvi_layer *, const float *, int64_t);
+
+/* l0: P = 16, R = 2; d0: P = 8, R = 0. */
+static void sweep_copy(const char *fn, get_fn get, set_fn set, int factor)
+{
+    const int64_t len = factor ? 32 : 16;
+    float b[64] = {0};
+#define CALL_COPY(layer, ptr, n)                                              \
+    (get ? get((layer), (ptr), (n)) : set((layer), (ptr), (n)))
+    EXPECT(fn, CALL_COPY(NULL, b, len), A);
+    EXPECT(fn, CALL_COPY(F.l0, NULL, len), A);
+    EXPECT(fn, CALL_COPY(F.fresh0, b, 2), ST);
+    EXPECT(fn, CALL_COPY(F.act, b, 1), A);
+    const int64_t bad[] = {0, -1, len - 1, len + 1, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, CALL_COPY(F.l0, b, bad[i]), SH);
+    if (factor)
+        EXPECT(fn, CALL_COPY(F.d0, b, 8), A); /* deterministic: no factor */
+    if (set) {
+        float before[64], after[64];
+        CK_OK(factor ? ibvi_layer_get_factor(F.l0, before, len)
+                     : ibvi_layer_get_mean(F.l0, before, len));
+        memcpy(b, before, sizeof(float) * (size_t)len);
+        b[len - 1] = NAN;
+        EXPECT(fn, set(F.l0, b, len), NF);
+        b[len - 1] = INFINITY;
+        EXPECT(fn, set(F.l0, b, len), NF);
+        CK_OK(factor ? ibvi_layer_get_factor(F.l0, after, len)
+                     : ibvi_layer_get_mean(F.l0, after, len));
+        ck_assert(memcmp(before, after, sizeof(float) * (size_t)len) == 0);
+    }
+#undef CALL_COPY
+}
+
+static void sw_layer_get_mean(void)
+{
+    sweep_copy("ibvi_layer_get_mean", ibvi_layer_get_mean, NULL, 0);
+}
+static void sw_layer_set_mean(void)
+{
+    sweep_copy("ibvi_layer_set_mean", NULL, ibvi_layer_set_mean, 0);
+}
+static void sw_layer_get_factor(void)
+{
+    sweep_copy("ibvi_layer_get_factor", ibvi_layer_get_factor, NULL, 1);
+}
+static void sw_layer_set_factor(void)
+{
+    sweep_copy("ibvi_layer_set_factor", NULL, ibvi_layer_set_factor, 1);
+}
+static void sw_layer_get_grad_mean(void)
+{
+    sweep_copy("ibvi_layer_get_grad_mean", ibvi_layer_get_grad_mean, NULL, 0);
+}
+static void sw_layer_get_grad_factor(void)
+{
+    sweep_copy("ibvi_layer_get_grad_factor", ibvi_layer_get_grad_factor, NULL,
+               1);
+}
+
+static void sw_layer_lr_multipliers(void)
+{
+    const char *fn = "ibvi_layer_lr_multipliers";
+    float a, b;
+    EXPECT(fn, ibvi_layer_lr_multipliers(NULL, IBVI_OPT_SGD, &a, &b), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.l0, IBVI_OPT_SGD, NULL, &b), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.l0, IBVI_OPT_SGD, &a, NULL), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.l0, 2, &a, &b), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.l0, -1, &a, &b), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.act, IBVI_OPT_SGD, &a, &b), A);
+    EXPECT(fn, ibvi_layer_lr_multipliers(F.fresh0, IBVI_OPT_SGD, &a, &b), ST);
+}
+
+/* ---- optimizers ---- */
+
+static void sw_optimizer_create(void)
+{
+    const char *fn = "ibvi_optimizer_create";
+    ibvi_optimizer *o = (ibvi_optimizer *)&o;
+    EXPECT(fn, ibvi_optimizer_create(NULL, F.net, IBVI_OPT_SGD, 0.1f), A);
+    EXPECT(fn, ibvi_optimizer_create(&o, NULL, IBVI_OPT_SGD, 0.1f), A);
+    ck_assert_ptr_null(o);
+    EXPECT(fn, ibvi_optimizer_create(&o, F.fresh, IBVI_OPT_SGD, 0.1f), ST);
+    EXPECT(fn, ibvi_optimizer_create(&o, F.net, 2, 0.1f), A);
+    EXPECT(fn, ibvi_optimizer_create(&o, F.net, -1, 0.1f), A);
+    const float bad[] = {0.0f, -0.0f, -1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = (ibvi_optimizer *)&o;
+        EXPECT(fn, ibvi_optimizer_create(&o, F.net, IBVI_OPT_ADAM, bad[i]), A);
+        ck_assert_ptr_null(o);
+    }
+}
+
+static void sw_optimizer_free(void) { ibvi_optimizer_free(NULL); }
+
+static void sw_optimizer_set_lr(void)
+{
+    const char *fn = "ibvi_optimizer_set_lr";
+    EXPECT(fn, ibvi_optimizer_set_lr(NULL, 0.1f), A);
+    const float bad[] = {0.0f, -1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_optimizer_set_lr(F.sgd, bad[i]), A);
+    float lr;
+    CK_OK(ibvi_optimizer_get_lr(F.sgd, &lr));
+    ck_assert(lr == 0.1f);
+}
+
+static void sw_optimizer_get_lr(void)
+{
+    float lr;
+    EXPECT("ibvi_optimizer_get_lr", ibvi_optimizer_get_lr(NULL, &lr), A);
+    EXPECT("ibvi_optimizer_get_lr", ibvi_optimizer_get_lr(F.sgd, NULL), A);
+}
+
+static void sw_optimizer_set_momentum(void)
+{
+    const char *fn = "ibvi_optimizer_set_momentum";
+    EXPECT(fn, ibvi_optimizer_set_momentum(NULL, 0.9f, 0), A);
+    EXPECT(fn, ibvi_optimizer_set_momentum(F.adam, 0.9f, 0), A);
+    const float bad[] = {1.0f, -0.1f, NAN, INFINITY, 2.0f};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_optimizer_set_momentum(F.sgd, bad[i], 0), A);
+    EXPECT(fn, ibvi_optimizer_set_momentum(F.sgd, 0.5f, 2), A);
+    EXPECT(fn, ibvi_optimizer_set_momentum(F.sgd, 0.5f, -1), A);
+}
+
+static void sw_optimizer_set_adam(void)
+{
+    const char *fn = "ibvi_optimizer_set_adam";
+    EXPECT(fn, ibvi_optimizer_set_adam(NULL, 0.9f, 0.999f, 1e-8f), A);
+    EXPECT(fn, ibvi_optimizer_set_adam(F.sgd, 0.9f, 0.999f, 1e-8f), A);
+    const float bad_beta[] = {1.0f, -0.1f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad_beta / sizeof bad_beta[0]; i++) {
+        EXPECT(fn, ibvi_optimizer_set_adam(F.adam, bad_beta[i], 0.999f, 1e-8f),
+               A);
+        EXPECT(fn, ibvi_optimizer_set_adam(F.adam, 0.9f, bad_beta[i], 1e-8f),
+               A);
+    }
+    const float bad_eps[] = {0.0f, -1e-8f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad_eps / sizeof bad_eps[0]; i++)
+        EXPECT(fn, ibvi_optimizer_set_adam(F.adam, 0.9f, 0.999f, bad_eps[i]),
+               A);
+}
+
+static void sw_optimizer_step_state(void)
+{
+    sw_optimizer_step();
+    EXPECT("ibvi_optimizer_step", ibvi_optimizer_step(F.sgd), ST);
+}
+
+static void sw_train_step(void)
+{
+    const char *fn = "ibvi_train_step";
+    const int X = IBVI_LOSS_SOFTMAX_XENT, Q = IBVI_LOSS_SQUARED;
+    float t[16] = {0}, loss;
+    int64_t n;
+    float *before = snapshot(F.net, &n);
+    EXPECT(fn, ibvi_train_step(NULL, F.sgd, F.x, 2, 1, X, F.labels, NULL,
+                               &loss), A);
+    EXPECT(fn, ibvi_train_step(F.net, NULL, F.x, 2, 1, X, F.labels, NULL,
+                               &loss), A);
+    EXPECT(fn, ibvi_train_step(F.net, F.sgd, NULL, 2, 1, X, F.labels, NULL,
+                               &loss), A);
+    EXPECT(fn, ibvi_train_step(F.net, F.other_sgd, F.x, 2, 1, X, F.labels,
+                               NULL, &loss), A);
+    EXPECT(fn, ibvi_train_step(F.fresh, F.sgd, F.x, 2, 1, X, F.labels, NULL,
+                               &loss), ST);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_train_step(F.net, F.sgd, F.x, bad_n[i], 1, X,
+                                   F.labels, NULL, &loss), A);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        EXPECT(fn, ibvi_train_step(F.net, F.sgd, F.x, 2, bad_samples[i], X,
+                                   F.labels, NULL, &loss), A);
+    int32_t bad_labels[2] = {0, 2};
+    EXPECT("ibvi_loss_softmax_xent",
+           ibvi_train_step(F.net, F.sgd, F.x, 2, 1, X, bad_labels, NULL,
+                           &loss), A);
+    EXPECT("ibvi_loss", ibvi_train_step(F.net, F.sgd, F.x, 2, 1, 3, F.labels,
+                                        t, &loss), A);
+    EXPECT("ibvi_loss_softmax_xent",
+           ibvi_train_step(F.net, F.sgd, F.x, 2, 1, X, NULL, t, &loss), A);
+    EXPECT("ibvi_loss_squared",
+           ibvi_train_step(F.net, F.sgd, F.x, 2, 1, Q, F.labels, NULL, &loss),
+           A);
+    EXPECT(fn, ibvi_train_step(F.net, F.sgd, F.nan_x, 3, 1, X, F.labels, NULL,
+                               &loss), NF);
+    EXPECT(fn, ibvi_train_step(F.net, F.adam, F.inf_x, 3, 1, Q, NULL, t,
+                               &loss), NF);
+    t[1] = NAN;
+    EXPECT("ibvi_loss_squared",
+           ibvi_train_step(F.net, F.adam, F.x, 2, 1, Q, NULL, t, &loss), NF);
+    ck_assert_int_eq(ibvi_optimizer_step_count(F.sgd), 0);
+    ck_assert_int_eq(ibvi_optimizer_step_count(F.adam), 0);
+    float *after = snapshot(F.net, &n);
+    ck_assert_msg(memcmp(before, after, sizeof(float) * (size_t)n) == 0,
+                  "a rejected train step changed the parameters");
+    free(before);
+    free(after);
+}
+
+/* ---- losses ---- */
+
+typedef int (*loss_fn)(const float *, int64_t, int32_t, const void *, int64_t,
+                       float *, float *);
+
+static void sweep_loss_common(const char *fn, int32_t kind)
+{
+    float f[16] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}, g[16], loss;
+    const float t[8] = {0.5f, 0.5f, 0.0f, 1.0f};
+    const int32_t *lab = F.labels;
+#define L(out, rows, cols, n, lossp)                                          \
+    ibvi_loss(kind, (out), (rows), (cols), lab, t, (n), (lossp), g)
+    EXPECT(fn, L(NULL, 2, 2, 2, &loss), A);
+    EXPECT(fn, L(f, 2, 2, 2, NULL), A);
+    EXPECT(fn, ibvi_loss(kind, f, 2, 2, NULL, NULL, 2, &loss, g), A);
+    const int64_t bad_rows[] = {0, -2, INT64_MIN};
+    for (size_t i = 0; i < 3; i++) {
+        EXPECT(fn, L(f, bad_rows[i], 2, 2, &loss), A);
+        EXPECT(fn, L(f, 2, 2, bad_rows[i], &loss), A);
+    }
+    EXPECT(fn, L(f, 2, 0, 2, &loss), A);
+    EXPECT(fn, L(f, 2, -1, 2, &loss), A);
+    EXPECT(fn, L(f, 3, 2, 2, &loss), SH);
+    EXPECT(fn, L(f, 1, 2, 2, &loss), SH);
+    EXPECT(fn, L(f, INT64_MAX, 2, 1, &loss), A); /* rows x cols overflows */
+    f[1] = NAN;
+    EXPECT(fn, L(f, 2, 2, 2, &loss), NF);
+    f[1] = INFINITY;
+    EXPECT(fn, L(f, 2, 2, 2, &loss), NF);
+#undef L
+}
+
+static void sw_loss_softmax_xent(void)
+{
+    const char *fn = "ibvi_loss_softmax_xent";
+    sweep_loss_common(fn, IBVI_LOSS_SOFTMAX_XENT);
+    float f[4] = {0.1f, 0.2f, 0.3f, 0.4f}, loss;
+    int32_t bad[2] = {0, 2}, neg[2] = {-1, 0}, min[2] = {INT32_MIN, 0};
+    EXPECT(fn, ibvi_loss_softmax_xent(f, 2, 2, bad, 2, &loss, NULL), A);
+    EXPECT(fn, ibvi_loss_softmax_xent(f, 2, 2, neg, 2, &loss, NULL), A);
+    EXPECT(fn, ibvi_loss_softmax_xent(f, 2, 2, min, 2, &loss, NULL), A);
+}
+
+static void sw_loss_squared(void)
+{
+    const char *fn = "ibvi_loss_squared";
+    sweep_loss_common(fn, IBVI_LOSS_SQUARED);
+    float f[4] = {0.1f, 0.2f, 0.3f, 0.4f}, t[4] = {0, 0, 0, NAN}, loss;
+    EXPECT(fn, ibvi_loss_squared(f, 2, 2, t, 2, &loss, NULL), NF);
+    t[3] = INFINITY;
+    EXPECT(fn, ibvi_loss_squared(f, 2, 2, t, 2, &loss, NULL), NF);
+    const float big[2] = {3e38f, -3e38f}, zero[2] = {0, 0};
+    EXPECT(fn, ibvi_loss_squared(big, 1, 2, zero, 1, &loss, NULL), NF);
+}
+
+static void sw_loss_binary_xent(void)
+{
+    const char *fn = "ibvi_loss_binary_xent";
+    sweep_loss_common(fn, IBVI_LOSS_BINARY_XENT);
+    float f[4] = {0.1f, 0.2f, 0.3f, 0.4f}, loss;
+    const float bad[] = {-0.5f, 1.5f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        float t[4] = {0, 1, bad[i], 0.5f};
+        EXPECT(fn, ibvi_loss_binary_xent(f, 2, 2, t, 2, &loss, NULL), A);
+    }
+}
+
+static void sw_loss(void)
+{
+    float f[4] = {0.1f, 0.2f, 0.3f, 0.4f}, t[4] = {0}, loss;
+    const int32_t bad[] = {-1, 3, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT("ibvi_loss", ibvi_loss(bad[i], f, 2, 2, F.labels, t, 2, &loss,
+                                      NULL), A);
+}
+
+/* ---- predictors ---- */
+
+static void sw_predictor_create(void)
+{
+    const char *fn = "ibvi_predictor_create";
+    ibvi_predictor *p = (ibvi_predictor *)&p;
+    EXPECT(fn, ibvi_predictor_create(NULL, F.net, 2, 1), A);
+    EXPECT(fn, ibvi_predictor_create(&p, NULL, 2, 1), A);
+    ck_assert_ptr_null(p);
+    EXPECT(fn, ibvi_predictor_create(&p, F.fresh, 2, 1), ST);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++) {
+        p = (ibvi_predictor *)&p;
+        EXPECT(fn, ibvi_predictor_create(&p, F.net, bad_samples[i], 1), A);
+        ck_assert_ptr_null(p);
+    }
+}
+
+static void sw_predictor_create_ensemble(void)
+{
+    const char *fn = "ibvi_predictor_create_ensemble";
+    ibvi_predictor *p = (ibvi_predictor *)&p;
+    ibvi_net *two[2] = {F.net, F.other};
+    EXPECT(fn, ibvi_predictor_create_ensemble(NULL, two, 2, 1, 1), A);
+    EXPECT(fn, ibvi_predictor_create_ensemble(&p, NULL, 2, 1, 1), A);
+    ck_assert_ptr_null(p);
+    const int32_t bad_count[] = {0, -1, 4097, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad_count / sizeof bad_count[0]; i++)
+        EXPECT(fn, ibvi_predictor_create_ensemble(&p, two, bad_count[i], 1, 1),
+               A);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        EXPECT(fn, ibvi_predictor_create_ensemble(&p, two, 2, bad_samples[i],
+                                                  1), A);
+    ibvi_net *with_null[2] = {F.net, NULL};
+    EXPECT(fn, ibvi_predictor_create_ensemble(&p, with_null, 2, 1, 1), A);
+    ibvi_net *mixed[2] = {F.net, F.wide};
+    EXPECT(fn, ibvi_predictor_create_ensemble(&p, mixed, 2, 1, 1), SH);
+    ibvi_net *deterministic[2] = {F.net, F.det};
+    EXPECT(fn, ibvi_predictor_create_ensemble(&p, deterministic, 2, 1, 1), SH);
+    ibvi_net *uninit[2] = {F.net, F.fresh};
+    EXPECT(fn, ibvi_predictor_create_ensemble(&p, uninit, 2, 1, 1), ST);
+    ck_assert_ptr_null(p);
+}
+
+static void sw_predictor_free(void) { ibvi_predictor_free(NULL); }
+
+static void sw_predictor_set_batch_size(void)
+{
+    const char *fn = "ibvi_predictor_set_batch_size";
+    EXPECT(fn, ibvi_predictor_set_batch_size(NULL, 4), A);
+    const int64_t bad[] = {0, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_predictor_set_batch_size(F.pred, bad[i]), A);
+    /* a valid size whose workspace does not fit in memory */
+    EXPECT(fn, ibvi_predictor_set_batch_size(F.pred, INT64_C(1) << 36),
+           IBVI_ERR_NOMEM);
+    float probs[8 * 2];
+    CK_OK(ibvi_predictor_run(F.pred, F.x, 8, probs, NULL, NULL, NULL));
+}
+
+static void sw_predictor_set_mean_network(void)
+{
+    const char *fn = "ibvi_predictor_set_mean_network";
+    EXPECT(fn, ibvi_predictor_set_mean_network(NULL, 1), A);
+    EXPECT(fn, ibvi_predictor_set_mean_network(F.pred, 2), A);
+    EXPECT(fn, ibvi_predictor_set_mean_network(F.pred, -1), A);
+}
+
+static void sw_predictor_set_temperature(void)
+{
+    const char *fn = "ibvi_predictor_set_temperature";
+    EXPECT(fn, ibvi_predictor_set_temperature(NULL, 1.0f), A);
+    const float bad[] = {0.0f, -1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_predictor_set_temperature(F.pred, bad[i]), A);
+}
+
+static void sw_predictor_noise(void)
+{
+    const char *fn = "ibvi_predictor_noise";
+    float z[16];
+    EXPECT(fn, ibvi_predictor_noise(NULL, z, 9), A);
+    EXPECT(fn, ibvi_predictor_noise(F.pred, NULL, 9), A);
+    const int64_t bad[] = {0, -9, 8, 10, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_predictor_noise(F.pred, z, bad[i]), SH);
+    CK_OK(ibvi_predictor_noise(F.pred, z, 9));
+}
+
+static void sw_predictor_run(void)
+{
+    const char *fn = "ibvi_predictor_run";
+    float probs[8 * 2];
+    EXPECT(fn, ibvi_predictor_run(NULL, F.x, 2, probs, NULL, NULL, NULL), A);
+    EXPECT(fn, ibvi_predictor_run(F.pred, NULL, 2, probs, NULL, NULL, NULL), A);
+    EXPECT(fn, ibvi_predictor_run(F.pred, F.x, 2, NULL, NULL, NULL, NULL), A);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_predictor_run(F.pred, F.x, bad_n[i], probs, NULL, NULL,
+                                      NULL), A);
+    EXPECT(fn, ibvi_predictor_run(F.pred, F.nan_x, 3, probs, NULL, NULL, NULL),
+           NF);
+    EXPECT(fn, ibvi_predictor_run(F.pred, F.inf_x, 3, probs, NULL, NULL, NULL),
+           NF);
+}
+
+/* ---- metrics ---- */
+
+static void sw_metrics_create(void)
+{
+    const char *fn = "ibvi_metrics_create";
+    ibvi_metrics *m = (ibvi_metrics *)&m;
+    EXPECT(fn, ibvi_metrics_create(NULL, 2, NULL), A);
+    const int32_t bad[] = {0, -1, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        m = (ibvi_metrics *)&m;
+        EXPECT(fn, ibvi_metrics_create(&m, bad[i], NULL), A);
+        ck_assert_ptr_null(m);
+    }
+    ibvi_allocator half = {nop_alloc, NULL, NULL};
+    EXPECT(fn, ibvi_metrics_create(&m, 2, &half), A);
+}
+
+static void sw_metrics_free(void) { ibvi_metrics_free(NULL); }
+
+static void sw_metrics_add(void)
+{
+    const char *fn = "ibvi_metrics_add";
+    float p[4] = {0.5f, 0.5f, 0.25f, 0.75f};
+    int32_t lab[2] = {0, 1};
+    int64_t before, after;
+    CK_OK(ibvi_metrics_count(F.m2, &before));
+    EXPECT(fn, ibvi_metrics_add(NULL, p, 2, lab), A);
+    EXPECT(fn, ibvi_metrics_add(F.m2, NULL, 2, lab), A);
+    EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, NULL), A);
+    const int64_t bad_n2[] = {0, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad_n2 / sizeof bad_n2[0]; i++)
+        EXPECT(fn, ibvi_metrics_add(F.m2, p, bad_n2[i], lab), A);
+    int32_t bad_lab[2] = {0, 2};
+    EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, bad_lab), A);
+    bad_lab[1] = -1;
+    EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, bad_lab), A);
+    const float bad_p[] = {-0.01f, 1.01f, 2.0f};
+    for (size_t i = 0; i < sizeof bad_p / sizeof bad_p[0]; i++) {
+        p[3] = bad_p[i];
+        EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, lab), A);
+    }
+    p[3] = NAN;
+    EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, lab), NF);
+    p[3] = INFINITY;
+    EXPECT(fn, ibvi_metrics_add(F.m2, p, 2, lab), NF);
+    CK_OK(ibvi_metrics_count(F.m2, &after));
+    ck_assert_int_eq(before, after);
+}
+
+static void sw_metrics_merge(void)
+{
+    const char *fn = "ibvi_metrics_merge";
+    EXPECT(fn, ibvi_metrics_merge(NULL, F.m2), A);
+    EXPECT(fn, ibvi_metrics_merge(F.m2, NULL), A);
+    EXPECT(fn, ibvi_metrics_merge(F.m2, F.m3), SH);
+    EXPECT(fn, ibvi_metrics_merge(F.m3, F.m2), SH);
+}
+
+static void sw_metrics_count(void)
+{
+    int64_t n;
+    EXPECT("ibvi_metrics_count", ibvi_metrics_count(NULL, &n), A);
+    EXPECT("ibvi_metrics_count", ibvi_metrics_count(F.m2, NULL), A);
+}
+
+typedef int (*metric_fn)(const ibvi_metrics *, double *);
+
+static void sweep_metric(const char *fn, metric_fn get)
+{
+    double v = 42.0;
+    EXPECT(fn, get(NULL, &v), A);
+    EXPECT(fn, get(F.m2, NULL), A);
+    EXPECT(fn, get(F.m_empty, &v), ST);
+    ck_assert(v == 42.0); /* unchanged on failure */
+}
+
+static void sw_metrics_accuracy(void)
+{
+    sweep_metric("ibvi_metrics_accuracy", ibvi_metrics_accuracy);
+}
+static void sw_metrics_nll(void) { sweep_metric("ibvi_metrics_nll", ibvi_metrics_nll); }
+static void sw_metrics_brier(void)
+{
+    sweep_metric("ibvi_metrics_brier", ibvi_metrics_brier);
+}
+static void sw_metrics_ece(void) { sweep_metric("ibvi_metrics_ece", ibvi_metrics_ece); }
+static void sw_metrics_mce(void) { sweep_metric("ibvi_metrics_mce", ibvi_metrics_mce); }
+
+static void sw_metrics_bins(void)
+{
+    const char *fn = "ibvi_metrics_bins";
+    int64_t c[16];
+    double a[16], k[16];
+    const int B = IBVI_METRICS_BINS;
+    EXPECT(fn, ibvi_metrics_bins(NULL, c, a, k, B), A);
+    EXPECT(fn, ibvi_metrics_bins(F.m2, NULL, a, k, B), A);
+    EXPECT(fn, ibvi_metrics_bins(F.m2, c, NULL, k, B), A);
+    EXPECT(fn, ibvi_metrics_bins(F.m2, c, a, NULL, B), A);
+    const int32_t bad[] = {0, -1, B - 1, B + 1, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_metrics_bins(F.m2, c, a, k, bad[i]), A);
+    EXPECT(fn, ibvi_metrics_bins(F.m_empty, c, a, k, B), ST);
+}
+
+static void sw_auroc(void)
+{
+    const char *fn = "ibvi_auroc";
+    const float in[3] = {0.1f, 0.2f, 0.3f};
+    float out[2] = {0.5f, 0.6f};
+    double v = 7.0;
+    EXPECT(fn, ibvi_auroc(NULL, in, 3, out, 2), A);
+    EXPECT(fn, ibvi_auroc(&v, NULL, 3, out, 2), A);
+    EXPECT(fn, ibvi_auroc(&v, in, 3, NULL, 2), A);
+    const int64_t bad[] = {0, -1, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT(fn, ibvi_auroc(&v, in, bad[i], out, 2), A);
+        EXPECT(fn, ibvi_auroc(&v, in, 3, out, bad[i]), A);
+    }
+    EXPECT(fn, ibvi_auroc(&v, in, INT64_MAX, out, INT64_MAX), A);
+    out[1] = NAN;
+    EXPECT(fn, ibvi_auroc(&v, in, 3, out, 2), NF);
+    ck_assert(v == 7.0);
+    out[1] = INFINITY; /* infinite scores are allowed */
+    CK_OK(ibvi_auroc(&v, in, 3, out, 2));
+    ck_assert(v == 1.0);
+}
+
+static void sw_entropy(void)
+{
+    const char *fn = "ibvi_entropy";
+    float h[2] = {9, 9}, p[4] = {0.5f, 0.5f, 1.0f, 0.0f};
+    EXPECT(fn, ibvi_entropy(NULL, p, 2, 2), A);
+    EXPECT(fn, ibvi_entropy(h, NULL, 2, 2), A);
+    EXPECT(fn, ibvi_entropy(h, p, 0, 2), A);
+    EXPECT(fn, ibvi_entropy(h, p, -1, 2), A);
+    EXPECT(fn, ibvi_entropy(h, p, 2, 0), A);
+    EXPECT(fn, ibvi_entropy(h, p, 2, -3), A);
+    EXPECT(fn, ibvi_entropy(h, p, INT64_MAX, 2), A);
+    p[2] = 1.5f;
+    EXPECT(fn, ibvi_entropy(h, p, 2, 2), A);
+    p[2] = NAN;
+    EXPECT(fn, ibvi_entropy(h, p, 2, 2), NF);
+    ck_assert(h[0] == 9.0f);
+}
+
+/* ---- calibration ---- */
+
+static void sw_temperature_fit(void)
+{
+    const char *fn = "ibvi_temperature_fit";
+    float t = 3.0f, z[4] = {1, 2, 3, 4};
+    int32_t lab[2] = {0, 1};
+    EXPECT(fn, ibvi_temperature_fit(NULL, z, 2, 2, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, NULL, 2, 2, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, 2, NULL), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 0, 2, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, -1, 2, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, 1, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, -2, lab), A);
+    EXPECT(fn, ibvi_temperature_fit(&t, z, INT64_MAX, 2, lab), A);
+    int32_t bad[2] = {0, 2};
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, 2, bad), A);
+    z[2] = NAN;
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, 2, lab), NF);
+    z[2] = -INFINITY;
+    EXPECT(fn, ibvi_temperature_fit(&t, z, 2, 2, lab), NF);
+    ck_assert(t == 3.0f);
+}
+
+static void sw_temperature_apply(void)
+{
+    const char *fn = "ibvi_temperature_apply";
+    float p[4] = {5, 5, 5, 5}, z[4] = {1, 2, 3, 4};
+    EXPECT(fn, ibvi_temperature_apply(NULL, z, 2, 2, 1.0f), A);
+    EXPECT(fn, ibvi_temperature_apply(p, NULL, 2, 2, 1.0f), A);
+    EXPECT(fn, ibvi_temperature_apply(p, z, 0, 2, 1.0f), A);
+    EXPECT(fn, ibvi_temperature_apply(p, z, 2, 0, 1.0f), A);
+    EXPECT(fn, ibvi_temperature_apply(p, z, INT64_MAX, 2, 1.0f), A);
+    const float bad[] = {0.0f, -1.0f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_temperature_apply(p, z, 2, 2, bad[i]), A);
+    z[3] = NAN;
+    EXPECT(fn, ibvi_temperature_apply(p, z, 2, 2, 1.0f), NF);
+    ck_assert(p[0] == 5.0f);
+}
+
+/* ---- files ---- */
+
+static void sw_net_save(void)
+{
+    const char *fn = "ibvi_net_save";
+    EXPECT(fn, ibvi_net_save(NULL, NULL, F.path), A);
+    EXPECT(fn, ibvi_net_save(F.net, NULL, NULL), A);
+    EXPECT(fn, ibvi_net_save(F.net, NULL, ""), A);
+    EXPECT(fn, ibvi_net_save(F.net, F.other_sgd, F.path), A);
+    EXPECT(fn, ibvi_net_save(F.fresh, NULL, F.path), ST);
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/no/such/dir/m.ibvi", F.dir);
+    EXPECT(fn, ibvi_net_save(F.net, NULL, missing), IBVI_ERR_IO);
+    EXPECT(fn, ibvi_net_save(F.net, NULL, F.dir), IBVI_ERR_IO); /* a dir */
+    ck_assert_int_eq(access(F.path, F_OK), -1);
+}
+
+static void sw_net_save_size(void)
+{
+    const char *fn = "ibvi_net_save_size";
+    int64_t n = 5;
+    EXPECT(fn, ibvi_net_save_size(NULL, NULL, &n), A);
+    EXPECT(fn, ibvi_net_save_size(F.net, NULL, NULL), A);
+    EXPECT(fn, ibvi_net_save_size(F.net, F.other_sgd, &n), A);
+    EXPECT(fn, ibvi_net_save_size(F.fresh, NULL, &n), ST);
+    ck_assert_int_eq(n, 5);
+}
+
+static void sw_net_save_buffer(void)
+{
+    const char *fn = "ibvi_net_save_buffer";
+    int64_t need;
+    CK_OK(ibvi_net_save_size(F.net, F.sgd, &need));
+    uint8_t *b = calloc(1, (size_t)need);
+    ck_assert_ptr_nonnull(b);
+    EXPECT(fn, ibvi_net_save_buffer(NULL, NULL, b, need), A);
+    EXPECT(fn, ibvi_net_save_buffer(F.net, NULL, NULL, need), A);
+    EXPECT(fn, ibvi_net_save_buffer(F.net, F.other_sgd, b, need), A);
+    EXPECT(fn, ibvi_net_save_buffer(F.fresh, NULL, b, need), ST);
+    const int64_t bad[] = {0, -1, need - 1, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_net_save_buffer(F.net, F.sgd, b, bad[i]), SH);
+    for (int64_t i = 0; i < need; i++)
+        ck_assert_msg(b[i] == 0, "a failed save wrote into the buffer");
+    free(b);
+}
+
+static void sw_net_load(void)
+{
+    const char *fn = "ibvi_net_load";
+    ibvi_net *n = (ibvi_net *)&n;
+    ibvi_optimizer *o = (ibvi_optimizer *)&o;
+    EXPECT(fn, ibvi_net_load(NULL, &o, F.path, NULL), A);
+    EXPECT(fn, ibvi_net_load(&n, &o, NULL, NULL), A);
+    ck_assert_ptr_null(n);
+    ck_assert_ptr_null(o);
+    ibvi_allocator half = {nop_alloc, NULL, NULL};
+    CK_OK(ibvi_net_save(F.net, F.sgd, F.path));
+    EXPECT(fn, ibvi_net_load(&n, &o, F.path, &half), A);
+    EXPECT(fn, ibvi_net_load(&n, &o, "/nonexistent/m.ibvi", NULL),
+           IBVI_ERR_IO);
+    EXPECT(fn, ibvi_net_load(&n, &o, F.dir, NULL), IBVI_ERR_IO);
+    EXPECT(fn, ibvi_net_load(&n, &o, "/dev/null", NULL), IBVI_ERR_IO);
+    FILE *f = fopen(F.path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    EXPECT(fn, ibvi_net_load(&n, &o, F.path, NULL), IBVI_ERR_FORMAT);
+    ck_assert_ptr_null(n);
+    ck_assert_ptr_null(o);
+}
+
+static void sw_net_load_buffer(void)
+{
+    const char *fn = "ibvi_net_load_buffer";
+    ibvi_net *n = (ibvi_net *)&n;
+    const uint8_t junk[32] = "IBVI\1\0\0\0 not a model at all";
+    EXPECT(fn, ibvi_net_load_buffer(NULL, NULL, junk, 32, NULL), A);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, NULL, 32, NULL), A);
+    ck_assert_ptr_null(n);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, -1, NULL), A);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, INT64_MIN, NULL), A);
+    ibvi_allocator half = {nop_alloc, NULL, NULL};
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, 32, &half), A);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, 0, NULL), IBVI_ERR_FORMAT);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, 32, NULL), IBVI_ERR_FORMAT);
+    EXPECT(fn, ibvi_net_load_buffer(&n, NULL, junk, 3, NULL), IBVI_ERR_FORMAT);
+    ck_assert_ptr_null(n);
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+typedef struct api_row {
+    const char *name;
+    void (*sweep)(void);
+} api_row;
+
+#define ROW(name) {"ibvi_" #name, sw_##name}
+
+static const api_row api_table[] = {
+    ROW(version_number),
+    ROW(version_string),
+    ROW(status_string),
+    ROW(last_error),
+    ROW(clear_error),
+    ROW(net_create),
+    ROW(net_free),
+    ROW(net_add_dense),
+    ROW(net_add_activation),
+    ROW(net_init),
+    ROW(net_set_threads),
+    ROW(net_threads),
+    ROW(net_reserve),
+    ROW(net_input_dim),
+    ROW(net_output_dim),
+    ROW(net_layer_count),
+    ROW(net_is_initialized),
+    ROW(net_parameterization),
+    ROW(net_noise_size),
+    ROW(net_param_count),
+    ROW(net_seed),
+    ROW(net_rng_position),
+    ROW(net_set_rng_position),
+    ROW(net_layer),
+    ROW(net_forward),
+    ROW(net_forward_mean),
+    ROW(net_forward_noise),
+    ROW(net_last_noise),
+    ROW(net_backward),
+    ROW(layer_get_kind),
+    ROW(layer_get_role),
+    ROW(layer_get_activation),
+    ROW(layer_shape),
+    ROW(layer_param_count),
+    ROW(layer_init_std),
+    ROW(layer_get_mean),
+    ROW(layer_set_mean),
+    ROW(layer_get_factor),
+    ROW(layer_set_factor),
+    ROW(layer_get_grad_mean),
+    ROW(layer_get_grad_factor),
+    ROW(layer_lr_multipliers),
+    ROW(optimizer_create),
+    ROW(optimizer_free),
+    ROW(optimizer_set_lr),
+    ROW(optimizer_get_lr),
+    ROW(optimizer_set_momentum),
+    ROW(optimizer_set_adam),
+    {"ibvi_optimizer_step", sw_optimizer_step_state},
+    ROW(optimizer_step_count),
+    ROW(optimizer_reset),
+    ROW(train_step),
+    ROW(loss_softmax_xent),
+    ROW(loss_squared),
+    ROW(loss_binary_xent),
+    ROW(loss),
+    ROW(predictor_create),
+    ROW(predictor_create_ensemble),
+    ROW(predictor_free),
+    ROW(predictor_set_batch_size),
+    ROW(predictor_set_mean_network),
+    ROW(predictor_set_temperature),
+    ROW(predictor_samples),
+    ROW(predictor_noise),
+    ROW(predictor_run),
+    ROW(metrics_create),
+    ROW(metrics_free),
+    ROW(metrics_reset),
+    ROW(metrics_add),
+    ROW(metrics_merge),
+    ROW(metrics_count),
+    ROW(metrics_accuracy),
+    ROW(metrics_nll),
+    ROW(metrics_brier),
+    ROW(metrics_ece),
+    ROW(metrics_mce),
+    ROW(metrics_bins),
+    ROW(auroc),
+    ROW(entropy),
+    ROW(temperature_fit),
+    ROW(temperature_apply),
+    ROW(net_save),
+    ROW(net_save_size),
+    ROW(net_save_buffer),
+    ROW(net_load),
+    ROW(net_load_buffer),
+};
+
+#define API_ROWS ((int)(sizeof api_table / sizeof api_table[0]))
+
+START_TEST(test_api_sweep)
+{
+    /* _i: the row; the name goes into every failure message via the
+     * expression text and the function name the EXPECTs check. */
+    printf("%s\n", api_table[_i].name);
+    api_table[_i].sweep();
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--list-api") == 0) {
+        for (int i = 0; i < API_ROWS; i++)
+            printf("%s\n", api_table[i].name);
+        return 0;
+    }
+    Suite *s = suite_create("robust");
+    TCase *tc = tcase_create("numerical");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_softmax_extreme_logits);
+    tcase_add_test(tc, test_logsumexp_and_nll_extreme_logits);
+    tcase_add_test(tc, test_predictor_extreme_logits);
+    tcase_add_test(tc, test_predictor_overflowing_logits);
+    tcase_add_test(tc, test_divergence_sgd_softmax);
+    tcase_add_test(tc, test_divergence_sgd_squared);
+    tcase_add_test(tc, test_divergence_adam);
+    tcase_add_test(tc, test_nan_targets_not_trained_on);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("api_sweep");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_api_sweep, 0, API_ROWS);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
