@@ -5,8 +5,9 @@
  * 20 noisy points of y = sin(3x) are fitted with 40 random Fourier features
  * (plus a bias): more parameters than data. The weights are a rank-8
  * Gaussian started at the prior and trained by plain SGD on the expected
- * squared loss, with no KL term. Afterwards the predictive spread is small
- * near the training inputs and back at the prior's level far from them;
+ * squared loss, with no KL term. Afterwards the predictive spread is about
+ * 0.004 at the training inputs and 50 times larger away from them (still
+ * below the prior's, since 20 points pin down 20 of the 41 directions);
  * the program prints both and the mean fit.
  *
  * Build: meson compile -C build; run: ./build/examples/linear_regression

@@ -27,7 +27,8 @@ typedef struct ibvi_net ibvi_net;
 /* A layer of a network: a borrowed handle, valid as long as its network. */
 typedef struct ibvi_layer ibvi_layer;
 
-/* Parameterizations (SPEC.md section 3). muP is the library's default. */
+/* Parameterizations (SPEC.md section 3). muP is the recommended choice (and
+ * the examples' default); ibvi_net_init() always takes it explicitly. */
 typedef enum ibvi_parameterization {
     IBVI_PARAM_SP = 0,  /* standard: init 1/sqrt(fan_in), all lr multipliers 1 */
     IBVI_PARAM_MUP = 1  /* maximal update: learning rates transfer across widths */
