@@ -8,6 +8,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -175,6 +176,17 @@ int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1, float beta2,
 /* The new value of one parameter and its state. The finiteness check and
  * the update share these, so the check sees exactly the values the update
  * will store. */
+/* Values below FLT_MIN become 0. Momentum and Adam's moments decay
+ * geometrically wherever the gradient vanishes (dead ReLU units, the
+ * collapsed directions of a covariance factor), and so do collapsing factor
+ * entries: without this they turn subnormal after a few epochs, and every
+ * arithmetic operation on a subnormal costs a microcode assist. Measured on
+ * Fashion-MNIST, an IBVI training step became 6x slower by epoch 3. */
+static inline float flush_subnormal(float x)
+{
+    return fabsf(x) < FLT_MIN ? 0.0f : x;
+}
+
 static inline float sgd_value(float param, float grad, float lr, float mu,
                               int32_t nesterov, float *velocity)
 {
@@ -201,11 +213,11 @@ static adam_consts adam_constants(const ibvi_optimizer *opt, float mult)
 static inline float adam_value(const adam_consts *k, float param, float g,
                                float *first, float *second)
 {
-    *first = k->b1 * *first + (1.0f - k->b1) * g;
-    *second = k->b2 * *second + (1.0f - k->b2) * g * g;
+    *first = flush_subnormal(k->b1 * *first + (1.0f - k->b1) * g);
+    *second = flush_subnormal(k->b2 * *second + (1.0f - k->b2) * g * g);
     const float m_hat = *first / k->correction1;
     const float v_hat = *second / k->correction2;
-    return param - k->lr * m_hat / (sqrtf(v_hat) + k->eps);
+    return flush_subnormal(param - k->lr * m_hat / (sqrtf(v_hat) + k->eps));
 }
 
 /* 1 when the update of range r keeps every parameter and state value
@@ -242,18 +254,18 @@ static void sgd_update(const ibvi_optimizer *opt, const param_range *r,
     const float *restrict grad = r->grad;
     if (mu == 0.0f) {
         for (int64_t i = 0; i < r->count; i++)
-            param[i] -= lr * grad[i];
+            param[i] = flush_subnormal(param[i] - lr * grad[i]);
     } else if (opt->nesterov) {
         for (int64_t i = 0; i < r->count; i++) {
-            const float v = mu * velocity[i] + grad[i];
+            const float v = flush_subnormal(mu * velocity[i] + grad[i]);
             velocity[i] = v;
-            param[i] -= lr * (grad[i] + mu * v);
+            param[i] = flush_subnormal(param[i] - lr * (grad[i] + mu * v));
         }
     } else {
         for (int64_t i = 0; i < r->count; i++) {
-            const float v = mu * velocity[i] + grad[i];
+            const float v = flush_subnormal(mu * velocity[i] + grad[i]);
             velocity[i] = v;
-            param[i] -= lr * v;
+            param[i] = flush_subnormal(param[i] - lr * v);
         }
     }
 }
