@@ -101,7 +101,7 @@ enum {
     CORRUPT_OK = 0,
     CORRUPT_ERR_INVALID_ARG = -1, /* unknown kind, NULL, n < 0, size <= 0  */
     CORRUPT_ERR_NOMEM = -3,       /* scratch buffer could not be allocated */
-    CORRUPT_ERR_UNSUPPORTED = -10 /* kind known but not implemented (none
+    CORRUPT_ERR_UNSUPPORTED = -10 /* kind known but unavailable here (none
                                      at present; kept for future kinds)    */
 };
 
