@@ -112,7 +112,7 @@ int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
                           "network hold more than %lld parameters", fn,
                           (long long)outputs, (int)rank, (long long)MAX_PARAMS);
     const int64_t floats = params * (1 + (int64_t)rank);
-    ibvi_layer *layer;
+    ibvi_layer *layer = NULL;
     int status = append_layer(net, fn, &layer);
     if (status < 0)
         return status;
@@ -135,7 +135,7 @@ int ibvi_net_add_activation(ibvi_net *net, int32_t activation)
                           "%s: activation = %d, expected IBVI_ACT_RELU (1), "
                           "IBVI_ACT_TANH (2) or IBVI_ACT_SILU (3)", fn,
                           (int)activation);
-    ibvi_layer *layer;
+    ibvi_layer *layer = NULL;
     int status = append_layer(net, fn, &layer);
     if (status < 0)
         return status;
