@@ -47,13 +47,12 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
 /* Shared checks of the forward entry points; grows the workspace and copies
  * x into it (once per sample). */
 static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
-                           int64_t n, int32_t samples, const float *out)
+                           int64_t n, int32_t samples)
 {
     int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, x);
-    (void)out; /* checked by the public entry points; NULL internally */
     if (n <= 0 || n > INT64_MAX / IBVI_MAX_SAMPLES / net->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: n = %lld, expected a batch of 1 or more rows",
@@ -77,7 +76,7 @@ static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
 int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
                               int64_t n, int32_t samples, float *out)
 {
-    int status = prepare_forward(net, fn, x, n, samples, out);
+    int status = prepare_forward(net, fn, x, n, samples);
     if (status < 0)
         return status;
     ibvi__rng_normal(&net->noise_rng, net->noise,
@@ -100,7 +99,7 @@ int ibvi_net_forward_mean(ibvi_net *net, const float *x, int64_t n, float *out)
     static const char fn[] = "ibvi_net_forward_mean";
     if (net)
         IBVI_CHECK_NOT_NULL(fn, out);
-    int status = prepare_forward(net, fn, x, n, 1, out);
+    int status = prepare_forward(net, fn, x, n, 1);
     if (status < 0)
         return status;
     ibvi__net_run_forward(net, n, 1, NULL, out);
@@ -126,7 +125,7 @@ int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
     if (samples >= 1 && !ibvi__all_finite(z, expected))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: z holds NaN or infinity",
                           fn);
-    status = prepare_forward(net, fn, x, n, samples, out);
+    status = prepare_forward(net, fn, x, n, samples);
     if (status < 0)
         return status;
     if (expected > 0)
