@@ -1,0 +1,724 @@
+/*
+ * libibvi benchmark (issue 6, "The benchmark"): a measuring tool, not a test.
+ *
+ * In one process and on the same synthetic data it reports
+ *   1. the training-step time (ibvi_train_step: forward, softmax
+ *      cross-entropy, backward, SGD momentum 0.9, muP) of a standard
+ *      MLP 784-W-W-10 and of IBVI networks of the same shape, and the ratio;
+ *   2. the machine's limit for that step: BLIS sgemm time for exactly the
+ *      step's GEMMs (same shapes, transposes, thread count, sup path off, as
+ *      lib/kernels.c calls them) and a streaming-bandwidth triad; from them
+ *      the fraction of the limit each step reaches;
+ *   3. predictive averaging (ibvi_predictor) over 10k inputs for several K,
+ *      relative to one deterministic pass;
+ *   4. the peak resident memory of a training run against the bytes the
+ *      model needs;
+ *   5. the BLIS sub-configuration and thread counts.
+ *
+ * Usage: ibvi_bench [--quick] [--threads 1,2] [--json FILE]
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <blis.h>
+#include <ibvi/ibvi.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INPUTS 784
+#define CLASSES 10
+#define DATA_SEED 20261129u
+#define NET_SEED 42u
+#define LR 0.01f
+#define TARGET_SECONDS 0.3 /* timed per configuration, over 3 repeats */
+#define REPEATS 3
+#define MAX_LIST 8
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void check(int status, const char *what)
+{
+    if (status < 0) {
+        fprintf(stderr, "ibvi_bench: %s: %s (%s)\n", what,
+                ibvi_status_string(status), ibvi_last_error());
+        exit(1);
+    }
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (p == NULL) {
+        fprintf(stderr, "ibvi_bench: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* splitmix64: the synthetic data's generator (fixed seed). */
+static uint64_t next_u64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float next_unit(uint64_t *s)
+{
+    return (float)(next_u64(s) >> 40) * (1.0f / 16777216.0f);
+}
+
+static void fill(float *a, int64_t n, uint64_t *s)
+{
+    for (int64_t i = 0; i < n; i++)
+        a[i] = next_unit(s);
+}
+
+/* A synthetic data set: inputs in [0, 1), labels in [0, 10). */
+typedef struct dataset {
+    int64_t n;
+    float *x;
+    int32_t *y;
+} dataset;
+
+static dataset make_data(int64_t n)
+{
+    uint64_t s = DATA_SEED;
+    dataset d = {n, xmalloc((size_t)n * INPUTS * sizeof(float)),
+                 xmalloc((size_t)n * sizeof(int32_t))};
+    fill(d.x, n * INPUTS, &s);
+    for (int64_t i = 0; i < n; i++)
+        d.y[i] = (int32_t)(next_u64(&s) % CLASSES);
+    return d;
+}
+
+static void free_data(dataset *d)
+{
+    free(d->x);
+    free(d->y);
+}
+
+/* Times fn(ctx): one warm-up call, then REPEATS repeats of `count` calls,
+ * count chosen from the first repeat so all repeats take about
+ * TARGET_SECONDS; returns the minimum over the repeats of the mean time per
+ * call. (The first repeat is a single call; it counts as a repeat.) */
+static double time_calls(void (*fn)(void *), void *ctx)
+{
+    fn(ctx);
+    double t0 = now();
+    fn(ctx);
+    double best = now() - t0;
+    int64_t count = (int64_t)ceil(TARGET_SECONDS / REPEATS / (best > 1e-7 ? best : 1e-7));
+    if (count < 1)
+        count = 1;
+    for (int r = 1; r < REPEATS; r++) {
+        t0 = now();
+        for (int64_t i = 0; i < count; i++)
+            fn(ctx);
+        double mean = (now() - t0) / (double)count;
+        if (mean < best)
+            best = mean;
+    }
+    return best;
+}
+
+/* ---- networks ------------------------------------------------------------ */
+
+/* The covariance placements of point 1. */
+typedef struct variant {
+    const char *name;
+    int32_t rank_first, rank_last;
+} variant;
+
+static const variant VARIANTS[] = {
+    {"standard", 0, 0},
+    {"ibvi r1 first+last", 1, 1},
+    {"ibvi r10 first+last", 10, 10},
+    {"ibvi r50 first+last", 50, 50},
+    {"ibvi r10 last only", 0, 10},
+};
+#define NVARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
+
+/* MLP 784-W-W-10 with ReLU; the first and last dense layers get the ranks. */
+static ibvi_net *make_net(int32_t width, const variant *v, int32_t threads)
+{
+    ibvi_net *net;
+    check(ibvi_net_create(&net, INPUTS, NULL), "ibvi_net_create");
+    check(ibvi_net_add_dense(net, width, v->rank_first), "add_dense");
+    check(ibvi_net_add_activation(net, IBVI_ACT_RELU), "add_activation");
+    check(ibvi_net_add_dense(net, width, 0), "add_dense");
+    check(ibvi_net_add_activation(net, IBVI_ACT_RELU), "add_activation");
+    check(ibvi_net_add_dense(net, CLASSES, v->rank_last), "add_dense");
+    check(ibvi_net_init(net, IBVI_PARAM_MUP, NET_SEED), "ibvi_net_init");
+    check(ibvi_net_set_threads(net, threads), "ibvi_net_set_threads");
+    return net;
+}
+
+/* Floats of the dense layers' weights+biases P and of the factors P x R. */
+static void layer_dims(int32_t width, int32_t in[3], int32_t out[3])
+{
+    in[0] = INPUTS, out[0] = width;
+    in[1] = width, out[1] = width;
+    in[2] = width, out[2] = CLASSES;
+}
+
+static int64_t factor_floats(int32_t width, const variant *v)
+{
+    int32_t in[3], out[3];
+    layer_dims(width, in, out);
+    int64_t p0 = (int64_t)out[0] * in[0] + out[0];
+    int64_t p2 = (int64_t)out[2] * in[2] + out[2];
+    return p0 * v->rank_first + p2 * v->rank_last;
+}
+
+/* The bytes the model needs to train (point 4): parameters (means and
+ * factors: ibvi_net_param_count), their gradients and the SGD velocity
+ * (3 x param_count floats), one batch of activations (the outputs of every
+ * layer, activations included, for `batch` rows) and the data set as stored
+ * (n x 784 floats + n int32 labels). */
+static int64_t model_bytes(const ibvi_net *net, int32_t width, int64_t batch,
+                           const dataset *d)
+{
+    int64_t params = ibvi_net_param_count(net);
+    int64_t acts = batch * (2 * (int64_t)width + 2 * (int64_t)width + CLASSES);
+    int64_t data = d->n * (INPUTS * (int64_t)sizeof(float) + (int64_t)sizeof(int32_t));
+    return 3 * params * (int64_t)sizeof(float) + acts * (int64_t)sizeof(float) + data;
+}
+
+/* ---- point 1: training steps ----------------------------------------------- */
+
+typedef struct step_ctx {
+    ibvi_net *net;
+    ibvi_optimizer *opt;
+    const dataset *data;
+    int64_t batch, offset;
+} step_ctx;
+
+static void one_step(void *p)
+{
+    step_ctx *c = p;
+    if (c->offset + c->batch > c->data->n)
+        c->offset = 0;
+    float loss;
+    check(ibvi_train_step(c->net, c->opt, c->data->x + c->offset * INPUTS,
+                          c->batch, 1, IBVI_LOSS_SOFTMAX_XENT,
+                          c->data->y + c->offset, NULL, &loss),
+          "ibvi_train_step");
+    c->offset += c->batch;
+}
+
+static void make_trainer(step_ctx *c, int32_t width, const variant *v,
+                         int32_t threads, int64_t batch, const dataset *d)
+{
+    c->net = make_net(width, v, threads);
+    check(ibvi_net_reserve(c->net, batch, 1), "ibvi_net_reserve");
+    check(ibvi_optimizer_create(&c->opt, c->net, IBVI_OPT_SGD, LR),
+          "ibvi_optimizer_create");
+    check(ibvi_optimizer_set_momentum(c->opt, 0.9f, 0), "set_momentum");
+    c->data = d;
+    c->batch = batch;
+    c->offset = 0;
+}
+
+static void free_trainer(step_ctx *c)
+{
+    ibvi_optimizer_free(c->opt);
+    ibvi_net_free(c->net);
+}
+
+static double time_train(int32_t width, const variant *v, int32_t threads,
+                         int64_t batch, const dataset *d)
+{
+    step_ctx c;
+    make_trainer(&c, width, v, threads, batch, d);
+    double t = time_calls(one_step, &c);
+    free_trainer(&c);
+    return t;
+}
+
+/* ---- point 2: the limit ------------------------------------------------------ */
+
+/* The GEMMs of one standard step, with the calls of lib/dense.c:
+ *   forward  Y (N x out) = X (N x in) W^T           per layer
+ *   backward dW (out x in) = dY^T (out x N) X        per layer
+ *            dX (N x in) = dY (N x out) W            all but the first layer */
+typedef struct gemm_ctx {
+    int32_t threads;
+    int64_t n;
+    int32_t in[3], out[3];
+    float *x[3], *w[3], *y[3], *dy[3], *dw[3], *dx[3];
+} gemm_ctx;
+
+static void sgemm(int32_t threads, int ta, int tb, int64_t m, int64_t n,
+                  int64_t k, const float *a, int64_t lda, const float *b,
+                  int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    rntm_t rntm;
+    bli_rntm_init(&rntm);
+    bli_rntm_set_num_threads(threads, &rntm);
+    bli_rntm_disable_l3_sup(&rntm);
+    float one = 1.0f;
+    bli_sgemm_ex(ta ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 tb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n,
+                 (dim_t)k, &one, (float *)a, (inc_t)lda, 1, (float *)b,
+                 (inc_t)ldb, 1, &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+static void step_gemms(void *p)
+{
+    gemm_ctx *g = p;
+    for (int l = 0; l < 3; l++)
+        sgemm(g->threads, 0, 1, g->n, g->out[l], g->in[l], g->x[l], g->in[l],
+              g->w[l], g->in[l], 1.0f, g->y[l], g->out[l]);
+    for (int l = 2; l >= 0; l--) {
+        sgemm(g->threads, 1, 0, g->out[l], g->in[l], g->n, g->dy[l],
+              g->out[l], g->x[l], g->in[l], 0.0f, g->dw[l], g->in[l]);
+        if (l > 0)
+            sgemm(g->threads, 0, 0, g->n, g->in[l], g->out[l], g->dy[l],
+                  g->out[l], g->w[l], g->in[l], 0.0f, g->dx[l], g->in[l]);
+    }
+}
+
+static double time_gemms(int32_t width, int64_t n, int32_t threads)
+{
+    gemm_ctx g = {.threads = threads, .n = n};
+    layer_dims(width, g.in, g.out);
+    uint64_t s = DATA_SEED + 1;
+    for (int l = 0; l < 3; l++) {
+        int64_t in = g.in[l], out = g.out[l];
+        float **bufs[6] = {&g.x[l], &g.w[l], &g.y[l], &g.dy[l], &g.dw[l], &g.dx[l]};
+        int64_t sizes[6] = {n * in, out * in, n * out, n * out, out * in, n * in};
+        for (int b = 0; b < 6; b++) {
+            *bufs[b] = xmalloc((size_t)sizes[b] * sizeof(float));
+            fill(*bufs[b], sizes[b], &s);
+        }
+    }
+    double t = time_calls(step_gemms, &g);
+    for (int l = 0; l < 3; l++) {
+        free(g.x[l]), free(g.w[l]), free(g.y[l]);
+        free(g.dy[l]), free(g.dw[l]), free(g.dx[l]);
+    }
+    return t;
+}
+
+/* Streaming bandwidth: a[i] = b[i] + s c[i] over three arrays of 256 MB in
+ * all, split across `threads` POSIX threads. Bytes counted: 3 x 4 per
+ * element (read b, read c, write a; write-allocate traffic not counted, so
+ * the figure is the useful bandwidth a streaming kernel sees). */
+#define TRIAD_BYTES (256ll << 20)
+
+typedef struct triad_part {
+    float *a, *b, *c;
+    int64_t n;
+} triad_part;
+
+static void *triad_worker(void *p)
+{
+    triad_part *t = p;
+    const float s = 1.0001f;
+    for (int64_t i = 0; i < t->n; i++)
+        t->a[i] = t->b[i] + s * t->c[i];
+    return NULL;
+}
+
+typedef struct triad_ctx {
+    float *a, *b, *c;
+    int64_t n;
+    int32_t threads;
+} triad_ctx;
+
+static void triad(void *p)
+{
+    triad_ctx *t = p;
+    pthread_t ids[MAX_LIST];
+    triad_part parts[MAX_LIST] = {{0}};
+    int64_t chunk = (t->n + t->threads - 1) / t->threads;
+    for (int32_t k = 0; k < t->threads; k++) {
+        int64_t lo = k * chunk, hi = lo + chunk < t->n ? lo + chunk : t->n;
+        parts[k] = (triad_part){t->a + lo, t->b + lo, t->c + lo, hi - lo};
+        if (k > 0)
+            pthread_create(&ids[k], NULL, triad_worker, &parts[k]);
+    }
+    triad_worker(&parts[0]);
+    for (int32_t k = 1; k < t->threads; k++)
+        pthread_join(ids[k], NULL);
+}
+
+static double triad_bandwidth(int32_t threads)
+{
+    triad_ctx t = {.n = TRIAD_BYTES / 3 / (int64_t)sizeof(float),
+                   .threads = threads};
+    t.a = xmalloc((size_t)t.n * sizeof(float));
+    t.b = xmalloc((size_t)t.n * sizeof(float));
+    t.c = xmalloc((size_t)t.n * sizeof(float));
+    uint64_t s = DATA_SEED + 2;
+    fill(t.b, t.n, &s);
+    fill(t.c, t.n, &s);
+    memset(t.a, 0, (size_t)t.n * sizeof(float));
+    double sec = time_calls(triad, &t);
+    volatile float sink = t.a[t.n / 2];
+    (void)sink;
+    free(t.a), free(t.b), free(t.c);
+    return 3.0 * (double)t.n * sizeof(float) / sec;
+}
+
+/* "Bytes the factor updates must move" per step, per float of the factors
+ * S (sum over variational layers of P x R floats):
+ *   FUSED_PASSES = 5, the ideal used for the headline fraction: read S once
+ *     to sample the weights, then one fused pass that forms dS = g z^T on
+ *     the fly (from the P-float mean gradient g and the R-float z, never
+ *     stored) and reads S, reads v, writes v and writes S;
+ *   UNFUSED_PASSES = 7, a lower bound for the current unfused code: read S
+ *     (sampling), write dS (backward), then in the optimizer read dS,
+ *     read/write v, read/write S. (The code as written moves more: BLIS
+ *     sger reads and writes dS after zeroing it, and the optimizer's
+ *     finiteness check reads dS, v and S once more.)
+ * Both count 4-byte floats and ignore the mean, which a standard step
+ * moves too. */
+#define FUSED_PASSES 5
+#define UNFUSED_PASSES 7
+
+/* ---- results ------------------------------------------------------------------ */
+
+typedef struct step_result {
+    int32_t width, threads, variant;
+    int64_t batch;
+    double step, ratio, gemm, factor_bytes, frac_fused, frac_unfused;
+} step_result;
+
+typedef struct predict_result {
+    int32_t samples;
+    double seconds, relative;
+} predict_result;
+
+typedef struct memory_result {
+    int32_t width, rank, threads;
+    int64_t batch, data_n, steps, params, needed, baseline_kb, peak_kb;
+} memory_result;
+
+typedef struct options {
+    int quick;
+    int32_t threads[MAX_LIST];
+    int nthreads;
+    const char *json;
+} options;
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: ibvi_bench [--quick] [--threads 1,2] [--json FILE]\n");
+    exit(2);
+}
+
+static options parse_args(int argc, char **argv)
+{
+    options o = {0, {1, 2}, 2, NULL};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            o.quick = 1;
+        } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+            o.json = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            o.nthreads = 0;
+            for (char *tok = strtok(argv[++i], ","); tok; tok = strtok(NULL, ",")) {
+                long t = strtol(tok, NULL, 10);
+                if (t < 1 || t > MAX_LIST || o.nthreads == MAX_LIST)
+                    usage();
+                o.threads[o.nthreads++] = (int32_t)t;
+            }
+            if (o.nthreads == 0)
+                usage();
+        } else {
+            usage();
+        }
+    }
+    return o;
+}
+
+/* ---- point 4: memory (run first, before anything large is allocated) ----- */
+
+static int64_t maxrss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)ru.ru_maxrss;
+}
+
+static memory_result measure_memory(int32_t threads)
+{
+    memory_result m = {.width = 1024, .rank = 10, .threads = threads,
+                       .batch = 128, .data_n = 8192, .steps = 20};
+    m.baseline_kb = maxrss_kb();
+    dataset d = make_data(m.data_n);
+    step_ctx c;
+    make_trainer(&c, m.width, &VARIANTS[2], threads, m.batch, &d);
+    for (int64_t i = 0; i < m.steps; i++)
+        one_step(&c);
+    m.peak_kb = maxrss_kb();
+    m.params = ibvi_net_param_count(c.net);
+    m.needed = model_bytes(c.net, m.width, m.batch, &d);
+    free_trainer(&c);
+    free_data(&d);
+    return m;
+}
+
+/* ---- point 3: predictive averaging ------------------------------------------ */
+
+typedef struct predict_ctx {
+    ibvi_predictor *pred;
+    const dataset *data;
+    float *probs;
+} predict_ctx;
+
+static void predict_all(void *p)
+{
+    predict_ctx *c = p;
+    check(ibvi_predictor_run(c->pred, c->data->x, c->data->n, c->probs, NULL,
+                             NULL, NULL),
+          "ibvi_predictor_run");
+}
+
+static double time_predictor(ibvi_net *net, int32_t samples, int mean,
+                             const dataset *d, float *probs)
+{
+    predict_ctx c = {NULL, d, probs};
+    check(ibvi_predictor_create(&c.pred, net, samples, NET_SEED + 7),
+          "ibvi_predictor_create");
+    if (mean)
+        check(ibvi_predictor_set_mean_network(c.pred, 1), "set_mean_network");
+    double t = time_calls(predict_all, &c);
+    ibvi_predictor_free(c.pred);
+    return t;
+}
+
+static int measure_prediction(int32_t threads, predict_result *out,
+                              double *deterministic)
+{
+    static const int32_t K[] = {1, 8, 32, 128};
+    dataset d = make_data(10000);
+    float *probs = xmalloc((size_t)d.n * CLASSES * sizeof(float));
+    ibvi_net *net = make_net(256, &VARIANTS[2], threads);
+    *deterministic = time_predictor(net, 1, 1, &d, probs);
+    int n = 0;
+    for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++) {
+        double t = time_predictor(net, K[i], 0, &d, probs);
+        out[n++] = (predict_result){K[i], t, t / *deterministic};
+    }
+    ibvi_net_free(net);
+    free(probs);
+    free_data(&d);
+    return n;
+}
+
+/* ---- output ---------------------------------------------------------------------- */
+
+static void print_header(const options *o, const char *arch)
+{
+    printf("libibvi %s benchmark%s\n", ibvi_version_string(),
+           o->quick ? " (--quick subset)" : "");
+    printf("BLIS %s, sub-configuration '%s', BLIS global default threads %ld"
+           " (-1: unset);\n"
+           "libibvi passes its own thread count (below) to every call, sup off.\n",
+           bli_info_get_version_str(), arch, (long)bli_thread_get_num_threads());
+    printf("Machine: %ld online cores, may be shared with other jobs: "
+           "figures can be noisy (min of %d repeats of the mean, ~%.1f s per "
+           "configuration).\n\n",
+           sysconf(_SC_NPROCESSORS_ONLN), REPEATS, TARGET_SECONDS);
+}
+
+static void print_steps(const step_result *r, int n)
+{
+    printf("1-2. Training step (784-W-W-10, SGD momentum 0.9, muP, softmax xent)\n"
+           "     limit = BLIS sgemm time of the step's GEMMs [+ factor bytes / "
+           "triad bandwidth];\n     lim%% uses the fused ideal (%d x P x R x 4 "
+           "bytes), lim7%% the unfused bound (%d x P x R x 4).\n",
+           FUSED_PASSES, UNFUSED_PASSES);
+    printf("%5s %4s %3s  %-20s %10s %7s %10s %6s %6s\n", "W", "N", "thr",
+           "network", "step ms", "x std", "GEMM ms", "lim%", "lim7%");
+    for (int i = 0; i < n; i++) {
+        const step_result *s = &r[i];
+        printf("%5d %4lld %3d  %-20s %10.3f %7.3f %10.3f %6.1f %6.1f\n",
+               s->width, (long long)s->batch, s->threads,
+               VARIANTS[s->variant].name, 1e3 * s->step, s->ratio,
+               1e3 * s->gemm, 100 * s->frac_fused, 100 * s->frac_unfused);
+    }
+}
+
+static void write_json(const options *o, const char *arch,
+                       const double *bandwidth, const step_result *steps,
+                       int nsteps, const predict_result *pred, int npred,
+                       double deterministic, const memory_result *m)
+{
+    FILE *f = fopen(o->json, "w");
+    if (f == NULL) {
+        perror(o->json);
+        exit(1);
+    }
+    fprintf(f, "{\n  \"library_version\": \"%s\",\n  \"quick\": %s,\n",
+            ibvi_version_string(), o->quick ? "true" : "false");
+    fprintf(f, "  \"blis\": {\"version\": \"%s\", \"sub_configuration\": \"%s\", "
+               "\"global_default_threads\": %ld},\n",
+            bli_info_get_version_str(), arch, (long)bli_thread_get_num_threads());
+    fprintf(f, "  \"online_cores\": %ld,\n  \"machine_may_be_shared\": true,\n",
+            sysconf(_SC_NPROCESSORS_ONLN));
+    fprintf(f, "  \"factor_bytes_definition\": \"fused ideal %d x P x R x 4 "
+               "(read S to sample; fused read S, read v, write v, write S); "
+               "unfused bound %d x P x R x 4 (adds write dS, read dS)\",\n",
+            FUSED_PASSES, UNFUSED_PASSES);
+    fprintf(f, "  \"triad_bandwidth_bytes_per_s\": {");
+    for (int t = 0; t < o->nthreads; t++)
+        fprintf(f, "%s\"%d\": %.6g", t ? ", " : "", o->threads[t], bandwidth[t]);
+    fprintf(f, "},\n  \"train_steps\": [\n");
+    for (int i = 0; i < nsteps; i++) {
+        const step_result *s = &steps[i];
+        const variant *v = &VARIANTS[s->variant];
+        fprintf(f, "    {\"width\": %d, \"batch\": %lld, \"threads\": %d, "
+                   "\"network\": \"%s\", \"rank_first\": %d, \"rank_last\": %d, "
+                   "\"step_s\": %.6g, \"ratio_to_standard\": %.6g, "
+                   "\"gemm_s\": %.6g, \"factor_bytes_fused\": %.6g, "
+                   "\"limit_fraction_fused\": %.6g, "
+                   "\"limit_fraction_unfused\": %.6g}%s\n",
+                s->width, (long long)s->batch, s->threads, v->name,
+                v->rank_first, v->rank_last, s->step, s->ratio, s->gemm,
+                s->factor_bytes, s->frac_fused, s->frac_unfused,
+                i + 1 < nsteps ? "," : "");
+    }
+    fprintf(f, "  ],\n  \"prediction\": {\"inputs\": 10000, \"width\": 256, "
+               "\"rank_first\": 10, \"rank_last\": 10, \"threads\": %d, "
+               "\"deterministic_s\": %.6g, \"samples\": [\n",
+            o->threads[0], deterministic);
+    for (int i = 0; i < npred; i++)
+        fprintf(f, "    {\"K\": %d, \"seconds\": %.6g, \"relative\": %.6g}%s\n",
+                pred[i].samples, pred[i].seconds, pred[i].relative,
+                i + 1 < npred ? "," : "");
+    fprintf(f, "  ]},\n  \"memory\": {\"width\": %d, \"rank_first\": %d, "
+               "\"rank_last\": %d, \"batch\": %lld, \"threads\": %d, "
+               "\"dataset_examples\": %lld, \"steps\": %lld, "
+               "\"param_count\": %lld, \"needed_bytes\": %lld, "
+               "\"baseline_rss_bytes\": %lld, \"peak_rss_bytes\": %lld, "
+               "\"peak_over_needed\": %.6g, "
+               "\"peak_minus_baseline_over_needed\": %.6g}\n}\n",
+            m->width, m->rank, m->rank, (long long)m->batch, m->threads,
+            (long long)m->data_n, (long long)m->steps, (long long)m->params,
+            (long long)m->needed, (long long)m->baseline_kb * 1024,
+            (long long)m->peak_kb * 1024,
+            (double)m->peak_kb * 1024 / (double)m->needed,
+            (double)(m->peak_kb - m->baseline_kb) * 1024 / (double)m->needed);
+    fclose(f);
+}
+
+/* ---- main ------------------------------------------------------------------------- */
+
+static int run_steps(const options *o, const double *bandwidth,
+                     const dataset *d, step_result *out)
+{
+    static const int32_t widths[] = {256, 1024, 4096};
+    static const int64_t batches[] = {32, 128, 512};
+    const int nwidths = o->quick ? 2 : 3;
+    int n = 0;
+    for (int wi = 0; wi < nwidths; wi++)
+        for (int bi = 0; bi < 3; bi++) {
+            if (o->quick && batches[bi] != 128)
+                continue;
+            for (int ti = 0; ti < o->nthreads; ti++) {
+                const int32_t w = widths[wi], t = o->threads[ti];
+                const int64_t b = batches[bi];
+                double gemm = time_gemms(w, b, t), times[NVARIANTS];
+                for (int v = 0; v < NVARIANTS; v++)
+                    times[v] = time_train(w, &VARIANTS[v], t, b, d);
+                /* The standard step again, after the others: the min of the
+                 * two guards the ratios against a noisy first measurement. */
+                double again = time_train(w, &VARIANTS[0], t, b, d);
+                if (again < times[0])
+                    times[0] = again;
+                for (int v = 0; v < NVARIANTS; v++) {
+                    double step = times[v];
+                    double fb = 4.0 * (double)factor_floats(w, &VARIANTS[v]);
+                    step_result s = {w, t, v, b, step, step / times[0], gemm,
+                                     FUSED_PASSES * fb,
+                                     (gemm + FUSED_PASSES * fb / bandwidth[ti]) / step,
+                                     (gemm + UNFUSED_PASSES * fb / bandwidth[ti]) / step};
+                    out[n++] = s;
+                }
+                fprintf(stderr, ".");
+            }
+        }
+    fprintf(stderr, "\n");
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    options o = parse_args(argc, argv);
+    bli_init();
+    const char *arch = bli_arch_string(bli_arch_query_id());
+
+    memory_result mem = measure_memory(o.threads[0]);
+    print_header(&o, arch);
+
+    double bandwidth[MAX_LIST];
+    printf("Streaming triad a = b + s c over %lld MB:", TRIAD_BYTES >> 20);
+    for (int t = 0; t < o.nthreads; t++) {
+        bandwidth[t] = triad_bandwidth(o.threads[t]);
+        printf("  %d thread%s %.2f GB/s", o.threads[t],
+               o.threads[t] > 1 ? "s" : "", bandwidth[t] / 1e9);
+    }
+    printf("\n\n");
+    fflush(stdout);
+
+    dataset d = make_data(2048);
+    step_result *steps = xmalloc(3 * 3 * MAX_LIST * NVARIANTS * sizeof *steps);
+    int nsteps = run_steps(&o, bandwidth, &d, steps);
+    free_data(&d);
+    print_steps(steps, nsteps);
+    fflush(stdout);
+
+    predict_result pred[4];
+    double deterministic;
+    int npred = measure_prediction(o.threads[0], pred, &deterministic);
+    printf("\n3. Predictive averaging, 10000 inputs, W=256 rank 10 first+last, "
+           "%d thread%s\n   deterministic pass (mean network): %.3f ms\n",
+           o.threads[0], o.threads[0] > 1 ? "s" : "", 1e3 * deterministic);
+    for (int i = 0; i < npred; i++)
+        printf("   K = %3d: %9.3f ms  = %6.2f x deterministic\n",
+               pred[i].samples, 1e3 * pred[i].seconds, pred[i].relative);
+
+    printf("\n4. Memory: training W=%d rank %d first+last, batch %lld, "
+           "%lld-example data set, %lld steps, %d thread%s\n",
+           mem.width, mem.rank, (long long)mem.batch, (long long)mem.data_n,
+           (long long)mem.steps, mem.threads, mem.threads > 1 ? "s" : "");
+    printf("   model needs %.1f MB (%lld params x 3 [value, gradient, velocity] "
+           "+ one batch of activations + data set)\n",
+           mem.needed / 1e6, (long long)mem.params);
+    printf("   peak RSS %.1f MB (%.2f x needed); process baseline before the run "
+           "%.1f MB; peak - baseline = %.2f x needed\n",
+           mem.peak_kb * 1024 / 1e6, (double)mem.peak_kb * 1024 / mem.needed,
+           mem.baseline_kb * 1024 / 1e6,
+           (double)(mem.peak_kb - mem.baseline_kb) * 1024 / mem.needed);
+
+    printf("\n5. BLIS sub-configuration '%s'; threads run:", arch);
+    for (int t = 0; t < o.nthreads; t++)
+        printf(" %d", o.threads[t]);
+    printf(" (steps, GEMM limit, triad); prediction and memory: %d\n",
+           o.threads[0]);
+
+    if (o.json)
+        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred,
+                   deterministic, &mem);
+    free(steps);
+    return 0;
+}
