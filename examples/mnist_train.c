@@ -516,6 +516,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "-%d, %s, %d epochs, lr %g, batch %d, %d threads\n",
             train.classes, c.parameterization == IBVI_PARAM_MUP ? "muP" : "SP",
             c.epochs, (double)c.lr, c.batch, c.threads);
+    fprintf(stderr, "BLIS kernel: %s\n", ibvi_kernel_description());
 
     report r;
     memset(&r, 0, sizeof r);
@@ -528,12 +529,13 @@ int main(int argc, char **argv)
              "\"%s\", \"epochs\": %d, \"lr\": %g, \"momentum\": %g, \"batch\": "
              "%d, \"train_samples\": %d, \"test_samples\": %d, \"seed\": %llu, "
              "\"threads\": %d, \"train_images\": %lld, \"validation_images\": "
-             "%lld, \"ensemble\": %d}",
+             "%lld, \"ensemble\": %d, \"blis_kernel\": \"%s\"}",
              c.hidden_count, c.hidden[0], c.rank,
              c.parameterization == IBVI_PARAM_MUP ? "mup" : "sp", c.epochs,
              (double)c.lr, (double)c.momentum, c.batch, c.train_samples,
              c.test_samples, (unsigned long long)c.seed, c.threads,
-             (long long)train.count, (long long)validation.count, c.ensemble);
+             (long long)train.count, (long long)validation.count, c.ensemble,
+             ibvi_kernel_name());
     const dataset *ood_set = c.ood_dir ? &ood : NULL;
 
     /* Standard networks: member 0 is "standard", all are the ensemble. */

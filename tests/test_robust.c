@@ -533,6 +533,29 @@ static void sw_last_error(void)
     ck_assert_int_lt(strlen(ibvi_last_error()), 256);
 }
 
+/* ---- kernel selection: no arguments to get wrong; always answers ---- */
+
+static void sw_kernel_name(void)
+{
+    const char *name = ibvi_kernel_name();
+    ck_assert(name != NULL && name[0] != 0);
+}
+
+static void sw_kernel_get_origin(void)
+{
+    const int32_t origin = ibvi_kernel_get_origin();
+    ck_assert(origin >= IBVI_KERNEL_BLIS &&
+              origin <= IBVI_KERNEL_PREINITIALIZED);
+}
+
+static void sw_kernel_description(void)
+{
+    const char *d = ibvi_kernel_description();
+    ck_assert(d != NULL);
+    /* It starts with the kernel's name. */
+    ck_assert(strncmp(d, ibvi_kernel_name(), strlen(ibvi_kernel_name())) == 0);
+}
+
 static void sw_clear_error(void)
 {
     ibvi_net *n = NULL;
@@ -1529,6 +1552,9 @@ static const api_row api_table[] = {
     ROW(status_string),
     ROW(last_error),
     ROW(clear_error),
+    ROW(kernel_name),
+    ROW(kernel_get_origin),
+    ROW(kernel_description),
     ROW(net_create),
     ROW(net_free),
     ROW(net_add_dense),

@@ -33,15 +33,15 @@ extern "C" {
  * program compiled against one version and run against another. The SONAME
  * (libibvi.so.MAJOR) changes only when the ABI breaks. */
 #define IBVI_VERSION_MAJOR 0
-#define IBVI_VERSION_MINOR 1
+#define IBVI_VERSION_MINOR 2
 #define IBVI_VERSION_PATCH 0
 #define IBVI_VERSION_NUMBER \
     (IBVI_VERSION_MAJOR * 10000 + IBVI_VERSION_MINOR * 100 + IBVI_VERSION_PATCH)
-#define IBVI_VERSION_STRING "0.1.0"
+#define IBVI_VERSION_STRING "0.2.0"
 
 /* Returns IBVI_VERSION_NUMBER of the library actually loaded. Thread-safe. */
 IBVI_API int32_t ibvi_version_number(void);
-/* Returns the library's version as static text, e.g. "0.1.0". Thread-safe. */
+/* Returns the library's version as static text, e.g. "0.2.0". Thread-safe. */
 IBVI_API const char *ibvi_version_string(void);
 
 /* ---- Status codes --------------------------------------------------------

@@ -17,6 +17,7 @@
  *   metrics.h    accuracy, NLL, Brier, ECE/MCE, OOD AUROC, entropy
  *   io.h         saving and loading networks and optimizers
  *   calibration.h temperature scaling: fit T, softmax(logits / T)
+ *   kernel.h     which BLIS kernel set runs, and how it was chosen
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -59,5 +60,6 @@
 #include "metrics.h"
 #include "io.h"
 #include "calibration.h"
+#include "kernel.h"
 
 #endif /* IBVI_IBVI_H */

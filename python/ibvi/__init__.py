@@ -38,13 +38,13 @@ from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import Prediction, Predictor
 
 #: Version of this Python package (follows the C library's IBVI_VERSION_*).
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 #: IBVI_FORMAT_VERSION: the model file format version of io.h.
 FORMAT_VERSION = 1
 #: IBVI_MAX_SAMPLES: the largest number of weight samples any call takes.
 MAX_SAMPLES = 65536
 #: IBVI_VERSION_MAJOR/MINOR/PATCH of the headers this package was written for.
-VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = 0, 1, 0
+VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = 0, 2, 0
 #: Path (or name) of the shared library that was loaded.
 library_path = _lib.path
 
@@ -60,13 +60,32 @@ del _cls
 
 
 def version():
-    """ibvi_version_string() of the loaded library, e.g. "0.1.0"."""
+    """ibvi_version_string() of the loaded library, e.g. "0.2.0"."""
     return _lib.lib.ibvi_version_string().decode("ascii")
 
 
 def version_number():
     """ibvi_version_number(): major * 10000 + minor * 100 + patch."""
     return _lib.version_number()
+
+
+#: ibvi_kernel_origin of kernel.h: how the BLIS kernel set was chosen.
+KERNEL_ORIGINS = ("blis", "selected", "user", "disabled", "preinitialized")
+
+
+def kernel_name():
+    """ibvi_kernel_name(): the BLIS kernel set that runs, e.g. "skx"."""
+    return _lib.lib.ibvi_kernel_name().decode("ascii")
+
+
+def kernel_origin():
+    """ibvi_kernel_get_origin() as a name from KERNEL_ORIGINS."""
+    return KERNEL_ORIGINS[_lib.lib.ibvi_kernel_get_origin()]
+
+
+def kernel_description():
+    """ibvi_kernel_description(): one line for logs."""
+    return _lib.lib.ibvi_kernel_description().decode("ascii")
 
 
 def load(path, allocator=None):
@@ -88,7 +107,8 @@ __all__ = [
     "ShapeError", "StateError", "Status", "TEMPERATURE_MAX", "TEMPERATURE_MIN",
     "UnsupportedError", "VERSION_MAJOR", "VERSION_MINOR", "VERSION_PATCH",
     "VersionError", "auroc", "clear_error", "entropy",
-    "error_class", "last_error", "library_path", "load", "load_bytes", "loss",
+    "error_class", "KERNEL_ORIGINS", "kernel_description", "kernel_name",
+    "kernel_origin", "last_error", "library_path", "load", "load_bytes", "loss",
     "loss_binary_xent", "loss_softmax_xent", "loss_squared", "status_string",
     "temperature_apply", "temperature_fit", "train_step", "version",
     "version_number",

@@ -29,7 +29,7 @@ SONAME = "libibvi.so.0"
 #: ABI major version (the N of libibvi.so.N) the binding expects.
 EXPECTED_MAJOR = 0
 #: The oldest library version (IBVI_VERSION_NUMBER) whose API the binding uses.
-MIN_VERSION_NUMBER = 100  # 0.1.0
+MIN_VERSION_NUMBER = 200  # 0.2.0 (kernel.h)
 
 
 class ibvi_allocator(ctypes.Structure):
@@ -63,6 +63,10 @@ PROTOTYPES = {
     "ibvi_status_string": (c_char_p, [c_int32]),
     "ibvi_last_error": (c_char_p, []),
     "ibvi_clear_error": (None, []),
+    # kernel.h
+    "ibvi_kernel_name": (c_char_p, []),
+    "ibvi_kernel_get_origin": (c_int32, []),
+    "ibvi_kernel_description": (c_char_p, []),
     # net.h
     "ibvi_net_create": (STATUS, [HP, c_int32, AP]),
     "ibvi_net_free": (None, [H]),
