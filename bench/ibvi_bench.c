@@ -316,6 +316,37 @@ static double time_gemms(int32_t width, int64_t n, int32_t threads)
     return t;
 }
 
+/* Square sgemm throughput (GFLOP/s), to compare kernel sets: run the
+ * benchmark with and without IBVI_BLIS_ARCH=off or a BLIS_ARCH_TYPE. */
+typedef struct square_ctx {
+    int32_t threads;
+    int64_t n;
+    float *a, *b, *c;
+} square_ctx;
+
+static void square_gemm(void *p)
+{
+    square_ctx *q = p;
+    sgemm(q->threads, 0, 0, q->n, q->n, q->n, q->a, q->n, q->b, q->n, 0.0f,
+          q->c, q->n);
+}
+
+static double measured_gflops[MAX_LIST]; /* per --threads entry, for JSON */
+
+static double sgemm_gflops(int32_t threads, int64_t n)
+{
+    square_ctx q = {.threads = threads, .n = n};
+    uint64_t s = DATA_SEED + 2;
+    float **bufs[3] = {&q.a, &q.b, &q.c};
+    for (int b = 0; b < 3; b++) {
+        *bufs[b] = xmalloc((size_t)(n * n) * sizeof(float));
+        fill(*bufs[b], n * n, &s);
+    }
+    const double t = time_calls(square_gemm, &q);
+    free(q.a), free(q.b), free(q.c);
+    return 2.0 * (double)n * (double)n * (double)n / t / 1e9;
+}
+
 /* Streaming bandwidth: a[i] = b[i] + s c[i] over three arrays of 256 MB in
  * all, split across `threads` POSIX threads. Bytes counted: 3 x 4 per
  * element (read b, read c, write a; write-allocate traffic not counted, so
@@ -588,6 +619,10 @@ static void write_json(const options *o, const char *arch,
     fprintf(f, "  \"triad_bandwidth_bytes_per_s\": {");
     for (int t = 0; t < o->nthreads; t++)
         fprintf(f, "%s\"%d\": %.6g", t ? ", " : "", o->threads[t], bandwidth[t]);
+    fprintf(f, "},\n  \"sgemm_1024_gflops\": {");
+    for (int t = 0; t < o->nthreads; t++)
+        fprintf(f, "%s\"%d\": %.4g", t ? ", " : "", o->threads[t],
+                measured_gflops[t]);
     fprintf(f, "},\n  \"train_steps\": [\n");
     for (int i = 0; i < nsteps; i++) {
         const step_result *s = &steps[i];
@@ -676,6 +711,14 @@ int main(int argc, char **argv)
 
     memory_result mem = measure_memory(o.threads[0]);
     print_header(&o, arch);
+
+    printf("sgemm 1024^3 on kernel '%s':", arch);
+    for (int t = 0; t < o.nthreads; t++) {
+        measured_gflops[t] = sgemm_gflops(o.threads[t], 1024);
+        printf("  %d thread%s %.1f GFLOP/s", o.threads[t],
+               o.threads[t] > 1 ? "s" : "", measured_gflops[t]);
+    }
+    printf("\n");
 
     double bandwidth[MAX_LIST];
     printf("Streaming triad a = b + s c over %lld MB:", TRIAD_BYTES >> 20);
