@@ -4,7 +4,22 @@
  *
  * Rows are "shared" while no layer has depended on the weight sample yet:
  * those layers run once on n rows. The first variational layer fans the rows
- * out to K blocks of n (sample-major); every later layer runs on K * n rows.
+ * out to K blocks of n (sample-major); every later layer runs on K * n rows,
+ * deterministic layers as one stacked GEMM.
+ *
+ * The fan-out layer takes the cheaper, by multiply-adds, of
+ *  - the low-rank identity of SPEC.md section 2: one GEMM of the inputs
+ *    against [W; F_1..F_R] (R + 1 passes), then one GEMM that mixes the R + 1
+ *    projections with [1, z_k] for all K samples at once;
+ *  - K materialised weight samples theta_k = mu + S z_k (one GEMM for all K),
+ *    each applied to the inputs.
+ * Later variational layers always materialise: their inputs differ per
+ * sample, so the identity would cost R + 1 passes per sample instead of one.
+ *
+ * Everything a run needs lives in one workspace block sized for `batch`
+ * inputs (two ping-pong activation buffers of K x batch x widest layer, the
+ * identity's buffers, the sampled weights, the double accumulators): a run
+ * allocates nothing. Activations are applied in place.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -26,15 +41,21 @@ struct ibvi_predictor {
     float temperature;
     int64_t batch;
     float *noise;         /* count x K x noise_size, drawn at creation */
+    int32_t fan_out;      /* index of the first variational layer, or -1 */
 
     /* Workspace for `batch` inputs (one block). */
     float *block;
-    float **outputs;      /* per layer: K * batch x outputs */
-    float *projection;    /* batch x outputs * R (low-rank identity) */
-    float *factor_t;      /* inputs x outputs * R, the factor rearranged */
+    float *act[2];        /* ping-pong: K * batch x widest layer each */
+    float *projection;    /* batch x out * (R + 1): the identity's GEMM */
+    float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged */
+    float *mix;           /* K x (R + 1): rows [1, z_k] */
     float *sampled;       /* K x P materialised weights */
     double *prob_sum;     /* batch x classes */
     double *entropy_sum;  /* batch */
+    double *exps;         /* classes: one row's exponentials */
+    /* The fan-out layer whose factor_t and mix are current in this run
+     * (NULL at the start of each run: the parameters may have changed). */
+    const ibvi_layer *prepared;
 };
 
 /* ---- creation ------------------------------------------------------------ */
@@ -57,61 +78,67 @@ static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
 /* Lays the workspace out for `batch` inputs from the first network's shape:
  * returns its size in floats and, when base is not NULL, points the
  * predictor's buffers into it. */
-static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base,
-                                float **outputs)
+static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
 {
     const ibvi_net *net = p->nets[0];
     const int64_t K = p->samples;
-    int64_t total = 0, projection = 0, factor_t = 0, sampled = 0;
+    int64_t width = 1, sampled = 0, projection = 0, factor_t = 0, mix = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        if (base)
-            outputs[i] = base + total;
-        total += padded(K * batch * l->outputs);
-        if (l->rank > 0) {
-            const int64_t outer = (int64_t)l->outputs * l->rank;
-            if (batch * outer > projection)
-                projection = batch * outer;
-            if (l->params * l->rank > factor_t)
-                factor_t = l->params * l->rank;
-            if (K * l->params > sampled)
-                sampled = K * l->params;
-        }
+        if (l->outputs > width)
+            width = l->outputs;
+        if (l->rank > 0 && K * l->params > sampled)
+            sampled = K * l->params;
     }
+    if (p->fan_out >= 0) {
+        const ibvi_layer *l = net->layers[p->fan_out];
+        const int64_t outer = (int64_t)l->outputs * (l->rank + 1);
+        projection = batch * outer;
+        factor_t = ((int64_t)l->inputs + 1) * outer;
+        mix = K * (l->rank + 1);
+    }
+    const int64_t act = padded(K * batch * width);
     const int64_t classes = net->layers[net->layer_count - 1]->outputs;
     if (base) {
-        p->projection = base + total;
+        p->act[0] = base;
+        p->act[1] = base + act;
+        p->projection = base + 2 * act;
         p->factor_t = p->projection + padded(projection);
-        p->sampled = p->factor_t + padded(factor_t);
+        p->mix = p->factor_t + padded(factor_t);
+        p->sampled = p->mix + padded(mix);
         p->prob_sum = (double *)(p->sampled + padded(sampled));
         p->entropy_sum = p->prob_sum + padded(batch * classes);
+        p->exps = p->entropy_sum + padded(batch);
     }
     /* The double buffers count twice: they hold 8-byte values. */
-    return total + padded(projection) + padded(factor_t) + padded(sampled) +
-           2 * padded(batch * classes) + 2 * padded(batch);
+    return 2 * act + padded(projection) + padded(factor_t) + padded(mix) +
+           padded(sampled) +
+           2 * (padded(batch * classes) + padded(batch) + padded(classes));
 }
 
 static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
 {
-    const ibvi_net *net = p->nets[0];
-    const int64_t total = layout_workspace(p, batch, NULL, NULL);
+    const int64_t total = layout_workspace(p, batch, NULL);
     float *block = ibvi__alloc(&p->allocator, (size_t)total, sizeof(float));
-    float **outputs = ibvi__alloc(&p->allocator, (size_t)net->layer_count,
-                                  sizeof *outputs);
-    if (!block || !outputs) {
-        ibvi__free(&p->allocator, block);
-        ibvi__free(&p->allocator, outputs);
+    if (!block)
         return ibvi__fail(IBVI_ERR_NOMEM,
                           "%s: out of memory for a batch of %lld inputs", fn,
                           (long long)batch);
-    }
     ibvi__free(&p->allocator, p->block);
-    ibvi__free(&p->allocator, p->outputs);
     p->block = block;
-    p->outputs = outputs;
     p->batch = batch;
-    layout_workspace(p, batch, block, outputs);
+    layout_workspace(p, batch, block);
     return IBVI_OK;
+}
+
+/* Index of the first dense layer with rank > 0, or -1: the only layer that
+ * can see an input shared by all samples (and so use the identity). */
+static int32_t first_variational(const ibvi_net *net)
+{
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->kind == IBVI_LAYER_DENSE && net->layers[i]->rank > 0)
+            return i;
+    return -1;
 }
 
 /* Both public creators; fn names the one the host called in messages. */
@@ -158,6 +185,7 @@ static int create(const char *fn, ibvi_predictor **out, ibvi_net *const *nets,
     p->samples = samples;
     p->temperature = 1.0f;
     p->noise = noise;
+    p->fan_out = first_variational(nets[0]);
     ibvi_rng rng;
     ibvi__rng_seed(&rng, seed, IBVI_STREAM_PREDICT);
     ibvi__rng_normal(&rng, noise, noise_floats, 1.0f);
@@ -193,7 +221,6 @@ void ibvi_predictor_free(ibvi_predictor *p)
         return;
     ibvi_allocator a = p->allocator;
     ibvi__free(&a, p->block);
-    ibvi__free(&a, p->outputs);
     ibvi__free(&a, p->noise);
     ibvi__free(&a, p->nets);
     ibvi__free(&a, p);
@@ -255,86 +282,189 @@ int ibvi_predictor_noise(const ibvi_predictor *p, float *z, int64_t z_len)
     return IBVI_OK;
 }
 
+/* ---- element-wise kernels ------------------------------------------------
+ * Plain C written in fixed-size blocks: at -O2 GCC vectorises a loop whose
+ * trip count is a known multiple of the vector width, and no other. */
+
+#define BLOCK 16
+
+/* out = max(in, 0) as `in > 0 ? in : 0` (NaN and -0 give +0, as
+ * ibvi__activation_forward), branch-free: the signs of hidden units are
+ * random, and a branch per element mispredicts half the time. in == out is
+ * allowed (each block is read before it is written). */
+static void relu(const float *in, float *out, int64_t count)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= count; i += BLOCK) {
+        float v[BLOCK];
+        for (int j = 0; j < BLOCK; j++)
+            v[j] = in[i + j];
+        for (int j = 0; j < BLOCK; j++)
+            out[i + j] = v[j] > 0.0f ? v[j] : 0.0f;
+    }
+    for (; i < count; i++)
+        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+/* 1 if no value is NaN or infinite. A float is finite iff its exponent bits
+ * are not all ones, i.e. iff its bits without the sign stay below those of
+ * infinity: an integer max, which vectorises (a chain of float adds, each
+ * waiting for the previous one, does not). */
+static int all_finite(const float *x, int64_t count)
+{
+    uint32_t worst[BLOCK] = {0};
+    int64_t i = 0;
+    for (; i + BLOCK <= count; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) {
+            uint32_t bits;
+            memcpy(&bits, x + i + j, sizeof bits);
+            bits &= 0x7fffffffu;
+            worst[j] = bits > worst[j] ? bits : worst[j];
+        }
+    for (; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        worst[0] = bits > worst[0] ? bits : worst[0];
+    }
+    uint32_t max = 0;
+    for (int j = 0; j < BLOCK; j++)
+        max = worst[j] > max ? worst[j] : max;
+    return max < 0x7f800000u;
+}
+
 /* ---- variational layers --------------------------------------------------- */
 
+/* Rearranges [W; b] and S of layer l for the identity, once per run (per
+ * member and chunk for ensembles, which share the buffer):
+ *   factor_t (in x out * (R + 1)): column j * (R + 1) + r holds W's row j
+ *     for r = 0, F_r's row j for r >= 1 (F_r is column r - 1 of S, shaped
+ *     like W); the extra last row holds b and the c_r in the same order;
+ *   mix (K x (R + 1)): row k is [1, z_k].
+ * Both sides of the loops stream: S and the mean are read in order. */
+static void put_column(ibvi_predictor *p, const ibvi_layer *l, int64_t row,
+                       int64_t j, int64_t theta)
+{
+    const int64_t R = l->rank, R1 = R + 1;
+    float *dst = p->factor_t + row * l->outputs * R1 + j * R1;
+    const float *src = l->factor + theta * R;
+    dst[0] = l->mean[theta];
+    for (int64_t r = 0; r < R; r++)
+        dst[1 + r] = src[r];
+}
+
+static void prepare_identity(ibvi_predictor *p, const ibvi_layer *l, int32_t K,
+                             const float *noise, int64_t noise_stride)
+{
+    const int64_t in = l->inputs, out = l->outputs, R1 = l->rank + 1;
+    for (int64_t j = 0; j < out; j++)
+        for (int64_t i = 0; i < in; i++)
+            put_column(p, l, i, j, j * in + i);
+    for (int64_t j = 0; j < out; j++)
+        put_column(p, l, in, j, out * in + j);
+    for (int32_t k = 0; k < K; k++) {
+        p->mix[k * R1] = 1.0f;
+        memcpy(p->mix + k * R1 + 1, noise + k * noise_stride,
+               (size_t)l->rank * sizeof(float));
+    }
+    p->prepared = l;
+}
+
 /* Input shared by all K samples, via the low-rank identity:
- *   out_k = (x W^T + b) + sum_r z_kr (x F_r^T + c_r).
- * The factor is rearranged to inputs x (outputs * R) so all R projections
- * come from one GEMM, then one more GEMM mixes them for all K samples. */
+ *   out_k = sum_{r=0..R} [1, z_k]_r (x G_r^T + g_r),  G_0 = W, g_0 = b,
+ *   G_r = F_r, g_r = c_r:
+ * one GEMM gives all R + 1 projections of the n rows (n x out * (R + 1),
+ * started from the bias row), one more writes every sample's block. */
 static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
                             const float *input, int64_t n, int32_t K,
                             const float *noise, int64_t noise_stride,
                             float *output)
 {
-    const int64_t in = l->inputs, out = l->outputs, R = l->rank;
-    const int64_t outer = out * R;
-    const float *bias_rows = l->factor + out * in * R;
-    for (int64_t j = 0; j < out; j++)
-        for (int64_t i = 0; i < in; i++)
-            memcpy(p->factor_t + i * outer + j * R,
-                   l->factor + (j * in + i) * R, (size_t)R * sizeof(float));
+    const int64_t in = l->inputs, out = l->outputs, R1 = l->rank + 1;
+    const int64_t outer = out * R1;
+    if (p->prepared != l)
+        prepare_identity(p, l, K, noise, noise_stride);
     for (int64_t row = 0; row < n; row++)
-        memcpy(p->projection + row * outer, bias_rows,
+        memcpy(p->projection + row * outer, p->factor_t + in * outer,
                (size_t)outer * sizeof(float));
     ibvi__gemm(l->net->threads, 0, 0, n, outer, in, 1.0f, input, in,
                p->factor_t, outer, 1.0f, p->projection, outer);
-
-    ibvi__affine_forward(l, l->mean, input, output, n);
-    for (int32_t k = 1; k < K; k++)
-        memcpy(output + k * n * out, output, (size_t)(n * out) * sizeof(float));
-    /* output[k][q] += sum_r projection[q][r] z_k[r], q over n * out. */
-    ibvi__gemm_strided(l->net->threads, n * out, K, R, 1.0f, p->projection, R,
-                       1, noise, 1, noise_stride, 1.0f, output, 1, n * out);
+    /* output (K x n * out) = mix (K x R1) proj^T, proj = n * out x R1. */
+    ibvi__gemm(l->net->threads, 0, 1, K, n * out, R1, 1.0f, p->mix, R1,
+               p->projection, R1, 0.0f, output, n * out);
 }
 
-/* K materialised weight samples; input_stride 0 when all share the input. */
+/* K materialised weight samples; input_stride 0 when all share the input.
+ * theta (K x P) = 1 mu^T + Z S^T in one GEMM, then one GEMM per sample. */
 static void sampled_weights(ibvi_predictor *p, const ibvi_layer *l,
                             const float *input, int64_t input_stride,
                             int64_t n, int32_t K, const float *noise,
                             int64_t noise_stride, float *output)
 {
-    for (int32_t k = 0; k < K; k++) {
-        float *theta = p->sampled + (int64_t)k * l->params;
-        ibvi__dense_sample_weights(l, noise + k * noise_stride, theta);
-        ibvi__affine_forward(l, theta, input + k * input_stride,
+    const int64_t P = l->params;
+    for (int32_t k = 0; k < K; k++)
+        memcpy(p->sampled + k * P, l->mean, (size_t)P * sizeof(float));
+    ibvi__gemm(l->net->threads, 0, 1, K, P, l->rank, 1.0f, noise,
+               noise_stride, l->factor, l->rank, 1.0f, p->sampled, P);
+    for (int32_t k = 0; k < K; k++)
+        ibvi__affine_forward(l, p->sampled + k * P, input + k * input_stride,
                              output + k * n * l->outputs, n);
-    }
 }
 
-/* Flop estimates of the two ways to run K samples on a shared input. */
-static int low_rank_is_cheaper(const ibvi_layer *l, int64_t n, int32_t K)
+/* Multiply-adds of the two ways to run K samples on n shared rows. The
+ * identity's rearrangement (P x (R + 1) floats, counted as one multiply-add
+ * each) is done once per run for one network, so it is spread over the
+ * run's `chunks`; for an ensemble, once per member and chunk. */
+static int low_rank_is_cheaper(const ibvi_predictor *p, const ibvi_layer *l,
+                               int64_t n, int32_t K, int64_t chunks)
 {
     const double dense = (double)n * l->inputs * l->outputs;
-    const double low_rank = dense * (1.0 + l->rank) +
-                            (double)n * l->outputs * l->rank * K;
+    const double R1 = l->rank + 1.0;
+    const double prepare = (double)l->params * R1 / (p->count > 1 ? 1 : chunks);
+    const double low_rank = dense * R1 + (double)K * n * l->outputs * R1 + prepare;
     const double materialise = (double)K * (dense + (double)l->params * l->rank);
     return low_rank < materialise;
 }
 
 /* ---- running --------------------------------------------------------------- */
 
+static void activation(const ibvi_layer *l, const float *input, float *output,
+                       int64_t count)
+{
+    if (l->activation == IBVI_ACT_RELU)
+        relu(input, output, count);
+    else
+        ibvi__activation_forward(l->activation, input, output, count);
+}
+
 /* Runs one network on n inputs; returns the logits and sets *blocks to the
- * number of sample blocks they hold (1 if no layer depended on z). */
+ * number of sample blocks they hold (1 if no layer depended on z). The
+ * layers alternate between the two activation buffers; activations work in
+ * place, except on the caller's x. */
 static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
                                 const float *noise, const float *x, int64_t n,
-                                int32_t *blocks)
+                                int64_t chunks, int32_t *blocks)
 {
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int64_t stride = net->noise_size;
     const float *input = x;
-    int shared = 1;
+    int next = 0, shared = 1;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        float *output = p->outputs[i];
         const int64_t rows = shared ? n : K * n;
         const float *z = noise + l->noise_offset;
+        float *output = p->act[next];
         if (l->kind == IBVI_LAYER_ACTIVATION) {
-            ibvi__activation_forward(l->activation, input, output,
-                                     rows * l->outputs);
-        } else if (l->rank == 0 || p->mean_network) {
+            if (input != x)
+                output = (float *)input;
+            activation(l, input, output, rows * l->outputs);
+            input = output;
+            continue;
+        }
+        if (l->rank == 0 || p->mean_network) {
             ibvi__affine_forward(l, l->mean, input, output, rows);
         } else if (shared) {
-            if (low_rank_is_cheaper(l, n, K))
+            if (low_rank_is_cheaper(p, l, n, K, chunks))
                 shared_low_rank(p, l, input, n, K, z, stride, output);
             else
                 sampled_weights(p, l, input, 0, n, K, z, stride, output);
@@ -343,17 +473,19 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
             sampled_weights(p, l, input, n * l->inputs, n, K, z, stride, output);
         }
         input = output;
+        next = 1 - next;
     }
     *blocks = shared ? 1 : K;
     return input;
 }
 
 /* Adds weight * softmax(logits / T) of each row to prob_sum and weight *
- * its entropy to entropy_sum. */
+ * its entropy to entropy_sum; each exponential is computed once. */
 static void accumulate(ibvi_predictor *p, const float *logits, int64_t n,
                        int32_t classes, double weight)
 {
     const double inv_t = 1.0 / p->temperature;
+    double *e = p->exps;
     for (int64_t row = 0; row < n; row++) {
         const float *f = logits + row * classes;
         double *sum = p->prob_sum + row * classes;
@@ -364,14 +496,14 @@ static void accumulate(ibvi_predictor *p, const float *logits, int64_t n,
         double z = 0.0, weighted = 0.0;
         for (int32_t c = 0; c < classes; c++) {
             const double shifted = ((double)f[c] - max) * inv_t;
-            const double e = exp(shifted);
-            z += e;
-            weighted += e * shifted;
+            e[c] = exp(shifted);
+            z += e[c];
+            weighted += e[c] * shifted;
         }
         /* H = log Z - sum_c p_c * shifted_c */
         p->entropy_sum[row] += weight * (log(z) - weighted / z);
         for (int32_t c = 0; c < classes; c++)
-            sum[c] += weight * exp(((double)f[c] - max) * inv_t) / z;
+            sum[c] += weight * e[c] / z;
     }
 }
 
@@ -409,10 +541,12 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
     if (n <= 0 || n > INT64_MAX / first->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n = %lld, expected > 0",
                           fn, (long long)n);
-    if (!ibvi__all_finite(x, n * first->input_dim))
+    if (!all_finite(x, n * first->input_dim))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
     const int32_t classes = first->layers[first->layer_count - 1]->outputs;
+    const int64_t chunks = (n + p->batch - 1) / p->batch;
+    p->prepared = NULL;
     for (int64_t start = 0; start < n; start += p->batch) {
         const int64_t rows = n - start < p->batch ? n - start : p->batch;
         const float *chunk = x + start * first->input_dim;
@@ -422,10 +556,11 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
             const ibvi_net *net = p->nets[m];
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
             int32_t blocks;
-            const float *logits = run_network(p, net, noise, chunk, rows, &blocks);
+            const float *logits =
+                run_network(p, net, noise, chunk, rows, chunks, &blocks);
             /* Finite inputs can still overflow to infinite logits (weights
              * too large for them): report it instead of returning NaN. */
-            if (!ibvi__all_finite(logits, (int64_t)blocks * rows * classes))
+            if (!all_finite(logits, (int64_t)blocks * rows * classes))
                 return ibvi__fail(IBVI_ERR_NONFINITE,
                                   "%s: the logits of network %d overflow "
                                   "(NaN or infinity) for inputs %lld..%lld",
