@@ -104,6 +104,18 @@ class Prototypes(unittest.TestCase):
         self.assertEqual(exported - set(_lib.PROTOTYPES), set())
 
 
+class Kernel(unittest.TestCase):
+    def test_kernel_queries(self):
+        name = ibvi.kernel_name()
+        self.assertTrue(name)
+        self.assertIn(ibvi.kernel_origin(), ibvi.KERNEL_ORIGINS)
+        self.assertTrue(ibvi.kernel_description().startswith(name + " ("))
+        # The selection leaves the environment as it found it.
+        if "BLIS_ARCH_TYPE" not in os.environ:
+            self.assertIsNone(os.getenv("BLIS_ARCH_TYPE"))
+            self.assertNotEqual(ibvi.kernel_origin(), "user")
+
+
 class Versions(unittest.TestCase):
     def test_versions(self):
         n = ibvi.version_number()
