@@ -9,8 +9,10 @@
  *      step's GEMMs (same shapes, transposes, thread count, sup path off, as
  *      lib/kernels.c calls them) and a streaming-bandwidth triad; from them
  *      the fraction of the limit each step reaches;
- *   3. predictive averaging (ibvi_predictor) over 10k inputs for several K,
- *      relative to one deterministic pass;
+ *   3. predictive averaging (ibvi_predictor) over 10k inputs for several K
+ *      and two covariance placements (rank 10 first+last, last only),
+ *      relative to one deterministic pass and next to the flop floor of the
+ *      path the predictor takes;
  *   4. the peak resident memory of a training run against the bytes the
  *      model needs;
  *   5. the BLIS sub-configuration and thread counts.
@@ -432,9 +434,10 @@ typedef struct step_result {
     double step, ratio, gemm, factor_bytes, frac_fused, frac_unfused;
 } step_result;
 
+/* One K of one covariance placement (K = 0: the mean network). */
 typedef struct predict_result {
-    int32_t samples;
-    double seconds, relative;
+    int32_t variant, samples;
+    double seconds, relative, floor;
 } predict_result;
 
 typedef struct memory_result {
@@ -509,6 +512,11 @@ static memory_result measure_memory(int32_t threads)
 
 /* ---- point 3: predictive averaging ------------------------------------------ */
 
+#define PREDICT_INPUTS 10000
+#define PREDICT_WIDTH 256
+#define PREDICT_BATCH 256 /* ibvi_predictor's default chunk of inputs */
+#define MAX_PREDICT 10    /* 2 placements x (mean network + 4 K) */
+
 typedef struct predict_ctx {
     ibvi_predictor *pred;
     const dataset *data;
@@ -536,23 +544,135 @@ static double time_predictor(ibvi_net *net, int32_t samples, int mean,
     return t;
 }
 
-static int measure_prediction(int32_t threads, predict_result *out,
-                              double *deterministic)
+/* Multiply-adds of the dense layers' GEMMs for one chunk of `rows` inputs
+ * with K samples (K = 0: the mean network), on the path lib/predictor.c
+ * takes, by its rule (identity_macs, materialise_macs; keep the two in
+ * sync): rows stay shared until the first variational layer, which takes
+ * the cheaper of the low-rank identity (R + 1 passes, the mixing of R + 1
+ * projections for K samples, and the rearrangement of P x (R + 1) floats
+ * once per run) and K materialised samples (K passes, and K x P x R to
+ * sample once per run); later layers run K passes (variational ones
+ * materialised). `share` = 1 / chunks: the per-run work spread over the
+ * chunks. */
+static double chunk_macs(int32_t width, const variant *v, int32_t K,
+                         int64_t rows, double share)
+{
+    int32_t in[3], out[3];
+    const int32_t rank[3] = {v->rank_first, 0, v->rank_last};
+    layer_dims(width, in, out);
+    double macs = 0.0;
+    int shared = 1;
+    for (int i = 0; i < 3; i++) {
+        const double pass = (double)rows * in[i] * out[i];
+        const double P = (double)in[i] * out[i] + out[i], R = rank[i];
+        if (K == 0 || rank[i] == 0) {
+            macs += shared ? pass : K * pass;
+            continue;
+        }
+        const double materialise = K * pass + share * K * P * R;
+        if (shared) {
+            const double identity = pass * (R + 1) +
+                                    (double)K * rows * out[i] * (R + 1) +
+                                    share * P * (R + 1);
+            macs += identity < materialise ? identity : materialise;
+            shared = 0;
+        } else {
+            macs += materialise;
+        }
+    }
+    return macs;
+}
+
+/* The flop floor of K samples relative to the mean network: multiply-adds
+ * of the GEMMs on the predictor's path, summed over the chunks of n inputs
+ * (bias, activations and softmax are not counted). */
+static double floor_ratio(int32_t width, const variant *v, int32_t K, int64_t n)
+{
+    const double share = 1.0 / (double)((n + PREDICT_BATCH - 1) / PREDICT_BATCH);
+    double sampled = 0.0, mean = 0.0;
+    for (int64_t start = 0; start < n; start += PREDICT_BATCH) {
+        const int64_t rows = n - start < PREDICT_BATCH ? n - start : PREDICT_BATCH;
+        sampled += chunk_macs(width, v, K, rows, share);
+        mean += chunk_macs(width, v, 0, rows, share);
+    }
+    return sampled / mean;
+}
+
+/* For each placement (r10 first+last, r10 last only): the mean network,
+ * then K = 1, 8, 32, 128. Returns the number of results (<= MAX_PREDICT). */
+static int measure_prediction(int32_t threads, predict_result *out)
 {
     static const int32_t K[] = {1, 8, 32, 128};
-    dataset d = make_data(10000);
+    static const int placements[] = {2, 4}; /* indices into VARIANTS */
+    dataset d = make_data(PREDICT_INPUTS);
     float *probs = xmalloc((size_t)d.n * CLASSES * sizeof(float));
-    ibvi_net *net = make_net(256, &VARIANTS[2], threads);
-    *deterministic = time_predictor(net, 1, 1, &d, probs);
     int n = 0;
-    for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++) {
-        double t = time_predictor(net, K[i], 0, &d, probs);
-        out[n++] = (predict_result){K[i], t, t / *deterministic};
+    for (int p = 0; p < 2; p++) {
+        const int vi = placements[p];
+        ibvi_net *net = make_net(PREDICT_WIDTH, &VARIANTS[vi], threads);
+        const double det = time_predictor(net, 1, 1, &d, probs);
+        out[n++] = (predict_result){vi, 0, det, 1.0, 1.0};
+        for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++) {
+            double t = time_predictor(net, K[i], 0, &d, probs);
+            out[n++] = (predict_result){
+                vi, K[i], t, t / det,
+                floor_ratio(PREDICT_WIDTH, &VARIANTS[vi], K[i], d.n)};
+        }
+        ibvi_net_free(net);
+        fprintf(stderr, ".");
     }
-    ibvi_net_free(net);
+    fprintf(stderr, "\n");
     free(probs);
     free_data(&d);
     return n;
+}
+
+static void print_prediction(int32_t threads, const predict_result *r, int n)
+{
+    printf("\n3. Predictive averaging, %d inputs, W=%d, %d thread%s; x det = "
+           "time / the mean network's;\n   floor x = multiply-adds of the GEMMs "
+           "on the predictor's path / the mean network's\n",
+           PREDICT_INPUTS, PREDICT_WIDTH, threads, threads > 1 ? "s" : "");
+    printf("   %-20s %5s %10s %8s %8s\n", "network", "K", "ms", "x det",
+           "floor x");
+    for (int i = 0; i < n; i++) {
+        char k[8];
+        if (r[i].samples == 0)
+            snprintf(k, sizeof k, "mean");
+        else
+            snprintf(k, sizeof k, "%d", r[i].samples);
+        printf("   %-20s %5s %10.3f %8.2f %8.2f\n", VARIANTS[r[i].variant].name,
+               k, 1e3 * r[i].seconds, r[i].relative, r[i].floor);
+    }
+}
+
+static void write_prediction_json(FILE *f, int32_t threads,
+                                  const predict_result *r, int n)
+{
+    fprintf(f, "  \"prediction\": {\"inputs\": %d, \"width\": %d, "
+               "\"threads\": %d, \"batch\": %d,\n"
+               "    \"floor_definition\": \"multiply-adds of the dense layers' "
+               "GEMMs on the predictor's path relative to the mean network's "
+               "(bias, activations, softmax not counted)\",\n"
+               "    \"placements\": [\n",
+            PREDICT_INPUTS, PREDICT_WIDTH, threads, PREDICT_BATCH);
+    for (int i = 0; i < n; i++) {
+        const variant *v = &VARIANTS[r[i].variant];
+        if (r[i].samples == 0)
+            fprintf(f, "      {\"network\": \"%s\", \"rank_first\": %d, "
+                       "\"rank_last\": %d, \"deterministic_s\": %.6g, "
+                       "\"samples\": [\n",
+                    v->name, v->rank_first, v->rank_last, r[i].seconds);
+        const int last = i + 1 == n || r[i + 1].samples == 0;
+        if (r[i].samples > 0)
+            fprintf(f, "        {\"K\": %d, \"seconds\": %.6g, "
+                       "\"relative\": %.6g, \"floor_relative\": %.6g}%s\n",
+                    r[i].samples, r[i].seconds, r[i].relative, r[i].floor,
+                    last ? "" : ",");
+        if (last)
+            fprintf(f, "      ]}%s\n", i + 1 == n ? "" : ",");
+    }
+    fprintf(f, "  ]},\n");
 }
 
 /* ---- output ---------------------------------------------------------------------- */
@@ -594,7 +714,7 @@ static void print_steps(const step_result *r, int n)
 static void write_json(const options *o, const char *arch,
                        const double *bandwidth, const step_result *steps,
                        int nsteps, const predict_result *pred, int npred,
-                       double deterministic, const memory_result *m)
+                       const memory_result *m)
 {
     FILE *f = fopen(o->json, "w");
     if (f == NULL) {
@@ -638,15 +758,9 @@ static void write_json(const options *o, const char *arch,
                 s->factor_bytes, s->frac_fused, s->frac_unfused,
                 i + 1 < nsteps ? "," : "");
     }
-    fprintf(f, "  ],\n  \"prediction\": {\"inputs\": 10000, \"width\": 256, "
-               "\"rank_first\": 10, \"rank_last\": 10, \"threads\": %d, "
-               "\"deterministic_s\": %.6g, \"samples\": [\n",
-            o->threads[0], deterministic);
-    for (int i = 0; i < npred; i++)
-        fprintf(f, "    {\"K\": %d, \"seconds\": %.6g, \"relative\": %.6g}%s\n",
-                pred[i].samples, pred[i].seconds, pred[i].relative,
-                i + 1 < npred ? "," : "");
-    fprintf(f, "  ]},\n  \"memory\": {\"width\": %d, \"rank_first\": %d, "
+    fprintf(f, "  ],\n");
+    write_prediction_json(f, o->threads[0], pred, npred);
+    fprintf(f, "  \"memory\": {\"width\": %d, \"rank_first\": %d, "
                "\"rank_last\": %d, \"batch\": %lld, \"threads\": %d, "
                "\"dataset_examples\": %lld, \"steps\": %lld, "
                "\"param_count\": %lld, \"needed_bytes\": %lld, "
@@ -737,15 +851,9 @@ int main(int argc, char **argv)
     print_steps(steps, nsteps);
     fflush(stdout);
 
-    predict_result pred[4];
-    double deterministic;
-    int npred = measure_prediction(o.threads[0], pred, &deterministic);
-    printf("\n3. Predictive averaging, 10000 inputs, W=256 rank 10 first+last, "
-           "%d thread%s\n   deterministic pass (mean network): %.3f ms\n",
-           o.threads[0], o.threads[0] > 1 ? "s" : "", 1e3 * deterministic);
-    for (int i = 0; i < npred; i++)
-        printf("   K = %3d: %9.3f ms  = %6.2f x deterministic\n",
-               pred[i].samples, 1e3 * pred[i].seconds, pred[i].relative);
+    predict_result pred[MAX_PREDICT];
+    int npred = measure_prediction(o.threads[0], pred);
+    print_prediction(o.threads[0], pred, npred);
 
     printf("\n4. Memory: training W=%d rank %d first+last, batch %lld, "
            "%lld-example data set, %lld steps, %d thread%s\n",
@@ -767,8 +875,7 @@ int main(int argc, char **argv)
            o.threads[0]);
 
     if (o.json)
-        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred,
-                   deterministic, &mem);
+        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred, &mem);
     free(steps);
     return 0;
 }

@@ -49,13 +49,19 @@ struct ibvi_predictor {
     float *projection;    /* batch x out * (R + 1): the identity's GEMM */
     float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged */
     float *mix;           /* K x (R + 1): rows [1, z_k] */
-    float *sampled;       /* K x P materialised weights */
     double *prob_sum;     /* batch x classes */
     double *entropy_sum;  /* batch */
-    double *exps;         /* classes: one row's exponentials */
-    /* The fan-out layer whose factor_t and mix are current in this run
-     * (NULL at the start of each run: the parameters may have changed). */
+    double *shifted;      /* batch x classes: (logit - row max) / T */
+    double *exps;         /* batch x classes: their exponentials */
+    /* Per layer: K x P materialised weights in the workspace, or NULL when
+     * the layer never materialises (rank 0, or the identity always wins). */
+    float **sampled;
+
+    /* What the prepared buffers hold in this run: the layer (of which
+     * member) whose factor_t and mix, and per layer whose samples, are
+     * current. Reset at each run (the parameters may have changed since). */
     const ibvi_layer *prepared;
+    const ibvi_layer **ready;
 };
 
 /* ---- creation ------------------------------------------------------------ */
@@ -75,45 +81,97 @@ static int same_architecture(const ibvi_net *a, const ibvi_net *b)
 
 static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
 
+/* ---- the fan-out layer's two paths ----------------------------------------
+ * Multiply-adds to run K samples of variational layer l on n shared rows,
+ * where `share` is the part of the per-run preparation one chunk carries
+ * (1 / chunks for one network: prepared once per run; 1 for ensembles,
+ * whose members take turns in the buffers, so once per member and chunk):
+ *   identity:    R + 1 passes, the mixing (K x n x out x (R + 1)), and the
+ *                rearrangement of P x (R + 1) floats (one multiply-add each);
+ *   materialise: K passes, and sampling K x P x R.
+ * Identity minus materialise is linear in n and in share, so its sign over
+ * n in [1, batch] and share in (0, 1] is decided at the four corners: that
+ * tells, at allocation, which buffers a batch size can need. */
+static double identity_macs(const ibvi_layer *l, int64_t n, int32_t K,
+                            double share)
+{
+    const double R1 = l->rank + 1.0;
+    return (double)n * l->inputs * l->outputs * R1 +
+           (double)K * n * l->outputs * R1 + share * (double)l->params * R1;
+}
+
+static double materialise_macs(const ibvi_layer *l, int64_t n, int32_t K,
+                               double share)
+{
+    return (double)K * n * l->inputs * l->outputs +
+           share * (double)K * l->params * l->rank;
+}
+
+static int identity_is_cheaper(const ibvi_layer *l, int64_t n, int32_t K,
+                               double share)
+{
+    return identity_macs(l, n, K, share) < materialise_macs(l, n, K, share);
+}
+
+/* Whether any chunk of 1..batch rows, in any run, takes the identity
+ * (want = 1) or materialises (want = 0). */
+static int may_take(const ibvi_layer *l, int64_t batch, int32_t K, int want)
+{
+    const int64_t rows[2] = {1, batch};
+    const double shares[2] = {0.0, 1.0};
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            if (identity_is_cheaper(l, rows[a], K, shares[b]) == want)
+                return 1;
+    return 0;
+}
+
 /* Lays the workspace out for `batch` inputs from the first network's shape:
  * returns its size in floats and, when base is not NULL, points the
- * predictor's buffers into it. */
+ * predictor's buffers into it. Buffers a path needs exist only if that
+ * path can be taken at this batch size. */
 static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
 {
     const ibvi_net *net = p->nets[0];
-    const int64_t K = p->samples;
-    int64_t width = 1, sampled = 0, projection = 0, factor_t = 0, mix = 0;
-    for (int32_t i = 0; i < net->layer_count; i++) {
-        const ibvi_layer *l = net->layers[i];
-        if (l->outputs > width)
-            width = l->outputs;
-        if (l->rank > 0 && K * l->params > sampled)
-            sampled = K * l->params;
-    }
-    if (p->fan_out >= 0) {
+    const int32_t K = p->samples;
+    int64_t width = 1, projection = 0, factor_t = 0, mix = 0;
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->outputs > width)
+            width = net->layers[i]->outputs;
+    if (p->fan_out >= 0 && may_take(net->layers[p->fan_out], batch, K, 1)) {
         const ibvi_layer *l = net->layers[p->fan_out];
         const int64_t outer = (int64_t)l->outputs * (l->rank + 1);
         projection = batch * outer;
         factor_t = ((int64_t)l->inputs + 1) * outer;
-        mix = K * (l->rank + 1);
+        mix = (int64_t)K * (l->rank + 1);
     }
     const int64_t act = padded(K * batch * width);
     const int64_t classes = net->layers[net->layer_count - 1]->outputs;
+    int64_t total = 2 * act + padded(projection) + padded(factor_t) + padded(mix);
     if (base) {
         p->act[0] = base;
         p->act[1] = base + act;
         p->projection = base + 2 * act;
         p->factor_t = p->projection + padded(projection);
         p->mix = p->factor_t + padded(factor_t);
-        p->sampled = p->mix + padded(mix);
-        p->prob_sum = (double *)(p->sampled + padded(sampled));
+    }
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        const int materialises =
+            l->rank > 0 && (i != p->fan_out || may_take(l, batch, K, 0));
+        if (base)
+            p->sampled[i] = materialises ? base + total : NULL;
+        if (materialises)
+            total += padded((int64_t)K * l->params);
+    }
+    if (base) {
+        p->prob_sum = (double *)(base + total);
         p->entropy_sum = p->prob_sum + padded(batch * classes);
-        p->exps = p->entropy_sum + padded(batch);
+        p->shifted = p->entropy_sum + padded(batch);
+        p->exps = p->shifted + padded(batch * classes);
     }
     /* The double buffers count twice: they hold 8-byte values. */
-    return 2 * act + padded(projection) + padded(factor_t) + padded(mix) +
-           padded(sampled) +
-           2 * (padded(batch * classes) + padded(batch) + padded(classes));
+    return total + 2 * (3 * padded(batch * classes) + padded(batch));
 }
 
 static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
@@ -169,15 +227,22 @@ static int create(const char *fn, ibvi_predictor **out, ibvi_net *const *nets,
     }
     const ibvi_allocator *a = &nets[0]->allocator;
     const int64_t noise_floats = (int64_t)count * samples * nets[0]->noise_size;
+    const size_t layers = (size_t)nets[0]->layer_count;
     ibvi_predictor *p = ibvi__calloc(a, 1, sizeof *p);
     ibvi_net **copy = ibvi__alloc(a, (size_t)count, sizeof *copy);
     float *noise = ibvi__alloc(a, (size_t)noise_floats, sizeof(float));
-    if (!p || !copy || !noise) {
+    float **sampled = ibvi__calloc(a, layers, sizeof *sampled);
+    const ibvi_layer **ready = ibvi__calloc(a, layers, sizeof *ready);
+    if (!p || !copy || !noise || !sampled || !ready) {
         ibvi__free(a, p);
         ibvi__free(a, copy);
         ibvi__free(a, noise);
+        ibvi__free(a, sampled);
+        ibvi__free(a, (void *)ready);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
+    p->sampled = sampled;
+    p->ready = ready;
     memcpy(copy, nets, (size_t)count * sizeof *copy);
     p->allocator = *a;
     p->nets = copy;
@@ -223,6 +288,8 @@ void ibvi_predictor_free(ibvi_predictor *p)
     ibvi__free(&a, p->block);
     ibvi__free(&a, p->noise);
     ibvi__free(&a, p->nets);
+    ibvi__free(&a, p->sampled);
+    ibvi__free(&a, (void *)p->ready);
     ibvi__free(&a, p);
 }
 
@@ -394,36 +461,36 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
                p->projection, R1, 0.0f, output, n * out);
 }
 
-/* K materialised weight samples; input_stride 0 when all share the input.
- * theta (K x P) = 1 mu^T + Z S^T in one GEMM, then one GEMM per sample. */
-static void sampled_weights(ibvi_predictor *p, const ibvi_layer *l,
+/* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
+ * (per member and chunk for ensembles): theta (K x P) = 1 mu^T + Z S^T in
+ * one GEMM. */
+static const float *weight_samples(ibvi_predictor *p, int32_t i,
+                                   const ibvi_layer *l, int32_t K,
+                                   const float *noise, int64_t noise_stride)
+{
+    const int64_t P = l->params;
+    float *theta = p->sampled[i];
+    if (p->ready[i] != l) {
+        for (int32_t k = 0; k < K; k++)
+            memcpy(theta + k * P, l->mean, (size_t)P * sizeof(float));
+        ibvi__gemm(l->net->threads, 0, 1, K, P, l->rank, 1.0f, noise,
+                   noise_stride, l->factor, l->rank, 1.0f, theta, P);
+        p->ready[i] = l;
+    }
+    return theta;
+}
+
+/* K materialised weight samples, one GEMM each; input_stride 0 when all
+ * samples share the input. */
+static void sampled_weights(ibvi_predictor *p, int32_t i, const ibvi_layer *l,
                             const float *input, int64_t input_stride,
                             int64_t n, int32_t K, const float *noise,
                             int64_t noise_stride, float *output)
 {
-    const int64_t P = l->params;
+    const float *theta = weight_samples(p, i, l, K, noise, noise_stride);
     for (int32_t k = 0; k < K; k++)
-        memcpy(p->sampled + k * P, l->mean, (size_t)P * sizeof(float));
-    ibvi__gemm(l->net->threads, 0, 1, K, P, l->rank, 1.0f, noise,
-               noise_stride, l->factor, l->rank, 1.0f, p->sampled, P);
-    for (int32_t k = 0; k < K; k++)
-        ibvi__affine_forward(l, p->sampled + k * P, input + k * input_stride,
+        ibvi__affine_forward(l, theta + k * l->params, input + k * input_stride,
                              output + k * n * l->outputs, n);
-}
-
-/* Multiply-adds of the two ways to run K samples on n shared rows. The
- * identity's rearrangement (P x (R + 1) floats, counted as one multiply-add
- * each) is done once per run for one network, so it is spread over the
- * run's `chunks`; for an ensemble, once per member and chunk. */
-static int low_rank_is_cheaper(const ibvi_predictor *p, const ibvi_layer *l,
-                               int64_t n, int32_t K, int64_t chunks)
-{
-    const double dense = (double)n * l->inputs * l->outputs;
-    const double R1 = l->rank + 1.0;
-    const double prepare = (double)l->params * R1 / (p->count > 1 ? 1 : chunks);
-    const double low_rank = dense * R1 + (double)K * n * l->outputs * R1 + prepare;
-    const double materialise = (double)K * (dense + (double)l->params * l->rank);
-    return low_rank < materialise;
 }
 
 /* ---- running --------------------------------------------------------------- */
@@ -443,7 +510,7 @@ static void activation(const ibvi_layer *l, const float *input, float *output,
  * place, except on the caller's x. */
 static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
                                 const float *noise, const float *x, int64_t n,
-                                int64_t chunks, int32_t *blocks)
+                                double share, int32_t *blocks)
 {
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int64_t stride = net->noise_size;
@@ -464,13 +531,14 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
         if (l->rank == 0 || p->mean_network) {
             ibvi__affine_forward(l, l->mean, input, output, rows);
         } else if (shared) {
-            if (low_rank_is_cheaper(p, l, n, K, chunks))
+            if (identity_is_cheaper(l, n, K, share))
                 shared_low_rank(p, l, input, n, K, z, stride, output);
             else
-                sampled_weights(p, l, input, 0, n, K, z, stride, output);
+                sampled_weights(p, i, l, input, 0, n, K, z, stride, output);
             shared = 0;
         } else {
-            sampled_weights(p, l, input, n * l->inputs, n, K, z, stride, output);
+            sampled_weights(p, i, l, input, n * l->inputs, n, K, z, stride,
+                            output);
         }
         input = output;
         next = 1 - next;
@@ -479,31 +547,89 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
     return input;
 }
 
-/* Adds weight * softmax(logits / T) of each row to prob_sum and weight *
- * its entropy to entropy_sum; each exponential is computed once. */
+/* exp(x) for one x in [-700, 0], in straight-line arithmetic that GCC
+ * vectorises (see exp_nonpositive): x = k ln 2 + r with |r| <= ln(2) / 2
+ * (Cody-Waite: k ln 2 in two parts), exp(r) by its Taylor polynomial of
+ * degree 12 (truncation error below 2e-16 relative; measured against glibc
+ * over [-700, 0]: below 7e-16), times 2^k built in the exponent bits. */
+static inline double exp_nonpositive_one(double x)
+{
+    const double shifter = 0x1.8p52; /* adding it rounds to an integer */
+    const double t = x * 1.4426950408889634 + shifter;
+    const double k = t - shifter;
+    double r = x - k * 0x1.62e42fee00000p-1;  /* ln 2, high bits */
+    r = r - k * 0x1.a39ef35793c76p-33;       /* ln 2, the rest */
+    /* Estrin's scheme: short dependency chains, so the vector units
+     * overlap the 16 values of a block (Horner's would wait on each step). */
+    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const double s03 = (1.0 + r) + r2 * (1.0 / 2 + r * (1.0 / 6));
+    const double s47 = (1.0 / 24 + r * (1.0 / 120)) +
+                       r2 * (1.0 / 720 + r * (1.0 / 5040));
+    const double s811 = (1.0 / 40320 + r * (1.0 / 362880)) +
+                        r2 * (1.0 / 3628800 + r * (1.0 / 39916800));
+    const double e = (s03 + r4 * s47) + r8 * (s811 + r4 * (1.0 / 479001600));
+    /* t's low mantissa bits hold k (two's complement); k + 1023 in
+     * [13, 1023] shifted into the exponent field is 2^k. */
+    uint64_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits + 1023u) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+/* y = exp(x) for count values x <= 0: glibc's exp is a call per value;
+ * this runs two per SSE2 instruction (more with wider vectors). Below -700
+ * x is clamped (exp < 1e-304: nothing next to the row's maximum, whose exp
+ * is 1), which keeps 2^k a normal double. */
+static void exp_nonpositive(const double *restrict x, double *restrict y,
+                            int64_t count)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= count; i += BLOCK) {
+        double v[BLOCK];
+        for (int j = 0; j < BLOCK; j++)
+            v[j] = x[i + j] > -700.0 ? x[i + j] : -700.0;
+        for (int j = 0; j < BLOCK; j++)
+            y[i + j] = exp_nonpositive_one(v[j]);
+    }
+    for (; i < count; i++)
+        y[i] = exp_nonpositive_one(x[i] > -700.0 ? x[i] : -700.0);
+}
+
+/* Adds weight * softmax(logits / T) of each of n rows to prob_sum and
+ * weight * its entropy to entropy_sum, in double: the shifted logits of all
+ * rows first, then all their exponentials in one vectorised pass, then the
+ * sums per row. */
 static void accumulate(ibvi_predictor *p, const float *logits, int64_t n,
                        int32_t classes, double weight)
 {
     const double inv_t = 1.0 / p->temperature;
-    double *e = p->exps;
     for (int64_t row = 0; row < n; row++) {
         const float *f = logits + row * classes;
-        double *sum = p->prob_sum + row * classes;
+        double *s = p->shifted + row * classes;
         float max = f[0];
         for (int32_t c = 1; c < classes; c++)
             if (f[c] > max)
                 max = f[c];
+        for (int32_t c = 0; c < classes; c++)
+            s[c] = ((double)f[c] - max) * inv_t;
+    }
+    exp_nonpositive(p->shifted, p->exps, n * classes);
+    for (int64_t row = 0; row < n; row++) {
+        const double *s = p->shifted + row * classes;
+        const double *e = p->exps + row * classes;
+        double *sum = p->prob_sum + row * classes;
         double z = 0.0, weighted = 0.0;
         for (int32_t c = 0; c < classes; c++) {
-            const double shifted = ((double)f[c] - max) * inv_t;
-            e[c] = exp(shifted);
             z += e[c];
-            weighted += e[c] * shifted;
+            weighted += e[c] * s[c];
         }
         /* H = log Z - sum_c p_c * shifted_c */
         p->entropy_sum[row] += weight * (log(z) - weighted / z);
+        const double scale = weight / z;
         for (int32_t c = 0; c < classes; c++)
-            sum[c] += weight * e[c] / z;
+            sum[c] += e[c] * scale;
     }
 }
 
@@ -545,8 +671,13 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
     const int32_t classes = first->layers[first->layer_count - 1]->outputs;
+    /* The part of the per-run preparations each chunk carries (see
+     * identity_macs): ensemble members take turns in the buffers. */
     const int64_t chunks = (n + p->batch - 1) / p->batch;
+    const double share = p->count > 1 ? 1.0 : 1.0 / (double)chunks;
     p->prepared = NULL;
+    for (int32_t i = 0; i < first->layer_count; i++)
+        p->ready[i] = NULL;
     for (int64_t start = 0; start < n; start += p->batch) {
         const int64_t rows = n - start < p->batch ? n - start : p->batch;
         const float *chunk = x + start * first->input_dim;
@@ -557,7 +688,7 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
             int32_t blocks;
             const float *logits =
-                run_network(p, net, noise, chunk, rows, chunks, &blocks);
+                run_network(p, net, noise, chunk, rows, share, &blocks);
             /* Finite inputs can still overflow to infinite logits (weights
              * too large for them): report it instead of returning NaN. */
             if (!all_finite(logits, (int64_t)blocks * rows * classes))
