@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "ibvi/common.h"
 
@@ -43,5 +44,24 @@ void ibvi__free(const ibvi_allocator *a, void *ptr);
 /* ---- numbers ------------------------------------------------------------- */
 /* 1 when every value of x[0..n) is finite. */
 int ibvi__all_finite(const float *x, int64_t n);
+
+/* The largest |x[i]| of x[0..n) (0 when n = 0): infinity or NaN when some
+ * x[i] is not finite, so `ibvi__max_abs(x, n) <= FLT_MAX` is also a
+ * finiteness check. It compares the bit patterns with the sign cleared
+ * (ordered like the magnitudes, NaN above infinity): that loop vectorises,
+ * where a float max or sum reduction would not without -ffast-math. */
+static inline float ibvi__max_abs(const float *x, int64_t n)
+{
+    int32_t max = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        bits &= 0x7fffffff;
+        max = bits > max ? bits : max;
+    }
+    float value;
+    memcpy(&value, &max, sizeof value);
+    return value;
+}
 
 #endif /* IBVI_INTERNAL_H */

@@ -1,6 +1,7 @@
 /*
  * libibvi - the layer handle: shapes, prior, and copies of parameters and
- * gradients in and out.
+ * gradients in and out (the factor gradient is formed on request from the
+ * factors the backward kept).
  *
  * SPDX-License-Identifier: MIT
  */
@@ -107,8 +108,10 @@ static int copy_in(ibvi_layer *layer, const char *fn, const float *src,
                           "%s: the values hold NaN or infinity; the layer is "
                           "unchanged", fn);
     memcpy(dst, src, (size_t)len * sizeof(float));
-    /* The cached forward used the old parameters. */
+    /* The cached forward used the old parameters, and an optimizer's bounds
+     * on them no longer hold. */
     layer->net->forward_valid = 0;
+    layer->net->param_version++;
     return IBVI_OK;
 }
 
@@ -159,7 +162,13 @@ int ibvi_layer_get_grad_mean(const ibvi_layer *layer, float *grad,
 int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
                                int64_t len)
 {
-    return copy_out(layer, "ibvi_layer_get_grad_factor",
-                    layer ? layer->grad_factor : NULL, grad, len,
-                    factor_size(layer), "factor gradient");
+    static const char fn[] = "ibvi_layer_get_grad_factor";
+    int status = check_buffer(layer, fn, grad, len, factor_size(layer),
+                              "factor gradient");
+    if (status < 0)
+        return status;
+    /* Not stored: formed from the backward's G and Z (dense.c). */
+    const ibvi__factor_grad fg = ibvi__dense_factor_grad(layer);
+    ibvi__factor_grad_span(&fg, 0, len, grad);
+    return IBVI_OK;
 }

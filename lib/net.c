@@ -147,13 +147,15 @@ int ibvi_net_add_activation(ibvi_net *net, int32_t activation)
 
 /* ---- initialisation ------------------------------------------------------ */
 
-/* Allocates the parameter block and points every dense layer into it. */
+/* Allocates the parameter block and points every dense layer into it:
+ * mean (P), mean gradient (P) and factor (P x R) per layer. The factor's
+ * gradient is never stored (see network.h). */
 static int allocate_parameters(ibvi_net *net)
 {
     int64_t total = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        total += 2 * l->params * (1 + l->rank);
+        total += l->params * (2 + (int64_t)l->rank);
     }
     float *block = ibvi__calloc(&net->allocator, (size_t)total, sizeof(float));
     if (!block)
@@ -168,8 +170,7 @@ static int allocate_parameters(ibvi_net *net)
         l->mean = cursor;
         l->grad_mean = cursor + P;
         l->factor = cursor + 2 * P;
-        l->grad_factor = cursor + 2 * P + PR;
-        cursor += 2 * (P + PR);
+        cursor += 2 * P + PR;
         l->noise_offset = noise_offset;
         noise_offset += l->rank;
     }
@@ -201,7 +202,8 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         memset(l->grad_mean, 0, (size_t)l->params * sizeof(float));
-        memset(l->grad_factor, 0, (size_t)(l->params * l->rank) * sizeof(float));
+        for (int k = 0; k < 4; k++)
+            l->grad_bound[k] = 0.0;
     }
     net->seed = seed;
     ibvi__rng_seed(&net->noise_rng, seed, IBVI_STREAM_NOISE);
@@ -209,6 +211,8 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     net->forward_valid = 0;
     net->noise_samples = 0;
     net->has_gradients = 0;
+    net->grad_samples = 0;
+    net->param_version++;
     return IBVI_OK;
 }
 
@@ -252,8 +256,8 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
                                 int32_t samples)
 {
     double bound = (double)rows * (net->input_dim + 3.0 * net->max_width) +
-                   (double)samples * net->noise_size +
-                   16.0 * (5.0 + 3.0 * net->layer_count);
+                   2.0 * samples * net->noise_size +
+                   16.0 * (6.0 + 3.0 * net->layer_count);
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         bound += (double)rows * l->outputs;
@@ -264,7 +268,7 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
         return -1;
     int64_t total = padded(rows * net->input_dim) +
                     2 * padded(rows * net->max_width) +
-                    padded((int64_t)samples * net->noise_size) +
+                    2 * padded((int64_t)samples * net->noise_size) +
                     padded(rows * last_width(net));
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
@@ -299,12 +303,20 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
         return ibvi__fail(IBVI_ERR_NOMEM,
                           "%s: out of memory for a workspace of %lld rows",
                           fn, (long long)rows);
+    /* The noise of the last forward and everything the last backward left
+     * in the workspace (its noise, the per-sample gradients) move along:
+     * they stay readable (ibvi_net_last_noise, the factor gradient). */
     float *cursor = block;
     float *noise = take(&cursor, (int64_t)samples * net->noise_size);
     if (net->noise_samples > 0)
         memcpy(noise, net->noise,
                (size_t)net->noise_samples * net->noise_size * sizeof(float));
     net->noise = noise;
+    float *grad_noise = take(&cursor, (int64_t)samples * net->noise_size);
+    if (net->grad_samples > 0)
+        memcpy(grad_noise, net->grad_noise,
+               (size_t)net->grad_samples * net->noise_size * sizeof(float));
+    net->grad_noise = grad_noise;
     net->input = take(&cursor, rows * net->input_dim);
     net->grad_a = take(&cursor, rows * net->max_width);
     net->grad_b = take(&cursor, rows * net->max_width);
@@ -313,8 +325,12 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
         ibvi_layer *l = net->layers[i];
         l->output = take(&cursor, rows * l->outputs);
         l->sampled = l->rank > 0 ? take(&cursor, samples * l->params) : NULL;
-        l->sample_grad = (l->rank > 0 && samples > 1)
-                             ? take(&cursor, samples * l->params) : NULL;
+        float *sample_grad = (l->rank > 0 && samples > 1)
+                                 ? take(&cursor, samples * l->params) : NULL;
+        if (sample_grad && net->grad_samples > 1)
+            memcpy(sample_grad, l->sample_grad,
+                   (size_t)(net->grad_samples * l->params) * sizeof(float));
+        l->sample_grad = sample_grad;
     }
     ibvi__free(&net->allocator, net->ws_block);
     net->ws_block = block;

@@ -4,10 +4,14 @@
  *
  * Memory: a network owns two blocks from its allocator. The parameter block
  * (allocated by ibvi_net_init) holds every dense layer's mean, factor and
- * their gradients. The workspace block (grown by ibvi__net_reserve) holds
- * the activations of one forward pass, the backward buffers, the sampled
- * weights and the noise. Growing allocates the new block before releasing
- * the old one, so a failed allocation leaves the network as it was.
+ * mean gradient. The factor gradient dL/dS = G^T Z is never stored: the
+ * backward keeps its two factors (G, the per-sample gradients, and Z, the
+ * noise), the optimizer forms it on the fly and ibvi_layer_get_grad_factor
+ * on request. The workspace block (grown by ibvi__net_reserve) holds the
+ * activations of one forward pass, the backward buffers, the sampled weights,
+ * the per-sample gradients and the noise. Growing allocates the new block
+ * before releasing the old one, and carries over what the last backward left
+ * there, so a failed allocation leaves the network as it was.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -36,12 +40,18 @@ struct ibvi_layer {
     float *mean;         /* P: [W row-major (outputs x inputs); b]          */
     float *factor;       /* P x rank, row-major                           */
     float *grad_mean;    /* P                                             */
-    float *grad_factor;  /* P x rank                                      */
+
+    /* Bounds on |entries| of the last backward's gradients (see
+     * ibvi__dense_backward): mean weights, mean biases, factor weight rows,
+     * factor bias rows. +inf when unknown; the optimizer uses them to skip
+     * its exact finiteness check. */
+    double grad_bound[4];
 
     /* In the workspace block. */
     float *output;       /* rows x outputs of the last forward            */
     float *sampled;      /* samples x P: theta_m = mu + S z_m (rank > 0)   */
-    float *sample_grad;  /* samples x P: g_m, when samples > 1 (rank > 0)  */
+    float *sample_grad;  /* samples x P: g_m of the last backward, when it
+                            had samples > 1 (rank > 0)                    */
 };
 
 struct ibvi_net {
@@ -67,6 +77,7 @@ struct ibvi_net {
     float *input;        /* rows x input_dim: x repeated once per sample   */
     float *grad_a, *grad_b; /* rows x max_width each: backward ping-pong  */
     float *noise;        /* samples x noise_size: z of the last forward    */
+    float *grad_noise;   /* samples x noise_size: z of the last backward   */
     float *loss_grad;    /* rows x output_dim: used by ibvi_train_step     */
 
     /* The last forward pass, for backward. */
@@ -79,6 +90,16 @@ struct ibvi_net {
      * after parameter changes invalidate the forward cache. */
     int32_t noise_samples;  /* samples of the last forward, 0 if none */
     int32_t noise_is_zero;  /* the last forward was the mean network   */
+
+    /* The last backward, whose factor gradients G^T Z are kept factored:
+     * G is grad_mean (1 sample) or sample_grad, Z is grad_noise. */
+    int32_t grad_samples;   /* 0: none since init, or the mean network
+                               (every factor gradient is zero)        */
+
+    /* Bumped whenever parameters change other than through the optimizer
+     * that last stepped (init, set_mean, set_factor, any optimizer step), so
+     * an optimizer knows when its bounds on |parameters| are stale. */
+    uint64_t param_version;
 };
 
 /* Grows the workspace to hold rows (= samples * n) rows and samples samples. */
@@ -135,11 +156,28 @@ void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
 /* theta (P) = mu + S z for one noise vector z (R values). */
 void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
                                 float *theta);
-/* grad_input may be NULL (first layer: dL/dx is not needed). */
+/* grad_input may be NULL (first layer: dL/dx is not needed). Writes
+ * grad_mean, sample_grad (samples > 1) and grad_bound; the caller keeps the
+ * noise (net->grad_noise) for the factor gradient. */
 void ibvi__dense_backward(ibvi_layer *layer, const float *input,
                           const float *grad_output, float *grad_input,
                           int64_t n, int32_t samples, const float *noise,
                           int64_t noise_stride);
+
+/* The factor gradient of the last backward, dL/dS = G^T Z, in factored
+ * form: g is samples x P (row stride P), z is samples x R (row stride
+ * z_stride). g is NULL when the gradient is zero (no backward since init,
+ * or a backward through the mean network). */
+typedef struct ibvi__factor_grad {
+    const float *g, *z;
+    int64_t params, z_stride;
+    int32_t samples, rank;
+} ibvi__factor_grad;
+ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer);
+/* Entries first .. first + count - 1 of G^T Z (P x R, row-major, read as
+ * one flat array) into out; zeros when fg->g is NULL. */
+void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
+                            int64_t count, float *out);
 
 /* Activation passes (activation.c), element-wise over count values. */
 void ibvi__activation_forward(int32_t activation, const float *input,

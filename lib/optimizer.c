@@ -6,6 +6,20 @@
  * ranges, each with its own multiplier: mean weights, mean biases, factor
  * weight rows and factor bias rows (the factor's are the mean's / R).
  *
+ * A step touches each value once: one fused pass reads the parameter and its
+ * state, updates both and writes them back. The factor's gradient G^T Z is
+ * never stored: the pass forms it a chunk at a time in a small buffer
+ * (ibvi__factor_grad_span) just before using it.
+ *
+ * A step that would make any value NaN or infinite must change nothing.
+ * Checking that exactly costs a second pass over everything, so the
+ * optimizer keeps, per range, bounds on |parameter| and |state| (exact after
+ * a checked step, then carried forward in double precision) and the backward
+ * leaves bounds on |gradient| (dense.c). When the bounds prove every new
+ * value finite, the single pass runs; otherwise (first step, parameters set
+ * by hand, a huge learning rate...) the exact check pass runs first, as it
+ * always did.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <float.h>
@@ -14,6 +28,12 @@
 
 #include "ibvi/optimizer.h"
 #include "network.h"
+
+/* Bounds on |values| of one parameter range and its state. */
+typedef struct range_bound {
+    double param, first, second; /* first: SGD velocity or Adam m; second:
+                                    Adam v */
+} range_bound;
 
 struct ibvi_optimizer {
     ibvi_net *net;
@@ -25,35 +45,73 @@ struct ibvi_optimizer {
     int64_t steps;
     int64_t state_floats;
     float *state;   /* SGD: velocity; Adam: first then second moments */
+    /* Four per layer (index 4 * layer + range), valid when bounds_valid and
+     * the network's param_version is still bounds_version. */
+    range_bound *bounds;
+    int32_t bounds_valid;
+    uint64_t bounds_version;
 };
 
-/* One contiguous range of parameters with a common multiplier. */
+/* Bounds the single pass may reach: far enough below FLT_MAX (~2^128) that
+ * the rounding of the few float operations of an update cannot cross it. */
+#define BOUND_LIMIT 0x1p120
+
+/* Floats per chunk of a factor range: its gradient is formed in a buffer
+ * of this size (on the stack, in L1) right before the update uses it. */
+#define CHUNK 2048
+
+/* One contiguous range of parameters with a common multiplier. Its
+ * gradient is either stored (grad) or a span of the factored G^T Z (fg,
+ * from flat index first). grad_bound bounds |gradient entries|. */
 typedef struct param_range {
     float *param;
     const float *grad;
+    const ibvi__factor_grad *fg;
+    int64_t first;
     float mult;
     int64_t count;
+    double grad_bound;
 } param_range;
 
-/* Fills ranges[0..4) for a dense layer; returns how many are non-empty. */
-static int layer_ranges(const ibvi_layer *l, int32_t kind, param_range *ranges)
+/* Fills ranges[0..4) for a dense layer; returns how many are non-empty.
+ * Range k's gradient bound is l->grad_bound[k]. */
+static int layer_ranges(const ibvi_layer *l, int32_t kind,
+                        const ibvi__factor_grad *fg, param_range *ranges)
 {
     const int64_t weights = (int64_t)l->outputs * l->inputs;
     const float w = kind == IBVI_OPT_SGD ? l->sgd_weight_mult : l->adam_weight_mult;
     const float b = kind == IBVI_OPT_SGD ? l->sgd_bias_mult : l->adam_bias_mult;
     int count = 0;
-    ranges[count++] = (param_range){l->mean, l->grad_mean, w, weights};
+    ranges[count++] = (param_range){l->mean, l->grad_mean, NULL, 0, w, weights,
+                                    l->grad_bound[0]};
     ranges[count++] = (param_range){l->mean + weights, l->grad_mean + weights,
-                                    b, l->outputs};
+                                    NULL, 0, b, l->outputs, l->grad_bound[1]};
     if (l->rank > 0) {
         const int64_t R = l->rank;
-        ranges[count++] = (param_range){l->factor, l->grad_factor,
-                                        w / (float)R, weights * R};
-        ranges[count++] = (param_range){l->factor + weights * R,
-                                        l->grad_factor + weights * R,
-                                        b / (float)R, l->outputs * R};
+        ranges[count++] = (param_range){l->factor, NULL, fg, 0, w / (float)R,
+                                        weights * R, l->grad_bound[2]};
+        ranges[count++] = (param_range){l->factor + weights * R, NULL, fg,
+                                        weights * R, b / (float)R,
+                                        l->outputs * R, l->grad_bound[3]};
     }
     return count;
+}
+
+/* The gradient of range r's entries i .. i + len - 1: stored, or formed in
+ * buf (len <= CHUNK). */
+static const float *range_grad(const param_range *r, int64_t i, int64_t len,
+                               float *buf)
+{
+    if (r->grad)
+        return r->grad + i;
+    ibvi__factor_grad_span(r->fg, r->first + i, len, buf);
+    return buf;
+}
+
+/* How many entries range r hands to a kernel at once. */
+static int64_t range_chunk(const param_range *r)
+{
+    return r->grad ? r->count : CHUNK;
 }
 
 static int check_optimizer(const ibvi_optimizer *opt, const char *fn)
@@ -84,14 +142,21 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
     ibvi_optimizer *opt = ibvi__calloc(&net->allocator, 1, sizeof *opt);
     float *state = ibvi__calloc(&net->allocator, (size_t)state_floats,
                                 sizeof(float));
-    if (!opt || !state) {
+    range_bound *bounds = ibvi__calloc(&net->allocator,
+                                       4 * (size_t)net->layer_count,
+                                       sizeof *bounds);
+    if (!opt || !state || !bounds) {
         ibvi__free(&net->allocator, opt);
         ibvi__free(&net->allocator, state);
+        ibvi__free(&net->allocator, bounds);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
+    /* bounds_valid = 0: the first step checks exactly (and so does the
+     * first after serialize.c restores a saved state into this one). */
     *opt = (ibvi_optimizer){.net = net, .kind = kind, .lr = lr,
                             .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                            .state_floats = state_floats, .state = state};
+                            .state_floats = state_floats, .state = state,
+                            .bounds = bounds};
     *out = opt;
     return IBVI_OK;
 }
@@ -102,6 +167,7 @@ void ibvi_optimizer_free(ibvi_optimizer *opt)
         return;
     ibvi_allocator a = opt->net->allocator;
     ibvi__free(&a, opt->state);
+    ibvi__free(&a, opt->bounds);
     ibvi__free(&a, opt);
 }
 
@@ -220,49 +286,53 @@ static inline float adam_value(const adam_consts *k, float param, float g,
     return flush_subnormal(param - k->lr * m_hat / (sqrtf(v_hat) + k->eps));
 }
 
-/* 1 when the update of range r keeps every parameter and state value
- * finite. x * 0 is 0 for finite x and NaN for NaN or infinity. */
-static int update_is_finite(const ibvi_optimizer *opt, const param_range *r,
-                            const float *state, const float *second)
+/* ---- kernels: n entries of one range -------------------------------------
+ * Each takes the range's gradient for these entries (stored or formed in a
+ * chunk buffer) and its state at the same offset. */
+
+/* 1 when the update keeps every parameter and state value finite.
+ * x * 0 is 0 for finite x and NaN for NaN or infinity. */
+static int update_is_finite(const ibvi_optimizer *opt, float mult,
+                            const float *param, const float *grad,
+                            const float *state, const float *second, int64_t n)
 {
     float acc = 0.0f;
     if (opt->kind == IBVI_OPT_SGD) {
-        const float lr = opt->lr * r->mult;
-        for (int64_t i = 0; i < r->count; i++) {
+        const float lr = opt->lr * mult;
+        for (int64_t i = 0; i < n; i++) {
             float v = state[i];
-            const float p = sgd_value(r->param[i], r->grad[i], lr,
-                                      opt->momentum, opt->nesterov, &v);
+            const float p = sgd_value(param[i], grad[i], lr, opt->momentum,
+                                      opt->nesterov, &v);
             acc += p * 0.0f + v * 0.0f;
         }
     } else {
-        const adam_consts k = adam_constants(opt, r->mult);
-        for (int64_t i = 0; i < r->count; i++) {
+        const adam_consts k = adam_constants(opt, mult);
+        for (int64_t i = 0; i < n; i++) {
             float m = state[i], v = second[i];
-            const float p = adam_value(&k, r->param[i], r->grad[i], &m, &v);
+            const float p = adam_value(&k, param[i], grad[i], &m, &v);
             acc += p * 0.0f + m * 0.0f + v * 0.0f;
         }
     }
     return acc == 0.0f;
 }
 
-static void sgd_update(const ibvi_optimizer *opt, const param_range *r,
-                       float *restrict velocity)
+static void sgd_update(const ibvi_optimizer *opt, float mult,
+                       float *restrict param, const float *restrict grad,
+                       float *restrict velocity, int64_t n)
 {
     /* Three branch-free loops over restrict pointers, so they vectorize. */
-    const float lr = opt->lr * r->mult, mu = opt->momentum;
-    float *restrict param = r->param;
-    const float *restrict grad = r->grad;
+    const float lr = opt->lr * mult, mu = opt->momentum;
     if (mu == 0.0f) {
-        for (int64_t i = 0; i < r->count; i++)
+        for (int64_t i = 0; i < n; i++)
             param[i] = flush_subnormal(param[i] - lr * grad[i]);
     } else if (opt->nesterov) {
-        for (int64_t i = 0; i < r->count; i++) {
+        for (int64_t i = 0; i < n; i++) {
             const float v = flush_subnormal(mu * velocity[i] + grad[i]);
             velocity[i] = v;
             param[i] = flush_subnormal(param[i] - lr * (grad[i] + mu * v));
         }
     } else {
-        for (int64_t i = 0; i < r->count; i++) {
+        for (int64_t i = 0; i < n; i++) {
             const float v = flush_subnormal(mu * velocity[i] + grad[i]);
             velocity[i] = v;
             param[i] = flush_subnormal(param[i] - lr * v);
@@ -270,13 +340,151 @@ static void sgd_update(const ibvi_optimizer *opt, const param_range *r,
     }
 }
 
-static void adam_update(const ibvi_optimizer *opt, const param_range *r,
-                        float *restrict first, float *restrict second)
+static void adam_update(const ibvi_optimizer *opt, float mult,
+                        float *restrict param, const float *restrict grad,
+                        float *restrict first, float *restrict second,
+                        int64_t n)
 {
+    const adam_consts k = adam_constants(opt, mult);
+    for (int64_t i = 0; i < n; i++)
+        param[i] = adam_value(&k, param[i], grad[i], &first[i], &second[i]);
+}
+
+/* ---- walking the ranges ------------------------------------------------- */
+
+/* Calls visit(opt, layer index, range index, range, state, second) for every
+ * range of every dense layer, state pointing at its optimizer state; stops
+ * at the first visit returning 0 and returns that layer's index then, -1
+ * when every visit returned 1. */
+typedef int (*range_visitor)(ibvi_optimizer *opt, int32_t layer, int k,
+                             const param_range *r, float *state,
+                             float *second);
+
+static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
+{
+    const ibvi_net *net = opt->net;
+    const int64_t second_offset = opt->kind == IBVI_OPT_ADAM
+                                      ? opt->state_floats / 2 : 0;
+    float *state = opt->state;
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (l->kind != IBVI_LAYER_DENSE)
+            continue;
+        const ibvi__factor_grad fg = ibvi__dense_factor_grad(l);
+        param_range ranges[4];
+        const int count = layer_ranges(l, opt->kind, &fg, ranges);
+        for (int k = 0; k < count; k++) {
+            if (!visit(opt, i, k, &ranges[k], state, state + second_offset))
+                return i;
+            state += ranges[k].count;
+        }
+    }
+    return -1;
+}
+
+/* The exact check of one range: 0 when its update is not finite. */
+static int check_range(ibvi_optimizer *opt, int32_t layer, int k,
+                       const param_range *r, float *state, float *second)
+{
+    (void)layer, (void)k;
+    float buf[CHUNK];
+    const int64_t chunk = range_chunk(r);
+    for (int64_t i = 0; i < r->count; i += chunk) {
+        const int64_t n = r->count - i < chunk ? r->count - i : chunk;
+        if (!update_is_finite(opt, r->mult, r->param + i,
+                              range_grad(r, i, n, buf), state + i,
+                              second + i, n))
+            return 0;
+    }
+    return 1;
+}
+
+/* The single update pass over one range. */
+static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
+                        const param_range *r, float *state, float *second)
+{
+    (void)layer, (void)k;
+    float buf[CHUNK];
+    const int64_t chunk = range_chunk(r);
+    for (int64_t i = 0; i < r->count; i += chunk) {
+        const int64_t n = r->count - i < chunk ? r->count - i : chunk;
+        const float *grad = range_grad(r, i, n, buf);
+        if (opt->kind == IBVI_OPT_SGD)
+            sgd_update(opt, r->mult, r->param + i, grad, state + i, n);
+        else
+            adam_update(opt, r->mult, r->param + i, grad, state + i,
+                        second + i, n);
+    }
+    return 1;
+}
+
+/* ---- bounds ---------------------------------------------------------------- */
+
+/* Bounds after one update of range r from bounds b, in double. 1 when they
+ * prove every new value, and every intermediate of the float update, finite
+ * (all below BOUND_LIMIT; a NaN or infinite bound fails the comparisons). */
+static int next_bound(const ibvi_optimizer *opt, const param_range *r,
+                      const range_bound *b, range_bound *out)
+{
+    const double g = r->grad_bound;
+    *out = *b;
+    if (opt->kind == IBVI_OPT_SGD) {
+        const double lr = opt->lr * r->mult, mu = opt->momentum;
+        if (mu == 0.0) {
+            out->param = b->param + lr * g;
+        } else {
+            out->first = mu * b->first + g;
+            out->param = b->param +
+                         lr * (opt->nesterov ? g + mu * out->first : out->first);
+        }
+        return out->param <= BOUND_LIMIT && out->first <= BOUND_LIMIT;
+    }
     const adam_consts k = adam_constants(opt, r->mult);
-    for (int64_t i = 0; i < r->count; i++)
-        r->param[i] = adam_value(&k, r->param[i], r->grad[i], &first[i],
-                                 &second[i]);
+    out->first = k.b1 * b->first + (1.0 - k.b1) * g;
+    out->second = k.b2 * b->second + (1.0 - k.b2) * g * g;
+    /* lr * m_hat / (sqrt(v_hat) + eps) <= lr * m_hat / eps */
+    const double step = k.lr * (out->first / k.correction1);
+    out->param = b->param + step / k.eps;
+    return g * g <= BOUND_LIMIT && out->second / k.correction2 <= BOUND_LIMIT &&
+           step <= BOUND_LIMIT && out->param <= BOUND_LIMIT &&
+           out->first <= BOUND_LIMIT;
+}
+
+static range_bound *bound_of(ibvi_optimizer *opt, int32_t layer, int k)
+{
+    return &opt->bounds[4 * (int64_t)layer + k];
+}
+
+/* 1 when the stored bounds are current and prove the whole step finite. */
+static int bounds_prove_finite(ibvi_optimizer *opt, int32_t layer, int k,
+                               const param_range *r, float *state,
+                               float *second)
+{
+    (void)state, (void)second;
+    range_bound next;
+    return next_bound(opt, r, bound_of(opt, layer, k), &next);
+}
+
+/* The single pass, carrying the bounds forward. */
+static int update_with_bounds(ibvi_optimizer *opt, int32_t layer, int k,
+                              const param_range *r, float *state,
+                              float *second)
+{
+    range_bound *b = bound_of(opt, layer, k);
+    next_bound(opt, r, b, b);
+    return update_range(opt, layer, k, r, state, second);
+}
+
+/* After an exactly checked step: the bounds become the values' maxima. */
+static int measure_bounds(ibvi_optimizer *opt, int32_t layer, int k,
+                          const param_range *r, float *state, float *second)
+{
+    range_bound *b = bound_of(opt, layer, k);
+    b->param = ibvi__max_abs(r->param, r->count);
+    b->first = ibvi__max_abs(state, r->count);
+    b->second = opt->kind == IBVI_OPT_ADAM ? ibvi__max_abs(second, r->count)
+                                           : 0.0;
+    return 1;
 }
 
 int ibvi_optimizer_step(ibvi_optimizer *opt)
@@ -290,40 +498,31 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: no gradients yet (call ibvi_net_backward "
                           "first)", fn);
-    const int64_t second_offset = opt->kind == IBVI_OPT_ADAM
-                                      ? opt->state_floats / 2 : 0;
-    /* Two passes: first check that the update keeps every parameter and
-     * state value finite (a learning rate far too large overflows), and
-     * change nothing if it does not; then apply it. */
-    for (int pass = 0; pass < 2; pass++) {
-        float *state = opt->state;
-        for (int32_t i = 0; i < net->layer_count; i++) {
-            const ibvi_layer *l = net->layers[i];
-            if (l->kind != IBVI_LAYER_DENSE)
-                continue;
-            param_range ranges[4];
-            const int count = layer_ranges(l, opt->kind, ranges);
-            for (int k = 0; k < count; k++) {
-                if (pass == 0) {
-                    if (!update_is_finite(opt, &ranges[k], state,
-                                          state + second_offset))
-                        return ibvi__fail(
-                            IBVI_ERR_NONFINITE,
-                            "%s: non-finite update: the step would make "
-                            "parameters or optimizer state of layer %d NaN "
-                            "or infinite (learning rate %g too large?); "
-                            "nothing changed", fn, (int)i, (double)opt->lr);
-                } else if (opt->kind == IBVI_OPT_SGD) {
-                    sgd_update(opt, &ranges[k], state);
-                } else {
-                    adam_update(opt, &ranges[k], state,
-                                state + second_offset);
-                }
-                state += ranges[k].count;
-            }
-        }
+    const int fast = opt->bounds_valid &&
+                     opt->bounds_version == net->param_version &&
+                     walk_ranges(opt, bounds_prove_finite) < 0;
+    if (fast) {
+        walk_ranges(opt, update_with_bounds);
+    } else {
+        /* Check that the update keeps every parameter and state value
+         * finite (a learning rate far too large overflows), and change
+         * nothing if it does not; then apply it. */
+        const int32_t bad = walk_ranges(opt, check_range);
+        if (bad >= 0)
+            return ibvi__fail(
+                IBVI_ERR_NONFINITE,
+                "%s: non-finite update: the step would make parameters or "
+                "optimizer state of layer %d NaN or infinite (learning rate "
+                "%g too large?); nothing changed", fn, (int)bad,
+                (double)opt->lr);
+        walk_ranges(opt, update_range);
+        walk_ranges(opt, measure_bounds);
+        opt->bounds_valid = 1;
     }
     opt->steps++;
+    /* Other optimizers of this network must not trust their bounds. */
+    net->param_version++;
+    opt->bounds_version = net->param_version;
     /* A pending backward would use weights that no longer exist. */
     net->forward_valid = 0;
     return IBVI_OK;
@@ -359,6 +558,7 @@ int ibvi_optimizer_reset(ibvi_optimizer *opt)
         return status;
     memset(opt->state, 0, (size_t)opt->state_floats * sizeof(float));
     opt->steps = 0;
+    opt->bounds_valid = 0;
     return IBVI_OK;
 }
 

@@ -184,7 +184,16 @@ int ibvi_net_backward(ibvi_net *net, const float *grad_out, int64_t rows,
 
     const int64_t n = net->forward_n;
     const int32_t samples = net->forward_samples;
-    const float *noise = net->forward_mean ? NULL : net->noise;
+    /* The factor gradients G^T Z stay factored: keep this forward's Z with
+     * the gradients, since the next forward draws new noise. */
+    const float *noise = NULL;
+    net->grad_samples = 0;
+    if (!net->forward_mean) {
+        memcpy(net->grad_noise, net->noise,
+               (size_t)samples * net->noise_size * sizeof(float));
+        noise = net->grad_noise;
+        net->grad_samples = samples;
+    }
     float *buffers[2] = {net->grad_a, net->grad_b};
     const float *grad = grad_out;
     for (int32_t i = net->layer_count - 1; i >= 0; i--) {
