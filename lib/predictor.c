@@ -373,6 +373,27 @@ static void relu(const float *in, float *out, int64_t count)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
+/* a (rows x width) = max(a + b, 0), b added to every row: the bias and the
+ * ReLU of a dense layer in one pass over its output (see affine). */
+static void bias_relu(float *a, const float *b, int64_t rows, int64_t width)
+{
+    for (int64_t row = 0; row < rows; row++) {
+        float *y = a + row * width;
+        int64_t j = 0;
+        for (; j + BLOCK <= width; j += BLOCK) {
+            float v[BLOCK];
+            for (int q = 0; q < BLOCK; q++)
+                v[q] = y[j + q] + b[j + q];
+            for (int q = 0; q < BLOCK; q++)
+                y[j + q] = v[q] > 0.0f ? v[q] : 0.0f;
+        }
+        for (; j < width; j++) {
+            const float v = y[j] + b[j];
+            y[j] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+
 /* 1 if no value is NaN or infinite. A float is finite iff its exponent bits
  * are not all ones, i.e. iff its bits without the sign stay below those of
  * infinity: an integer max, which vectorises (a chain of float adds, each
@@ -461,6 +482,24 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
                p->projection, R1, 0.0f, output, n * out);
 }
 
+/* output (rows x out) = input W^T + b for theta = [W; b], then max(., 0)
+ * when relu = 1 (the next layer is a ReLU, done here): the GEMM overwrites
+ * (beta = 0) and one pass adds the bias and clips, where bias rows copied
+ * in first (ibvi__affine_forward) cost the GEMM a read of its output and
+ * the ReLU another pass over it. */
+static void affine(const ibvi_layer *l, const float *theta, const float *input,
+                   float *output, int64_t rows, int relu)
+{
+    const int64_t in = l->inputs, out = l->outputs;
+    if (!relu) {
+        ibvi__affine_forward(l, theta, input, output, rows);
+        return;
+    }
+    ibvi__gemm(l->net->threads, 0, 1, rows, out, in, 1.0f, input, in, theta,
+               in, 0.0f, output, out);
+    bias_relu(output, theta + out * in, rows, out);
+}
+
 /* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
  * (per member and chunk for ensembles): theta (K x P) = 1 mu^T + Z S^T in
  * one GEMM. */
@@ -485,12 +524,12 @@ static const float *weight_samples(ibvi_predictor *p, int32_t i,
 static void sampled_weights(ibvi_predictor *p, int32_t i, const ibvi_layer *l,
                             const float *input, int64_t input_stride,
                             int64_t n, int32_t K, const float *noise,
-                            int64_t noise_stride, float *output)
+                            int64_t noise_stride, int relu, float *output)
 {
     const float *theta = weight_samples(p, i, l, K, noise, noise_stride);
     for (int32_t k = 0; k < K; k++)
-        ibvi__affine_forward(l, theta + k * l->params, input + k * input_stride,
-                             output + k * n * l->outputs, n);
+        affine(l, theta + k * l->params, input + k * input_stride,
+               output + k * n * l->outputs, n, relu);
 }
 
 /* ---- running --------------------------------------------------------------- */
@@ -528,17 +567,26 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
             input = output;
             continue;
         }
+        /* A ReLU right after a GEMM with a bias is fused into it (affine). */
+        const int relu = i + 1 < net->layer_count &&
+                         net->layers[i + 1]->kind == IBVI_LAYER_ACTIVATION &&
+                         net->layers[i + 1]->activation == IBVI_ACT_RELU;
         if (l->rank == 0 || p->mean_network) {
-            ibvi__affine_forward(l, l->mean, input, output, rows);
+            affine(l, l->mean, input, output, rows, relu);
+            i += relu;
         } else if (shared) {
-            if (identity_is_cheaper(l, n, K, share))
+            if (identity_is_cheaper(l, n, K, share)) {
                 shared_low_rank(p, l, input, n, K, z, stride, output);
-            else
-                sampled_weights(p, i, l, input, 0, n, K, z, stride, output);
+            } else {
+                sampled_weights(p, i, l, input, 0, n, K, z, stride, relu,
+                                output);
+                i += relu;
+            }
             shared = 0;
         } else {
             sampled_weights(p, i, l, input, n * l->inputs, n, K, z, stride,
-                            output);
+                            relu, output);
+            i += relu;
         }
         input = output;
         next = 1 - next;
