@@ -49,10 +49,11 @@ struct ibvi_predictor {
     float *projection;    /* batch x out * (R + 1): the identity's GEMM */
     float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged */
     float *mix;           /* K x (R + 1): rows [1, z_k] */
-    double *prob_sum;     /* batch x classes */
+    double *prob_sum;     /* classes x batch (class-major, as the logits) */
     double *entropy_sum;  /* batch */
-    double *shifted;      /* batch x classes: (logit - row max) / T */
-    double *exps;         /* batch x classes: their exponentials */
+    double *shifted;      /* classes x batch: (logit - row max) / T */
+    double *exps;         /* classes x batch: their exponentials */
+    double *row_max, *row_z, *row_dot; /* batch each: per-row softmax sums */
     /* Per layer: K x P materialised weights in the workspace, or NULL when
      * the layer never materialises (rank 0, or the identity always wins). */
     float **sampled;
@@ -169,9 +170,12 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         p->entropy_sum = p->prob_sum + padded(batch * classes);
         p->shifted = p->entropy_sum + padded(batch);
         p->exps = p->shifted + padded(batch * classes);
+        p->row_max = p->exps + padded(batch * classes);
+        p->row_z = p->row_max + padded(batch);
+        p->row_dot = p->row_z + padded(batch);
     }
     /* The double buffers count twice: they hold 8-byte values. */
-    return total + 2 * (3 * padded(batch * classes) + padded(batch));
+    return total + 2 * (3 * padded(batch * classes) + 4 * padded(batch));
 }
 
 static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
@@ -394,51 +398,63 @@ static void bias_relu(float *a, const float *b, int64_t rows, int64_t width)
     }
 }
 
-/* 1 if no value is NaN or infinite. A float is finite iff its exponent bits
- * are not all ones, i.e. iff its bits without the sign stay below those of
- * infinity: an integer max, which vectorises (a chain of float adds, each
- * waiting for the previous one, does not). */
+/* 1 if no value is NaN or infinite: x * 0 is 0 for every finite x and NaN
+ * otherwise, and a NaN stays in its sum. Summed in BLOCK independent lanes,
+ * which vectorise (one sum would be a chain of adds, each waiting for the
+ * previous one). */
 static int all_finite(const float *x, int64_t count)
 {
-    uint32_t worst[BLOCK] = {0};
+    float lanes[BLOCK] = {0.0f};
     int64_t i = 0;
     for (; i + BLOCK <= count; i += BLOCK)
-        for (int j = 0; j < BLOCK; j++) {
-            uint32_t bits;
-            memcpy(&bits, x + i + j, sizeof bits);
-            bits &= 0x7fffffffu;
-            worst[j] = bits > worst[j] ? bits : worst[j];
-        }
-    for (; i < count; i++) {
-        uint32_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        bits &= 0x7fffffffu;
-        worst[0] = bits > worst[0] ? bits : worst[0];
-    }
-    uint32_t max = 0;
-    for (int j = 0; j < BLOCK; j++)
-        max = worst[j] > max ? worst[j] : max;
-    return max < 0x7f800000u;
+        for (int q = 0; q < BLOCK; q++)
+            lanes[q] += x[i + q] * 0.0f;
+    for (; i < count; i++)
+        lanes[0] += x[i] * 0.0f;
+    float sum = 0.0f;
+    for (int q = 0; q < BLOCK; q++)
+        sum += lanes[q];
+    return sum == 0.0f;
 }
 
 /* ---- variational layers --------------------------------------------------- */
 
+/* The last layer writes its outputs (the logits) class-major: each sample's
+ * block is classes x n, so the softmax runs along rows in vector blocks
+ * (accumulate). Hidden layers write rows (n x out), as the next GEMM reads
+ * them. */
+static int is_last(const ibvi_layer *l)
+{
+    return l == l->net->layers[l->net->layer_count - 1];
+}
+
+/* Column of G_r's output j in the identity's projections: for a hidden
+ * layer "by output" (j * (R + 1) + r: the projections of all rows then form
+ * one strided matrix for the mixing GEMM, and its output is row-major); for
+ * the last layer "by rank" (r * out + j), with the projections stored
+ * column-major (n rows of a column contiguous): the mixing GEMM then writes
+ * class-major blocks. */
+static int64_t column(const ibvi_layer *l, int64_t j, int64_t r)
+{
+    return is_last(l) ? r * l->outputs + j : j * (l->rank + 1) + r;
+}
+
 /* Rearranges [W; b] and S of layer l for the identity, once per run (per
  * member and chunk for ensembles, which share the buffer):
- *   factor_t (in x out * (R + 1)): column j * (R + 1) + r holds W's row j
- *     for r = 0, F_r's row j for r >= 1 (F_r is column r - 1 of S, shaped
- *     like W); the extra last row holds b and the c_r in the same order;
+ *   factor_t (in x out * (R + 1)): column (j, r) holds W's row j for
+ *     r = 0, F_r's row j for r >= 1 (F_r is column r - 1 of S, shaped like
+ *     W); the extra last row holds b and the c_r in the same order;
  *   mix (K x (R + 1)): row k is [1, z_k].
- * Both sides of the loops stream: S and the mean are read in order. */
+ * The reads stream: S and the mean in order. */
 static void put_column(ibvi_predictor *p, const ibvi_layer *l, int64_t row,
                        int64_t j, int64_t theta)
 {
-    const int64_t R = l->rank, R1 = R + 1;
-    float *dst = p->factor_t + row * l->outputs * R1 + j * R1;
+    const int64_t R = l->rank;
+    float *dst = p->factor_t + row * l->outputs * (R + 1);
     const float *src = l->factor + theta * R;
-    dst[0] = l->mean[theta];
+    dst[column(l, j, 0)] = l->mean[theta];
     for (int64_t r = 0; r < R; r++)
-        dst[1 + r] = src[r];
+        dst[column(l, j, r + 1)] = src[r];
 }
 
 static void prepare_identity(ibvi_predictor *p, const ibvi_layer *l, int32_t K,
@@ -461,8 +477,9 @@ static void prepare_identity(ibvi_predictor *p, const ibvi_layer *l, int32_t K,
 /* Input shared by all K samples, via the low-rank identity:
  *   out_k = sum_{r=0..R} [1, z_k]_r (x G_r^T + g_r),  G_0 = W, g_0 = b,
  *   G_r = F_r, g_r = c_r:
- * one GEMM gives all R + 1 projections of the n rows (n x out * (R + 1),
- * started from the bias row), one more writes every sample's block. */
+ * one GEMM gives all R + 1 projections of the n rows (started from the
+ * bias row), one more mixes them with [1, z_k] into every sample's block
+ * (see column for the two layouts). */
 static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
                             const float *input, int64_t n, int32_t K,
                             const float *noise, int64_t noise_stride,
@@ -470,16 +487,31 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
 {
     const int64_t in = l->inputs, out = l->outputs, R1 = l->rank + 1;
     const int64_t outer = out * R1;
+    const int32_t threads = l->net->threads;
+    const float *bias = p->factor_t + in * outer;
+    float *proj = p->projection;
     if (p->prepared != l)
         prepare_identity(p, l, K, noise, noise_stride);
-    for (int64_t row = 0; row < n; row++)
-        memcpy(p->projection + row * outer, p->factor_t + in * outer,
-               (size_t)outer * sizeof(float));
-    ibvi__gemm(l->net->threads, 0, 0, n, outer, in, 1.0f, input, in,
-               p->factor_t, outer, 1.0f, p->projection, outer);
-    /* output (K x n * out) = mix (K x R1) proj^T, proj = n * out x R1. */
-    ibvi__gemm(l->net->threads, 0, 1, K, n * out, R1, 1.0f, p->mix, R1,
-               p->projection, R1, 0.0f, output, n * out);
+    if (is_last(l)) {
+        /* proj column-major (outer columns of n); the output (K x out * n)
+         * = mix (K x R1) proj viewed as R1 x (out * n). */
+        for (int64_t c = 0; c < outer; c++)
+            for (int64_t row = 0; row < n; row++)
+                proj[c * n + row] = bias[c];
+        ibvi__gemm_strided(threads, n, outer, in, 1.0f, input, in, 1,
+                           p->factor_t, outer, 1, 1.0f, proj, 1, n);
+        ibvi__gemm(threads, 0, 0, K, out * n, R1, 1.0f, p->mix, R1, proj,
+                   out * n, 0.0f, output, out * n);
+    } else {
+        /* proj row-major (n x out * R1); the output (K x n * out) = mix
+         * (K x R1) proj^T, proj viewed as (n * out) x R1. */
+        for (int64_t row = 0; row < n; row++)
+            memcpy(proj + row * outer, bias, (size_t)outer * sizeof(float));
+        ibvi__gemm(threads, 0, 0, n, outer, in, 1.0f, input, in, p->factor_t,
+                   outer, 1.0f, proj, outer);
+        ibvi__gemm(threads, 0, 1, K, n * out, R1, 1.0f, p->mix, R1, proj, R1,
+                   0.0f, output, n * out);
+    }
 }
 
 /* output (rows x out) = input W^T + b for theta = [W; b], then max(., 0)
@@ -498,6 +530,22 @@ static void affine(const ibvi_layer *l, const float *theta, const float *input,
     ibvi__gemm(l->net->threads, 0, 1, rows, out, in, 1.0f, input, in, theta,
                in, 0.0f, output, out);
     bias_relu(output, theta + out * in, rows, out);
+}
+
+/* The last layer's affine map, class-major: output (out x rows, row stride
+ * ld >= rows) = (input W^T + b)^T for theta = [W; b]. */
+static void affine_by_class(const ibvi_layer *l, const float *theta,
+                            const float *input, float *output, int64_t rows,
+                            int64_t ld)
+{
+    const int64_t in = l->inputs, out = l->outputs;
+    const float *bias = theta + out * in;
+    for (int64_t c = 0; c < out; c++)
+        for (int64_t row = 0; row < rows; row++)
+            output[c * ld + row] = bias[c];
+    /* B = W^T: element (i, c) is W[c * in + i]. */
+    ibvi__gemm_strided(l->net->threads, rows, out, in, 1.0f, input, in, 1,
+                       theta, 1, in, 1.0f, output, 1, ld);
 }
 
 /* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
@@ -527,9 +575,15 @@ static void sampled_weights(ibvi_predictor *p, int32_t i, const ibvi_layer *l,
                             int64_t noise_stride, int relu, float *output)
 {
     const float *theta = weight_samples(p, i, l, K, noise, noise_stride);
-    for (int32_t k = 0; k < K; k++)
-        affine(l, theta + k * l->params, input + k * input_stride,
-               output + k * n * l->outputs, n, relu);
+    for (int32_t k = 0; k < K; k++) {
+        const float *t = theta + k * l->params;
+        const float *x = input + k * input_stride;
+        float *y = output + k * n * l->outputs;
+        if (is_last(l))
+            affine_by_class(l, t, x, y, n, n);
+        else
+            affine(l, t, x, y, n, relu);
+    }
 }
 
 /* ---- running --------------------------------------------------------------- */
@@ -543,18 +597,26 @@ static void activation(const ibvi_layer *l, const float *input, float *output,
         ibvi__activation_forward(l->activation, input, output, count);
 }
 
-/* Runs one network on n inputs; returns the logits and sets *blocks to the
- * number of sample blocks they hold (1 if no layer depended on z). The
- * layers alternate between the two activation buffers; activations work in
- * place, except on the caller's x. */
-static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
-                                const float *noise, const float *x, int64_t n,
-                                double share, int32_t *blocks)
+/* Where the logits of a run are: blocks (1, or K when some layer depended
+ * on z) of classes x n, logit (k, c, row) at k * block_stride + c *
+ * class_stride + row. */
+typedef struct logits {
+    const float *values;
+    int32_t blocks;
+    int64_t block_stride, class_stride;
+} logits;
+
+/* Runs one network on n inputs. The layers alternate between the two
+ * activation buffers; activations work in place, except on the caller's x.
+ * The last layer is dense (ibvi_net_init checks it) and writes class-major. */
+static logits run_network(ibvi_predictor *p, const ibvi_net *net,
+                          const float *noise, const float *x, int64_t n,
+                          double share)
 {
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int64_t stride = net->noise_size;
     const float *input = x;
-    int next = 0, shared = 1;
+    int next = 0, shared = 1, stacked = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const int64_t rows = shared ? n : K * n;
@@ -572,7 +634,11 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
                          net->layers[i + 1]->kind == IBVI_LAYER_ACTIVATION &&
                          net->layers[i + 1]->activation == IBVI_ACT_RELU;
         if (l->rank == 0 || p->mean_network) {
-            affine(l, l->mean, input, output, rows, relu);
+            if (is_last(l))
+                affine_by_class(l, l->mean, input, output, rows, rows);
+            else
+                affine(l, l->mean, input, output, rows, relu);
+            stacked = 1; /* the last layer's blocks share their columns */
             i += relu;
         } else if (shared) {
             if (identity_is_cheaper(l, n, K, share)) {
@@ -583,16 +649,23 @@ static const float *run_network(ibvi_predictor *p, const ibvi_net *net,
                 i += relu;
             }
             shared = 0;
+            stacked = 0;
         } else {
             sampled_weights(p, i, l, input, n * l->inputs, n, K, z, stride,
                             relu, output);
+            stacked = 0;
             i += relu;
         }
         input = output;
         next = 1 - next;
     }
-    *blocks = shared ? 1 : K;
-    return input;
+    const int32_t blocks = shared ? 1 : K;
+    const int64_t classes = net->layers[net->layer_count - 1]->outputs;
+    /* One class-major GEMM over all blocks' rows, or one block after the
+     * other. */
+    if (stacked)
+        return (logits){input, blocks, n, (int64_t)blocks * n};
+    return (logits){input, blocks, classes * n, n};
 }
 
 /* exp(x) for one x in [-700, 0], in straight-line arithmetic that GCC
@@ -626,72 +699,126 @@ static inline double exp_nonpositive_one(double x)
     return e * scale;
 }
 
-/* y = exp(x) for count values x <= 0: glibc's exp is a call per value;
- * this runs two per SSE2 instruction (more with wider vectors). Below -700
- * x is clamped (exp < 1e-304: nothing next to the row's maximum, whose exp
- * is 1), which keeps 2^k a normal double. */
+/* y = exp(x) for count values x in [-700, 0]: glibc's exp is a call per
+ * value; this runs two per SSE2 instruction (more with wider vectors). */
 static void exp_nonpositive(const double *restrict x, double *restrict y,
                             int64_t count)
 {
     int64_t i = 0;
-    for (; i + BLOCK <= count; i += BLOCK) {
-        double v[BLOCK];
+    for (; i + BLOCK <= count; i += BLOCK)
         for (int j = 0; j < BLOCK; j++)
-            v[j] = x[i + j] > -700.0 ? x[i + j] : -700.0;
-        for (int j = 0; j < BLOCK; j++)
-            y[i + j] = exp_nonpositive_one(v[j]);
-    }
+            y[i + j] = exp_nonpositive_one(x[i + j]);
     for (; i < count; i++)
-        y[i] = exp_nonpositive_one(x[i] > -700.0 ? x[i] : -700.0);
+        y[i] = exp_nonpositive_one(x[i]);
 }
 
-/* Adds weight * softmax(logits / T) of each of n rows to prob_sum and
- * weight * its entropy to entropy_sum, in double: the shifted logits of all
- * rows first, then all their exponentials in one vectorised pass, then the
- * sums per row. */
-static void accumulate(ibvi_predictor *p, const float *logits, int64_t n,
-                       int32_t classes, double weight)
+/* Column kernels of the softmax: element-wise along the n rows of one
+ * class, in blocks of BLOCK and a scalar tail (restrict: the vectoriser may
+ * assume no overlap). */
+
+/* max = max(max, f) */
+static void max_column(double *restrict max, const float *restrict f,
+                       int64_t n)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int q = 0; q < BLOCK; q++)
+            max[i + q] = f[i + q] > max[i + q] ? f[i + q] : max[i + q];
+    for (; i < n; i++)
+        max[i] = f[i] > max[i] ? f[i] : max[i];
+}
+
+/* s = max((f - max) / T, -700): below, exp(s) < 1e-304 counts for nothing
+ * next to the row's maximum (whose exp is 1; both e_c and e_c s_c are
+ * below 1e-300), and the clamp keeps exp_nonpositive's 2^k normal. */
+static void shift_column(double *restrict s, const float *restrict f,
+                         const double *restrict max, double inv_t, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        double v[BLOCK];
+        for (int q = 0; q < BLOCK; q++)
+            v[q] = ((double)f[i + q] - max[i + q]) * inv_t;
+        for (int q = 0; q < BLOCK; q++)
+            s[i + q] = v[q] > -700.0 ? v[q] : -700.0;
+    }
+    for (; i < n; i++) {
+        const double v = ((double)f[i] - max[i]) * inv_t;
+        s[i] = v > -700.0 ? v : -700.0;
+    }
+}
+
+/* z += e, dot += e s */
+static void sum_column(double *restrict z, double *restrict dot,
+                       const double *restrict e, const double *restrict s,
+                       int64_t n)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int q = 0; q < BLOCK; q++) {
+            z[i + q] += e[i + q];
+            dot[i + q] += e[i + q] * s[i + q];
+        }
+    for (; i < n; i++) {
+        z[i] += e[i];
+        dot[i] += e[i] * s[i];
+    }
+}
+
+/* sum += e scale */
+static void scaled_column(double *restrict sum, const double *restrict e,
+                          const double *restrict scale, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int q = 0; q < BLOCK; q++)
+            sum[i + q] += e[i + q] * scale[i + q];
+    for (; i < n; i++)
+        sum[i] += e[i] * scale[i];
+}
+
+/* Adds weight * softmax(f / T) of each of n rows (f: one class-major block,
+ * class stride cs) to prob_sum and weight * its entropy to entropy_sum, all
+ * in double and, but for one log per row, along rows in vector blocks: the
+ * row maxima, the shifted logits s = (f - max) / T, all their
+ * exponentials e in one pass, Z = sum_c e_c and sum_c e_c s_c per row, then
+ *   H = log Z - sum_c e_c s_c / Z,    p_c = e_c / Z. */
+static void accumulate(ibvi_predictor *p, const float *f, int64_t cs,
+                       int64_t n, int32_t classes, double weight)
 {
     const double inv_t = 1.0 / p->temperature;
+    double *max = p->row_max, *z = p->row_z, *dot = p->row_dot;
     for (int64_t row = 0; row < n; row++) {
-        const float *f = logits + row * classes;
-        double *s = p->shifted + row * classes;
-        float max = f[0];
-        for (int32_t c = 1; c < classes; c++)
-            if (f[c] > max)
-                max = f[c];
-        for (int32_t c = 0; c < classes; c++)
-            s[c] = ((double)f[c] - max) * inv_t;
+        max[row] = f[row];
+        z[row] = dot[row] = 0.0;
     }
-    exp_nonpositive(p->shifted, p->exps, n * classes);
+    for (int32_t c = 1; c < classes; c++)
+        max_column(max, f + c * cs, n);
+    for (int32_t c = 0; c < classes; c++)
+        shift_column(p->shifted + c * n, f + c * cs, max, inv_t, n);
+    exp_nonpositive(p->shifted, p->exps, (int64_t)classes * n);
+    for (int32_t c = 0; c < classes; c++)
+        sum_column(z, dot, p->exps + c * n, p->shifted + c * n, n);
     for (int64_t row = 0; row < n; row++) {
-        const double *s = p->shifted + row * classes;
-        const double *e = p->exps + row * classes;
-        double *sum = p->prob_sum + row * classes;
-        double z = 0.0, weighted = 0.0;
-        for (int32_t c = 0; c < classes; c++) {
-            z += e[c];
-            weighted += e[c] * s[c];
-        }
-        /* H = log Z - sum_c p_c * shifted_c */
-        p->entropy_sum[row] += weight * (log(z) - weighted / z);
-        const double scale = weight / z;
-        for (int32_t c = 0; c < classes; c++)
-            sum[c] += e[c] * scale;
+        p->entropy_sum[row] += weight * (log(z[row]) - dot[row] / z[row]);
+        z[row] = weight / z[row]; /* now the scale of row's probabilities */
     }
+    for (int32_t c = 0; c < classes; c++)
+        scaled_column(p->prob_sum + c * n, p->exps + c * n, z, n);
 }
 
+/* Writes the chunk's outputs from the class-major sums. */
 static void finish_rows(const ibvi_predictor *p, int64_t n, int32_t classes,
                         float *probs, float *predictive, float *expected,
                         float *mutual)
 {
     for (int64_t row = 0; row < n; row++) {
-        const double *sum = p->prob_sum + row * classes;
         double h = 0.0;
         for (int32_t c = 0; c < classes; c++) {
-            probs[row * classes + c] = (float)sum[c];
-            if (sum[c] > 0.0)
-                h -= sum[c] * log(sum[c]);
+            const double sum = p->prob_sum[c * n + row];
+            probs[row * classes + c] = (float)sum;
+            if (sum > 0.0)
+                h -= sum * log(sum);
         }
         const double e = p->entropy_sum[row];
         if (predictive)
@@ -734,21 +861,19 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
         for (int32_t m = 0; m < p->count; m++) {
             const ibvi_net *net = p->nets[m];
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
-            int32_t blocks;
-            const float *logits =
-                run_network(p, net, noise, chunk, rows, share, &blocks);
+            const logits f = run_network(p, net, noise, chunk, rows, share);
             /* Finite inputs can still overflow to infinite logits (weights
              * too large for them): report it instead of returning NaN. */
-            if (!all_finite(logits, (int64_t)blocks * rows * classes))
+            if (!all_finite(f.values, (int64_t)f.blocks * rows * classes))
                 return ibvi__fail(IBVI_ERR_NONFINITE,
                                   "%s: the logits of network %d overflow "
                                   "(NaN or infinity) for inputs %lld..%lld",
                                   fn, (int)m, (long long)start,
                                   (long long)(start + rows - 1));
-            const double weight = 1.0 / ((double)p->count * blocks);
-            for (int32_t k = 0; k < blocks; k++)
-                accumulate(p, logits + (int64_t)k * rows * classes, rows,
-                           classes, weight);
+            const double weight = 1.0 / ((double)p->count * f.blocks);
+            for (int32_t k = 0; k < f.blocks; k++)
+                accumulate(p, f.values + k * f.block_stride, f.class_stride,
+                           rows, classes, weight);
         }
         finish_rows(p, rows, classes, probs + start * classes,
                     predictive_entropy ? predictive_entropy + start : NULL,
