@@ -610,14 +610,20 @@ static int measure_prediction(int32_t threads, predict_result *out)
     for (int p = 0; p < 2; p++) {
         const int vi = placements[p];
         ibvi_net *net = make_net(PREDICT_WIDTH, &VARIANTS[vi], threads);
-        const double det = time_predictor(net, 1, 1, &d, probs);
+        const int first = n;
+        double det = time_predictor(net, 1, 1, &d, probs);
         out[n++] = (predict_result){vi, 0, det, 1.0, 1.0};
-        for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++) {
-            double t = time_predictor(net, K[i], 0, &d, probs);
+        for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++)
             out[n++] = (predict_result){
-                vi, K[i], t, t / det,
+                vi, K[i], time_predictor(net, K[i], 0, &d, probs), 0.0,
                 floor_ratio(PREDICT_WIDTH, &VARIANTS[vi], K[i], d.n)};
-        }
+        /* The mean network again, after the others: the min of the two
+         * guards the ratios against a noisy first measurement. */
+        const double again = time_predictor(net, 1, 1, &d, probs);
+        if (again < det)
+            det = out[first].seconds = again;
+        for (int i = first + 1; i < n; i++)
+            out[i].relative = out[i].seconds / det;
         ibvi_net_free(net);
         fprintf(stderr, ".");
     }

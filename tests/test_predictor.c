@@ -1335,6 +1335,95 @@ START_TEST(test_stays_in_own_buffers)
 }
 END_TEST
 
+/* ---- 11. the fan-out layer's two paths, and the softmax's clamp ----------- */
+
+/* lib/predictor.c runs the first variational layer either by the low-rank
+ * identity or with K materialised weight samples, whichever takes fewer
+ * multiply-adds; for these shapes the switch falls between K = 3 and K = 4
+ * (for the rule of the time of writing), so a sweep over K, at three batch
+ * sizes, takes both on the same network, with the identity's projections
+ * in both of its layouts (a hidden first layer; the last layer, which
+ * writes class-major logits), and ReLUs fused with the dense layers before
+ * them. Every run must be the naive loop's average. */
+static const net_spec SPEC_SWEEP[] = {
+    {12, 3, {16, 16, 5}, {2, 0, 2}, IBVI_ACT_RELU},
+    {12, 3, {16, 16, 5}, {0, 0, 2}, IBVI_ACT_RELU},
+};
+
+START_TEST(test_paths_across_samples)
+{
+    static const int32_t Ks[] = {1, 2, 3, 4, 6, 16, 40};
+    static const int64_t batches[] = {256, 7, 1};
+    ibvi_net *net = build_net(&SPEC_SWEEP[_i], 8000 + (uint64_t)_i);
+    const int32_t classes = ibvi_net_output_dim(net);
+    float *x = random_inputs(N_MAIN, 12, 81);
+    pred_out o;
+    pred_alloc(&o, N_MAIN, classes);
+    for (size_t a = 0; a < sizeof Ks / sizeof Ks[0]; a++) {
+        ibvi_predictor *pred = NULL;
+        ASSERT_OK(ibvi_predictor_create(&pred, net, Ks[a], 77 + a));
+        float *z = predictor_noise(pred, net, 1, Ks[a], NULL);
+        result r;
+        naive_predict(&net, 1, x, N_MAIN, Ks[a], z, 1.0, &r);
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            ASSERT_OK(ibvi_predictor_set_batch_size(pred, batches[b]));
+            pred_run(pred, x, N_MAIN, &o);
+            check_rows(o.probs, N_MAIN, classes);
+            char what[160];
+            snprintf(what, sizeof what, "sweep %s K=%d batch %lld",
+                     _i ? "last only" : "first+last", (int)Ks[a],
+                     (long long)batches[b]);
+            compare(what, &o, &r);
+        }
+        result_free(&r);
+        free(z);
+        ibvi_predictor_free(pred);
+    }
+    pred_free(&o);
+    free(x);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* A tiny temperature drives the shifted logits (logit - row max) / T far
+ * below -700, where the predictor's exponential clamps (exp < 1e-304).
+ * The outputs stay valid distributions with finite, ordered entropies, and
+ * close to the naive loop's: 1 / T magnifies the float rounding of the
+ * logits (about 1e-7 of their size) into the shifted values, hence the
+ * looser tolerance. */
+START_TEST(test_tiny_temperature)
+{
+    const config *c = &CONFIGS[_i];
+    ibvi_net *net = build_net(c->spec, 9000 + (uint64_t)_i);
+    const int32_t classes = ibvi_net_output_dim(net);
+    float *x = random_inputs(N_MAIN, 12, 15);
+    ibvi_predictor *pred = NULL;
+    ASSERT_OK(ibvi_predictor_create(&pred, net, c->samples, 16));
+    ASSERT_OK(ibvi_predictor_set_temperature(pred, 1e-3f));
+    pred_out o;
+    pred_alloc(&o, N_MAIN, classes);
+    pred_run(pred, x, N_MAIN, &o);
+    check_rows(o.probs, N_MAIN, classes);
+    float *z = predictor_noise(pred, net, 1, c->samples, NULL);
+    result r;
+    naive_predict(&net, 1, x, N_MAIN, c->samples, z, 1e-3, &r);
+    const double d = max_abs_f(o.probs, r.probs, N_MAIN * (int64_t)classes);
+    printf("T=1e-3 %-41s max |dev| probs %.3g\n", c->name, d);
+    ck_assert_msg(d <= 1e-2, "%s: probs deviate by %g at T = 1e-3", c->name, d);
+    for (int64_t i = 0; i < N_MAIN; i++) {
+        ck_assert(isfinite(o.pe[i]) && isfinite(o.ee[i]) && isfinite(o.mi[i]));
+        ck_assert(o.ee[i] >= 0.0f && o.mi[i] >= 0.0f);
+        ck_assert(o.pe[i] >= o.ee[i] - 1e-6f);
+    }
+    result_free(&r);
+    free(z);
+    pred_free(&o);
+    ibvi_predictor_free(pred);
+    free(x);
+    ibvi_net_free(net);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------ */
 
 static Suite *predictor_suite(void)
@@ -1377,6 +1466,12 @@ static Suite *predictor_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_reads_only_x, 0, NCONFIGS);
     tcase_add_loop_test(tc, test_stays_in_own_buffers, 0, NCONFIGS);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("paths");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_paths_across_samples, 0, 2);
+    tcase_add_loop_test(tc, test_tiny_temperature, 0, NCONFIGS);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("metrics");
