@@ -8,7 +8,7 @@
  * generator (independent of the library's).
  *
  * The architectures are chosen so that lib/predictor.c takes each of its
- * paths (see low_rank_is_cheaper there; n = 23 inputs, 12-16-...-5):
+ * paths (see identity_is_cheaper there; n = 23 inputs, 12-16-...-5):
  *  - R = 2, K = 16 at the first layer: low-rank identity
  *    (R + 1 = 3 passes plus the mixing GEMM against K = 16 materialised);
  *  - R = 30, K = 2 at the first layer: K materialised weight samples;
@@ -507,10 +507,10 @@ START_TEST(test_deterministic_net)
 }
 END_TEST
 
-/* 1 (f): n = 23 in chunks of 7 (and of 1) equals one batch of 256. With
- * chunks of one row, (b) and (c2) switch to the low-rank identity (the
- * materialising cost K * P * R no longer pays off), so this also
- * cross-checks the two paths against each other. */
+/* 1 (f): n = 23 in chunks of 7 (and of 1) equals one batch of 256. (The
+ * weight samples are drawn once per run, so (b) and (c2) keep
+ * materialising even in chunks of one row; test_paths_across_samples
+ * crosses from one path to the other on the same network.) */
 START_TEST(test_chunked_equals_one_batch)
 {
     const config *c = &CONFIGS[_i];
