@@ -15,11 +15,19 @@
  *    each applied to the inputs.
  * Later variational layers always materialise: their inputs differ per
  * sample, so the identity would cost R + 1 passes per sample instead of one.
+ * Both paths prepare once per run (the rearranged factor, the K samples):
+ * they depend on the parameters, which may change between runs, not on x.
+ *
+ * The last layer writes its logits class-major (classes x n per sample), so
+ * the softmax and its entropy run along rows in vectorised blocks, in
+ * double. A ReLU after a dense layer is fused with its bias; other
+ * activations are applied in place. The element-wise kernels are plain C in
+ * fixed-size blocks (see BLOCK): no intrinsics, no target flags.
  *
  * Everything a run needs lives in one workspace block sized for `batch`
  * inputs (two ping-pong activation buffers of K x batch x widest layer, the
  * identity's buffers, the sampled weights, the double accumulators): a run
- * allocates nothing. Activations are applied in place.
+ * allocates nothing.
  *
  * SPDX-License-Identifier: MIT
  */
