@@ -212,6 +212,7 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     net->noise_samples = 0;
     net->has_gradients = 0;
     net->grad_samples = 0;
+    net->presampled = 0;
     net->param_version++;
     return IBVI_OK;
 }
@@ -256,8 +257,8 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
                                 int32_t samples)
 {
     double bound = (double)rows * (net->input_dim + 3.0 * net->max_width) +
-                   2.0 * samples * net->noise_size +
-                   16.0 * (6.0 + 3.0 * net->layer_count);
+                   3.0 * samples * net->noise_size +
+                   16.0 * (7.0 + 3.0 * net->layer_count);
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         bound += (double)rows * l->outputs;
@@ -268,7 +269,7 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
         return -1;
     int64_t total = padded(rows * net->input_dim) +
                     2 * padded(rows * net->max_width) +
-                    2 * padded((int64_t)samples * net->noise_size) +
+                    3 * padded((int64_t)samples * net->noise_size) +
                     padded(rows * last_width(net));
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
@@ -317,6 +318,7 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
         memcpy(grad_noise, net->grad_noise,
                (size_t)net->grad_samples * net->noise_size * sizeof(float));
     net->grad_noise = grad_noise;
+    net->presample_noise = take(&cursor, (int64_t)samples * net->noise_size);
     net->input = take(&cursor, rows * net->input_dim);
     net->grad_a = take(&cursor, rows * net->max_width);
     net->grad_b = take(&cursor, rows * net->max_width);
@@ -336,8 +338,10 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
     net->ws_block = block;
     net->ws_rows = rows;
     net->ws_samples = samples;
-    /* Activations moved: a pending backward would read stale buffers. */
+    /* Activations moved: a pending backward would read stale buffers; the
+     * weights drawn ahead were not carried over. */
     net->forward_valid = 0;
+    net->presampled = 0;
     return IBVI_OK;
 }
 

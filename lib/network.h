@@ -96,6 +96,18 @@ struct ibvi_net {
     int32_t grad_samples;   /* 0: none since init, or the mean network
                                (every factor gradient is zero)        */
 
+    /* Weights drawn ahead by the last optimizer step (optimizer.c): while
+     * its single pass holds each block of S in cache it also computes
+     * theta_m = mu + S z_m for the noise z the next forward will draw
+     * (presample_noise), straight into each layer's `sampled`. A forward
+     * whose noise, sample count and parameters match skips the sampling
+     * pass (passes.c sets use_presampled for that forward only). */
+    float *presample_noise; /* samples x noise_size (workspace)      */
+    int32_t presampled;     /* samples drawn ahead, 0 if none        */
+    uint64_t presampled_version; /* param_version they were drawn at */
+    int32_t use_presampled;
+    int32_t noise_from_rng; /* the last forward drew from noise_rng  */
+
     /* Bumped whenever parameters change other than through the optimizer
      * that last stepped (init, set_mean, set_factor, any optimizer step), so
      * an optimizer knows when its bounds on |parameters| are stale. */
@@ -156,6 +168,12 @@ void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
 /* theta (P) = mu + S z for one noise vector z (R values). */
 void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
                                 float *theta);
+/* Rows row0 .. row0 + rows - 1 of theta_m = mu + S z_m for every sample m
+ * (z: samples x R, row stride z_stride; theta: samples x P), reading each
+ * row of S once. Bitwise the same values whichever rows are asked for. */
+void ibvi__dense_sample_rows(const ibvi_layer *layer, int64_t row0,
+                             int64_t rows, const float *z, int64_t z_stride,
+                             int32_t samples, float *theta);
 /* grad_input may be NULL (first layer: dL/dx is not needed). Writes
  * grad_mean, sample_grad (samples > 1) and grad_bound; the caller keeps the
  * noise (net->grad_noise) for the factor gradient. */

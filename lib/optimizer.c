@@ -50,6 +50,8 @@ struct ibvi_optimizer {
     range_bound *bounds;
     int32_t bounds_valid;
     uint64_t bounds_version;
+    /* During a step: samples to draw ahead (network.h), 0 for none. */
+    int32_t presample;
 };
 
 /* Bounds the single pass may reach: far enough below FLT_MAX (~2^128) that
@@ -64,6 +66,7 @@ struct ibvi_optimizer {
  * gradient is either stored (grad) or a span of the factored G^T Z (fg,
  * from flat index first). grad_bound bounds |gradient entries|. */
 typedef struct param_range {
+    const ibvi_layer *layer;
     float *param;
     const float *grad;
     const ibvi__factor_grad *fg;
@@ -82,15 +85,17 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
     const float w = kind == IBVI_OPT_SGD ? l->sgd_weight_mult : l->adam_weight_mult;
     const float b = kind == IBVI_OPT_SGD ? l->sgd_bias_mult : l->adam_bias_mult;
     int count = 0;
-    ranges[count++] = (param_range){l->mean, l->grad_mean, NULL, 0, w, weights,
-                                    l->grad_bound[0]};
-    ranges[count++] = (param_range){l->mean + weights, l->grad_mean + weights,
-                                    NULL, 0, b, l->outputs, l->grad_bound[1]};
+    ranges[count++] = (param_range){l, l->mean, l->grad_mean, NULL, 0, w,
+                                    weights, l->grad_bound[0]};
+    ranges[count++] = (param_range){l, l->mean + weights,
+                                    l->grad_mean + weights, NULL, 0, b,
+                                    l->outputs, l->grad_bound[1]};
     if (l->rank > 0) {
         const int64_t R = l->rank;
-        ranges[count++] = (param_range){l->factor, NULL, fg, 0, w / (float)R,
-                                        weights * R, l->grad_bound[2]};
-        ranges[count++] = (param_range){l->factor + weights * R, NULL, fg,
+        ranges[count++] = (param_range){l, l->factor, NULL, fg, 0,
+                                        w / (float)R, weights * R,
+                                        l->grad_bound[2]};
+        ranges[count++] = (param_range){l, l->factor + weights * R, NULL, fg,
                                         weights * R, b / (float)R,
                                         l->outputs * R, l->grad_bound[3]};
     }
@@ -108,10 +113,14 @@ static const float *range_grad(const param_range *r, int64_t i, int64_t len,
     return buf;
 }
 
-/* How many entries range r hands to a kernel at once. */
+/* How many entries range r hands to a kernel at once: a factor range whole
+ * rows of S (R <= CHUNK), so each chunk can draw its rows' weights ahead. */
 static int64_t range_chunk(const param_range *r)
 {
-    return r->grad ? r->count : CHUNK;
+    if (r->grad)
+        return r->count;
+    const int64_t R = r->layer->rank;
+    return R <= CHUNK ? CHUNK / R * R : CHUNK;
 }
 
 static int check_optimizer(const ibvi_optimizer *opt, const char *fn)
@@ -399,13 +408,18 @@ static int check_range(ibvi_optimizer *opt, int32_t layer, int k,
     return 1;
 }
 
-/* The single update pass over one range. */
+/* The single update pass over one range. For a factor range, with
+ * opt->presample samples, each chunk's rows of S are in L1 right after
+ * their update: draw the next forward's weights for those rows there (the
+ * layer's mean was updated before its factor). */
 static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
                         const param_range *r, float *state, float *second)
 {
     (void)layer, (void)k;
     float buf[CHUNK];
     const int64_t chunk = range_chunk(r);
+    const ibvi_net *net = opt->net;
+    const ibvi_layer *l = r->layer;
     for (int64_t i = 0; i < r->count; i += chunk) {
         const int64_t n = r->count - i < chunk ? r->count - i : chunk;
         const float *grad = range_grad(r, i, n, buf);
@@ -414,8 +428,32 @@ static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
         else
             adam_update(opt, r->mult, r->param + i, grad, state + i,
                         second + i, n);
+        if (r->fg && opt->presample > 0)
+            ibvi__dense_sample_rows(l, (r->first + i) / l->rank, n / l->rank,
+                                    net->presample_noise + l->noise_offset,
+                                    net->noise_size, opt->presample,
+                                    l->sampled);
     }
     return 1;
+}
+
+/* Samples to draw ahead in this step: the last forward's, when it drew
+ * from the network's generator (training; the next forward likely does
+ * the same) and every factor range is chunked by whole rows. Draws their
+ * noise from a copy of the generator, which the forward will then draw
+ * again. */
+static int32_t plan_presample(ibvi_net *net)
+{
+    if (!net->noise_from_rng || net->noise_samples < 1 ||
+        net->noise_size == 0 || net->noise_samples > net->ws_samples)
+        return 0;
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->rank > CHUNK)
+            return 0;
+    ibvi_rng ahead = net->noise_rng;
+    ibvi__rng_normal(&ahead, net->presample_noise,
+                     (int64_t)net->noise_samples * net->noise_size, 1.0f);
+    return net->noise_samples;
 }
 
 /* ---- bounds ---------------------------------------------------------------- */
@@ -502,6 +540,7 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
                      opt->bounds_version == net->param_version &&
                      walk_ranges(opt, bounds_prove_finite) < 0;
     if (fast) {
+        opt->presample = plan_presample(net);
         walk_ranges(opt, update_with_bounds);
     } else {
         /* Check that the update keeps every parameter and state value
@@ -515,6 +554,7 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
                 "optimizer state of layer %d NaN or infinite (learning rate "
                 "%g too large?); nothing changed", fn, (int)bad,
                 (double)opt->lr);
+        opt->presample = plan_presample(net);
         walk_ranges(opt, update_range);
         walk_ranges(opt, measure_bounds);
         opt->bounds_valid = 1;
@@ -523,6 +563,9 @@ int ibvi_optimizer_step(ibvi_optimizer *opt)
     /* Other optimizers of this network must not trust their bounds. */
     net->param_version++;
     opt->bounds_version = net->param_version;
+    net->presampled = opt->presample;
+    net->presampled_version = net->param_version;
+    opt->presample = 0;
     /* A pending backward would use weights that no longer exist. */
     net->forward_valid = 0;
     return IBVI_OK;

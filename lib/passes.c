@@ -8,6 +8,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <float.h>
 #include <string.h>
 
 #include "network.h"
@@ -18,10 +19,26 @@ static const float *layer_input(const ibvi_net *net, int32_t index)
     return index == 0 ? net->input : net->layers[index - 1]->output;
 }
 
+/* 1 when the weights the last optimizer step drew ahead (network.h) are
+ * those of this forward: same samples, same noise, parameters unchanged. */
+static int presampled_match(const ibvi_net *net, int32_t samples,
+                            const float *noise)
+{
+    return net->presampled == samples &&
+           net->presampled_version == net->param_version &&
+           memcmp(noise, net->presample_noise,
+                  (size_t)samples * net->noise_size * sizeof(float)) == 0;
+}
+
 void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
                            const float *noise, float *out)
 {
     const int64_t rows = n * samples;
+    if (noise) {
+        /* This forward uses the drawn-ahead weights, or overwrites them. */
+        net->use_presampled = presampled_match(net, samples, noise);
+        net->presampled = 0;
+    }
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         const float *input = layer_input(net, i);
@@ -33,6 +50,7 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
             ibvi__activation_forward(l->activation, input, l->output,
                                      rows * l->outputs);
     }
+    net->use_presampled = 0;
     const ibvi_layer *last = net->layers[net->layer_count - 1];
     if (out && out != last->output)
         memcpy(out, last->output, (size_t)(rows * last->outputs) * sizeof(float));
@@ -62,7 +80,7 @@ static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
                           IBVI_MAX_SAMPLES);
     const int64_t count = n * net->input_dim;
-    if (!ibvi__all_finite(x, count))
+    if (!(ibvi__max_abs(x, count) <= FLT_MAX))
         return ibvi__fail(IBVI_ERR_NONFINITE,
                           "%s: x holds NaN or infinity", fn);
     status = ibvi__net_reserve(net, n * samples, samples, fn);
@@ -82,6 +100,7 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
     ibvi__rng_normal(&net->noise_rng, net->noise,
                      (int64_t)samples * net->noise_size, 1.0f);
     ibvi__net_run_forward(net, n, samples, net->noise, out);
+    net->noise_from_rng = 1;
     return IBVI_OK;
 }
 
@@ -103,6 +122,7 @@ int ibvi_net_forward_mean(ibvi_net *net, const float *x, int64_t n, float *out)
     if (status < 0)
         return status;
     ibvi__net_run_forward(net, n, 1, NULL, out);
+    net->noise_from_rng = 0;
     return IBVI_OK;
 }
 
@@ -131,6 +151,7 @@ int ibvi_net_forward_noise(ibvi_net *net, const float *x, int64_t n,
     if (expected > 0)
         memcpy(net->noise, z, (size_t)expected * sizeof(float));
     ibvi__net_run_forward(net, n, samples, net->noise, out);
+    net->noise_from_rng = 0;
     return IBVI_OK;
 }
 

@@ -457,6 +457,117 @@ START_TEST(test_grad_factor_zero_cases)
 }
 END_TEST
 
+/* ---- weights drawn ahead ---------------------------------------------------- */
+
+/* The optimizer draws the next forward's weights during its update pass;
+ * the forward must get bitwise the weights it would have drawn itself.
+ * Network b never uses them (set_mean with the same values invalidates
+ * them before each step), a does; both train identically. Forwards through
+ * the mean between steps do not disturb them. */
+static void compare_presampled(const settings *o, int32_t samples)
+{
+    ibvi_net *a = make_net(31), *b = make_net(31);
+    ibvi_optimizer *oa = make_optimizer(a, o), *ob = make_optimizer(b, o);
+    float x[N * IN], out[N * CLASSES];
+    int32_t labels[N];
+    make_data(13, x, labels);
+    for (int t = 0; t < 5; t++) {
+        ibvi_layer *l = tu_layer(b, 0);
+        int64_t P;
+        float *mean = tu_get_mean(l, &P);
+        CK_OK(ibvi_layer_set_mean(l, mean, P));
+        free(mean);
+        if (t == 2)
+            CK_OK(ibvi_net_forward_mean(a, x, N, out));
+        float la, lb;
+        CK_OK(ibvi_train_step(a, oa, x, N, samples, IBVI_LOSS_SOFTMAX_XENT,
+                              labels, NULL, &la));
+        CK_OK(ibvi_train_step(b, ob, x, N, samples, IBVI_LOSS_SOFTMAX_XENT,
+                              labels, NULL, &lb));
+        ck_assert_msg(la == lb, "step %d: loss %.9g, without drawing ahead "
+                      "%.9g", t, (double)la, (double)lb);
+    }
+    for (int i = 0; i < 5; i += 2) {
+        ibvi_layer *la = tu_layer(a, i), *lb = tu_layer(b, i);
+        int64_t P, len;
+        float *ma = tu_get_mean(la, &P), *mb = tu_get_mean(lb, NULL);
+        ck_assert(memcmp(ma, mb, sizeof(float) * (size_t)P) == 0);
+        free(ma);
+        free(mb);
+        int32_t R;
+        CK_OK(ibvi_layer_shape(la, NULL, NULL, &R));
+        if (R > 0) {
+            float *fa = tu_get_factor(la, &len), *fb = tu_get_factor(lb, NULL);
+            ck_assert(memcmp(fa, fb, sizeof(float) * (size_t)len) == 0);
+            free(fa);
+            free(fb);
+        }
+    }
+    ibvi_optimizer_free(oa);
+    ibvi_optimizer_free(ob);
+    ibvi_net_free(a);
+    ibvi_net_free(b);
+}
+
+START_TEST(test_presampled_weights)
+{
+    compare_presampled(&SGD_MOMENTUM, 1);
+    compare_presampled(&SGD_MOMENTUM, 2);
+    compare_presampled(&ADAM, 1);
+}
+END_TEST
+
+/* Parameters set, or the generator moved, between the step and the next
+ * forward: the weights drawn ahead are stale and must not be used. The
+ * forward's output must equal a forward with the same noise through a
+ * network that never drew ahead. */
+START_TEST(test_presampled_weights_invalidated)
+{
+    for (int how = 0; how < 3; how++) {
+        ibvi_net *net = make_net(32);
+        ibvi_optimizer *opt = make_optimizer(net, &SGD_MOMENTUM);
+        float x[N * IN], out[N * CLASSES], ref[N * CLASSES];
+        int32_t labels[N];
+        make_data(14, x, labels);
+        float loss;
+        for (int t = 0; t < 2; t++)
+            CK_OK(ibvi_train_step(net, opt, x, N, 1, IBVI_LOSS_SOFTMAX_XENT,
+                                  labels, NULL, &loss));
+        ibvi_layer *l = tu_layer(net, 0);
+        int64_t len;
+        float *factor = tu_get_factor(l, &len);
+        uint64_t position;
+        CK_OK(ibvi_net_rng_position(net, &position));
+        if (how == 0) {
+            for (int64_t i = 0; i < len; i++)
+                factor[i] *= 0.5f;
+            CK_OK(ibvi_layer_set_factor(l, factor, len));
+        } else if (how == 1) {
+            CK_OK(ibvi_net_set_rng_position(net, position + 7));
+        } else {
+            CK_OK(ibvi_net_reserve(net, 4 * N, 4)); /* the workspace moves */
+        }
+        CK_OK(ibvi_net_forward(net, x, N, 1, out));
+        const int32_t ns = ibvi_net_noise_size(net);
+        float z[8];
+        CK_OK(ibvi_net_last_noise(net, z, ns));
+        /* the same network and noise, nothing drawn ahead */
+        int64_t size;
+        uint8_t *buf = save(net, NULL, &size);
+        ibvi_net *copy = NULL;
+        CK_OK(ibvi_net_load_buffer(&copy, NULL, buf, size, NULL));
+        CK_OK(ibvi_net_forward_noise(copy, x, N, 1, z, ns, ref));
+        ck_assert_msg(memcmp(out, ref, sizeof out) == 0,
+                      "case %d: the forward used stale weights", how);
+        free(buf);
+        free(factor);
+        ibvi_net_free(copy);
+        ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+    }
+}
+END_TEST
+
 /* ---- non-finite steps ------------------------------------------------------ */
 
 /* Asserts that ibvi_optimizer_step returns IBVI_ERR_NONFINITE and that the
@@ -708,6 +819,10 @@ int main(void)
     tcase_add_test(tc, test_grad_factor_one_sample);
     tcase_add_test(tc, test_grad_factor_three_samples);
     tcase_add_test(tc, test_grad_factor_zero_cases);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("presampled");
+    tcase_add_test(tc, test_presampled_weights);
+    tcase_add_test(tc, test_presampled_weights_invalidated);
     suite_add_tcase(s, tc);
     tc = tu_tcase("nonfinite");
     tcase_add_test(tc, test_stale_bounds_after_set_mean);
