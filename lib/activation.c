@@ -15,13 +15,41 @@ int ibvi__activation_valid(int32_t activation)
 
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* ReLU's derivative as a select of two loaded values: with the load of
+ * grad_output inside the condition the loop does not vectorise (and its
+ * branch is a coin flip per element). */
+static void relu_backward(const float *restrict input,
+                          const float *restrict grad_output,
+                          float *restrict grad_input, int64_t count)
+{
+    /* The bulk in a multiple of 8, which GCC's -O2 vectorises too. */
+    const int64_t bulk = count & ~(int64_t)7;
+    for (int64_t i = 0; i < bulk; i++) {
+        const float g = grad_output[i];
+        grad_input[i] = input[i] > 0.0f ? g : 0.0f;
+    }
+    for (int64_t i = bulk; i < count; i++) {
+        const float g = grad_output[i];
+        grad_input[i] = input[i] > 0.0f ? g : 0.0f;
+    }
+}
+
+static void relu_forward(const float *restrict input, float *restrict output,
+                         int64_t count)
+{
+    const int64_t bulk = count & ~(int64_t)7; /* see relu_backward */
+    for (int64_t i = 0; i < bulk; i++)
+        output[i] = input[i] > 0.0f ? input[i] : 0.0f;
+    for (int64_t i = bulk; i < count; i++)
+        output[i] = input[i] > 0.0f ? input[i] : 0.0f;
+}
+
 void ibvi__activation_forward(int32_t activation, const float *input,
                               float *output, int64_t count)
 {
     switch (activation) {
     case IBVI_ACT_RELU:
-        for (int64_t i = 0; i < count; i++)
-            output[i] = input[i] > 0.0f ? input[i] : 0.0f;
+        relu_forward(input, output, count);
         break;
     case IBVI_ACT_TANH:
         for (int64_t i = 0; i < count; i++)
@@ -33,19 +61,6 @@ void ibvi__activation_forward(int32_t activation, const float *input,
         break;
     default:
         break;
-    }
-}
-
-/* ReLU's derivative as a select of two loaded values: with the load of
- * grad_output inside the condition the loop does not vectorise (and its
- * branch is a coin flip per element). */
-static void relu_backward(const float *restrict input,
-                          const float *restrict grad_output,
-                          float *restrict grad_input, int64_t count)
-{
-    for (int64_t i = 0; i < count; i++) {
-        const float g = grad_output[i];
-        grad_input[i] = input[i] > 0.0f ? g : 0.0f;
     }
 }
 

@@ -58,10 +58,13 @@ static void sample_block(const float *restrict mu, const float *restrict s,
     float acc[SAMPLE_BLOCK];
     for (int64_t b = 0; b < rows; b++)
         acc[b] = 0.0f;
+    const int64_t bulk = rows & ~(int64_t)7; /* see outer_rows */
     for (int32_t r = 0; r < R; r++) {
         const float zr = z[r];
         const float *col = s + r;
-        for (int64_t b = 0; b < rows; b++)
+        for (int64_t b = 0; b < bulk; b++)
+            acc[b] += col[b * R] * zr;
+        for (int64_t b = bulk; b < rows; b++)
             acc[b] += col[b * R] * zr;
     }
     for (int64_t b = 0; b < rows; b++)
@@ -155,9 +158,12 @@ static void affine_backward(const ibvi_layer *layer, const float *theta,
     ibvi__gemm(layer->net->threads, 1, 0, out, in, rows, 1.0f, grad_output,
                out, input, in, 0.0f, grad_theta, in);
     memset(grad_bias, 0, (size_t)out * sizeof(float));
+    const int32_t bulk = out & ~7; /* see outer_rows */
     for (int64_t r = 0; r < rows; r++) {
-        const float *dy = grad_output + r * out;
-        for (int32_t j = 0; j < out; j++)
+        const float *restrict dy = grad_output + r * out;
+        for (int32_t j = 0; j < bulk; j++)
+            grad_bias[j] += dy[j];
+        for (int32_t j = bulk; j < out; j++)
             grad_bias[j] += dy[j];
     }
     const double dy_sum = (double)rows * ibvi__max_abs(grad_output, rows * out) *
@@ -234,6 +240,43 @@ ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer)
     return fg;
 }
 
+/* out (rows x R) = g z^T for rows of g: one sample's factor gradient. For
+ * small R known at compile time the row is unrolled (and vectorised across
+ * its R entries); otherwise the row loop is split so that its bulk has a
+ * trip count that is a multiple of 8 (see bulk8 in optimizer.c). */
+static void outer_rows(const float *restrict g, const float *restrict z,
+                       int32_t R, int64_t rows, float *restrict out)
+{
+    const int32_t bulk = R & ~7;
+    for (int64_t b = 0; b < rows; b++) {
+        const float gb = g[b];
+        float *restrict o = out + b * R;
+        for (int32_t r = 0; r < bulk; r++)
+            o[r] = gb * z[r];
+        for (int32_t r = bulk; r < R; r++)
+            o[r] = gb * z[r];
+    }
+}
+
+#define OUTER_ROWS_R(RANK)                                                    \
+    static void outer_rows_##RANK(const float *restrict g,                    \
+                                  const float *restrict z_in, int64_t rows,   \
+                                  float *restrict out)                        \
+    {                                                                         \
+        float z[RANK];                                                        \
+        for (int r = 0; r < RANK; r++)                                        \
+            z[r] = z_in[r];                                                   \
+        for (int64_t b = 0; b < rows; b++)                                    \
+            for (int r = 0; r < RANK; r++)                                    \
+                out[b * RANK + r] = g[b] * z[r];                              \
+    }
+OUTER_ROWS_R(1)
+OUTER_ROWS_R(2)
+OUTER_ROWS_R(4)
+OUTER_ROWS_R(8)
+OUTER_ROWS_R(10)
+OUTER_ROWS_R(16)
+
 void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
                             int64_t count, float *restrict out)
 {
@@ -244,13 +287,16 @@ void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
     const int32_t R = fg->rank;
     if (fg->samples == 1 && first % R == 0 && count % R == 0) {
         /* The common case (one sample, whole rows): g[p] z^T row by row. */
-        const float *restrict g = fg->g + first / R;
-        const float *restrict z = fg->z;
-        for (int64_t b = 0; b < count / R; b++) {
-            const float gb = g[b];
-            float *restrict o = out + b * R;
-            for (int32_t r = 0; r < R; r++)
-                o[r] = gb * z[r];
+        const float *g = fg->g + first / R;
+        const int64_t rows = count / R;
+        switch (R) {
+        case 1: outer_rows_1(g, fg->z, rows, out); break;
+        case 2: outer_rows_2(g, fg->z, rows, out); break;
+        case 4: outer_rows_4(g, fg->z, rows, out); break;
+        case 8: outer_rows_8(g, fg->z, rows, out); break;
+        case 10: outer_rows_10(g, fg->z, rows, out); break;
+        case 16: outer_rows_16(g, fg->z, rows, out); break;
+        default: outer_rows(g, fg->z, R, rows, out); break;
         }
         return;
     }
