@@ -10,10 +10,11 @@
  * runs all samples' rows in one GEMM.
  *
  * The factor S is R times the size of the mean, so the layer touches it as
- * little as it can: sampling reads S once for all samples, and dL/dS is
- * never materialised: the backward keeps G (and the network keeps Z), and
- * the optimizer forms G^T Z a few rows at a time inside its single update
- * pass (ibvi__factor_grad_span).
+ * little as it can: sampling reads S once for all samples (and is skipped
+ * when the last optimizer step already drew this forward's weights, see
+ * network.h), and dL/dS is never materialised: the backward keeps G (and
+ * the network keeps Z), and the optimizer forms G^T Z a few rows at a time
+ * inside its single update pass (ibvi__factor_grad_span).
  *
  * SPDX-License-Identifier: MIT
  */
@@ -42,9 +43,10 @@ void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
 #define SAMPLE_BLOCK 64
 
 /* theta[b] = mu[b] + sum_r s[b, r] z[r] for b < rows <= SAMPLE_BLOCK, s
- * row-major with R columns. Every variant sums over r in order from 0, so
- * all callers (training forward, optimizer, predictor) get bitwise the same
- * weights whichever variant runs.
+ * row-major with R columns. Every variant sums over r in order from 0 and
+ * works row by row, so the weights do not depend on how the rows are split
+ * into blocks: the optimizer's draw ahead (a chunk at a time) and the
+ * forward (all rows) give bitwise the same values.
  *
  * The general variant goes column by column across the rows: its inner
  * loop runs over rows (a strided read of S) and vectorises, where a dot

@@ -9,7 +9,9 @@
  * A step touches each value once: one fused pass reads the parameter and its
  * state, updates both and writes them back. The factor's gradient G^T Z is
  * never stored: the pass forms it a chunk at a time in a small buffer
- * (ibvi__factor_grad_span) just before using it.
+ * (ibvi__factor_grad_span) just before using it. While a chunk of S is in
+ * L1 the pass also draws the next forward's weights from it (network.h,
+ * "weights drawn ahead"), so the forward need not read S again.
  *
  * A step that would make any value NaN or infinite must change nothing.
  * Checking that exactly costs a second pass over everything, so the
@@ -524,8 +526,9 @@ static int update_with_bounds(ibvi_optimizer *opt, int32_t layer, int k,
                               const param_range *r, float *state,
                               float *second)
 {
-    range_bound *b = bound_of(opt, layer, k);
-    next_bound(opt, r, b, b);
+    range_bound *b = bound_of(opt, layer, k), next;
+    next_bound(opt, r, b, &next);
+    *b = next;
     return update_range(opt, layer, k, r, state, second);
 }
 
