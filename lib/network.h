@@ -43,8 +43,9 @@ struct ibvi_layer {
 
     /* Bounds on |entries| of the last backward's gradients (see
      * ibvi__dense_backward): mean weights, mean biases, factor weight rows,
-     * factor bias rows. +inf when unknown; the optimizer uses them to skip
-     * its exact finiteness check. */
+     * factor bias rows; 0 before any backward. Infinite or NaN when dY or X
+     * was not finite. The optimizer uses them to skip its exact finiteness
+     * check. */
     double grad_bound[4];
 
     /* In the workspace block. */
