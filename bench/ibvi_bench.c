@@ -546,14 +546,19 @@ static double time_predictor(ibvi_net *net, int32_t samples, int mean,
 
 /* Multiply-adds of the dense layers' GEMMs for one chunk of `rows` inputs
  * with K samples (K = 0: the mean network), on the path lib/predictor.c
- * takes, by its rule (identity_macs, materialise_macs; keep the two in
- * sync): rows stay shared until the first variational layer, which takes
- * the cheaper of the low-rank identity (R + 1 passes, the mixing of R + 1
- * projections for K samples, and the rearrangement of P x (R + 1) floats
- * once per run) and K materialised samples (K passes, and K x P x R to
- * sample once per run); later layers run K passes (variational ones
- * materialised). `share` = 1 / chunks: the per-run work spread over the
- * chunks. */
+ * takes. Rows stay shared until the first variational layer, which runs
+ * the low-rank identity (R + 1 passes, the mixing of R + 1 projections for
+ * K samples, and the rearrangement of P x (R + 1) floats once per run) or
+ * K materialised samples (K passes, and K x P x R to sample once per run);
+ * later layers run K passes (variational ones materialised). `share` =
+ * 1 / chunks: the per-run work spread over the chunks. The choice mirrors
+ * the predictor's rule (identity_macs, materialise_macs: keep the two in
+ * sync), which counts a pass narrower than NARROW outputs as NARROW wide;
+ * the multiply-adds returned are the real ones. */
+#define NARROW 32
+
+static double narrow(double width) { return width > NARROW ? width : NARROW; }
+
 static double chunk_macs(int32_t width, const variant *v, int32_t K,
                          int64_t rows, double share)
 {
@@ -571,10 +576,15 @@ static double chunk_macs(int32_t width, const variant *v, int32_t K,
         }
         const double materialise = K * pass + share * K * P * R;
         if (shared) {
-            const double identity = pass * (R + 1) +
-                                    (double)K * rows * out[i] * (R + 1) +
-                                    share * P * (R + 1);
-            macs += identity < materialise ? identity : materialise;
+            const double mix = (double)K * rows * out[i] * (R + 1),
+                         prepare = share * P * (R + 1);
+            const double identity = pass * (R + 1) + mix + prepare;
+            /* The rule's costs: narrow passes counted NARROW wide. */
+            const double cost_identity =
+                (double)rows * in[i] * narrow(out[i] * (R + 1)) + mix + prepare;
+            const double cost_materialise =
+                K * (double)rows * in[i] * narrow(out[i]) + share * K * P * R;
+            macs += cost_identity < cost_materialise ? identity : materialise;
             shared = 0;
         } else {
             macs += materialise;

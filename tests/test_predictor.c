@@ -1339,7 +1339,7 @@ END_TEST
 
 /* lib/predictor.c runs the first variational layer either by the low-rank
  * identity or with K materialised weight samples, whichever takes fewer
- * multiply-adds; for these shapes the switch falls between K = 3 and K = 4
+ * multiply-adds; for these shapes the switch falls between K = 1 and K = 2
  * (for the rule of the time of writing), so a sweep over K, at three batch
  * sizes, takes both on the same network, with the identity's projections
  * in both of its layouts (a hidden first layer; the last layer, which
