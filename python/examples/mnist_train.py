@@ -229,7 +229,8 @@ def write_json(path, methods, args, dataset, ood_name, corruption_names, counts)
               "batch": args.batch, "train_samples": args.train_samples,
               "test_samples": args.test_samples, "seed": args.seed,
               "threads": args.threads, "train_images": counts[0],
-              "validation_images": counts[1], "ensemble": args.ensemble}
+              "validation_images": counts[1], "ensemble": args.ensemble,
+              "blis_kernel": ibvi.kernel_name()}
     with open(path, "w") as f:
         json.dump({"schema": "libibvi-mnist-train/1", "dataset": dataset,
                    "ood_dataset": ood_name, "config": config,
@@ -268,6 +269,7 @@ def main(argv=None):
               train.dim, "-".join(map(str, args.hidden)), train.classes,
               "muP" if args.param == "mup" else "SP", args.epochs, args.lr,
               args.batch, args.threads), file=sys.stderr)
+    print("BLIS kernel: %s" % ibvi.kernel_description(), file=sys.stderr)
 
     methods = []
     nets = []
