@@ -412,26 +412,25 @@ static double triad_bandwidth(int32_t threads)
 
 /* "Bytes the factor updates must move" per step, per float of the factors
  * S (sum over variational layers of P x R floats):
- *   FUSED_PASSES = 5, the ideal used for the headline fraction: read S once
- *     to sample the weights, then one fused pass that forms dS = g z^T on
- *     the fly (from the P-float mean gradient g and the R-float z, never
- *     stored) and reads S, reads v, writes v and writes S;
- *   UNFUSED_PASSES = 7, a lower bound for the current unfused code: read S
- *     (sampling), write dS (backward), then in the optimizer read dS,
- *     read/write v, read/write S. (The code as written moves more: BLIS
- *     sger reads and writes dS after zeroing it, and the optimizer's
- *     finiteness check reads dS, v and S once more.)
+ *   FUSED_PASSES = 5, issue 6's ideal, used for the headline fraction (lim%):
+ *     read S once to sample the weights, then one fused pass that forms
+ *     dS = g z^T on the fly (from the P-float mean gradient g and the
+ *     R-float z, never stored) and reads S, reads v, writes v and writes S;
+ *   STRICT_PASSES = 4, the floor when the sampling is folded into that pass
+ *     too (lim4%): read S, read v, write v, write S. libibvi does this: the
+ *     optimizer draws the next step's weights while S is in cache, so a
+ *     fraction above 100% in lim% is real, and lim4% is the stricter test.
  * Both count 4-byte floats and ignore the mean, which a standard step
  * moves too. */
 #define FUSED_PASSES 5
-#define UNFUSED_PASSES 7
+#define STRICT_PASSES 4
 
 /* ---- results ------------------------------------------------------------------ */
 
 typedef struct step_result {
     int32_t width, threads, variant;
     int64_t batch;
-    double step, ratio, gemm, factor_bytes, frac_fused, frac_unfused;
+    double step, ratio, gemm, factor_bytes, frac_fused, frac_strict;
 } step_result;
 
 /* One K of one covariance placement (K = 0: the mean network). */
@@ -714,16 +713,16 @@ static void print_steps(const step_result *r, int n)
     printf("1-2. Training step (784-W-W-10, SGD momentum 0.9, muP, softmax xent)\n"
            "     limit = BLIS sgemm time of the step's GEMMs [+ factor bytes / "
            "triad bandwidth];\n     lim%% uses the fused ideal (%d x P x R x 4 "
-           "bytes), lim7%% the unfused bound (%d x P x R x 4).\n",
-           FUSED_PASSES, UNFUSED_PASSES);
+           "bytes), lim4%% the strict floor (%d x P x R x 4).\n",
+           FUSED_PASSES, STRICT_PASSES);
     printf("%5s %4s %3s  %-20s %10s %7s %10s %6s %6s\n", "W", "N", "thr",
-           "network", "step ms", "x std", "GEMM ms", "lim%", "lim7%");
+           "network", "step ms", "x std", "GEMM ms", "lim%", "lim4%");
     for (int i = 0; i < n; i++) {
         const step_result *s = &r[i];
         printf("%5d %4lld %3d  %-20s %10.3f %7.3f %10.3f %6.1f %6.1f\n",
                s->width, (long long)s->batch, s->threads,
                VARIANTS[s->variant].name, 1e3 * s->step, s->ratio,
-               1e3 * s->gemm, 100 * s->frac_fused, 100 * s->frac_unfused);
+               1e3 * s->gemm, 100 * s->frac_fused, 100 * s->frac_strict);
     }
 }
 
@@ -750,8 +749,9 @@ static void write_json(const options *o, const char *arch,
             sysconf(_SC_NPROCESSORS_ONLN));
     fprintf(f, "  \"factor_bytes_definition\": \"fused ideal %d x P x R x 4 "
                "(read S to sample; fused read S, read v, write v, write S); "
-               "unfused bound %d x P x R x 4 (adds write dS, read dS)\",\n",
-            FUSED_PASSES, UNFUSED_PASSES);
+               "strict floor %d x P x R x 4 (sampling folded into the "
+               "update pass: read S, read v, write v, write S)\",\n",
+            FUSED_PASSES, STRICT_PASSES);
     fprintf(f, "  \"triad_bandwidth_bytes_per_s\": {");
     for (int t = 0; t < o->nthreads; t++)
         fprintf(f, "%s\"%d\": %.6g", t ? ", " : "", o->threads[t], bandwidth[t]);
@@ -768,10 +768,10 @@ static void write_json(const options *o, const char *arch,
                    "\"step_s\": %.6g, \"ratio_to_standard\": %.6g, "
                    "\"gemm_s\": %.6g, \"factor_bytes_fused\": %.6g, "
                    "\"limit_fraction_fused\": %.6g, "
-                   "\"limit_fraction_unfused\": %.6g}%s\n",
+                   "\"limit_fraction_strict\": %.6g}%s\n",
                 s->width, (long long)s->batch, s->threads, v->name,
                 v->rank_first, v->rank_last, s->step, s->ratio, s->gemm,
-                s->factor_bytes, s->frac_fused, s->frac_unfused,
+                s->factor_bytes, s->frac_fused, s->frac_strict,
                 i + 1 < nsteps ? "," : "");
     }
     fprintf(f, "  ],\n");
@@ -822,7 +822,7 @@ static int run_steps(const options *o, const double *bandwidth,
                     step_result s = {w, t, v, b, step, step / times[0], gemm,
                                      FUSED_PASSES * fb,
                                      (gemm + FUSED_PASSES * fb / bandwidth[ti]) / step,
-                                     (gemm + UNFUSED_PASSES * fb / bandwidth[ti]) / step};
+                                     (gemm + STRICT_PASSES * fb / bandwidth[ti]) / step};
                     out[n++] = s;
                 }
                 fprintf(stderr, ".");
@@ -876,7 +876,9 @@ int main(int argc, char **argv)
            mem.width, mem.rank, (long long)mem.batch, (long long)mem.data_n,
            (long long)mem.steps, mem.threads, mem.threads > 1 ? "s" : "");
     printf("   model needs %.1f MB (%lld params x 3 [value, gradient, velocity] "
-           "+ one batch of activations + data set)\n",
+           "+ one batch of activations + data set;\n"
+           "   libibvi never stores the factor's gradient, so it can stay "
+           "below 1 x)\n",
            mem.needed / 1e6, (long long)mem.params);
     printf("   peak RSS %.1f MB (%.2f x needed); process baseline before the run "
            "%.1f MB; peak - baseline = %.2f x needed\n",
