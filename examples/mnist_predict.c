@@ -112,7 +112,8 @@ int main(int argc, char **argv)
                entropy[count + i], entropy[2 * count + i],
                best == d.labels[first + i] ? "" : "  (wrong)");
     }
-    printf("(%d weight samples; entropies in nats)\n", ibvi_predictor_samples(pred));
+    printf("(%d weight samples; entropies in nats; BLIS kernel %s)\n",
+           ibvi_predictor_samples(pred), ibvi_kernel_name());
     ibvi_predictor_free(pred);
     ibvi_net_free(net);
     free(probs);
