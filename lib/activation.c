@@ -22,13 +22,7 @@ static void relu_backward(const float *restrict input,
                           const float *restrict grad_output,
                           float *restrict grad_input, int64_t count)
 {
-    /* The bulk in a multiple of 8, which GCC's -O2 vectorises too. */
-    const int64_t bulk = count & ~(int64_t)7;
-    for (int64_t i = 0; i < bulk; i++) {
-        const float g = grad_output[i];
-        grad_input[i] = input[i] > 0.0f ? g : 0.0f;
-    }
-    for (int64_t i = bulk; i < count; i++) {
+    for (int64_t i = 0; i < count; i++) {
         const float g = grad_output[i];
         grad_input[i] = input[i] > 0.0f ? g : 0.0f;
     }
@@ -37,10 +31,7 @@ static void relu_backward(const float *restrict input,
 static void relu_forward(const float *restrict input, float *restrict output,
                          int64_t count)
 {
-    const int64_t bulk = count & ~(int64_t)7; /* see relu_backward */
-    for (int64_t i = 0; i < bulk; i++)
-        output[i] = input[i] > 0.0f ? input[i] : 0.0f;
-    for (int64_t i = bulk; i < count; i++)
+    for (int64_t i = 0; i < count; i++)
         output[i] = input[i] > 0.0f ? input[i] : 0.0f;
 }
 

@@ -60,13 +60,10 @@ static void sample_block(const float *restrict mu, const float *restrict s,
     float acc[SAMPLE_BLOCK];
     for (int64_t b = 0; b < rows; b++)
         acc[b] = 0.0f;
-    const int64_t bulk = rows & ~(int64_t)7; /* see outer_rows */
     for (int32_t r = 0; r < R; r++) {
         const float zr = z[r];
         const float *col = s + r;
-        for (int64_t b = 0; b < bulk; b++)
-            acc[b] += col[b * R] * zr;
-        for (int64_t b = bulk; b < rows; b++)
+        for (int64_t b = 0; b < rows; b++)
             acc[b] += col[b * R] * zr;
     }
     for (int64_t b = 0; b < rows; b++)
@@ -160,12 +157,9 @@ static void affine_backward(const ibvi_layer *layer, const float *theta,
     ibvi__gemm(layer->net->threads, 1, 0, out, in, rows, 1.0f, grad_output,
                out, input, in, 0.0f, grad_theta, in);
     memset(grad_bias, 0, (size_t)out * sizeof(float));
-    const int32_t bulk = out & ~7; /* see outer_rows */
     for (int64_t r = 0; r < rows; r++) {
         const float *restrict dy = grad_output + r * out;
-        for (int32_t j = 0; j < bulk; j++)
-            grad_bias[j] += dy[j];
-        for (int32_t j = bulk; j < out; j++)
+        for (int32_t j = 0; j < out; j++)
             grad_bias[j] += dy[j];
     }
     const double dy_sum = (double)rows * ibvi__max_abs(grad_output, rows * out) *
@@ -244,18 +238,14 @@ ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer)
 
 /* out (rows x R) = g z^T for rows of g: one sample's factor gradient. For
  * small R known at compile time the row is unrolled (and vectorised across
- * its R entries); otherwise the row loop is split so that its bulk has a
- * trip count that is a multiple of 8 (see bulk8 in optimizer.c). */
+ * its R entries); otherwise the loop over a row's R entries vectorises. */
 static void outer_rows(const float *restrict g, const float *restrict z,
                        int32_t R, int64_t rows, float *restrict out)
 {
-    const int32_t bulk = R & ~7;
     for (int64_t b = 0; b < rows; b++) {
         const float gb = g[b];
         float *restrict o = out + b * R;
-        for (int32_t r = 0; r < bulk; r++)
-            o[r] = gb * z[r];
-        for (int32_t r = bulk; r < R; r++)
+        for (int32_t r = 0; r < R; r++)
             o[r] = gb * z[r];
     }
 }

@@ -327,21 +327,16 @@ static int update_is_finite(const ibvi_optimizer *opt, float mult,
     return acc == 0.0f;
 }
 
-/* The bulk of n in a multiple of 8 entries: a loop over `bulk` entries, then
- * one over the rest, lets GCC's -O2 (the "very cheap" vectoriser of the
- * default debugoptimized build) vectorise the first: it only takes loops
- * whose trip count is a known multiple of the vector length. */
-static inline int64_t bulk8(int64_t n) { return n & ~(int64_t)7; }
-
 /* Three branch-free loops over restrict pointers, so they vectorize. */
-static inline void sgd_loop(float lr, float mu, int32_t nesterov,
-                            float *restrict param, const float *restrict grad,
-                            float *restrict velocity, int64_t n)
+static void sgd_update(const ibvi_optimizer *opt, float mult,
+                       float *restrict param, const float *restrict grad,
+                       float *restrict velocity, int64_t n)
 {
+    const float lr = opt->lr * mult, mu = opt->momentum;
     if (mu == 0.0f) {
         for (int64_t i = 0; i < n; i++)
             param[i] = flush_subnormal(param[i] - lr * grad[i]);
-    } else if (nesterov) {
+    } else if (opt->nesterov) {
         for (int64_t i = 0; i < n; i++) {
             const float v = flush_subnormal(mu * velocity[i] + grad[i]);
             velocity[i] = v;
@@ -354,17 +349,6 @@ static inline void sgd_loop(float lr, float mu, int32_t nesterov,
             param[i] = flush_subnormal(param[i] - lr * v);
         }
     }
-}
-
-static void sgd_update(const ibvi_optimizer *opt, float mult,
-                       float *restrict param, const float *restrict grad,
-                       float *restrict velocity, int64_t n)
-{
-    const float lr = opt->lr * mult, mu = opt->momentum;
-    const int64_t bulk = bulk8(n);
-    sgd_loop(lr, mu, opt->nesterov, param, grad, velocity, bulk);
-    sgd_loop(lr, mu, opt->nesterov, param + bulk, grad + bulk,
-             velocity + bulk, n - bulk);
 }
 
 static void adam_update(const ibvi_optimizer *opt, float mult,
