@@ -21,8 +21,9 @@
  * The last layer writes its logits class-major (classes x n per sample), so
  * the softmax and its entropy run along rows in vectorised blocks, in
  * double. A ReLU after a dense layer is fused with its bias; other
- * activations are applied in place. The element-wise kernels are plain C in
- * fixed-size blocks (see BLOCK): no intrinsics, no target flags.
+ * activations are applied in place. The element-wise kernels are plain C
+ * loops that GCC vectorises (see lib/meson.build): no intrinsics, no target
+ * flags.
  *
  * Everything a run needs lives in one workspace block sized for `batch`
  * inputs (two ping-pong activation buffers of K x batch x widest layer, the
@@ -375,68 +376,31 @@ int ibvi_predictor_noise(const ibvi_predictor *p, float *z, int64_t z_len)
     return IBVI_OK;
 }
 
-/* ---- element-wise kernels ------------------------------------------------
- * Plain C written in fixed-size blocks: at -O2 GCC vectorises a loop whose
- * trip count is a known multiple of the vector width, and no other. */
-
-#define BLOCK 16
+/* ---- element-wise kernels ---------------------------------------------- */
 
 /* out = max(in, 0) as `in > 0 ? in : 0` (NaN and -0 give +0, as
  * ibvi__activation_forward), branch-free: the signs of hidden units are
  * random, and a branch per element mispredicts half the time. in == out is
- * allowed (each block is read before it is written). */
+ * allowed (hence no restrict: GCC vectorises after a run-time overlap
+ * check, which in == out passes). */
 static void relu(const float *in, float *out, int64_t count)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= count; i += BLOCK) {
-        float v[BLOCK];
-        for (int j = 0; j < BLOCK; j++)
-            v[j] = in[i + j];
-        for (int j = 0; j < BLOCK; j++)
-            out[i + j] = v[j] > 0.0f ? v[j] : 0.0f;
-    }
-    for (; i < count; i++)
+    for (int64_t i = 0; i < count; i++)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 /* a (rows x width) = max(a + b, 0), b added to every row: the bias and the
  * ReLU of a dense layer in one pass over its output (see affine). */
-static void bias_relu(float *a, const float *b, int64_t rows, int64_t width)
+static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
+                      int64_t width)
 {
     for (int64_t row = 0; row < rows; row++) {
-        float *y = a + row * width;
-        int64_t j = 0;
-        for (; j + BLOCK <= width; j += BLOCK) {
-            float v[BLOCK];
-            for (int q = 0; q < BLOCK; q++)
-                v[q] = y[j + q] + b[j + q];
-            for (int q = 0; q < BLOCK; q++)
-                y[j + q] = v[q] > 0.0f ? v[q] : 0.0f;
-        }
-        for (; j < width; j++) {
+        float *restrict y = a + row * width;
+        for (int64_t j = 0; j < width; j++) {
             const float v = y[j] + b[j];
             y[j] = v > 0.0f ? v : 0.0f;
         }
     }
-}
-
-/* 1 if no value is NaN or infinite: x * 0 is 0 for every finite x and NaN
- * otherwise, and a NaN stays in its sum. Summed in BLOCK independent lanes,
- * which vectorise (one sum would be a chain of adds, each waiting for the
- * previous one). */
-static int all_finite(const float *x, int64_t count)
-{
-    float lanes[BLOCK] = {0.0f};
-    int64_t i = 0;
-    for (; i + BLOCK <= count; i += BLOCK)
-        for (int q = 0; q < BLOCK; q++)
-            lanes[q] += x[i + q] * 0.0f;
-    for (; i < count; i++)
-        lanes[0] += x[i] * 0.0f;
-    float sum = 0.0f;
-    for (int q = 0; q < BLOCK; q++)
-        sum += lanes[q];
-    return sum == 0.0f;
 }
 
 /* ---- variational layers --------------------------------------------------- */
@@ -702,8 +666,8 @@ static inline double exp_nonpositive_one(double x)
     const double k = t - shifter;
     double r = x - k * 0x1.62e42fee00000p-1;  /* ln 2, high bits */
     r = r - k * 0x1.a39ef35793c76p-33;       /* ln 2, the rest */
-    /* Estrin's scheme: short dependency chains, so the vector units
-     * overlap the 16 values of a block (Horner's would wait on each step). */
+    /* Estrin's scheme: short dependency chains, which the vector units
+     * overlap (Horner's would wait on each step). */
     const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     const double s03 = (1.0 + r) + r2 * (1.0 / 2 + r * (1.0 / 6));
     const double s47 = (1.0 / 24 + r * (1.0 / 120)) +
@@ -726,27 +690,18 @@ static inline double exp_nonpositive_one(double x)
 static void exp_nonpositive(const double *restrict x, double *restrict y,
                             int64_t count)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= count; i += BLOCK)
-        for (int j = 0; j < BLOCK; j++)
-            y[i + j] = exp_nonpositive_one(x[i + j]);
-    for (; i < count; i++)
+    for (int64_t i = 0; i < count; i++)
         y[i] = exp_nonpositive_one(x[i]);
 }
 
 /* Column kernels of the softmax: element-wise along the n rows of one
- * class, in blocks of BLOCK and a scalar tail (restrict: the vectoriser may
- * assume no overlap). */
+ * class (restrict: the vectoriser may assume no overlap). */
 
 /* max = max(max, f) */
 static void max_column(double *restrict max, const float *restrict f,
                        int64_t n)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= n; i += BLOCK)
-        for (int q = 0; q < BLOCK; q++)
-            max[i + q] = f[i + q] > max[i + q] ? f[i + q] : max[i + q];
-    for (; i < n; i++)
+    for (int64_t i = 0; i < n; i++)
         max[i] = f[i] > max[i] ? f[i] : max[i];
 }
 
@@ -756,15 +711,7 @@ static void max_column(double *restrict max, const float *restrict f,
 static void shift_column(double *restrict s, const float *restrict f,
                          const double *restrict max, double inv_t, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= n; i += BLOCK) {
-        double v[BLOCK];
-        for (int q = 0; q < BLOCK; q++)
-            v[q] = ((double)f[i + q] - max[i + q]) * inv_t;
-        for (int q = 0; q < BLOCK; q++)
-            s[i + q] = v[q] > -700.0 ? v[q] : -700.0;
-    }
-    for (; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         const double v = ((double)f[i] - max[i]) * inv_t;
         s[i] = v > -700.0 ? v : -700.0;
     }
@@ -775,13 +722,7 @@ static void sum_column(double *restrict z, double *restrict dot,
                        const double *restrict e, const double *restrict s,
                        int64_t n)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= n; i += BLOCK)
-        for (int q = 0; q < BLOCK; q++) {
-            z[i + q] += e[i + q];
-            dot[i + q] += e[i + q] * s[i + q];
-        }
-    for (; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         z[i] += e[i];
         dot[i] += e[i] * s[i];
     }
@@ -791,11 +732,7 @@ static void sum_column(double *restrict z, double *restrict dot,
 static void scaled_column(double *restrict sum, const double *restrict e,
                           const double *restrict scale, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + BLOCK <= n; i += BLOCK)
-        for (int q = 0; q < BLOCK; q++)
-            sum[i + q] += e[i + q] * scale[i + q];
-    for (; i < n; i++)
+    for (int64_t i = 0; i < n; i++)
         sum[i] += e[i] * scale[i];
 }
 
@@ -864,7 +801,7 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
     if (n <= 0 || n > INT64_MAX / first->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n = %lld, expected > 0",
                           fn, (long long)n);
-    if (!all_finite(x, n * first->input_dim))
+    if (!ibvi__all_finite(x, n * first->input_dim))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
     const int32_t classes = first->layers[first->layer_count - 1]->outputs;
@@ -886,7 +823,7 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
             const logits f = run_network(p, net, noise, chunk, rows, share);
             /* Finite inputs can still overflow to infinite logits (weights
              * too large for them): report it instead of returning NaN. */
-            if (!all_finite(f.values, (int64_t)f.blocks * rows * classes))
+            if (!ibvi__all_finite(f.values, (int64_t)f.blocks * rows * classes))
                 return ibvi__fail(IBVI_ERR_NONFINITE,
                                   "%s: the logits of network %d overflow "
                                   "(NaN or infinity) for inputs %lld..%lld",
