@@ -60,9 +60,10 @@ static inline int32_t ibvi__abs_bits(const float *x)
  * where a float max or sum reduction would not without -ffast-math. */
 static inline float ibvi__max_abs(const float *x, int64_t n)
 {
-    /* Eight running maxima over the bulk (a multiple of 8), then the rest:
-     * the fixed inner loop of 8 vectorises even under GCC's -O2 "very
-     * cheap" model, which leaves a plain max reduction scalar. */
+    /* Eight running maxima (two vectors) over the bulk, a multiple of 8,
+     * then the rest. A plain loop vectorises too, but into one running
+     * max, a chain of dependent compare-and-selects that GCC does not
+     * split: measured 1.5x slower, from L1 to memory. */
     int32_t lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const int64_t bulk = n & ~(int64_t)7;
     for (int64_t i = 0; i < bulk; i += 8)
