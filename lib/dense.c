@@ -127,12 +127,6 @@ void ibvi__dense_sample_rows(const ibvi_layer *layer, int64_t row0,
     }
 }
 
-void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
-                                float *theta)
-{
-    ibvi__dense_sample_rows(layer, 0, layer->params, z, layer->rank, 1, theta);
-}
-
 /* ---- backward ------------------------------------------------------------ */
 
 /* A factor covering the rounding of a sum of `terms` float products:

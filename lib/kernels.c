@@ -220,30 +220,3 @@ void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
                  (float *)b, (inc_t)rs_b, (inc_t)cs_b, &beta, c, (inc_t)rs_c,
                  (inc_t)cs_c, NULL, &rntm);
 }
-
-void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
-                const float *a, int64_t lda, const float *x, float beta,
-                float *y)
-{
-    if (m == 0)
-        return;
-    rntm_t rntm;
-    runtime_for(&rntm, threads);
-    bli_sgemv_ex(BLIS_NO_TRANSPOSE, BLIS_NO_CONJUGATE, (dim_t)m, (dim_t)n,
-                 &alpha, (float *)a, (inc_t)lda, 1, (float *)x, 1, &beta, y, 1,
-                 NULL, &rntm);
-}
-
-void ibvi__outer(int32_t threads, int64_t m, int64_t n, const float *x,
-                 const float *y, float *a, int64_t lda)
-{
-    if (m == 0 || n == 0)
-        return;
-    rntm_t rntm;
-    runtime_for(&rntm, threads);
-    float zero = 0.0f, one = 1.0f;
-    bli_ssetm_ex(BLIS_NO_CONJUGATE, 0, BLIS_NONUNIT_DIAG, BLIS_DENSE,
-                 (dim_t)m, (dim_t)n, &zero, a, (inc_t)lda, 1, NULL, &rntm);
-    bli_sger_ex(BLIS_NO_CONJUGATE, BLIS_NO_CONJUGATE, (dim_t)m, (dim_t)n, &one,
-                (float *)x, 1, (float *)y, 1, a, (inc_t)lda, 1, NULL, &rntm);
-}

@@ -25,15 +25,4 @@ void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
                         int64_t cs_b, float beta, float *c, int64_t rs_c,
                         int64_t cs_c);
 
-/* y (m) = alpha * A x + beta * y, A row-major m x n. */
-void ibvi__gemv(int32_t threads, int64_t m, int64_t n, float alpha,
-                const float *a, int64_t lda, const float *x, float beta,
-                float *y);
-
-/* A (m x n, row stride lda) = x y^T: the rank-one factor gradient g z^T.
- * BLIS's ger is 3x faster here than a GEMM with k = 1 on the conventional
- * path, which packs both operands. */
-void ibvi__outer(int32_t threads, int64_t m, int64_t n, const float *x,
-                 const float *y, float *a, int64_t lda);
-
 #endif /* IBVI_KERNELS_H */

@@ -166,9 +166,6 @@ void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
 /* output (rows x outputs) = input W^T + b for theta = [W; b]. */
 void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
                           const float *input, float *output, int64_t rows);
-/* theta (P) = mu + S z for one noise vector z (R values). */
-void ibvi__dense_sample_weights(const ibvi_layer *layer, const float *z,
-                                float *theta);
 /* Rows row0 .. row0 + rows - 1 of theta_m = mu + S z_m for every sample m
  * (z: samples x R, row stride z_stride; theta: samples x P), reading each
  * row of S once. Bitwise the same values whichever rows are asked for. */

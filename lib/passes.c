@@ -8,7 +8,6 @@
  *
  * SPDX-License-Identifier: MIT
  */
-#include <float.h>
 #include <string.h>
 
 #include "network.h"
@@ -80,7 +79,7 @@ static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
                           IBVI_MAX_SAMPLES);
     const int64_t count = n * net->input_dim;
-    if (!(ibvi__max_abs(x, count) <= FLT_MAX))
+    if (!ibvi__all_finite(x, count))
         return ibvi__fail(IBVI_ERR_NONFINITE,
                           "%s: x holds NaN or infinity", fn);
     status = ibvi__net_reserve(net, n * samples, samples, fn);
