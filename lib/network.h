@@ -195,7 +195,8 @@ ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer);
 void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
                             int64_t count, float *out);
 
-/* Activation passes (activation.c), element-wise over count values. */
+/* Activation passes (activation.c), element-wise over count values; the
+ * forward may run in place (input == output). */
 void ibvi__activation_forward(int32_t activation, const float *input,
                               float *output, int64_t count);
 void ibvi__activation_backward(int32_t activation, const float *input,

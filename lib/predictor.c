@@ -11,7 +11,7 @@
  *  - the low-rank identity of SPEC.md section 2: one GEMM of the inputs
  *    against [W; F_1..F_R] (R + 1 passes), then one GEMM that mixes the R + 1
  *    projections with [1, z_k] for all K samples at once;
- *  - K materialised weight samples theta_k = mu + S z_k (one GEMM for all K),
+ *  - K materialised weight samples theta_k = mu + S z_k (one read of S),
  *    each applied to the inputs.
  * Later variational layers always materialise: their inputs differ per
  * sample, so the identity would cost R + 1 passes per sample instead of one.
@@ -378,17 +378,6 @@ int ibvi_predictor_noise(const ibvi_predictor *p, float *z, int64_t z_len)
 
 /* ---- element-wise kernels ---------------------------------------------- */
 
-/* out = max(in, 0) as `in > 0 ? in : 0` (NaN and -0 give +0, as
- * ibvi__activation_forward), branch-free: the signs of hidden units are
- * random, and a branch per element mispredicts half the time. in == out is
- * allowed (hence no restrict: GCC vectorises after a run-time overlap
- * check, which in == out passes). */
-static void relu(const float *in, float *out, int64_t count)
-{
-    for (int64_t i = 0; i < count; i++)
-        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
-}
-
 /* a (rows x width) = max(a + b, 0), b added to every row: the bias and the
  * ReLU of a dense layer in one pass over its output (see affine). */
 static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
@@ -535,8 +524,8 @@ static void affine_by_class(const ibvi_layer *l, const float *theta,
 }
 
 /* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
- * (per member and chunk for ensembles): theta (K x P) = 1 mu^T + Z S^T in
- * one GEMM. */
+ * (per member and chunk for ensembles) with the training step's sampler,
+ * which reads S once for all K. */
 static const float *weight_samples(ibvi_predictor *p, int32_t i,
                                    const ibvi_layer *l, int32_t K,
                                    const float *noise, int64_t noise_stride)
@@ -544,10 +533,7 @@ static const float *weight_samples(ibvi_predictor *p, int32_t i,
     const int64_t P = l->params;
     float *theta = p->sampled[i];
     if (p->ready[i] != l) {
-        for (int32_t k = 0; k < K; k++)
-            memcpy(theta + k * P, l->mean, (size_t)P * sizeof(float));
-        ibvi__gemm(l->net->threads, 0, 1, K, P, l->rank, 1.0f, noise,
-                   noise_stride, l->factor, l->rank, 1.0f, theta, P);
+        ibvi__dense_sample_rows(l, 0, P, noise, noise_stride, K, theta);
         p->ready[i] = l;
     }
     return theta;
@@ -573,15 +559,6 @@ static void sampled_weights(ibvi_predictor *p, int32_t i, const ibvi_layer *l,
 }
 
 /* ---- running --------------------------------------------------------------- */
-
-static void activation(const ibvi_layer *l, const float *input, float *output,
-                       int64_t count)
-{
-    if (l->activation == IBVI_ACT_RELU)
-        relu(input, output, count);
-    else
-        ibvi__activation_forward(l->activation, input, output, count);
-}
 
 /* Where the logits of a run are: blocks (1, or K when some layer depended
  * on z) of classes x n, logit (k, c, row) at k * block_stride + c *
@@ -611,7 +588,8 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
         if (l->kind == IBVI_LAYER_ACTIVATION) {
             if (input != x)
                 output = (float *)input;
-            activation(l, input, output, rows * l->outputs);
+            ibvi__activation_forward(l->activation, input, output,
+                                     rows * l->outputs);
             input = output;
             continue;
         }
