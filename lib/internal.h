@@ -76,6 +76,23 @@ int ibvi__loss_eval(const char *fn, int32_t kind, const float *outputs,
                     int64_t rows, int32_t cols, const int32_t *labels,
                     const float *targets, int64_t n, float *loss, float *grad);
 
+/* ---- softmax (softmax.c) -------------------------------------------------
+ * The one max-shifted softmax, in double, over n rows at once: class c of
+ * row i is f[c * cs + i] (row-major callers pass one row: n = 1, cs = 1).
+ * ibvi__softmax_max writes each row's maximum and zeroes z and dot;
+ * ibvi__softmax_sums then takes classes c0 .. c1 - 1: shifted[(c - c0) n +
+ * i] = s = max(b (f - max), -700), exps[...] = e^s, and adds e to z and e s
+ * to dot. So softmax = e / z, log-sum-exp = max + log(z) / b, entropy =
+ * log z - dot / z. Callers with many classes take them in chunks. */
+void ibvi__softmax_max(const float *f, int64_t cs, int64_t n,
+                       int32_t classes, double *max, double *z, double *dot);
+void ibvi__softmax_sums(const float *f, int64_t cs, int64_t n, int32_t c0,
+                        int32_t c1, const double *max, double b,
+                        double *shifted, double *exps, double *z, double *dot);
+/* y = exp(x) for count values x in [-700, 0], vectorised (within 7e-16
+ * relative of glibc's exp). */
+void ibvi__exp_nonpositive(const double *x, double *y, int64_t count);
+
 /* ---- numbers ------------------------------------------------------------- */
 /* 1 when every value of x[0..n) is finite. */
 int ibvi__all_finite(const float *x, int64_t n);

@@ -69,30 +69,48 @@ static int finish(const char *fn, double total, int64_t rows, float *loss)
     return IBVI_OK;
 }
 
+/* Classes per chunk of the row softmax (softmax.c): its shifted logits and
+ * exponentials live in two stack buffers of this many doubles. */
+#define SOFTMAX_CHUNK 256
+
 static int softmax_xent(const char *fn, const float *logits, int64_t rows,
                         int32_t classes, const int32_t *labels, int64_t n,
                         float *loss, float *grad)
 {
     const double scale = 1.0 / (double)rows;
     double total = 0.0;
+    double shifted[SOFTMAX_CHUNK], exps[SOFTMAX_CHUNK];
     for (int64_t r = 0; r < rows; r++) {
         const float *f = logits + r * classes;
         const int32_t y = labels[r % n];
-        float max = f[0];
-        for (int32_t c = 1; c < classes; c++)
-            if (f[c] > max)
-                max = f[c];
-        double sum = 0.0;
-        for (int32_t c = 0; c < classes; c++)
-            sum += exp((double)f[c] - max);
-        const double log_sum = log(sum) + max;
-        total += log_sum - f[y];
-        if (grad) {
-            float *g = grad + r * classes;
-            for (int32_t c = 0; c < classes; c++)
-                g[c] = (float)(exp((double)f[c] - log_sum) * scale);
-            g[y] -= (float)scale;
+        double max, z, dot;
+        ibvi__softmax_max(f, 1, 1, classes, &max, &z, &dot);
+        for (int32_t c0 = 0; c0 < classes; c0 += SOFTMAX_CHUNK) {
+            const int32_t c1 = classes - c0 < SOFTMAX_CHUNK ? classes
+                                                            : c0 + SOFTMAX_CHUNK;
+            ibvi__softmax_sums(f, 1, 1, c0, c1, &max, 1.0, shifted, exps, &z,
+                               &dot);
+            /* One chunk holds the whole row: its exponentials are final. */
+            if (grad && c1 == classes && c0 == 0)
+                for (int32_t c = 0; c < classes; c++)
+                    grad[r * classes + c] = (float)(exps[c] / z * scale);
         }
+        /* -log softmax_y = log Z + max - f_y, from the unclamped logit. */
+        total += log(z) + max - (double)f[y];
+        if (!grad)
+            continue;
+        float *g = grad + r * classes;
+        if (classes > SOFTMAX_CHUNK) /* exponentials again, chunk by chunk */
+            for (int32_t c0 = 0; c0 < classes; c0 += SOFTMAX_CHUNK) {
+                const int32_t c1 = classes - c0 < SOFTMAX_CHUNK
+                                       ? classes : c0 + SOFTMAX_CHUNK;
+                double z2 = 0.0, dot2 = 0.0;
+                ibvi__softmax_sums(f, 1, 1, c0, c1, &max, 1.0, shifted, exps,
+                                   &z2, &dot2);
+                for (int32_t c = c0; c < c1; c++)
+                    g[c] = (float)(exps[c - c0] / z * scale);
+            }
+        g[y] -= (float)scale;
     }
     return finish(fn, total, rows, loss);
 }
