@@ -3,6 +3,7 @@
 import ctypes
 import threading
 
+from ._errors import InvalidArgument, binding_error
 from ._lib import ALLOC_FUNC, FREE_FUNC, ibvi_allocator
 
 
@@ -47,6 +48,17 @@ class Allocator:
 
     def free(self, address):
         raise NotImplementedError
+
+
+def allocator_arg(allocator, fn):
+    """The const ibvi_allocator * argument for `allocator` (None: NULL)."""
+    if allocator is None:
+        return None
+    if not isinstance(allocator, Allocator):
+        raise binding_error(InvalidArgument, fn, "allocator must be an "
+                            "ibvi.Allocator or None, not %s"
+                            % type(allocator).__name__)
+    return allocator._as_parameter()
 
 
 class _Libc:
