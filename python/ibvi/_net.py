@@ -339,8 +339,11 @@ class Net(Handle):
         with self._use() as h:
             if samples is None:
                 samples = self._last_samples if self._last_samples is not None else 1
-            _, blocks = _util.sample_rows(samples, fn)
-            z = _util.empty((blocks, self.noise_size), fn, "z")
+            samples, _ = _util.sample_rows(samples, fn)
+            if samples < 1:  # the buffer's row count: the binding's own parameter
+                raise binding_error(InvalidArgument, fn, "samples = %d, expected "
+                                    "1..%d" % (samples, _util.MAX_SAMPLES))
+            z = _util.empty((samples, self.noise_size), fn, "z")
             lib.ibvi_net_last_noise(h, fp(z), z.size)
         return z
 
