@@ -1,6 +1,7 @@
 """Custom allocators (struct ibvi_allocator) written in Python."""
 
 import ctypes
+import operator
 import threading
 
 from ._errors import InvalidArgument, binding_error
@@ -29,7 +30,13 @@ class Allocator:
 
     def _c_alloc(self, opaque, size):
         try:
-            return self.alloc(size) or None
+            ptr = self.alloc(size)
+            if not ptr:
+                return None
+            # anything but an address (an int that fits a pointer) is a failure
+            if isinstance(ptr, bool) or not 0 < operator.index(ptr) < 2**64:
+                return None
+            return operator.index(ptr)
         except BaseException:
             return None
 

@@ -73,6 +73,7 @@ INT_PARAMS = [
      lambda f, v: ibvi.Predictor.ensemble([f["net"], small_net(2)], 2, v)),
     ("Predictor.set_batch_size batch", I64, lambda f, v: f["pred"].set_batch_size(v)),
     ("Metrics classes", I32, lambda f, v: ibvi.Metrics(v)),
+    ("status_string status", I32, lambda f, v: ibvi.status_string(v)),
     ("loss kind", I32,
      lambda f, v: ibvi.loss(v, np.zeros((2, 3)), labels=[0, 1], targets=np.zeros((2, 3)))),
 ]
@@ -215,6 +216,27 @@ class IntegerArguments(unittest.TestCase):
                 (lambda: f["net"].layer(0).set_mean("abc"), "theta")]:
             with self.subTest(param=param):
                 self.refused(call, param)
+
+    def test_an_allocator_returning_a_non_address_fails_cleanly(self):
+        """alloc() returning a float, a bool, a negative or too large int is
+        a failed allocation (OutOfMemory), not an address handed to C."""
+        class Bad(ibvi.Allocator):
+            def __init__(self, value):
+                super().__init__()
+                self.value, self.freed = value, []
+
+            def alloc(self, size):
+                return self.value
+
+            def free(self, address):
+                self.freed.append(address)
+
+        for value in (1.5, True, -8, 2**64 + 8, "0x1000"):
+            with self.subTest(value=repr(value)):
+                a = Bad(value)
+                with self.assertRaises(ibvi.OutOfMemory):
+                    ibvi.Net(4, allocator=a)
+                self.assertEqual(a.freed, [])
 
     def test_buffers_the_binding_allocates_are_those_c_fills(self):
         """Audit of the other places where a Python value sizes a buffer C
