@@ -2,7 +2,6 @@
 
 import collections
 import ctypes
-import os
 from ctypes import byref, c_float, c_int32, c_int64, c_uint64, c_void_p
 
 import numpy as np

@@ -128,6 +128,8 @@ def lock_order(objs):
     """The locks of objects (each with a ``_lockset``), deduplicated and
     in the one global order every multi-lock call uses (by id), so two
     calls taking overlapping sets can never deadlock."""
+    if objs and all(o._lockset is objs[0]._lockset for o in objs):
+        return objs[0]._lockset  # one network (and its optimizer): no sort
     seen = {}
     for o in objs:
         for lock in o._lockset:
