@@ -137,6 +137,26 @@ def lock_order(objs):
     return tuple(seen[k] for k in sorted(seen))
 
 
+_callbacks = threading.local()  # .depth: allocator callbacks running here
+
+
+class in_callback:
+    """Marks this thread as running an allocator callback: the library is
+    in the middle of a call, so handle calls (which would re-enter it on a
+    network whose lock this thread holds) are refused. (A finalizer may
+    still free an unreferenced handle here: it cannot be the one the
+    library is working on, which its caller references.)"""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _callbacks.depth = getattr(_callbacks, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _callbacks.depth -= 1
+        return False
+
+
 class Hold:
     """``with Hold(locks, check) as value``: acquires `locks` in order,
     then returns check() (None without one); if check() raises (a closed
@@ -149,6 +169,10 @@ class Hold:
         self.check = check
 
     def __enter__(self):
+        if getattr(_callbacks, "depth", 0):
+            raise binding_error(StateError, "Allocator", "ibvi objects cannot "
+                                "be used from inside an allocator callback "
+                                "(the library is in the middle of a call)")
         acquire_all(self.locks)
         if self.check is None:
             return None

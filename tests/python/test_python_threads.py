@@ -260,6 +260,48 @@ class SharedNetworks(unittest.TestCase):
         self.assertEqual(bad, [])
 
 
+class Reentrancy(unittest.TestCase):
+    def test_allocator_callbacks_cannot_reenter_the_network(self):
+        """An allocator callback runs inside a library call on the thread
+        that holds the network's lock (reentrant for that thread): closing
+        or using the network from there would free or change it under the
+        running call, so the package refuses it with StateError."""
+        class Meddling(ibvi.CountingAllocator):
+            target = None
+            action = None
+            seen = []
+
+            def alloc(self, size):
+                if self.target is not None:
+                    try:
+                        self.action(self.target)
+                    except ibvi.Error as e:
+                        self.seen.append(e)
+                return super().alloc(size)
+
+        x = np.ones((2, 8), np.float32)
+        ref = ibvi.Net(8).add_dense(16, 2).add_dense(3, 2).init("sp", 0)
+        expect = ref.forward(x, samples=2)
+        for name, action in [("close", lambda net: net.close()),
+                             ("forward", lambda net: net.forward_mean(x)),
+                             ("layer", lambda net: net.layer(0).mean)]:
+            with self.subTest(action=name):
+                a = Meddling()
+                net = ibvi.Net(8, allocator=a).add_dense(16, 2).add_dense(3, 2)
+                net.init("sp", 0)
+                a.target, a.action, a.seen = net, action, []
+                out = net.forward(x, samples=2)  # allocates the workspace
+                a.target = None
+                self.assertGreater(len(a.seen), 0)
+                for e in a.seen:
+                    self.assertIsInstance(e, ibvi.StateError)
+                    self.assertIn("allocator callback", str(e))
+                self.assertFalse(net.closed)
+                np.testing.assert_array_equal(out, expect)
+                net.close()
+                self.assertEqual(a.live, 0)
+
+
 def ticks_inside_call(call, *args):
     """Runs call(*args) in a thread; returns how many iterations of a Python
     loop in this thread fell strictly inside the call."""
