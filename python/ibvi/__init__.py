@@ -6,7 +6,7 @@ Python counterpart (see docs/python.md for the table):
 
     >>> import numpy as np, ibvi
     >>> net = ibvi.Net(2).add_dense(1, rank=2).init("sp", seed=42)
-    >>> opt = ibvi.Optimizer(net, "sgd", lr=0.05)
+    >>> opt = ibvi.Optimizer(net, "sgd", lr=0.01)  # momentum 0.9 by default
     >>> x = np.array([[0, 1], [1, 0], [1, 1], [2, 1]], np.float32)
     >>> y = np.array([[-1], [2], [1], [3]], np.float32)
     >>> for step in range(2000):
