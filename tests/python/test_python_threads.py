@@ -204,33 +204,44 @@ class SharedNetworks(unittest.TestCase):
         self.assertEqual(ibvi.Predictor(partner, 2, 0).run(x).probs.shape, (48, 10))
 
     def test_close_waits_for_the_call_in_progress(self):
-        net = ibvi.Net(1024).add_dense(1024).add_activation("relu").add_dense(256)
-        net.init("sp", 0)
         x = np.ones((1024, 1024), np.float32)
-        net.forward_mean(x)  # warm up
-        t0 = time.perf_counter()
-        expect = net.forward_mean(x)
-        reps = min(16, max(1, int(0.3 / (time.perf_counter() - t0)) + 1))
-        big = np.ones((1024 * reps, 1024), np.float32)  # a call of >= 0.3 s
-        inside, span, result = threading.Event(), [], []
+        for attempt in range(5):
+            net = ibvi.Net(1024).add_dense(1024).add_activation("relu").add_dense(256)
+            net.init("sp", 0)
+            net.forward_mean(x)  # warm up
+            t0 = time.perf_counter()
+            expect = net.forward_mean(x)
+            reps = min(16, max(1, int(0.3 / (time.perf_counter() - t0)) + 1))
+            big = np.ones((1024 * reps, 1024), np.float32)  # a call of >= 0.3 s
+            inside, span, result = threading.Event(), [], []
 
-        def worker():
-            inside.set()
-            result.append(net.forward_mean(big))
-            span.append(time.perf_counter())
+            def worker():
+                inside.set()
+                try:
+                    result.append(net.forward_mean(big))
+                except ibvi.StateError as e:
+                    result.append(e)
+                span.append(time.perf_counter())
 
-        t = threading.Thread(target=worker, daemon=True)
-        t.start()
-        inside.wait()
-        time.sleep(0.05)
-        net.close()
-        closed_at = time.perf_counter()
-        self.assertEqual(join_all([t]), [])
-        self.assertEqual(len(result), 1, "the call in progress failed")
-        self.assertLessEqual(span[0], closed_at)  # close() waited for it
-        np.testing.assert_allclose(result[0][-1024:], expect, rtol=1e-5, atol=1e-5)
-        with self.assertRaises(ibvi.StateError):
-            net.forward_mean(x)
+            t = threading.Thread(target=worker, daemon=True)
+            t.start()
+            inside.wait()
+            time.sleep(0.05)
+            net.close()
+            closed_at = time.perf_counter()
+            self.assertEqual(join_all([t]), [])
+            with self.assertRaises(ibvi.StateError):
+                net.forward_mean(x)
+            if isinstance(result[0], ibvi.StateError):
+                # close() won the race (the worker was not yet inside its
+                # call after 50 ms on a busy machine): the documented error,
+                # not a crash; try again
+                self.assertIn("closed", str(result[0]))
+                continue
+            self.assertLessEqual(span[0], closed_at)  # close() waited for it
+            np.testing.assert_allclose(result[0][-1024:], expect, rtol=1e-5, atol=1e-5)
+            return
+        self.fail("the worker never entered its call before close()")
 
     def test_ensembles_over_the_same_networks_in_any_order(self):
         """Predictors over [a, b] and [b, a] run at once: the locks are taken
