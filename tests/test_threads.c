@@ -364,7 +364,7 @@ START_TEST(test_thread_request_capped_by_cpus)
     const int cpus = affinity_cpus();
     ibvi_net *net = threads_net();
     CHECK_OK(ibvi_net_set_threads(net, 1024));
-    ck_assert_int_eq(ibvi_net_threads(net), cpus < 1024 ? cpus : 1024);
+    ck_assert_int_eq(ibvi_net_threads(net), (cpus < 1024 ? cpus : 1024));
     CHECK_OK(ibvi_net_set_threads(net, 1));
     ck_assert_int_eq(ibvi_net_threads(net), 1);
     ck_assert_int_lt(ibvi_net_set_threads(net, 1025), 0);
