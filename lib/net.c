@@ -22,15 +22,10 @@ int ibvi_net_create(ibvi_net **out, int32_t input_dim,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "ibvi_net_create: input_dim = %d, expected 1..%d",
                           (int)input_dim, MAX_DIM);
-    if (allocator && (!allocator->alloc || !allocator->free))
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "ibvi_net_create: allocator->alloc and "
-                          "allocator->free must both be set");
     ibvi_allocator a;
-    if (allocator)
-        a = *allocator;
-    else
-        ibvi__allocator_default(&a);
+    int status = ibvi__allocator_resolve(allocator, &a, "ibvi_net_create");
+    if (status < 0)
+        return status;
     ibvi_net *net = ibvi__calloc(&a, 1, sizeof *net);
     if (!net)
         return ibvi__fail(IBVI_ERR_NOMEM, "ibvi_net_create: out of memory");
@@ -234,14 +229,14 @@ int ibvi_net_set_threads(ibvi_net *net, int32_t threads)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "ibvi_net_set_threads: threads = %d, expected 1..1024",
                           (int)threads);
-    net->threads = threads;
+    net->threads = threads; /* the request; kernels.c caps it per call */
     return IBVI_OK;
 }
 
 int32_t ibvi_net_threads(const ibvi_net *net)
 {
     IBVI_CHECK_NOT_NULL("ibvi_net_threads", net);
-    return net->threads;
+    return ibvi__threads_in_effect(net->threads);
 }
 
 /* ---- workspace ----------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /*
  * libibvi - predictive averaging over K weight samples (and over the members
- * of an ensemble), with the uncertainty measures of SPEC.md section 5.
+ * of an ensemble), with the uncertainty measures of docs/concepts.md
+ * ("Prediction and metrics").
  *
  * Rows are "shared" while no layer has depended on the weight sample yet:
  * those layers run once on n rows. The first variational layer fans the rows
@@ -8,7 +9,7 @@
  * deterministic layers as one stacked GEMM.
  *
  * The fan-out layer takes the cheaper, by multiply-adds, of
- *  - the low-rank identity of SPEC.md section 2: one GEMM of the inputs
+ *  - the low-rank identity (docs/concepts.md, "The variational layer"): one GEMM of the inputs
  *    against [W; F_1..F_R] (R + 1 passes), then one GEMM that mixes the R + 1
  *    projections with [1, z_k] for all K samples at once;
  *  - K materialised weight samples theta_k = mu + S z_k (one read of S),
