@@ -448,6 +448,9 @@ START_TEST(conv_geometry_errors)
     CK_FAILS(ibvi__conv2d_geometry(&g, 1, 3, 8, 2, 6, 2, 1, 1, 1, 0, FN),
              IBVI_ERR_SHAPE, FN,
              "kernel 6x2 is larger than the padded input 5x8");
+    CK_FAILS(ibvi__conv2d_geometry(&g, 1, 8, 3, 2, 2, 7, 1, 1, 0, 1, FN),
+             IBVI_ERR_SHAPE, FN,
+             "kernel 2x7 is larger than the padded input 8x5");
     CK_FAILS(ibvi__conv2d_geometry(&g, 1, 8, 8, 2, 3, 3, 0, 1, 0, 0, FN),
              IBVI_ERR_INVALID_ARG, FN, "stride height = 0");
     CK_FAILS(ibvi__conv2d_geometry(&g, 1, 8, 8, 2, 3, 3, 1, -2, 0, 0, FN),
@@ -680,6 +683,8 @@ START_TEST(pool_geometry_errors)
 #define FN "ibvi_net_add_max_pool"
     CK_FAILS(ibvi__pool2d_geometry(&g, 2, 4, 4, 5, 2, 2, 2, FN),
              IBVI_ERR_SHAPE, FN, "kernel 5x2 is larger than the input 4x4");
+    CK_FAILS(ibvi__pool2d_geometry(&g, 2, 4, 3, 1, 4, 1, 1, FN),
+             IBVI_ERR_SHAPE, FN, "kernel 1x4 is larger than the input 4x3");
     CK_FAILS(ibvi__pool2d_geometry(&g, 2, 4, 4, 2, 2, 0, 2, FN),
              IBVI_ERR_INVALID_ARG, FN, "stride height = 0");
     CK_FAILS(ibvi__pool2d_geometry(&g, 0, 4, 4, 2, 2, 2, 2, FN),
