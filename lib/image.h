@@ -73,7 +73,7 @@ int ibvi__conv2d_geometry(ibvi__conv2d_geom *g, int64_t c_in, int64_t h_in,
 /* Floats of scratch forward and backward need for `rows` examples:
  * chunk * h_out*w_out * (c_in*kh*kw + c_out) with chunk = min(rows,
  * g->chunk). The batch is processed g->chunk examples at a time, g->chunk
- * chosen so one chunk's scratch is at most 1 Mi floats (4 MiB) when one
+ * chosen so one chunk's scratch is at most 256 Ki floats (1 MiB) when one
  * example fits; otherwise 1 (scratch is then one example's patches). So
  * the scratch never grows with rows beyond g->chunk examples. 0 for
  * rows <= 0. */

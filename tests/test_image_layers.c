@@ -306,11 +306,18 @@ START_TEST(conv_geometry_values)
     ck_assert_int_eq(ibvi__conv2d_scratch_floats(&g, 0), 0);
     ck_assert_int_eq(ibvi__conv2d_scratch_floats(&g, 3),
                      3 * g.positions * (g.patch + g.c_out));
+    /* 22528 floats per example: chunks of 11 examples, within 1 MiB. */
+    ck_assert_int_eq(ibvi__conv2d_geometry(&g, 8, 16, 16, 16, 3, 3, 1, 1, 1,
+                                           1, "t"), 0);
+    ck_assert_int_eq(g.chunk, 11);
+    ck_assert_int_eq(ibvi__conv2d_scratch_floats(&g, 1000000), 11 * 22528);
+    ck_assert_int_le(ibvi__conv2d_scratch_floats(&g, 1000000), 1 << 18);
+    /* One example above the budget: chunks of one. */
     ck_assert_int_eq(ibvi__conv2d_geometry(&g, 16, 64, 64, 32, 3, 3, 1, 1, 1,
                                            1, "t"), 0);
-    ck_assert_int_le(ibvi__conv2d_scratch_floats(&g, 1000000), 1 << 20);
+    ck_assert_int_eq(g.chunk, 1);
     ck_assert_int_eq(ibvi__conv2d_scratch_floats(&g, 1000000),
-                     ibvi__conv2d_scratch_floats(&g, g.chunk));
+                     64 * 64 * (16 * 9 + 32));
 }
 END_TEST
 
