@@ -74,67 +74,88 @@ int ibvi__pool2d_global_geometry(ibvi__pool2d_geom *g, int64_t c, int64_t h,
     return ibvi__pool2d_geometry(g, c, h, w, h, w, 1, 1, fn);
 }
 
-/* Offset in the plane of the first maximum of the window whose top-left
- * value is at `window`: the first one in row-major order, or the first NaN
- * when the window holds one (v > best is false for NaN, so a NaN is taken
- * only by the explicit test, and nothing replaces it). */
-static int64_t window_argmax(const ibvi__pool2d_geom *g, const float *window)
-{
-    int64_t arg = 0;
-    float best = window[0];
-    if (best != best)
-        return 0;
-    for (int64_t i = 0; i < g->kh; i++) {
-        const float *row = window + i * g->w_in;
-        for (int64_t j = 0; j < g->kw; j++) {
-            const float v = row[j];
-            if (v > best) {
-                best = v;
-                arg = i * g->w_in + j;
-            } else if (v != v) {
-                return i * g->w_in + j;
-            }
-        }
-    }
-    return arg;
-}
-
+/* Forward keeps the running maxima of a whole output row in the output:
+ * the loop over the row's windows is long and branch-free (it vectorises
+ * for stride 1), where a loop over one 2x2 window is mostly overhead. The
+ * taps are visited in a different order than window_argmax's, which does
+ * not change the maximum; a NaN, once taken, stays (v > NaN is false). */
 void ibvi__maxpool_forward(const ibvi__pool2d_geom *g, const float *input,
                            float *output, int64_t rows)
 {
     const int64_t planes = rows * g->c, plane_in = g->h_in * g->w_in;
-    const int64_t plane_out = g->h_out * g->w_out;
-    for (int64_t k = 0; k < planes; k++) {
-        const float *x = input + k * plane_in;
-        float *y = output + k * plane_out;
-        for (int64_t p = 0; p < g->h_out; p++)
-            for (int64_t q = 0; q < g->w_out; q++) {
-                const float *window =
-                    x + p * g->stride_h * g->w_in + q * g->stride_w;
-                y[p * g->w_out + q] = window[window_argmax(g, window)];
-            }
-    }
+    const int64_t plane_out = g->h_out * g->w_out, wo = g->w_out;
+    const int64_t sw = g->stride_w;
+    for (int64_t k = 0; k < planes; k++)
+        for (int64_t p = 0; p < g->h_out; p++) {
+            const float *x = input + k * plane_in + p * g->stride_h * g->w_in;
+            float *restrict y = output + k * plane_out + p * wo;
+            for (int64_t q = 0; q < wo; q++)
+                y[q] = x[q * sw];
+            for (int64_t i = 0; i < g->kh; i++)
+                for (int64_t j = i == 0 ? 1 : 0; j < g->kw; j++) {
+                    const float *restrict tap = x + i * g->w_in + j;
+                    for (int64_t q = 0; q < wo; q++) {
+                        const float v = tap[q * sw], best = y[q];
+                        y[q] = (v > best) | (v != v) ? v : best;
+                    }
+                }
+        }
 }
 
+/* Windows per block of max pooling's backward: their running maxima and
+ * argmaxima live on the stack. */
+#define POOL_BLOCK 64
+
+/* Backward finds each window's argmax as forward finds its maximum, a block
+ * of windows of one output row at a time, visiting the taps in row-major
+ * order: a tap is taken when it is larger than the best so far, or when it
+ * is the first NaN. So ties go to the first maximum in row-major order, a
+ * NaN to the first NaN, and nothing replaces a NaN once taken. Branch-free:
+ * which tap wins is a coin flip. */
 void ibvi__maxpool_backward(const ibvi__pool2d_geom *g, const float *input,
                             const float *grad_output, float *grad_input,
                             int64_t rows)
 {
     const int64_t planes = rows * g->c, plane_in = g->h_in * g->w_in;
-    const int64_t plane_out = g->h_out * g->w_out;
+    const int64_t plane_out = g->h_out * g->w_out, wo = g->w_out;
+    const int64_t sw = g->stride_w;
     memset(grad_input, 0, (size_t)(rows * g->in_size) * sizeof(float));
-    for (int64_t k = 0; k < planes; k++) {
-        const float *x = input + k * plane_in;
-        const float *dy = grad_output + k * plane_out;
-        float *dx = grad_input + k * plane_in;
-        for (int64_t p = 0; p < g->h_out; p++)
-            for (int64_t q = 0; q < g->w_out; q++) {
-                const int64_t corner =
-                    p * g->stride_h * g->w_in + q * g->stride_w;
-                dx[corner + window_argmax(g, x + corner)] +=
-                    dy[p * g->w_out + q];
+    for (int64_t k = 0; k < planes; k++)
+        for (int64_t p = 0; p < g->h_out; p++) {
+            const int64_t top = p * g->stride_h * g->w_in;
+            const float *x = input + k * plane_in + top;
+            const float *dy = grad_output + k * plane_out + p * wo;
+            float *dx = grad_input + k * plane_in + top;
+            for (int64_t q0 = 0; q0 < wo; q0 += POOL_BLOCK) {
+                const int64_t nq = wo - q0 < POOL_BLOCK ? wo - q0 : POOL_BLOCK;
+                float best[POOL_BLOCK];
+                int32_t arg[POOL_BLOCK];
+                for (int64_t q = 0; q < nq; q++) {
+                    best[q] = x[(q0 + q) * sw];
+                    arg[q] = 0;
+                }
+                for (int64_t i = 0; i < g->kh; i++)
+                    for (int64_t j = i == 0 ? 1 : 0; j < g->kw; j++) {
+                        /* < in_size <= INT32_MAX */
+                        const int32_t off = (int32_t)(i * g->w_in + j);
+                        const float *tap = x + off + q0 * sw;
+                        for (int64_t q = 0; q < nq; q++) {
+                            const float v = tap[q * sw], b = best[q];
+                            /* Selects by mask: with ?: GCC branches. */
+                            const int32_t take =
+                                -(int32_t)((v > b) | ((v != v) & (b == b)));
+                            int32_t vb, bb;
+                            memcpy(&vb, &v, sizeof vb);
+                            memcpy(&bb, &b, sizeof bb);
+                            bb = (vb & take) | (bb & ~take);
+                            memcpy(&best[q], &bb, sizeof bb);
+                            arg[q] = (off & take) | (arg[q] & ~take);
+                        }
+                    }
+                for (int64_t q = 0; q < nq; q++)
+                    dx[(q0 + q) * sw + arg[q]] += dy[q0 + q];
             }
-    }
+        }
 }
 
 void ibvi__avgpool_forward(const ibvi__pool2d_geom *g, const float *input,
