@@ -183,6 +183,18 @@ static inline void copy_run(float *restrict d, const float *restrict s,
 #define IBVI_INLINE_RUNS
 #endif
 
+/* d[0..n) += s[0..n), in blocks of 8 for the same reason. */
+static inline void add_run(float *restrict d, const float *restrict s,
+                           int64_t n)
+{
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8)
+        for (int k = 0; k < 8; k++)
+            d[q + k] += s[q + k];
+    for (; q < n; q++)
+        d[q] += s[q];
+}
+
 /* X_col (K x ld) for nb examples starting at x; ld = nb * positions. */
 IBVI_INLINE_RUNS
 static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
@@ -205,6 +217,17 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
                     float *dst = row + b * HW;
                     if (p_lo > 0)
                         memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
+                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                        /* Whole runs: no padding in this tap's columns. */
+                        const float *src =
+                            plane + (p_lo * sh - g->pad_h + i) * W + shift;
+                        float *d = dst + p_lo * wo;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            copy_run(d, src, wo);
+                            d += wo;
+                            src += sh * W;
+                        }
+                    } else
                     for (int64_t p = p_lo; p < p_hi; p++) {
                         const float *restrict src =
                             plane + (p * sh - g->pad_h + i) * W;
@@ -231,6 +254,7 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
 
 /* dx (nb x in_size) = col2im(col): the adjoint of im2col, each column entry
  * added to the input value it was copied from. */
+IBVI_INLINE_RUNS
 static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
                    float *dx)
 {
@@ -250,13 +274,22 @@ static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
                 for (int64_t b = 0; b < nb; b++) {
                     float *plane = dx + b * g->in_size + c * H * W;
                     const float *src = row + b * HW;
+                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                        float *d =
+                            plane + (p_lo * sh - g->pad_h + i) * W + shift;
+                        const float *s = src + p_lo * wo;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            add_run(d, s, wo);
+                            d += sh * W;
+                            s += wo;
+                        }
+                    } else
                     for (int64_t p = p_lo; p < p_hi; p++) {
                         float *restrict d =
                             plane + (p * sh - g->pad_h + i) * W;
                         const float *restrict s = src + p * wo;
                         if (sw == 1)
-                            for (int64_t q = q_lo; q < q_hi; q++)
-                                d[q + shift] += s[q];
+                            add_run(d + q_lo + shift, s + q_lo, q_hi - q_lo);
                         else
                             for (int64_t q = q_lo; q < q_hi; q++)
                                 d[q * sw + shift] += s[q];

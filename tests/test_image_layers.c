@@ -223,6 +223,7 @@ static const conv_case conv_grid[] = {
     {2, 5, 8, 3, 2, 3, 3, 1, 1, 2},  /* mixed strides, w pad 2 */
     {4, 10, 3, 5, 3, 3, 1, 1, 1, 0}, /* narrow input */
     {1, 1, 1, 2, 1, 1, 1, 1, 0, 0},  /* one pixel */
+    {2, 7, 6, 3, 3, 3, 2, 1, 0, 0},  /* stride 2 down, 1 across, whole runs */
     {2, 12, 12, 6, 5, 5, 1, 1, 2, 2},
 };
 
