@@ -75,10 +75,11 @@ int ibvi__pool2d_global_geometry(ibvi__pool2d_geom *g, int64_t c, int64_t h,
 }
 
 /* Forward keeps the running maxima of a whole output row in the output:
- * the loop over the row's windows is long and branch-free (it vectorises
- * for stride 1), where a loop over one 2x2 window is mostly overhead. The
- * taps are visited in a different order than window_argmax's, which does
- * not change the maximum; a NaN, once taken, stays (v > NaN is false). */
+ * the loop over the row's windows is long and branch-free (GCC vectorises
+ * it), where a loop over one 2x2 window is mostly overhead. The
+ * taps are visited tap by tap across the row rather than window by window,
+ * which does not change the maximum; a NaN, once taken, stays (v > NaN is
+ * false), so a window with a NaN outputs NaN. */
 void ibvi__maxpool_forward(const ibvi__pool2d_geom *g, const float *input,
                            float *output, int64_t rows)
 {
@@ -96,7 +97,7 @@ void ibvi__maxpool_forward(const ibvi__pool2d_geom *g, const float *input,
                     const float *restrict tap = x + i * g->w_in + j;
                     for (int64_t q = 0; q < wo; q++) {
                         const float v = tap[q * sw], best = y[q];
-                        y[q] = (v > best) | (v != v) ? v : best;
+                        y[q] = ((v > best) | (v != v)) ? v : best;
                     }
                 }
         }
