@@ -10,7 +10,8 @@
  *   - backward passes against the naive adjoint on the same grid, and
  *     against central differences of L = sum(dy * y) through the layer's
  *     own forward, for theta and the input;
- *   - the NULL paths (no dx, no dtheta) and that backward overwrites;
+ *   - the NULL paths (no dx, no dtheta), that backward overwrites, and two
+ *     BLIS threads;
  *   - max pooling's ties (first maximum in row-major order) and NaN;
  *   - the geometry constructors' errors: status and a message naming the
  *     calling function.
@@ -446,6 +447,36 @@ START_TEST(conv_null_outputs)
 }
 END_TEST
 
+/* Two BLIS threads give the same values as one, up to the GEMM's order of
+ * summation. */
+START_TEST(conv_two_threads)
+{
+    seed(8);
+    const conv_case cc = {6, 14, 14, 16, 5, 5, 1, 1, 0, 0}; /* LeNet's 2nd */
+    ibvi__conv2d_geom g;
+    make_geom(&g, &cc);
+    const int64_t rows = 9, nx = rows * g.in_size, ny = rows * g.out_size;
+    float *theta = random_floats(g.params), *x = random_floats(nx);
+    float *dy = random_floats(ny);
+    float *scratch = scratch_alloc(ibvi__conv2d_scratch_floats(&g, rows));
+    float *y1 = filled(ny, 0.0f), *y2 = filled(ny, 0.0f);
+    float *dx1 = filled(nx, 0.0f), *dx2 = filled(nx, 0.0f);
+    float *dt1 = filled(g.params, 0.0f), *dt2 = filled(g.params, 0.0f);
+    ibvi__conv2d_forward(1, &g, theta, x, y1, rows, scratch);
+    ibvi__conv2d_backward(1, &g, theta, x, dy, dx1, dt1, rows, scratch);
+    ibvi__conv2d_forward(2, &g, theta, x, y2, rows, scratch);
+    ibvi__conv2d_backward(2, &g, theta, x, dy, dx2, dt2, rows, scratch);
+    for (int64_t i = 0; i < ny; i++)
+        ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f * (1.0f + fabsf(y1[i])));
+    for (int64_t i = 0; i < nx; i++)
+        ck_assert_float_eq_tol(dx1[i], dx2[i], 1e-4f * (1.0f + fabsf(dx1[i])));
+    for (int64_t i = 0; i < g.params; i++)
+        ck_assert_float_eq_tol(dt1[i], dt2[i], 1e-4f * (1.0f + fabsf(dt1[i])));
+    free(theta), free(x), free(dy), free(scratch), free(y1), free(y2);
+    free(dx1), free(dx2), free(dt1), free(dt2);
+}
+END_TEST
+
 START_TEST(conv_geometry_errors)
 {
     ibvi__conv2d_geom g;
@@ -864,6 +895,7 @@ static Suite *image_suite(void)
     tcase_add_test(conv, conv_geometry_values);
     tcase_add_test(conv, conv_finite_differences);
     tcase_add_test(conv, conv_null_outputs);
+    tcase_add_test(conv, conv_two_threads);
     tcase_add_test(conv, conv_geometry_errors);
     suite_add_tcase(s, conv);
     TCase *pool = tcase_create("pool");
