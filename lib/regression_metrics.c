@@ -21,8 +21,7 @@
 /* ---- The normal quantile ------------------------------------------------ */
 
 /* Phi^-1(p) for 0 < p <= 1/2: Abramowitz & Stegun 26.2.23 (|error| <
- * 4.5e-4) refined by Halley steps on f(x) = Phi(x) - p, Phi(x) =
- * erfc(-x / sqrt 2) / 2, accurate relative to p in this tail. Each step
+ * 4.5e-4) refined by Halley steps on f(x) = Phi(x) - p. Each step
  * triples the number of correct digits; the loop stops when a step no
  * longer changes x (or after 8 steps). */
 static double quantile_lower(double p)
@@ -36,7 +35,12 @@ static double quantile_lower(double p)
         const double density = exp(-0.5 * x * x) / SQRT_2PI;
         if (!(density > 0.0))
             break; /* p below ~1e-308: the A&S value is what we have */
-        const double u = (0.5 * erfc(-x / SQRT_2) - p) / density;
+        /* Phi(x) - p: from erfc in the tail; near the centre as
+         * erf(x / sqrt 2) / 2 - (p - 1/2) (p - 1/2 exact for p >= 1/4),
+         * which keeps x accurate relative to itself as it nears 0. */
+        const double e = p < 0.25 ? 0.5 * erfc(-x / SQRT_2) - p
+                                  : 0.5 * erf(x / SQRT_2) - (p - 0.5);
+        const double u = e / density;
         const double next = x - u / (1.0 + 0.5 * x * u);
         if (next == x)
             break;

@@ -52,6 +52,14 @@ START_TEST(test_normal_quantile_known_values)
         const double back = 0.5 * erfc(-a / sqrt(2.0));
         ck_assert_double_eq_tol(back, p, 1e-15);
     }
+    /* Near the centre the quantile stays accurate relative to itself:
+     * Phi^-1(1/2 + d) = sqrt(2 pi) d (1 + O(d^2)). */
+    const double d = 0x1p-40, slope = sqrt(2.0 * PI);
+    double c;
+    ASSERT_OK(ibvi_normal_quantile(&c, 0.5 - d));
+    ck_assert_double_eq_tol(c / (-slope * d), 1.0, 1e-14);
+    ASSERT_OK(ibvi_normal_quantile(&c, 0.5 + d));
+    ck_assert_double_eq_tol(c / (slope * d), 1.0, 1e-14);
     /* The extremes of (0, 1) stay finite and ordered. */
     double lo, hi;
     ASSERT_OK(ibvi_normal_quantile(&lo, 4.9406564584124654e-324));

@@ -347,8 +347,9 @@ IBVI_API int ibvi_regression_crps(double *out, const float *mean,
                                   const float *var, const float *y, int64_t n);
 
 /* *out = Phi^-1(p), the standard normal quantile, 0 < p < 1: relative error
- * a few ulp for p >= 1e-300 (an A&S 26.2.23 start refined by Halley steps
- * on erfc; the upper half by symmetry). Thread-safe.
+ * below 1e-15 (a few ulp) for p >= 1e-300, near p = 1/2 too (an A&S
+ * 26.2.23 start refined by Halley steps on erfc, or erf near the centre;
+ * the upper half by symmetry). Thread-safe.
  * Returns IBVI_OK or IBVI_ERR_INVALID_ARG (out NULL, p outside (0, 1) or
  * NaN; *out unchanged). */
 IBVI_API int ibvi_normal_quantile(double *out, double p);

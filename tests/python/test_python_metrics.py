@@ -210,9 +210,10 @@ class Regression(unittest.TestCase):
 
     def test_normal_quantile(self):
         nd = statistics.NormalDist()
-        for p in (1e-300, 1e-12, 0.001, 0.025, 0.3, 0.5, 0.7, 0.975, 0.999999):
+        for p in (1e-300, 1e-12, 0.001, 0.025, 0.3, 0.5 - 2**-40, 0.5, 0.5 + 2**-30,
+                  0.7, 0.975, 0.999999):
             self.assertAlmostEqual(ibvi.normal_quantile(p), nd.inv_cdf(p),
-                                   delta=4e-15 * max(1, abs(nd.inv_cdf(p))))
+                                   delta=4e-15 * abs(nd.inv_cdf(p)) + 1e-300)
         with self.assertRaises(ibvi.InvalidArgument):
             ibvi.normal_quantile(1.0)
 
