@@ -14,7 +14,7 @@
 
 /* Probabilities this far outside [0, 1] are taken as rounding and clamped. */
 #define PROB_TOL 1e-5
-/* NLL floor on the true class's probability (SPEC.md section 5). */
+/* NLL floor on the true class's probability (docs/metrics.md). */
 #define NLL_FLOOR 1e-12
 
 /* ---- Exact fixed-point sums ------------------------------------------------

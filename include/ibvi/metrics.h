@@ -284,7 +284,7 @@ IBVI_API int ibvi_fpr_at_tpr(double *out, const float *in_scores,
  * to predictive probabilities it is the predictive entropy; the mean over
  * samples k of the entropies of the per-sample probabilities p_ik is the
  * expected entropy, and predictive minus expected entropy the mutual
- * information (SPEC.md section 5). A uniform row gives log(classes).
+ * information (docs/concepts.md). A uniform row gives log(classes).
  * out: caller's array of n floats; unchanged on failure.
  * probs: n x classes probabilities, row-major, checked as for
  *      ibvi_metrics_add() (finite, in [0, 1] up to 1e-5, clamped).
