@@ -105,7 +105,8 @@ static void usage(FILE *out)
         "  --no-corruptions    skip the corrupted test sets\n"
         "  --no-progress       no progress bar\n"
         "  --json FILE         write all results as JSON (docs/json-schema.md)\n"
-        "  --svg FILE          write reliability diagrams as SVG\n"
+        "  --svg FILE          write reliability diagrams and risk-coverage\n"
+        "                      curves as SVG\n"
         "  --save FILE         save the trained IBVI network\n");
 }
 
@@ -409,11 +410,27 @@ static void evaluate(ibvi_predictor *pred, const config *c, const dataset *test,
     out->test = read_scores(metrics);
     CHECK(ibvi_metrics_bins(metrics, out->bin_counts, out->bin_accuracy,
                             out->bin_confidence, IBVI_METRICS_BINS));
-    out->ood_auroc = NAN;
+    CHECK(ibvi_metrics_ece_adaptive(metrics, &out->ece_adaptive,
+                                    IBVI_METRICS_BINS));
+    CHECK(ibvi_metrics_aurc(metrics, &out->aurc));
+    double coverage[REPORT_RISK_POINTS];
+    for (int k = 0; k < REPORT_RISK_POINTS; k++)
+        coverage[k] = (k + 1.0) / REPORT_RISK_POINTS;
+    CHECK(ibvi_metrics_risk_coverage(metrics, out->risk, coverage,
+                                     REPORT_RISK_POINTS));
+    out->ood_auroc = out->ood_aupr_in = out->ood_aupr_out = NAN;
+    out->ood_fpr95 = NAN;
     if (ood) {
+        /* Predictive entropy is the OOD score of all four metrics. */
         predict_set(pred, ood, CORRUPT_IDENTITY, 0, NULL, out_entropy);
         CHECK(ibvi_auroc(&out->ood_auroc, in_entropy, test->count, out_entropy,
                          ood->count));
+        CHECK(ibvi_aupr_in(&out->ood_aupr_in, in_entropy, test->count,
+                           out_entropy, ood->count, NULL));
+        CHECK(ibvi_aupr_out(&out->ood_aupr_out, in_entropy, test->count,
+                            out_entropy, ood->count, NULL));
+        CHECK(ibvi_fpr_at_tpr(&out->ood_fpr95, in_entropy, test->count,
+                              out_entropy, ood->count, 0.95, NULL));
     }
     out->corruption_count = 0;
     for (int k = 0; c->corruptions && k < EVALUATED_CORRUPTIONS; k++) {

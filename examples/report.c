@@ -33,17 +33,19 @@ void report_print_table(const report *r, FILE *out)
 {
     fprintf(out, "\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins\n",
             r->dataset, r->ood_dataset);
-    fprintf(out, "%-12s %8s %8s %8s %8s %9s | %9s %9s %9s | %8s\n", "method",
-            "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "corr acc%",
-            "corr NLL", "corr ECE%", "train s");
+    fprintf(out, "%-12s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s\n",
+            "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "AUPR-in",
+            "AUPR-out", "FPR95 %", "corr acc%", "corr NLL", "corr ECE%",
+            "train s");
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
         const scores c = report_corruption_mean(m);
-        fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f | %9.2f %9.4f %9.2f "
-                     "| %8.1f\n",
+        fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
+                     "| %9.2f %9.4f %9.2f | %8.1f\n",
                 m->name, 100 * m->test.accuracy, m->test.nll, 100 * m->test.ece,
-                m->test.brier, m->ood_auroc, 100 * c.accuracy, c.nll,
-                100 * c.ece, m->train_seconds);
+                m->test.brier, m->ood_auroc, m->ood_aupr_in, m->ood_aupr_out,
+                100 * m->ood_fpr95, 100 * c.accuracy, c.nll, 100 * c.ece,
+                m->train_seconds);
     }
     if (r->corruption_count == 0 || r->method_count == 0)
         return;
@@ -83,14 +85,30 @@ static void json_array_f64(FILE *f, const double *v, int n)
     fputc(']', f);
 }
 
+/* ", "key": value" with %.6f, or null for NAN (no OOD set). */
+static void json_number(FILE *f, const char *key, double v)
+{
+    if (isnan(v))
+        fprintf(f, ", \"%s\": null", key);
+    else
+        fprintf(f, ", \"%s\": %.6f", key, v);
+}
+
 static void json_method(FILE *f, const report *r, const method_result *m)
 {
     fprintf(f, "    {\"name\": \"%s\", ", m->name);
     json_scores(f, &m->test);
+    json_number(f, "ece_adaptive", m->ece_adaptive);
+    json_number(f, "aurc", m->aurc);
+    fprintf(f, ",\n     ");
+    fprintf(f, "\"ood_auroc\": ");
     if (isnan(m->ood_auroc))
-        fprintf(f, ", \"ood_auroc\": null");
+        fprintf(f, "null");
     else
-        fprintf(f, ", \"ood_auroc\": %.6f", m->ood_auroc);
+        fprintf(f, "%.6f", m->ood_auroc);
+    json_number(f, "aupr_in", m->ood_aupr_in);
+    json_number(f, "aupr_out", m->ood_aupr_out);
+    json_number(f, "fpr95", m->ood_fpr95);
     fprintf(f, ", \"temperature\": %.6f, \"train_seconds\": %.3f,\n",
             m->temperature, m->train_seconds);
     fprintf(f, "     \"reliability\": {\"counts\": ");
@@ -177,22 +195,85 @@ static void svg_panel(FILE *f, const method_result *m, double x0, double y0)
             x0 + 14, py + size / 2, x0 + 14, py + size / 2);
 }
 
+/* The risk-coverage curves of all methods in one panel: the error rate of
+ * the points kept when only the most confident fraction (the coverage) is
+ * answered; AURC in the legend. */
+static void svg_risk_panel(FILE *f, const report *r, double x0, double y0)
+{
+    static const char *colors[] = {"#4a78c2", "#e0474c", "#3a9a4a", "#9a5ac2",
+                                   "#d08a1e", "#3ab0b0", "#7a7a7a", "#c25a9a"};
+    const double size = 300, left = 50, top = 40;
+    const double px = x0 + left, py = y0 + top;
+    double rmax = 0.0;
+    for (int i = 0; i < r->method_count; i++)
+        for (int k = 0; k < REPORT_RISK_POINTS; k++)
+            if (r->methods[i].risk[k] > rmax)
+                rmax = r->methods[i].risk[k];
+    /* The risk axis: up to the largest risk, rounded up to a tenth. */
+    rmax = rmax > 0.0 ? ceil(rmax * 10.0 - 1e-9) / 10.0 : 0.1;
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+               "font-weight='bold'>risk-coverage</text>\n",
+            px + size / 2, y0 + 22);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+               "fill='white' stroke='black'/>\n", px, py, size, size);
+    for (int t = 0; t <= 5; t++) {
+        const double v = t / 5.0;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' "
+                   "stroke='#ddd'/>\n", px, py + size - v * size, px + size,
+                py + size - v * size);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' "
+                   "text-anchor='end'>%.2f</text>\n", px - 5,
+                py + size - v * size + 4, v * rmax);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' "
+                   "text-anchor='middle'>%.1f</text>\n", px + v * size,
+                py + size + 15, v);
+    }
+    for (int i = 0; i < r->method_count; i++) {
+        const method_result *m = &r->methods[i];
+        const char *color = colors[i % 8];
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' "
+                   "points='", color);
+        for (int k = 0; k < REPORT_RISK_POINTS; k++) {
+            const double c = (k + 1.0) / REPORT_RISK_POINTS;
+            fprintf(f, "%s%.1f,%.1f", k ? " " : "", px + c * size,
+                    py + size - m->risk[k] / rmax * size);
+        }
+        fprintf(f, "'><title>%s: AURC %.4f</title></polyline>\n", m->name,
+                m->aurc);
+        const double ly = py + 16 + 16 * i;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' "
+                   "stroke-width='2'/>\n", px + 10, ly - 4, px + 30, ly - 4,
+                color);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11'>%s: AURC %.4f"
+                   "</text>\n", px + 35, ly, m->name, m->aurc);
+    }
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>"
+               "coverage (most confident first)</text>\n",
+            px + size / 2, py + size + 34);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle' "
+               "transform='rotate(-90 %.1f %.1f)'>risk (error rate)</text>\n",
+            x0 + 10, py + size / 2, x0 + 10, py + size / 2);
+}
+
 int report_write_svg(const report *r, const char *path)
 {
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
     const double panel_w = 380, panel_h = 400;
-    const double width = panel_w * (r->method_count ? r->method_count : 1);
+    /* One reliability diagram per method, then the risk-coverage panel. */
+    const double width = panel_w * (r->method_count + 1);
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' "
                "height='%.0f' font-family='sans-serif'>\n", width, panel_h + 30);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
     fprintf(f, "<text x='10' y='%.0f' font-size='12'>Reliability on %s: blue "
                "= accuracy per confidence bin, red = gap to the diagonal "
-               "(perfect calibration, dashed)</text>\n", panel_h + 20,
+               "(perfect calibration, dashed); right: risk-coverage "
+               "curves</text>\n", panel_h + 20,
             r->dataset);
     for (int i = 0; i < r->method_count; i++)
         svg_panel(f, &r->methods[i], i * panel_w, 0);
+    svg_risk_panel(f, r, r->method_count * panel_w, 0);
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;
 }

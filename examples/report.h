@@ -1,6 +1,7 @@
 /*
  * report.h - the results of evaluating methods, printed as a table, written
- * as JSON and drawn as reliability diagrams (SVG). Host code for examples.
+ * as JSON and drawn as reliability diagrams and a risk-coverage plot (SVG).
+ * Host code for examples.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -14,6 +15,9 @@
 
 #define REPORT_MAX_METHODS 8
 #define REPORT_MAX_CORRUPTIONS 16
+/* The risk-coverage curve is kept at coverages k / REPORT_RISK_POINTS,
+ * k = 1 .. REPORT_RISK_POINTS. */
+#define REPORT_RISK_POINTS 50
 
 /* Metrics of one evaluation set. */
 typedef struct scores {
@@ -23,7 +27,11 @@ typedef struct scores {
 typedef struct method_result {
     char name[32];
     scores test;
-    double ood_auroc;
+    double ece_adaptive;           /* 15 equal-mass bins, test set */
+    double aurc;                   /* test set */
+    double risk[REPORT_RISK_POINTS]; /* risk at coverage (k + 1) / 50 */
+    /* OOD detection by predictive entropy; NAN without an OOD set */
+    double ood_auroc, ood_aupr_in, ood_aupr_out, ood_fpr95;
     double train_seconds;
     double temperature;            /* 1 unless fitted */
     int64_t bin_counts[IBVI_METRICS_BINS];

@@ -1,6 +1,8 @@
 /*
- * libibvi - uncertainty metrics: the streaming classification accumulator,
- * OOD AUROC and per-row entropy (SPEC.md section 5).
+ * libibvi - uncertainty metrics: the streaming classification accumulator
+ * (with its per-point store for the adaptive ECE and selective
+ * classification) and per-row entropy (docs/metrics.md). The OOD detection
+ * metrics are in ood.c, the regression metrics in regression_metrics.c.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -12,7 +14,7 @@
 
 /* Probabilities this far outside [0, 1] are taken as rounding and clamped. */
 #define PROB_TOL 1e-5
-/* NLL floor on the true class's probability (SPEC.md section 5). */
+/* NLL floor on the true class's probability (docs/metrics.md). */
 #define NLL_FLOOR 1e-12
 
 /* ---- Exact fixed-point sums ------------------------------------------------
@@ -61,8 +63,18 @@ static double xsum_value(const xsum *s)
 
 /* ---- The accumulator --------------------------------------------------- */
 
+/* One point's top-label confidence (in [0, 1], -0 stored as +0) and
+ * whether its argmax was the label: what the adaptive ECE, the AURC and the
+ * risk-coverage curve need. 8 bytes per point. */
+typedef struct conf_point {
+    float conf;
+    uint32_t hit;
+} conf_point;
+
 struct ibvi_metrics {
     ibvi_allocator allocator;
+    conf_point *points;  /* count points, room for capacity */
+    int64_t capacity;
     int32_t classes;
     int64_t count;
     int64_t correct;
@@ -123,6 +135,30 @@ static int conf_bin(double conf)
     return b >= IBVI_METRICS_BINS ? IBVI_METRICS_BINS - 1 : b;
 }
 
+/* Room for `need` points (need > capacity: at least doubles, so n points
+ * cost O(n) copies in total). IBVI_ERR_NOMEM under fn, m unchanged. */
+static int reserve_points(ibvi_metrics *m, int64_t need, const char *fn)
+{
+    if (need <= m->capacity)
+        return IBVI_OK;
+    int64_t cap = m->capacity > 0 ? m->capacity : 256;
+    while (cap < need)
+        cap = cap > INT64_MAX / 2 ? need : 2 * cap;
+    if ((uint64_t)cap > SIZE_MAX / sizeof(conf_point))
+        cap = need;
+    conf_point *p = ibvi__alloc(&m->allocator, (size_t)cap, sizeof *p);
+    if (!p)
+        return ibvi__fail(IBVI_ERR_NOMEM,
+                          "%s: out of memory for %lld points of %zu bytes", fn,
+                          (long long)cap, sizeof *p);
+    if (m->count > 0)
+        memcpy(p, m->points, (size_t)m->count * sizeof *p);
+    ibvi__free(&m->allocator, m->points);
+    m->points = p;
+    m->capacity = cap;
+    return IBVI_OK;
+}
+
 int ibvi_metrics_create(ibvi_metrics **out, int32_t classes,
                         const ibvi_allocator *allocator)
 {
@@ -147,6 +183,8 @@ int ibvi_metrics_create(ibvi_metrics **out, int32_t classes,
         return ibvi__fail(IBVI_ERR_NOMEM,
                           "%s: out of memory for %zu bytes", fn, sizeof *m);
     m->allocator = a;
+    m->points = NULL;
+    m->capacity = 0;
     m->classes = classes;
     metrics_clear(m);
     *out = m;
@@ -158,6 +196,7 @@ void ibvi_metrics_free(ibvi_metrics *m)
     if (!m)
         return;
     ibvi_allocator a = m->allocator;
+    ibvi__free(&a, m->points);
     ibvi__free(&a, m);
 }
 
@@ -197,7 +236,15 @@ int ibvi_metrics_add(ibvi_metrics *m, const float *probs, int64_t n,
     int status = check_probs(fn, probs, n, classes);
     if (status < 0)
         return status;
+    if ((uint64_t)(m->count + n) > SIZE_MAX / sizeof(conf_point))
+        return ibvi__fail(IBVI_ERR_NOMEM,
+                          "%s: out of memory for %lld points", fn,
+                          (long long)(m->count + n));
+    status = reserve_points(m, m->count + n, fn);
+    if (status < 0)
+        return status;
 
+    conf_point *store = m->points + m->count;
     for (int64_t i = 0; i < n; i++) {
         const float *row = probs + i * classes;
         const int32_t y = labels[i];
@@ -224,6 +271,8 @@ int ibvi_metrics_add(ibvi_metrics *m, const float *probs, int64_t n,
         m->bin_count[b] += 1;
         m->bin_correct[b] += hit;
         xsum_add(&m->bin_conf[b], conf);
+        store[i].conf = (float)conf + 0.0f; /* exact; -0 becomes +0 */
+        store[i].hit = (uint32_t)hit;
     }
     m->count += n;
     return IBVI_OK;
@@ -242,8 +291,18 @@ int ibvi_metrics_merge(ibvi_metrics *dst, const ibvi_metrics *src)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: %lld + %lld points, expected at most INT64_MAX",
                           fn, (long long)dst->count, (long long)src->count);
+    if ((uint64_t)(dst->count + src->count) > SIZE_MAX / sizeof(conf_point))
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory for %lld points",
+                          fn, (long long)(dst->count + src->count));
     /* Read src's fields before writing dst's: dst == src is allowed. */
     const int64_t count = src->count, correct = src->correct;
+    int status = reserve_points(dst, dst->count + count, fn);
+    if (status < 0)
+        return status;
+    /* After the reserve: when dst == src, src->points is the new block. */
+    if (count > 0)
+        memcpy(dst->points + dst->count, src->points,
+               (size_t)count * sizeof(conf_point));
     const xsum nll = src->nll, brier = src->brier;
     dst->count += count;
     dst->correct += correct;
@@ -371,82 +430,158 @@ int ibvi_metrics_bins(const ibvi_metrics *m, int64_t *counts, double *accuracy,
     return IBVI_OK;
 }
 
-/* ---- AUROC ------------------------------------------------------------- */
+/* ---- Per-point metrics: adaptive ECE, AURC, risk-coverage ---------------
+ * They read the stored (confidence, hit) pairs after sorting them in place
+ * by (confidence, hit) ascending: a total order, so the sorted array, and
+ * every result computed from it in a fixed order, depends only on the
+ * multiset of points, not on how they were added or merged. Sorting
+ * reorders the accumulator's storage, not its contents, which is why the
+ * getters take a const handle (one thread at a time uses an accumulator). */
 
-static int cmp_float(const void *a, const void *b)
+static int cmp_point(const void *a, const void *b)
 {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+    const conf_point *x = a, *y = b;
+    if (x->conf != y->conf)
+        return x->conf < y->conf ? -1 : 1;
+    return (x->hit > y->hit) - (x->hit < y->hit);
 }
 
-int ibvi_auroc(double *out, const float *in_scores, int64_t n_in,
-               const float *out_scores, int64_t n_out)
+static void sort_points(const ibvi_metrics *m)
 {
-    static const char fn[] = "ibvi_auroc";
-    IBVI_CHECK_NOT_NULL(fn, out);
-    IBVI_CHECK_NOT_NULL(fn, in_scores);
-    IBVI_CHECK_NOT_NULL(fn, out_scores);
-    if (n_in <= 0)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n_in = %lld, expected > 0",
-                          fn, (long long)n_in);
-    if (n_out <= 0)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: n_out = %lld, expected > 0", fn,
-                          (long long)n_out);
-    const uint64_t max_scores = SIZE_MAX / sizeof(float);
-    if ((uint64_t)n_in > max_scores ||
-        (uint64_t)n_out > max_scores - (uint64_t)n_in)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: n_in + n_out = %lld + %lld is too large", fn,
-                          (long long)n_in, (long long)n_out);
-    for (int64_t i = 0; i < n_in; i++)
-        if (isnan(in_scores[i]))
-            return ibvi__fail(IBVI_ERR_NONFINITE,
-                              "%s: in_scores[%lld] is NaN, expected a number",
-                              fn, (long long)i);
-    for (int64_t j = 0; j < n_out; j++)
-        if (isnan(out_scores[j]))
-            return ibvi__fail(IBVI_ERR_NONFINITE,
-                              "%s: out_scores[%lld] is NaN, expected a number",
-                              fn, (long long)j);
+    qsort(m->points, (size_t)m->count, sizeof(conf_point), cmp_point);
+}
 
-    ibvi_allocator a;
-    ibvi__allocator_default(&a);
-    size_t total = (size_t)n_in + (size_t)n_out;
-    float *ins = ibvi__alloc(&a, total, sizeof(float));
-    if (!ins)
-        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory for %zu scores",
-                          fn, total);
-    float *outs = ins + n_in;
-    for (int64_t i = 0; i < n_in; i++)
-        ins[i] = in_scores[i];
-    for (int64_t j = 0; j < n_out; j++)
-        outs[j] = out_scores[j];
-    qsort(ins, (size_t)n_in, sizeof(float), cmp_float);
-    qsort(outs, (size_t)n_out, sizeof(float), cmp_float);
-
-    /* For each OOD score s (ascending): lo = #{in < s}, hi = #{in <= s};
-     * the pair count in halves is 2 lo + (hi - lo) = lo + hi. */
-    const int exact = (uint64_t)n_in <= ((uint64_t)1 << 62) / (uint64_t)n_out;
-    uint64_t halves = 0;
-    double halves_d = 0.0;
-    int64_t lo = 0, hi = 0;
-    for (int64_t j = 0; j < n_out; j++) {
-        float s = outs[j];
-        while (lo < n_in && ins[lo] < s)
-            lo++;
-        if (hi < lo)
-            hi = lo;
-        while (hi < n_in && ins[hi] <= s)
-            hi++;
-        if (exact)
-            halves += (uint64_t)lo + (uint64_t)hi;
-        else
-            halves_d += (double)lo + (double)hi;
+int ibvi_metrics_ece_adaptive(const ibvi_metrics *m, double *out,
+                              int32_t nbins)
+{
+    static const char fn[] = "ibvi_metrics_ece_adaptive";
+    if (nbins < 1)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: nbins = %d, expected >= 1", fn, (int)nbins);
+    int status = check_getter(fn, m, out, "out");
+    if (status < 0)
+        return status;
+    sort_points(m);
+    /* With nbins >= N every non-empty bin holds one point: the same bins
+     * as nbins = N, which keeps the loop O(N). */
+    const int64_t n = m->count;
+    if (nbins > n)
+        nbins = (int32_t)n;
+    const int64_t q = n / nbins, r = n % nbins;
+    double total = 0.0;
+    int64_t start = 0;
+    for (int32_t b = 0; b < nbins; b++) {
+        /* end = floor((b + 1) n / nbins), without overflow. */
+        const int64_t end = (int64_t)(b + 1) * q + ((int64_t)(b + 1) * r) / nbins;
+        double conf = 0.0, hits = 0.0;
+        for (int64_t i = start; i < end; i++) {
+            conf += (double)m->points[i].conf;
+            hits += (double)m->points[i].hit;
+        }
+        /* (n_b / N) |acc_b - conf_b| = |hits_b - confsum_b| / N */
+        total += fabs(hits - conf);
+        start = end;
     }
-    ibvi__free(&a, ins);
-    double num = exact ? (double)halves : halves_d;
-    *out = num / (2.0 * (double)n_in * (double)n_out);
+    *out = total / (double)n;
+    return IBVI_OK;
+}
+
+/* Walks the points from the most to the least confident, one group of
+ * equal confidence at a time: *size points of which *errors were wrong, in
+ * the group that ends (in ascending storage order) just before index *top.
+ * Returns 0 when no point is left. */
+static int next_group(const ibvi_metrics *m, int64_t *top, int64_t *size,
+                      int64_t *errors)
+{
+    int64_t i = *top;
+    if (i <= 0)
+        return 0;
+    const float conf = m->points[i - 1].conf;
+    int64_t wrong = 0, j = i;
+    while (j > 0 && m->points[j - 1].conf == conf) {
+        wrong += m->points[j - 1].hit ? 0 : 1;
+        j--;
+    }
+    *size = i - j;
+    *errors = wrong;
+    *top = j;
+    return 1;
+}
+
+int ibvi_metrics_aurc(const ibvi_metrics *m, double *out)
+{
+    static const char fn[] = "ibvi_metrics_aurc";
+    int status = check_getter(fn, m, out, "out");
+    if (status < 0)
+        return status;
+    sort_points(m);
+    /* AURC = (1/N) sum_{k=1..N} E(k) / k, E(k) the expected errors among
+     * the k most confident points (ties: linear within the group). */
+    int64_t top = m->count, size, errors, before = 0, err_before = 0;
+    double sum = 0.0;
+    while (next_group(m, &top, &size, &errors)) {
+        const double rate = (double)errors / (double)size;
+        for (int64_t k = before + 1; k <= before + size; k++)
+            sum += ((double)err_before + (double)(k - before) * rate) /
+                   (double)k;
+        before += size;
+        err_before += errors;
+    }
+    *out = sum / (double)m->count;
+    return IBVI_OK;
+}
+
+int ibvi_metrics_risk_coverage(const ibvi_metrics *m, double *risk,
+                               const double *coverage, int64_t n)
+{
+    static const char fn[] = "ibvi_metrics_risk_coverage";
+    IBVI_CHECK_NOT_NULL(fn, m);
+    IBVI_CHECK_NOT_NULL(fn, risk);
+    IBVI_CHECK_NOT_NULL(fn, coverage);
+    if (n <= 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n = %lld, expected > 0",
+                          fn, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        const double c = coverage[i];
+        if (isnan(c))
+            return ibvi__fail(IBVI_ERR_NONFINITE,
+                              "%s: coverage[%lld] is NaN, expected in (0, 1]",
+                              fn, (long long)i);
+        if (!(c > 0.0 && c <= 1.0))
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: coverage[%lld] = %g, expected in (0, 1]",
+                              fn, (long long)i, c);
+        if (i > 0 && c < coverage[i - 1])
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: coverage[%lld] = %g < coverage[%lld] = %g, "
+                              "expected non-decreasing",
+                              fn, (long long)i, c, (long long)(i - 1),
+                              coverage[i - 1]);
+    }
+    int status = check_getter(fn, m, risk, "risk");
+    if (status < 0)
+        return status;
+    sort_points(m);
+    const double total = (double)m->count;
+    int64_t top = m->count, size = 0, errors = 0, before = 0, err_before = 0;
+    int have = next_group(m, &top, &size, &errors);
+    for (int64_t i = 0; i < n; i++) {
+        /* x = c N accepted points; E(x) is linear inside the group that
+         * holds x (K_prev < x <= K_prev + size). */
+        const double x = coverage[i] * total;
+        while (have && (double)(before + size) < x) {
+            before += size;
+            err_before += errors;
+            have = next_group(m, &top, &size, &errors);
+        }
+        double e;
+        if (have)
+            e = (double)err_before +
+                (x - (double)before) * (double)errors / (double)size;
+        else /* x rounded above N: everything is accepted */
+            e = (double)err_before;
+        risk[i] = e / x;
+    }
     return IBVI_OK;
 }
 

@@ -316,6 +316,285 @@ START_TEST(test_one_class)
 }
 END_TEST
 
+
+/* ---- per-point metrics: adaptive ECE, AURC, risk-coverage ---------------- */
+
+/* Two classes, four points (confidence, hit):
+ *   [0.9, 0.1] y 0 -> (0.9, 1)    [0.6, 0.4] y 1 -> (0.6, 0)
+ *   [0.3, 0.7] y 1 -> (0.7, 1)    [0.2, 0.8] y 0 -> (0.8, 0)
+ * Sorted by confidence: 0.6(0) 0.7(1) 0.8(0) 0.9(1). */
+static const float hand_p[] = {0.9f, 0.1f, 0.6f, 0.4f, 0.3f, 0.7f, 0.2f, 0.8f};
+static const int32_t hand_y[] = {0, 1, 1, 0};
+
+START_TEST(test_ece_adaptive_hand)
+{
+    ibvi_metrics *m;
+    ASSERT_OK(ibvi_metrics_create(&m, 2, NULL));
+    ASSERT_OK(ibvi_metrics_add(m, hand_p, 4, hand_y));
+    double v;
+    /* 1 bin: |hits 2 - conf 3.0| / 4 = 0.25 */
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, 1));
+    ck_assert_double_eq_tol(v, 0.25, 1e-7);
+    /* 2 bins {0.6, 0.7}, {0.8, 0.9}: (|1 - 1.3| + |1 - 1.7|) / 4 = 0.25 */
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, 2));
+    ck_assert_double_eq_tol(v, 0.25, 1e-7);
+    /* 3 bins, edges floor(b 4 / 3) = 0, 1, 2, 4: {0.6}, {0.7}, {0.8, 0.9}:
+     * (0.6 + 0.3 + |1 - 1.7|) / 4 = 1.6 / 4 = 0.4 */
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, 3));
+    ck_assert_double_eq_tol(v, 0.4, 1e-7);
+    /* 4 bins of one: (0.6 + 0.3 + 0.8 + 0.1) / 4 = 0.45; more bins than
+     * points give the same bins. */
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, 4));
+    ck_assert_double_eq_tol(v, 0.45, 1e-7);
+    double w;
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &w, INT32_MAX));
+    ck_assert(v == w);
+    ibvi_metrics_free(m);
+}
+END_TEST
+
+START_TEST(test_aurc_hand)
+{
+    ibvi_metrics *m;
+    ASSERT_OK(ibvi_metrics_create(&m, 2, NULL));
+    ASSERT_OK(ibvi_metrics_add(m, hand_p, 4, hand_y));
+    /* Most confident first: 0.9 hit, 0.8 miss, 0.7 hit, 0.6 miss; errors
+     * E(1..4) = 0, 1, 1, 2; risks 0, 1/2, 1/3, 1/2;
+     * AURC = (0 + 1/2 + 1/3 + 1/2) / 4 = 1/3. */
+    double v;
+    ASSERT_OK(ibvi_metrics_aurc(m, &v));
+    ck_assert_double_eq_tol(v, 1.0 / 3.0, 1e-15);
+    /* Coverage 1/8: x = 0.5, E = 0 -> 0; 1/4: x = 1 -> 0; 1/2: x = 2 ->
+     * 1/2; 5/8: x = 2.5, E = 1 (between E(2) = 1 and E(3) = 1) -> 0.4;
+     * 3/4: x = 3 -> 1/3; 1: x = 4, E = 2 -> 1/2 (the error rate). */
+    const double cov[] = {0.125, 0.25, 0.5, 0.625, 0.75, 1.0};
+    const double want[] = {0.0, 0.0, 0.5, 0.4, 1.0 / 3.0, 0.5};
+    double risk[6];
+    ASSERT_OK(ibvi_metrics_risk_coverage(m, risk, cov, 6));
+    for (int i = 0; i < 6; i++)
+        ck_assert_double_eq_tol(risk[i], want[i], 1e-15);
+    ibvi_metrics_free(m);
+}
+END_TEST
+
+/* Ties: (0.9, hit), (0.7, hit), (0.7, miss), (0.6, miss). */
+START_TEST(test_aurc_ties)
+{
+    const float p[] = {0.9f, 0.1f, 0.7f, 0.3f, 0.7f, 0.3f, 0.6f, 0.4f};
+    const int32_t y[] = {0, 0, 1, 1};
+    /* The same points with the tied pair swapped. */
+    const float q[] = {0.9f, 0.1f, 0.7f, 0.3f, 0.7f, 0.3f, 0.6f, 0.4f};
+    const int32_t yq[] = {0, 1, 0, 1};
+    ibvi_metrics *m, *n;
+    ASSERT_OK(ibvi_metrics_create(&m, 2, NULL));
+    ASSERT_OK(ibvi_metrics_create(&n, 2, NULL));
+    ASSERT_OK(ibvi_metrics_add(m, p, 4, y));
+    ASSERT_OK(ibvi_metrics_add(n, q, 4, yq));
+    /* Groups from the top: {0.9}: 1 point 0 errors; {0.7, 0.7}: 2 points 1
+     * error, E grows by 1/2 a point; {0.6}: 1 error. E(1..4) = 0, 1/2, 1, 2;
+     * AURC = (0 + 1/4 + 1/3 + 1/2) / 4 = 13/48. */
+    double v, w;
+    ASSERT_OK(ibvi_metrics_aurc(m, &v));
+    ASSERT_OK(ibvi_metrics_aurc(n, &w));
+    ck_assert_double_eq_tol(v, 13.0 / 48.0, 1e-15);
+    ck_assert(v == w); /* the order of tied points does not matter */
+    /* Coverage 3/8: x = 1.5 inside the tie group, E = 0 + 0.5 / 2 = 0.25,
+     * risk 0.25 / 1.5 = 1/6. */
+    const double cov[] = {0.375};
+    double risk;
+    ASSERT_OK(ibvi_metrics_risk_coverage(m, &risk, cov, 1));
+    ck_assert_double_eq_tol(risk, 1.0 / 6.0, 1e-15);
+    /* Adaptive ECE, 2 bins: sorted (0.6, 0) (0.7, 0) | (0.7, 1) (0.9, 1):
+     * (|0 - 1.3| + |2 - 1.6|) / 4 = 0.425, whatever the input order. */
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, 2));
+    ASSERT_OK(ibvi_metrics_ece_adaptive(n, &w, 2));
+    ck_assert_double_eq_tol(v, 0.425, 1e-7);
+    ck_assert(v == w);
+    /* All tied, two right and two wrong: risk 1/2 at every coverage. */
+    const float u[] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    const int32_t yu[] = {0, 1, 0, 1};
+    ASSERT_OK(ibvi_metrics_reset(m));
+    ASSERT_OK(ibvi_metrics_add(m, u, 4, yu));
+    ASSERT_OK(ibvi_metrics_aurc(m, &v));
+    ck_assert_double_eq_tol(v, 0.5, 1e-15);
+    ibvi_metrics_free(m);
+    ibvi_metrics_free(n);
+}
+END_TEST
+
+/* Naive reference: sort a copy with an insertion sort, then the textbook
+ * formulas. Random data with many ties (confidences on a coarse grid). */
+START_TEST(test_per_point_random_against_reference)
+{
+    enum { N = 600, C = 4 };
+    static float p[N * C];
+    static int32_t y[N];
+    static double conf[N], hit[N];
+    rng_seed(777);
+    for (int i = 0; i < N; i++) {
+        /* Top probability on a grid of 8 values: many ties. */
+        const int top = (int)(rng_next() % C);
+        const float c = 0.3f + 0.1f * (float)(rng_next() % 7);
+        for (int k = 0; k < C; k++)
+            p[i * C + k] = k == top ? c : (1.0f - c) / (C - 1);
+        y[i] = (int32_t)(rng_next() % 2 ? top : (int)(rng_next() % C));
+        conf[i] = (double)c;
+        hit[i] = y[i] == top;
+    }
+    /* sort by (conf, hit) */
+    for (int i = 1; i < N; i++)
+        for (int j = i; j > 0 && (conf[j - 1] > conf[j] ||
+                                  (conf[j - 1] == conf[j] && hit[j - 1] > hit[j]));
+             j--) {
+            double t = conf[j]; conf[j] = conf[j - 1]; conf[j - 1] = t;
+            t = hit[j]; hit[j] = hit[j - 1]; hit[j - 1] = t;
+        }
+    ibvi_metrics *m;
+    ASSERT_OK(ibvi_metrics_create(&m, C, NULL));
+    ASSERT_OK(ibvi_metrics_add(m, p, N, y));
+    const int32_t bins[] = {1, 10, 15, 599, 600};
+    for (size_t k = 0; k < sizeof bins / sizeof bins[0]; k++) {
+        const int B = bins[k];
+        double ece = 0.0;
+        for (int b = 0; b < B; b++) {
+            const int lo = (int)((int64_t)b * N / B), hi = (int)((int64_t)(b + 1) * N / B);
+            double cs = 0, hs = 0;
+            for (int i = lo; i < hi; i++) { cs += conf[i]; hs += hit[i]; }
+            ece += fabs(hs - cs) / N;
+        }
+        double v;
+        ASSERT_OK(ibvi_metrics_ece_adaptive(m, &v, B));
+        ck_assert_double_eq_tol(v, ece, 1e-12);
+    }
+    /* AURC: expected errors under random order within each tie group,
+     * from the top. */
+    double e_k[N + 1];
+    e_k[0] = 0.0;
+    for (int hi = N; hi > 0;) {
+        int lo = hi;
+        while (lo > 0 && conf[lo - 1] == conf[hi - 1])
+            lo--;
+        double errs = 0;
+        for (int i = lo; i < hi; i++)
+            errs += 1.0 - hit[i];
+        const int before = N - hi;
+        for (int t = 1; t <= hi - lo; t++)
+            e_k[before + t] = e_k[before] + t * errs / (hi - lo);
+        hi = lo;
+    }
+    double aurc = 0.0;
+    for (int k = 1; k <= N; k++)
+        aurc += e_k[k] / k / N;
+    double v;
+    ASSERT_OK(ibvi_metrics_aurc(m, &v));
+    ck_assert_double_eq_tol(v, aurc, 1e-12);
+    double risk, one = 1.0, acc;
+    ASSERT_OK(ibvi_metrics_risk_coverage(m, &risk, &one, 1));
+    ASSERT_OK(ibvi_metrics_accuracy(m, &acc));
+    ck_assert_double_eq_tol(risk, 1.0 - acc, 1e-15);
+    const double cov[] = {0.1, 0.333, 0.5, 0.9};
+    double r4[4];
+    ASSERT_OK(ibvi_metrics_risk_coverage(m, r4, cov, 4));
+    for (int i = 0; i < 4; i++) {
+        const double x = cov[i] * N;
+        const int k = (int)floor(x);
+        const double e = e_k[k] + (x - k) * (k < N ? e_k[k + 1] - e_k[k] : 0);
+        ck_assert_double_eq_tol(r4[i], e / x, 1e-12);
+    }
+    ibvi_metrics_free(m);
+}
+END_TEST
+
+START_TEST(test_per_point_errors)
+{
+    ibvi_metrics *m;
+    ASSERT_OK(ibvi_metrics_create(&m, 2, NULL));
+    double v = 42.0, risk[2] = {7.0, 7.0};
+    const double cov[] = {0.5, 1.0};
+    ASSERT_FAILS(IBVI_ERR_STATE, ibvi_metrics_ece_adaptive(m, &v, 15));
+    ASSERT_FAILS(IBVI_ERR_STATE, ibvi_metrics_aurc(m, &v));
+    ASSERT_FAILS(IBVI_ERR_STATE, ibvi_metrics_risk_coverage(m, risk, cov, 2));
+    ASSERT_OK(ibvi_metrics_add(m, hand_p, 4, hand_y));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_ece_adaptive(NULL, &v, 15));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_ece_adaptive(m, NULL, 15));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_ece_adaptive(m, &v, 0));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_ece_adaptive(m, &v, -3));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "ibvi_metrics_ece_adaptive"));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_aurc(NULL, &v));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_aurc(m, NULL));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_risk_coverage(NULL, risk, cov, 2));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_risk_coverage(m, NULL, cov, 2));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_risk_coverage(m, risk, NULL, 2));
+    ASSERT_FAILS(IBVI_ERR_INVALID_ARG, ibvi_metrics_risk_coverage(m, risk, cov, 0));
+    const double bad[][2] = {{0.0, 0.5}, {0.5, 1.5}, {0.9, 0.5}, {-0.1, 1.0}};
+    for (int i = 0; i < 4; i++)
+        ASSERT_FAILS(IBVI_ERR_INVALID_ARG,
+                     ibvi_metrics_risk_coverage(m, risk, bad[i], 2));
+    const double nan2[] = {0.5, NAN};
+    ASSERT_FAILS(IBVI_ERR_NONFINITE, ibvi_metrics_risk_coverage(m, risk, nan2, 2));
+    ck_assert(v == 42.0 && risk[0] == 7.0 && risk[1] == 7.0);
+    ibvi_metrics_free(m);
+}
+END_TEST
+
+/* A failed add (bad input or no memory) stores no point. */
+static int refuse_alloc;
+static void *counting_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    return refuse_alloc ? NULL : malloc(size);
+}
+static void counting_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    free(ptr);
+}
+
+START_TEST(test_per_point_store_grows_and_fails_cleanly)
+{
+    ibvi_allocator a = {counting_alloc, counting_free, NULL};
+    ibvi_metrics *m;
+    refuse_alloc = 0;
+    ASSERT_OK(ibvi_metrics_create(&m, 2, &a));
+    ASSERT_OK(ibvi_metrics_add(m, hand_p, 4, hand_y));
+    double before, after;
+    ASSERT_OK(ibvi_metrics_aurc(m, &before));
+    /* 300 more points need more than the first 256-point block. */
+    static float p[300 * 2];
+    static int32_t y[300];
+    for (int i = 0; i < 300; i++) {
+        p[2 * i] = 0.75f;
+        p[2 * i + 1] = 0.25f;
+        y[i] = i % 2;
+    }
+    refuse_alloc = 1;
+    ASSERT_FAILS(IBVI_ERR_NOMEM, ibvi_metrics_add(m, p, 300, y));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "ibvi_metrics_add"));
+    int64_t n;
+    ASSERT_OK(ibvi_metrics_count(m, &n));
+    ck_assert_int_eq(n, 4);
+    ASSERT_OK(ibvi_metrics_aurc(m, &after));
+    ck_assert(before == after);
+    refuse_alloc = 0;
+    ASSERT_OK(ibvi_metrics_add(m, p, 300, y));
+    ASSERT_OK(ibvi_metrics_count(m, &n));
+    ck_assert_int_eq(n, 304);
+    /* A self-merge to 608 points outgrows the 512-point block. */
+    refuse_alloc = 1;
+    ASSERT_FAILS(IBVI_ERR_NOMEM, ibvi_metrics_merge(m, m));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "ibvi_metrics_merge"));
+    ASSERT_OK(ibvi_metrics_count(m, &n));
+    ck_assert_int_eq(n, 304);
+    refuse_alloc = 0;
+    ASSERT_OK(ibvi_metrics_merge(m, m));
+    ASSERT_OK(ibvi_metrics_count(m, &n));
+    ck_assert_int_eq(n, 608);
+    double ece;
+    ASSERT_OK(ibvi_metrics_ece_adaptive(m, &ece, 1));
+    ibvi_metrics_free(m);
+}
+END_TEST
+
 /* ---- merging and batching are exact ------------------------------------ */
 
 static void assert_same_results(const ibvi_metrics *a, const ibvi_metrics *b)
@@ -333,6 +612,29 @@ static void assert_same_results(const ibvi_metrics *a, const ibvi_metrics *b)
         ASSERT_OK(getters[g](b, &vb));
         ck_assert_msg(memcmp(&va, &vb, sizeof va) == 0,
                       "getter %zu: %.17g != %.17g", g, va, vb);
+    }
+    /* The per-point metrics: bit for bit too. */
+    const int32_t nbins[] = {1, 7, 15, 1000000};
+    for (size_t k = 0; k < sizeof nbins / sizeof nbins[0]; k++) {
+        double va, vb;
+        ASSERT_OK(ibvi_metrics_ece_adaptive(a, &va, nbins[k]));
+        ASSERT_OK(ibvi_metrics_ece_adaptive(b, &vb, nbins[k]));
+        ck_assert_msg(memcmp(&va, &vb, sizeof va) == 0,
+                      "ece_adaptive(%d): %.17g != %.17g", (int)nbins[k], va,
+                      vb);
+    }
+    {
+        double va, vb;
+        ASSERT_OK(ibvi_metrics_aurc(a, &va));
+        ASSERT_OK(ibvi_metrics_aurc(b, &vb));
+        ck_assert_msg(memcmp(&va, &vb, sizeof va) == 0,
+                      "aurc: %.17g != %.17g", va, vb);
+        double cov[64], ra[64], rb[64];
+        for (int i = 0; i < 64; i++)
+            cov[i] = (i + 1) / 64.0;
+        ASSERT_OK(ibvi_metrics_risk_coverage(a, ra, cov, 64));
+        ASSERT_OK(ibvi_metrics_risk_coverage(b, rb, cov, 64));
+        ck_assert(memcmp(ra, rb, sizeof ra) == 0);
     }
     int64_t ca[IBVI_METRICS_BINS], cb[IBVI_METRICS_BINS];
     double aa[IBVI_METRICS_BINS], ab[IBVI_METRICS_BINS];
@@ -801,6 +1103,12 @@ static Suite *metrics_suite(void)
     tcase_add_test(acc, test_merge_equals_single);
     tcase_add_test(acc, test_random_against_reference);
     tcase_add_test(acc, test_allocator);
+    tcase_add_test(acc, test_ece_adaptive_hand);
+    tcase_add_test(acc, test_aurc_hand);
+    tcase_add_test(acc, test_aurc_ties);
+    tcase_add_test(acc, test_per_point_random_against_reference);
+    tcase_add_test(acc, test_per_point_errors);
+    tcase_add_test(acc, test_per_point_store_grows_and_fails_cleanly);
     suite_add_tcase(s, acc);
 
     TCase *err = tcase_create("accumulator_errors");

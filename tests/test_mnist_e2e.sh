@@ -29,16 +29,23 @@ r = json.load(open(sys.argv[1]))
 names = [m["name"] for m in r["methods"]]
 assert names == ["standard", "temp-scaled", "ibvi"], names
 for m in r["methods"]:
-    for key in ("accuracy", "nll", "ece", "brier", "ood_auroc"):
+    for key in ("accuracy", "nll", "ece", "brier", "ood_auroc", "aupr_in",
+                "aupr_out", "fpr95", "aurc", "ece_adaptive"):
         assert isinstance(m[key], float) and math.isfinite(m[key]), (m["name"], key)
     assert m["accuracy"] > 0.6, (m["name"], m["accuracy"])
     assert len(m["corruptions"]) >= 8, m["corruptions"].keys()
     assert sum(m["reliability"]["counts"]) == 2000
 # The same images as in- and out-of-distribution: AUROC must be 1/2.
     assert abs(m["ood_auroc"] - 0.5) < 1e-9, m["ood_auroc"]
+# ... and every threshold holds as many in- as out-of-distribution points:
+# precision 1/2 throughout, and the FPR equals the TPR reached (>= 95%).
+    assert abs(m["aupr_in"] - 0.5) < 1e-6 and abs(m["aupr_out"] - 0.5) < 1e-6, m
+    assert m["fpr95"] >= 0.95, m["fpr95"]
+    assert 0 <= m["aurc"] <= 1 - m["accuracy"] + 1e-6, (m["aurc"], m["accuracy"])
 print("json ok:", {m["name"]: round(m["accuracy"], 4) for m in r["methods"]})
 PY
-grep -q "<svg" "$work/r.svg" && grep -q "ECE = " "$work/r.svg"
+grep -q "<svg" "$work/r.svg" && grep -q "ECE = " "$work/r.svg" &&
+    grep -q "risk-coverage" "$work/r.svg" && grep -q "AUPR-out" "$work/table.txt"
 
 "$predict" --model "$work/model.ibvi" --data "$data" --count 5 --samples 8 | tee "$work/pred.txt"
 test "$(grep -c '^[0-9]' "$work/pred.txt")" -eq 5

@@ -1409,6 +1409,214 @@ static void sw_entropy(void)
     ck_assert(h[0] == 9.0f);
 }
 
+static void sw_metrics_ece_adaptive(void)
+{
+    const char *fn = "ibvi_metrics_ece_adaptive";
+    double v = 42.0;
+    EXPECT(fn, ibvi_metrics_ece_adaptive(NULL, &v, 15), A);
+    EXPECT(fn, ibvi_metrics_ece_adaptive(F.m2, NULL, 15), A);
+    const int32_t bad[] = {0, -1, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_metrics_ece_adaptive(F.m2, &v, bad[i]), A);
+    EXPECT(fn, ibvi_metrics_ece_adaptive(F.m_empty, &v, 15), ST);
+    ck_assert(v == 42.0);
+}
+
+static void sw_metrics_aurc(void)
+{
+    sweep_metric("ibvi_metrics_aurc", ibvi_metrics_aurc);
+}
+
+static void sw_metrics_risk_coverage(void)
+{
+    const char *fn = "ibvi_metrics_risk_coverage";
+    double r[2] = {5, 5}, c[2] = {0.5, 1.0};
+    EXPECT(fn, ibvi_metrics_risk_coverage(NULL, r, c, 2), A);
+    EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, NULL, c, 2), A);
+    EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, r, NULL, 2), A);
+    const int64_t bad[] = {0, -1, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, r, c, bad[i]), A);
+    const double badc[] = {0.0, -0.5, 1.0000001, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof badc / sizeof badc[0]; i++) {
+        c[1] = badc[i];
+        EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, r, c, 2), A);
+    }
+    c[1] = 0.25; /* decreasing */
+    EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, r, c, 2), A);
+    c[1] = NAN;
+    EXPECT(fn, ibvi_metrics_risk_coverage(F.m2, r, c, 2), NF);
+    c[1] = 1.0;
+    EXPECT(fn, ibvi_metrics_risk_coverage(F.m_empty, r, c, 2), ST);
+    ck_assert(r[0] == 5 && r[1] == 5);
+}
+
+/* The OOD functions with an allocator share one argument contract. */
+typedef int (*ood_fn)(double *, const float *, int64_t, const float *,
+                      int64_t, const ibvi_allocator *);
+
+static void sweep_ood(const char *fn, ood_fn f)
+{
+    const float in[3] = {0.1f, 0.2f, 0.3f};
+    float out[2] = {0.5f, 0.6f};
+    double v = 7.0;
+    EXPECT(fn, f(NULL, in, 3, out, 2, NULL), A);
+    EXPECT(fn, f(&v, NULL, 3, out, 2, NULL), A);
+    EXPECT(fn, f(&v, in, 3, NULL, 2, NULL), A);
+    const int64_t bad[] = {0, -1, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT(fn, f(&v, in, bad[i], out, 2, NULL), A);
+        EXPECT(fn, f(&v, in, 3, out, bad[i], NULL), A);
+    }
+    EXPECT(fn, f(&v, in, INT64_MAX, out, INT64_MAX, NULL), A);
+    const ibvi_allocator half = {NULL, NULL, NULL};
+    EXPECT(fn, f(&v, in, 3, out, 2, &half), A);
+    out[1] = NAN;
+    EXPECT(fn, f(&v, in, 3, out, 2, NULL), NF);
+    ck_assert(v == 7.0);
+    out[1] = INFINITY;
+    CK_OK(f(&v, in, 3, out, 2, NULL));
+    ck_assert(v == 1.0 || v == 0.0);
+}
+
+static void sw_auroc_ex(void) { sweep_ood("ibvi_auroc_ex", ibvi_auroc_ex); }
+static void sw_aupr_in(void) { sweep_ood("ibvi_aupr_in", ibvi_aupr_in); }
+static void sw_aupr_out(void) { sweep_ood("ibvi_aupr_out", ibvi_aupr_out); }
+
+static int fpr95(double *out, const float *in, int64_t n_in, const float *o,
+                 int64_t n_out, const ibvi_allocator *a)
+{
+    return ibvi_fpr_at_tpr(out, in, n_in, o, n_out, 0.95, a);
+}
+
+static void sw_fpr_at_tpr(void)
+{
+    const char *fn = "ibvi_fpr_at_tpr";
+    sweep_ood(fn, fpr95);
+    const float in[2] = {0.1f, 0.2f}, out[2] = {0.5f, 0.6f};
+    double v = 3.0;
+    const double bad[] = {0.0, -0.1, 1.0000001, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_fpr_at_tpr(&v, in, 2, out, 2, bad[i], NULL), A);
+    ck_assert(v == 3.0);
+}
+
+/* ---- regression metrics ---- */
+
+/* The shared checks of mean / var / y arrays; call(i) runs the function
+ * with the arrays as given. */
+typedef int (*reg_fn)(double *, const float *, const float *, const float *,
+                      int64_t);
+
+static const double reg_levels[2] = {0.5, 0.9};
+static int reg_coverage(double *o, const float *m, const float *v,
+                        const float *y, int64_t n)
+{
+    double c[2];
+    return ibvi_regression_coverage(o ? c : NULL, m, v, y, n, reg_levels, 2);
+}
+static int reg_calibration(double *o, const float *m, const float *v,
+                           const float *y, int64_t n)
+{
+    return ibvi_regression_calibration_error(o, m, v, y, n, reg_levels, 2);
+}
+
+static void sweep_regression(const char *fn, reg_fn f)
+{
+    float m[2] = {0, 1}, var[2] = {1, 2}, y[2] = {0.5f, 1};
+    double v = 9.0;
+    EXPECT(fn, f(NULL, m, var, y, 2), A);
+    EXPECT(fn, f(&v, NULL, var, y, 2), A);
+    EXPECT(fn, f(&v, m, NULL, y, 2), A);
+    EXPECT(fn, f(&v, m, var, NULL, 2), A);
+    EXPECT(fn, f(&v, m, var, y, 0), A);
+    EXPECT(fn, f(&v, m, var, y, -1), A);
+    EXPECT(fn, f(&v, m, var, y, INT64_MIN), A);
+    var[1] = 0.0f;
+    EXPECT(fn, f(&v, m, var, y, 2), A);
+    var[1] = -1.0f;
+    EXPECT(fn, f(&v, m, var, y, 2), A);
+    var[1] = INFINITY;
+    EXPECT(fn, f(&v, m, var, y, 2), NF);
+    var[1] = NAN;
+    EXPECT(fn, f(&v, m, var, y, 2), NF);
+    var[1] = 2;
+    m[1] = NAN;
+    EXPECT(fn, f(&v, m, var, y, 2), NF);
+    m[1] = 1;
+    y[0] = -INFINITY;
+    EXPECT(fn, f(&v, m, var, y, 2), NF);
+    ck_assert(v == 9.0);
+}
+
+static void sw_regression_rmse(void)
+{
+    const char *fn = "ibvi_regression_rmse";
+    float m[2] = {0, 1}, y[2] = {0.5f, 1};
+    double v = 9.0;
+    EXPECT(fn, ibvi_regression_rmse(NULL, m, y, 2), A);
+    EXPECT(fn, ibvi_regression_rmse(&v, NULL, y, 2), A);
+    EXPECT(fn, ibvi_regression_rmse(&v, m, NULL, 2), A);
+    EXPECT(fn, ibvi_regression_rmse(&v, m, y, 0), A);
+    EXPECT(fn, ibvi_regression_rmse(&v, m, y, INT64_MIN), A);
+    m[0] = INFINITY;
+    EXPECT(fn, ibvi_regression_rmse(&v, m, y, 2), NF);
+    m[0] = 0;
+    y[1] = NAN;
+    EXPECT(fn, ibvi_regression_rmse(&v, m, y, 2), NF);
+    ck_assert(v == 9.0);
+}
+
+static void sw_regression_nll(void)
+{
+    sweep_regression("ibvi_regression_nll", ibvi_regression_nll);
+}
+static void sw_regression_crps(void)
+{
+    sweep_regression("ibvi_regression_crps", ibvi_regression_crps);
+}
+
+static void sweep_levels(const char *fn, int coverage)
+{
+    const float m[2] = {0, 1}, var[2] = {1, 2}, y[2] = {0.5f, 1};
+    double c[2] = {4, 4}, l[2] = {0.5, 0.9};
+#define LEVEL_CALL(lv, nl)                                                    \
+    (coverage ? ibvi_regression_coverage(c, m, var, y, 2, (lv), (nl))         \
+              : ibvi_regression_calibration_error(c, m, var, y, 2, (lv), (nl)))
+    EXPECT(fn, LEVEL_CALL(NULL, 2), A);
+    EXPECT(fn, LEVEL_CALL(l, 0), A);
+    EXPECT(fn, LEVEL_CALL(l, -1), A);
+    const double bad[] = {0.0, 1.0, -0.5, 1.5, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        l[1] = bad[i];
+        EXPECT(fn, LEVEL_CALL(l, 2), A);
+    }
+#undef LEVEL_CALL
+    ck_assert(c[0] == 4 && c[1] == 4);
+}
+
+static void sw_regression_coverage(void)
+{
+    sweep_regression("ibvi_regression_coverage", reg_coverage);
+    sweep_levels("ibvi_regression_coverage", 1);
+}
+static void sw_regression_calibration_error(void)
+{
+    sweep_regression("ibvi_regression_calibration_error", reg_calibration);
+    sweep_levels("ibvi_regression_calibration_error", 0);
+}
+
+static void sw_normal_quantile(void)
+{
+    const char *fn = "ibvi_normal_quantile";
+    double v = 2.0;
+    EXPECT(fn, ibvi_normal_quantile(NULL, 0.5), A);
+    const double bad[] = {0.0, 1.0, -0.1, 1.1, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_normal_quantile(&v, bad[i]), A);
+    ck_assert(v == 2.0);
+}
+
 /* ---- calibration ---- */
 
 static void sw_temperature_fit(void)
@@ -1631,6 +1839,19 @@ static const api_row api_table[] = {
     ROW(metrics_bins),
     ROW(auroc),
     ROW(entropy),
+    ROW(metrics_ece_adaptive),
+    ROW(metrics_aurc),
+    ROW(metrics_risk_coverage),
+    ROW(auroc_ex),
+    ROW(aupr_in),
+    ROW(aupr_out),
+    ROW(fpr_at_tpr),
+    ROW(regression_rmse),
+    ROW(regression_nll),
+    ROW(regression_coverage),
+    ROW(regression_calibration_error),
+    ROW(regression_crps),
+    ROW(normal_quantile),
     ROW(temperature_fit),
     ROW(temperature_apply),
     ROW(net_save),

@@ -167,11 +167,17 @@ def evaluate(methods, args, test, ood):
     for k, m in enumerate(methods):
         m.test = scores(in_metrics[k])
         m.bins = in_metrics[k].bins()
-        m.ood_auroc = float("nan")
+        m.ece_adaptive = in_metrics[k].ece_adaptive(ibvi.METRICS_BINS)
+        m.aurc = in_metrics[k].aurc
+        m.ood_auroc = m.ood_aupr_in = m.ood_aupr_out = m.ood_fpr95 = float("nan")
     if ood is not None:
+        # Predictive entropy is the OOD score of all four metrics.
         _, out_entropy = predict_set(methods, ood, want_entropy=True)
         for k, m in enumerate(methods):
             m.ood_auroc = ibvi.auroc(in_entropy[k], out_entropy[k])
+            m.ood_aupr_in = ibvi.aupr_in(in_entropy[k], out_entropy[k])
+            m.ood_aupr_out = ibvi.aupr_out(in_entropy[k], out_entropy[k])
+            m.ood_fpr95 = ibvi.fpr_at_tpr(in_entropy[k], out_entropy[k], 0.95)
     for k, which in enumerate(EVALUATED_CORRUPTIONS if not args.no_corruptions else []):
         metrics, _ = predict_set(methods, test, which, args.seed + 1000 + k)
         for i, m in enumerate(methods):
@@ -188,15 +194,17 @@ def corruption_mean(m):
 def print_table(methods, dataset, ood_name, corruption_names):
     """The table of examples/report.c, character for character."""
     print("\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins" % (dataset, ood_name))
-    print("%-12s %8s %8s %8s %8s %9s | %9s %9s %9s | %8s" % (
-        "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "corr acc%",
-        "corr NLL", "corr ECE%", "train s"))
+    print("%-12s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s" % (
+        "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "AUPR-in",
+        "AUPR-out", "FPR95 %", "corr acc%", "corr NLL", "corr ECE%", "train s"))
     for m in methods:
         c = corruption_mean(m)
-        print("%-12s %8.2f %8.4f %8.2f %8.4f %9.4f | %9.2f %9.4f %9.2f | %8.1f" % (
-            m.name, 100 * m.test["accuracy"], m.test["nll"], 100 * m.test["ece"],
-            m.test["brier"], m.ood_auroc, 100 * c["accuracy"], c["nll"],
-            100 * c["ece"], m.train_seconds))
+        print("%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
+              "| %9.2f %9.4f %9.2f | %8.1f" % (
+                  m.name, 100 * m.test["accuracy"], m.test["nll"], 100 * m.test["ece"],
+                  m.test["brier"], m.ood_auroc, m.ood_aupr_in, m.ood_aupr_out,
+                  100 * m.ood_fpr95, 100 * c["accuracy"], c["nll"],
+                  100 * c["ece"], m.train_seconds))
     if not corruption_names or not methods:
         return
     print("\nPer corruption, NLL (accuracy %%):\n%-14s" % "corruption", end="")
@@ -213,8 +221,12 @@ def print_table(methods, dataset, ood_name, corruption_names):
 
 def write_json(path, methods, args, dataset, ood_name, corruption_names, counts):
     def method(m):
+        def number(v):
+            return None if math.isnan(v) else v
         d = {"name": m.name, **m.test,
-             "ood_auroc": None if math.isnan(m.ood_auroc) else m.ood_auroc,
+             "ece_adaptive": m.ece_adaptive, "aurc": m.aurc,
+             "ood_auroc": number(m.ood_auroc), "aupr_in": number(m.ood_aupr_in),
+             "aupr_out": number(m.ood_aupr_out), "fpr95": number(m.ood_fpr95),
              "temperature": m.temperature, "train_seconds": m.train_seconds,
              "reliability": {"counts": m.bins.counts.tolist(),
                              "accuracy": m.bins.accuracy.tolist(),

@@ -33,6 +33,9 @@ from ._loss import (LossKind, LossResult, loss, loss_binary_xent,
 from ._metrics import (METRICS_BINS, TEMPERATURE_MAX, TEMPERATURE_MIN, Bins,
                        Metrics, auroc, entropy, temperature_apply,
                        temperature_fit)
+from ._metrics import (aupr_in, aupr_out, fpr_at_tpr, normal_quantile,
+                       regression_calibration_error, regression_coverage,
+                       regression_crps, regression_nll, regression_rmse)
 from ._net import Activation, Layer, LayerKind, LayerShape, Net, Param, Role
 from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import Prediction, Predictor
@@ -112,4 +115,7 @@ __all__ = [
     "loss_binary_xent", "loss_softmax_xent", "loss_squared", "status_string",
     "temperature_apply", "temperature_fit", "train_step", "version",
     "version_number",
+    "aupr_in", "aupr_out", "fpr_at_tpr", "normal_quantile",
+    "regression_calibration_error", "regression_coverage", "regression_crps",
+    "regression_nll", "regression_rmse",
 ]

@@ -1,4 +1,5 @@
-"""Uncertainty metrics (metrics.h) and temperature scaling (calibration.h)."""
+"""Uncertainty metrics (metrics.h; definitions in docs/metrics.md) and
+temperature scaling (calibration.h)."""
 
 import collections
 from ctypes import byref, c_double, c_float, c_int64, c_void_p
@@ -96,6 +97,32 @@ class Metrics(Handle):
     mce = property(lambda self: self._double(lib.ibvi_metrics_mce),
                    doc="maximum calibration error over non-empty bins")
 
+    def ece_adaptive(self, bins=METRICS_BINS):
+        """Adaptive (equal-mass) ECE: the points sorted by confidence cut into
+        `bins` groups of (nearly) equal size (docs/metrics.md)."""
+        nbins = _util.cint(bins, _util.INT32, "Metrics.ece_adaptive", "bins")
+        v = c_double()
+        with self._use() as h:
+            lib.ibvi_metrics_ece_adaptive(h, byref(v), nbins)
+        return v.value
+
+    aurc = property(lambda self: self._double(lib.ibvi_metrics_aurc),
+                    doc="area under the risk-coverage curve (most confident "
+                    "first; ties: expected risk over their orders)")
+
+    def risk_coverage(self, coverage):
+        """Risk (error rate of the accepted points) at each coverage in
+        (0, 1], non-decreasing: a float64 array like `coverage`."""
+        fn = "Metrics.risk_coverage"
+        c = _util.vector(coverage, fn, "coverage", dtype=np.float64)
+        if c.size == 0:
+            raise binding_error(InvalidArgument, fn, "coverage is empty")
+        risk = np.empty(c.size, dtype=np.float64)
+        with self._use() as h:
+            lib.ibvi_metrics_risk_coverage(h, risk.ctypes.data_as(D_PTR),
+                                           c.ctypes.data_as(D_PTR), c.size)
+        return risk
+
     def bins(self):
         """Bins(counts, accuracy, confidence), 15 each."""
         counts = np.zeros(METRICS_BINS, dtype=np.int64)
@@ -112,7 +139,8 @@ class Metrics(Handle):
         with self._use():
             return {"count": self.count, "accuracy": self.accuracy,
                     "nll": self.nll, "ece": self.ece, "mce": self.mce,
-                    "brier": self.brier}
+                    "brier": self.brier, "ece_adaptive": self.ece_adaptive(),
+                    "aurc": self.aurc}
 
     def __repr__(self):
         with _util.Hold(self._lockset):
@@ -122,15 +150,126 @@ class Metrics(Handle):
                                                              self.count)
 
 
-def auroc(in_scores, out_scores):
-    """AUROC of separating out-of-distribution points (positives, scores
-    `out_scores`) from in-distribution points (`in_scores`), higher score =
-    more likely OOD, ties count one half."""
-    fn = "auroc"
+def _ood(cname, fn, in_scores, out_scores, allocator, *extra):
     a = _util.vector(in_scores, fn, "in_scores")
     b = _util.vector(out_scores, fn, "out_scores")
+    alloc = allocator_arg(allocator, fn)
     v = c_double()
-    lib.ibvi_auroc(byref(v), fp(a), a.size, fp(b), b.size)
+    getattr(lib, cname)(byref(v), fp(a), a.size, fp(b), b.size, *extra, alloc)
+    return v.value
+
+
+def auroc(in_scores, out_scores, allocator=None):
+    """AUROC of separating out-of-distribution points (positives, scores
+    `out_scores`) from in-distribution points (`in_scores`), higher score =
+    more likely OOD, ties count one half. With an allocator its temporary
+    memory comes from there (ibvi_auroc_ex)."""
+    if allocator is None:
+        fn = "auroc"
+        a = _util.vector(in_scores, fn, "in_scores")
+        b = _util.vector(out_scores, fn, "out_scores")
+        v = c_double()
+        lib.ibvi_auroc(byref(v), fp(a), a.size, fp(b), b.size)
+        return v.value
+    return _ood("ibvi_auroc_ex", "auroc", in_scores, out_scores, allocator)
+
+
+def aupr_in(in_scores, out_scores, allocator=None):
+    """Average precision of finding the in-distribution points (positives)
+    by the negated score; tied scores form one threshold (docs/metrics.md)."""
+    return _ood("ibvi_aupr_in", "aupr_in", in_scores, out_scores, allocator)
+
+
+def aupr_out(in_scores, out_scores, allocator=None):
+    """Average precision of finding the OOD points (positives) by the score
+    (sklearn's average_precision_score with tied scores grouped)."""
+    return _ood("ibvi_aupr_out", "aupr_out", in_scores, out_scores, allocator)
+
+
+def fpr_at_tpr(in_scores, out_scores, tpr=0.95, allocator=None):
+    """Fraction of in-distribution points flagged at the highest threshold
+    that flags at least the fraction `tpr` of the OOD points (FPR95 for
+    tpr = 0.95)."""
+    t = _util.cfloat(tpr, "fpr_at_tpr", "tpr")
+    return _ood("ibvi_fpr_at_tpr", "fpr_at_tpr", in_scores, out_scores,
+                allocator, c_double(t))
+
+
+def _predictive(fn, arrays, names):
+    """Flattened float32 copies of mean / var / y, all of one shape."""
+    out = []
+    for a, name in zip(arrays, names):
+        arr = _util.f32(a, fn, name).reshape(-1)
+        out.append((arr, np.shape(a)))
+    shape = out[0][1]
+    for (arr, sh), name in zip(out[1:], names[1:]):
+        if sh != shape:
+            raise binding_error(ShapeError, fn, "%s has shape %s, expected %s "
+                                "as %s" % (name, sh, shape, names[0]))
+    if out[0][0].size == 0:
+        raise binding_error(InvalidArgument, fn, "%s is empty" % names[0])
+    return [arr for arr, _ in out]
+
+
+def _levels(fn, levels):
+    lv = _util.vector(levels, fn, "levels", dtype=np.float64)
+    _util.cint(lv.size, _util.INT32, fn, "len(levels)")
+    return lv
+
+
+def regression_rmse(mean, y):
+    """sqrt(mean of (y - mean)^2) over all elements."""
+    m, t = _predictive("regression_rmse", (mean, y), ("mean", "y"))
+    v = c_double()
+    lib.ibvi_regression_rmse(byref(v), fp(m), fp(t), m.size)
+    return v.value
+
+
+def regression_nll(mean, var, y):
+    """Mean Gaussian NLL, nats: 1/2 log(2 pi var) + (y - mean)^2 / (2 var)."""
+    m, s2, t = _predictive("regression_nll", (mean, var, y), ("mean", "var", "y"))
+    v = c_double()
+    lib.ibvi_regression_nll(byref(v), fp(m), fp(s2), fp(t), m.size)
+    return v.value
+
+
+def regression_crps(mean, var, y):
+    """Mean CRPS of the Gaussian predictives N(mean, var), closed form."""
+    m, s2, t = _predictive("regression_crps", (mean, var, y), ("mean", "var", "y"))
+    v = c_double()
+    lib.ibvi_regression_crps(byref(v), fp(m), fp(s2), fp(t), m.size)
+    return v.value
+
+
+def regression_coverage(mean, var, y, levels=(0.5, 0.9, 0.95)):
+    """Fraction of targets inside the central interval of each level (an
+    array like `levels`, float64)."""
+    fn = "regression_coverage"
+    m, s2, t = _predictive(fn, (mean, var, y), ("mean", "var", "y"))
+    lv = _levels(fn, levels)
+    cov = np.empty(lv.size, dtype=np.float64)
+    lib.ibvi_regression_coverage(cov.ctypes.data_as(D_PTR), fp(m), fp(s2),
+                                 fp(t), m.size, lv.ctypes.data_as(D_PTR), lv.size)
+    return cov
+
+
+def regression_calibration_error(mean, var, y, levels=(0.5, 0.9, 0.95)):
+    """Mean over the levels of |coverage - level|."""
+    fn = "regression_calibration_error"
+    m, s2, t = _predictive(fn, (mean, var, y), ("mean", "var", "y"))
+    lv = _levels(fn, levels)
+    v = c_double()
+    lib.ibvi_regression_calibration_error(byref(v), fp(m), fp(s2), fp(t),
+                                          m.size, lv.ctypes.data_as(D_PTR),
+                                          lv.size)
+    return v.value
+
+
+def normal_quantile(p):
+    """The standard normal quantile Phi^-1(p), 0 < p < 1."""
+    x = _util.cfloat(p, "normal_quantile", "p")
+    v = c_double()
+    lib.ibvi_normal_quantile(byref(v), x)
     return v.value
 
 

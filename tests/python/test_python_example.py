@@ -4,7 +4,8 @@ Runs examples/mnist_train (path in IBVI_MNIST_TRAIN) and the Python example
 with the same small configuration on real Fashion-MNIST (the source tree's
 data/ if examples/prepare_data.sh made it, else Debian's
 dataset-fashion-mnist) and requires the two tables to be identical except
-for the training-time column: the metrics, the OOD AUROC and the eight
+for the training-time column: the metrics, the OOD AUROC, AUPR and FPR95
+and the eight
 corruptions, to the last printed digit.
 """
 import json
@@ -66,6 +67,7 @@ class Example(unittest.TestCase):
                 pj = json.load(f)
         print(c.stdout)
         self.assertIn("OOD AUROC", c.stdout)
+        self.assertIn("AUPR-out", c.stdout)
         self.assertIn("impulse_noise", c.stdout)
         self.assertEqual(without_time(py.stdout), without_time(c.stdout))
         # The JSON reports agree too (full precision, %.6f in C).
@@ -74,7 +76,9 @@ class Example(unittest.TestCase):
         for pm, cm in zip(pj["methods"], cj["methods"]):
             self.assertIsNotNone(cm["ood_auroc"])
             for key in ("accuracy", "nll", "ece", "mce", "brier", "ood_auroc",
+                        "aupr_in", "aupr_out", "fpr95", "aurc", "ece_adaptive",
                         "temperature"):
+                self.assertIsNotNone(cm[key], (cm["name"], key))
                 self.assertAlmostEqual(pm[key], cm[key], places=6, msg=(pm["name"], key))
             self.assertEqual(pm["reliability"]["counts"], cm["reliability"]["counts"])
             self.assertEqual(sorted(pm["corruptions"]), sorted(cm["corruptions"]))
