@@ -169,15 +169,9 @@ int ibvi_metrics_create(ibvi_metrics **out, int32_t classes,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: classes = %d, expected >= 1", fn, (int)classes);
     ibvi_allocator a;
-    if (allocator) {
-        if (!allocator->alloc || !allocator->free)
-            return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                              "%s: allocator->%s is NULL, expected a function",
-                              fn, allocator->alloc ? "free" : "alloc");
-        a = *allocator;
-    } else {
-        ibvi__allocator_default(&a);
-    }
+    int status = ibvi__allocator_resolve(allocator, &a, fn);
+    if (status < 0)
+        return status;
     ibvi_metrics *m = ibvi__alloc(&a, 1, sizeof *m);
     if (!m)
         return ibvi__fail(IBVI_ERR_NOMEM,

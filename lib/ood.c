@@ -64,15 +64,9 @@ static int sort_scores(const char *fn, const double *out,
             return ibvi__fail(IBVI_ERR_NONFINITE,
                               "%s: out_scores[%lld] is NaN, expected a number",
                               fn, (long long)j);
-    if (allocator) {
-        if (!allocator->alloc || !allocator->free)
-            return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                              "%s: allocator->%s is NULL, expected a function",
-                              fn, allocator->alloc ? "free" : "alloc");
-        s->a = *allocator;
-    } else {
-        ibvi__allocator_default(&s->a);
-    }
+    int status = ibvi__allocator_resolve(allocator, &s->a, fn);
+    if (status < 0)
+        return status;
     size_t total = (size_t)n_in + (size_t)n_out;
     float *ins = ibvi__alloc(&s->a, total, sizeof(float));
     if (!ins)
