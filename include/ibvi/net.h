@@ -6,7 +6,7 @@
  * (rank R >= 1), and element-wise activations. ibvi_net_init() then freezes
  * the architecture and draws the parameters from the prior of the chosen
  * parameterization. The network's variational layers hold a Gaussian
- * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (SPEC.md section 2).
+ * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md).
  *
  * Threading: one network is used by one thread at a time (see common.h).
  *
@@ -27,7 +27,7 @@ typedef struct ibvi_net ibvi_net;
 /* A layer of a network: a borrowed handle, valid as long as its network. */
 typedef struct ibvi_layer ibvi_layer;
 
-/* Parameterizations (SPEC.md section 3). muP is the recommended choice (and
+/* Parameterizations (docs/concepts.md, "Parameterization: SP or muP"). muP is the recommended choice (and
  * the examples' default); ibvi_net_init() always takes it explicitly. */
 typedef enum ibvi_parameterization {
     IBVI_PARAM_SP = 0,  /* standard: init 1/sqrt(fan_in), all lr multipliers 1 */
@@ -195,7 +195,8 @@ IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
  * with rows = samples * n and cols = output_dim of that forward. Overwrites
  * every layer's gradients: dL/dmu = sum_m g_m and dL/dS = sum_m g_m z_m^T,
  * where g_m = dL/dtheta at weight sample m (the loss functions already divide
- * by samples * n, which makes these the averages of SPEC.md section 2).
+ * by samples * n, which makes these the averages over the samples of
+ * docs/concepts.md).
  * Returns IBVI_ERR_STATE without a forward pass since the parameters last
  * changed (ibvi_net_init, ibvi_layer_set_mean/set_factor,
  * ibvi_optimizer_step all invalidate it), IBVI_ERR_SHAPE for other rows or
