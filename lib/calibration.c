@@ -32,30 +32,39 @@ static int check_common(const char *fn, const float *logits, int64_t n,
     return IBVI_OK;
 }
 
+/* Classes per chunk of the row softmax (softmax.c). */
+#define CHUNK 256
+
+/* The last class + 1 of the chunk starting at c0. */
+static int32_t chunk_end(int32_t c0, int32_t classes)
+{
+    return classes - c0 < CHUNK ? classes : c0 + CHUNK;
+}
+
 /* dNLL/db (*grad) and d2NLL/db2 (*curv) at b = 1/T, each a mean over rows.
- * With p = softmax(b z): dNLL/db = E_p[z] - z_y, d2NLL/db2 = Var_p[z]. */
+ * With p = softmax(b z): dNLL/db = E_p[z] - z_y, d2NLL/db2 = Var_p[z].
+ * The softmax kernel gives, per row, Z = sum e_c and D = sum e_c s_c with
+ * s_c = b (z_c - max) (>= -700): the moments of d = z - max are
+ * E[d] = D / (b Z) and E[d^2] = sum e_c s_c^2 / (b^2 Z). */
 static void nll_derivatives(const float *logits, int64_t n, int32_t classes,
                             const int32_t *labels, double b, double *grad,
                             double *curv)
 {
     double g = 0.0, h = 0.0;
+    double shifted[CHUNK], exps[CHUNK];
     for (int64_t i = 0; i < n; i++) {
         const float *z = logits + i * classes;
-        double m = z[0];
-        for (int32_t c = 1; c < classes; c++)
-            if (z[c] > m)
-                m = z[c];
-        /* Moments of d = z - m (<= 0) under p; exp never overflows. */
-        double s = 0.0, s1 = 0.0, s2 = 0.0;
-        for (int32_t c = 0; c < classes; c++) {
-            const double d = (double)z[c] - m;
-            const double w = exp(b * d);
-            s += w;
-            s1 += w * d;
-            s2 += w * d * d;
+        double m, s, dot, s2 = 0.0;
+        ibvi__softmax_max(z, 1, 1, classes, &m, &s, &dot);
+        for (int32_t c0 = 0; c0 < classes; c0 += CHUNK) {
+            const int32_t c1 = chunk_end(c0, classes);
+            ibvi__softmax_sums(z, 1, 1, c0, c1, &m, b, shifted, exps, &s,
+                               &dot);
+            for (int32_t c = 0; c < c1 - c0; c++)
+                s2 += exps[c] * shifted[c] * shifted[c];
         }
-        const double e1 = s1 / s;
-        const double var = s2 / s - e1 * e1;
+        const double e1 = dot / (s * b);
+        const double var = s2 / (s * b * b) - e1 * e1;
         g += e1 - ((double)z[labels[i]] - m);
         h += var > 0.0 ? var : 0.0;
     }
@@ -145,22 +154,28 @@ int ibvi_temperature_apply(float *probs, const float *logits, int64_t n,
     if (status < 0)
         return status;
     const double b = 1.0 / (double)temperature;
+    double shifted[CHUNK], exps[CHUNK];
     for (int64_t i = 0; i < n; i++) {
         const float *z = logits + i * classes;
         float *p = probs + i * classes;
-        double m = z[0];
-        for (int32_t c = 1; c < classes; c++)
-            if (z[c] > m)
-                m = z[c];
-        /* Read z[c] before writing p[c]: in-place use is fine. */
-        double s = 0.0;
-        for (int32_t c = 0; c < classes; c++) {
-            const double w = exp(((double)z[c] - m) * b);
-            s += w;
-            p[c] = (float)w;
+        double m, s, dot;
+        ibvi__softmax_max(z, 1, 1, classes, &m, &s, &dot);
+        for (int32_t c0 = 0; c0 < classes; c0 += CHUNK)
+            ibvi__softmax_sums(z, 1, 1, c0, chunk_end(c0, classes), &m, b,
+                               shifted, exps, &s, &dot);
+        /* The row's probabilities, chunk by chunk (the exponentials again
+         * unless one chunk held them all). Each chunk reads its logits
+         * before writing its probabilities: in-place use is fine. */
+        for (int32_t c0 = 0; c0 < classes; c0 += CHUNK) {
+            const int32_t c1 = chunk_end(c0, classes);
+            if (classes > CHUNK) {
+                double s_again = 0.0, dot_again = 0.0;
+                ibvi__softmax_sums(z, 1, 1, c0, c1, &m, b, shifted, exps,
+                                   &s_again, &dot_again);
+            }
+            for (int32_t c = c0; c < c1; c++)
+                p[c] = (float)(exps[c - c0] / s);
         }
-        for (int32_t c = 0; c < classes; c++)
-            p[c] = (float)((double)p[c] / s);
     }
     return IBVI_OK;
 }

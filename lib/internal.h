@@ -35,11 +35,63 @@ int ibvi__fail(int status, const char *fmt, ...);
  * Every allocation of the library goes through an ibvi_allocator; the
  * default one wraps malloc/free. Sizes are checked for overflow. */
 void ibvi__allocator_default(ibvi_allocator *out);
+/* The allocator a constructor uses: *in when given (both functions must be
+ * set, else IBVI_ERR_INVALID_ARG under fn and *out untouched), the default
+ * one for NULL. The one validate-and-default of every constructor that takes
+ * an allocator. */
+int ibvi__allocator_resolve(const ibvi_allocator *in, ibvi_allocator *out,
+                            const char *fn);
 /* Allocates count * size bytes (NULL on overflow or failure). */
 void *ibvi__alloc(const ibvi_allocator *a, size_t count, size_t size);
 /* Same, zero-filled. */
 void *ibvi__calloc(const ibvi_allocator *a, size_t count, size_t size);
 void ibvi__free(const ibvi_allocator *a, void *ptr);
+
+/* ---- threads (kernels.c) -------------------------------------------------
+ * The BLIS threads a call with `requested` threads gets: min(requested, the
+ * CPUs this process may run on now: sched_getaffinity, else the online
+ * CPUs), at least 1. Asking BLIS for more threads than CPUs only slows it
+ * down (or exhausts the host). No system call when requested is 1. */
+int32_t ibvi__threads_in_effect(int32_t requested);
+
+/* ---- optimizer (optimizer.c) ---------------------------------------------
+ * The checks of ibvi_optimizer_step that hold before any forward or
+ * backward (the step count must still be able to grow), reported under fn:
+ * ibvi_train_step runs them before changing anything. */
+struct ibvi_optimizer;
+int ibvi__optimizer_check_step(const struct ibvi_optimizer *opt,
+                               const char *fn);
+/* ibvi_optimizer_step, reporting errors under fn. */
+int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn);
+
+/* ---- losses (loss.c) -----------------------------------------------------
+ * The one check of a loss's arguments (kind, labels or targets present and
+ * valid, shapes), reported under fn: ibvi_loss* and ibvi_train_step (before
+ * its forward pass) use it. ibvi__loss_eval then computes a checked loss
+ * (*loss, and grad when not NULL); its only failure is a non-finite loss. */
+int ibvi__loss_check(const char *fn, int32_t kind, int64_t rows,
+                     int32_t cols, const int32_t *labels,
+                     const float *targets, int64_t n);
+int ibvi__loss_eval(const char *fn, int32_t kind, const float *outputs,
+                    int64_t rows, int32_t cols, const int32_t *labels,
+                    const float *targets, int64_t n, float *loss, float *grad);
+
+/* ---- softmax (softmax.c) -------------------------------------------------
+ * The one max-shifted softmax, in double, over n rows at once: class c of
+ * row i is f[c * cs + i] (row-major callers pass one row: n = 1, cs = 1).
+ * ibvi__softmax_max writes each row's maximum and zeroes z and dot;
+ * ibvi__softmax_sums then takes classes c0 .. c1 - 1: shifted[(c - c0) n +
+ * i] = s = max(b (f - max), -700), exps[...] = e^s, and adds e to z and e s
+ * to dot. So softmax = e / z, log-sum-exp = max + log(z) / b, entropy =
+ * log z - dot / z. Callers with many classes take them in chunks. */
+void ibvi__softmax_max(const float *f, int64_t cs, int64_t n,
+                       int32_t classes, double *max, double *z, double *dot);
+void ibvi__softmax_sums(const float *f, int64_t cs, int64_t n, int32_t c0,
+                        int32_t c1, const double *max, double b,
+                        double *shifted, double *exps, double *z, double *dot);
+/* y = exp(x) for count values x in [-700, 0], vectorised (within 7e-16
+ * relative of glibc's exp). */
+void ibvi__exp_nonpositive(const double *x, double *y, int64_t count);
 
 /* ---- numbers ------------------------------------------------------------- */
 /* 1 when every value of x[0..n) is finite. */

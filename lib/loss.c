@@ -9,14 +9,22 @@
 #include "ibvi/loss.h"
 #include "internal.h"
 
-/* Shared argument checks: rows a positive multiple of n, cols > 0. */
-static int check_shapes(const char *fn, const float *outputs, int64_t rows,
-                        int32_t cols, const void *targets, int64_t n,
-                        const float *loss)
+static int uses_labels(int32_t kind) { return kind == IBVI_LOSS_SOFTMAX_XENT; }
+
+int ibvi__loss_check(const char *fn, int32_t kind, int64_t rows,
+                     int32_t cols, const int32_t *labels,
+                     const float *targets, int64_t n)
 {
-    IBVI_CHECK_NOT_NULL(fn, outputs);
-    IBVI_CHECK_NOT_NULL(fn, targets);
-    IBVI_CHECK_NOT_NULL(fn, loss);
+    if (kind != IBVI_LOSS_SOFTMAX_XENT && kind != IBVI_LOSS_SQUARED &&
+        kind != IBVI_LOSS_BINARY_XENT)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: loss kind = %d, expected "
+                          "IBVI_LOSS_SOFTMAX_XENT (0), IBVI_LOSS_SQUARED (1) "
+                          "or IBVI_LOSS_BINARY_XENT (2)", fn, (int)kind);
+    if (uses_labels(kind))
+        IBVI_CHECK_NOT_NULL(fn, labels);
+    else
+        IBVI_CHECK_NOT_NULL(fn, targets);
     if (n <= 0 || rows <= 0 || cols <= 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: rows = %lld, cols = %d, n = %lld, expected all "
@@ -29,6 +37,25 @@ static int check_shapes(const char *fn, const float *outputs, int64_t rows,
     if (rows > INT64_MAX / cols)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: rows x cols overflows",
                           fn);
+    if (uses_labels(kind)) {
+        for (int64_t i = 0; i < n; i++)
+            if (labels[i] < 0 || labels[i] >= cols)
+                return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                                  "%s: labels[%lld] = %d, expected 0..%d", fn,
+                                  (long long)i, (int)labels[i],
+                                  (int)cols - 1);
+    } else if (kind == IBVI_LOSS_SQUARED) {
+        if (!ibvi__all_finite(targets, n * cols))
+            return ibvi__fail(IBVI_ERR_NONFINITE,
+                              "%s: targets hold NaN or infinity", fn);
+    } else {
+        for (int64_t i = 0; i < n * cols; i++)
+            if (!(targets[i] >= 0.0f && targets[i] <= 1.0f))
+                return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                                  "%s: targets[%lld] = %g, expected a value "
+                                  "in [0, 1]", fn, (long long)i,
+                                  (double)targets[i]);
+    }
     return IBVI_OK;
 }
 
@@ -42,51 +69,56 @@ static int finish(const char *fn, double total, int64_t rows, float *loss)
     return IBVI_OK;
 }
 
-int ibvi_loss_softmax_xent(const float *logits, int64_t rows, int32_t classes,
-                           const int32_t *labels, int64_t n, float *loss,
-                           float *grad)
+/* Classes per chunk of the row softmax (softmax.c): its shifted logits and
+ * exponentials live in two stack buffers of this many doubles. */
+#define SOFTMAX_CHUNK 256
+
+static int softmax_xent(const char *fn, const float *logits, int64_t rows,
+                        int32_t classes, const int32_t *labels, int64_t n,
+                        float *loss, float *grad)
 {
-    static const char fn[] = "ibvi_loss_softmax_xent";
-    int status = check_shapes(fn, logits, rows, classes, labels, n, loss);
-    if (status < 0)
-        return status;
-    for (int64_t i = 0; i < n; i++)
-        if (labels[i] < 0 || labels[i] >= classes)
-            return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                              "%s: labels[%lld] = %d, expected 0..%d", fn,
-                              (long long)i, (int)labels[i], (int)classes - 1);
     const double scale = 1.0 / (double)rows;
     double total = 0.0;
+    double shifted[SOFTMAX_CHUNK], exps[SOFTMAX_CHUNK];
     for (int64_t r = 0; r < rows; r++) {
         const float *f = logits + r * classes;
         const int32_t y = labels[r % n];
-        float max = f[0];
-        for (int32_t c = 1; c < classes; c++)
-            if (f[c] > max)
-                max = f[c];
-        double sum = 0.0;
-        for (int32_t c = 0; c < classes; c++)
-            sum += exp((double)f[c] - max);
-        const double log_sum = log(sum) + max;
-        total += log_sum - f[y];
-        if (grad) {
-            float *g = grad + r * classes;
-            for (int32_t c = 0; c < classes; c++)
-                g[c] = (float)(exp((double)f[c] - log_sum) * scale);
-            g[y] -= (float)scale;
+        double max, z, dot;
+        ibvi__softmax_max(f, 1, 1, classes, &max, &z, &dot);
+        for (int32_t c0 = 0; c0 < classes; c0 += SOFTMAX_CHUNK) {
+            const int32_t c1 = classes - c0 < SOFTMAX_CHUNK ? classes
+                                                            : c0 + SOFTMAX_CHUNK;
+            ibvi__softmax_sums(f, 1, 1, c0, c1, &max, 1.0, shifted, exps, &z,
+                               &dot);
+            /* One chunk holds the whole row: its exponentials are final. */
+            if (grad && c1 == classes && c0 == 0)
+                for (int32_t c = 0; c < classes; c++)
+                    grad[r * classes + c] = (float)(exps[c] / z * scale);
         }
+        /* -log softmax_y = log Z + max - f_y, from the unclamped logit. */
+        total += log(z) + max - (double)f[y];
+        if (!grad)
+            continue;
+        float *g = grad + r * classes;
+        if (classes > SOFTMAX_CHUNK) /* exponentials again, chunk by chunk */
+            for (int32_t c0 = 0; c0 < classes; c0 += SOFTMAX_CHUNK) {
+                const int32_t c1 = classes - c0 < SOFTMAX_CHUNK
+                                       ? classes : c0 + SOFTMAX_CHUNK;
+                double z2 = 0.0, dot2 = 0.0;
+                ibvi__softmax_sums(f, 1, 1, c0, c1, &max, 1.0, shifted, exps,
+                                   &z2, &dot2);
+                for (int32_t c = c0; c < c1; c++)
+                    g[c] = (float)(exps[c - c0] / z * scale);
+            }
+        g[y] -= (float)scale;
     }
     return finish(fn, total, rows, loss);
 }
 
-int ibvi_loss_squared(const float *outputs, int64_t rows, int32_t cols,
-                      const float *targets, int64_t n, float *loss,
-                      float *grad)
+static int squared(const char *fn, const float *outputs, int64_t rows,
+                   int32_t cols, const float *targets, int64_t n, float *loss,
+                   float *grad)
 {
-    static const char fn[] = "ibvi_loss_squared";
-    int status = check_shapes(fn, outputs, rows, cols, targets, n, loss);
-    if (status < 0)
-        return status;
     const double scale = 2.0 / (double)rows;
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
@@ -102,19 +134,10 @@ int ibvi_loss_squared(const float *outputs, int64_t rows, int32_t cols,
     return finish(fn, total, rows, loss);
 }
 
-int ibvi_loss_binary_xent(const float *logits, int64_t rows, int32_t cols,
-                          const float *targets, int64_t n, float *loss,
-                          float *grad)
+static int binary_xent(const char *fn, const float *logits, int64_t rows,
+                       int32_t cols, const float *targets, int64_t n,
+                       float *loss, float *grad)
 {
-    static const char fn[] = "ibvi_loss_binary_xent";
-    int status = check_shapes(fn, logits, rows, cols, targets, n, loss);
-    if (status < 0)
-        return status;
-    for (int64_t i = 0; i < n * cols; i++)
-        if (!(targets[i] >= 0.0f && targets[i] <= 1.0f))
-            return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                              "%s: targets[%lld] = %g, expected a value in "
-                              "[0, 1]", fn, (long long)i, (double)targets[i]);
     const double scale = 1.0 / (double)rows;
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
@@ -134,23 +157,63 @@ int ibvi_loss_binary_xent(const float *logits, int64_t rows, int32_t cols,
     return finish(fn, total, rows, loss);
 }
 
+int ibvi__loss_eval(const char *fn, int32_t kind, const float *outputs,
+                    int64_t rows, int32_t cols, const int32_t *labels,
+                    const float *targets, int64_t n, float *loss, float *grad)
+{
+    switch (kind) {
+    case IBVI_LOSS_SOFTMAX_XENT:
+        return softmax_xent(fn, outputs, rows, cols, labels, n, loss, grad);
+    case IBVI_LOSS_SQUARED:
+        return squared(fn, outputs, rows, cols, targets, n, loss, grad);
+    default:
+        return binary_xent(fn, outputs, rows, cols, targets, n, loss, grad);
+    }
+}
+
+/* Every public loss: the one check, then the evaluation, under fn. */
+static int checked_loss(const char *fn, int32_t kind, const float *outputs,
+                        int64_t rows, int32_t cols, const int32_t *labels,
+                        const float *targets, int64_t n, float *loss,
+                        float *grad)
+{
+    IBVI_CHECK_NOT_NULL(fn, outputs);
+    IBVI_CHECK_NOT_NULL(fn, loss);
+    int status = ibvi__loss_check(fn, kind, rows, cols, labels, targets, n);
+    if (status < 0)
+        return status;
+    return ibvi__loss_eval(fn, kind, outputs, rows, cols, labels, targets, n,
+                           loss, grad);
+}
+
+int ibvi_loss_softmax_xent(const float *logits, int64_t rows, int32_t classes,
+                           const int32_t *labels, int64_t n, float *loss,
+                           float *grad)
+{
+    return checked_loss("ibvi_loss_softmax_xent", IBVI_LOSS_SOFTMAX_XENT,
+                        logits, rows, classes, labels, NULL, n, loss, grad);
+}
+
+int ibvi_loss_squared(const float *outputs, int64_t rows, int32_t cols,
+                      const float *targets, int64_t n, float *loss,
+                      float *grad)
+{
+    return checked_loss("ibvi_loss_squared", IBVI_LOSS_SQUARED, outputs, rows,
+                        cols, NULL, targets, n, loss, grad);
+}
+
+int ibvi_loss_binary_xent(const float *logits, int64_t rows, int32_t cols,
+                          const float *targets, int64_t n, float *loss,
+                          float *grad)
+{
+    return checked_loss("ibvi_loss_binary_xent", IBVI_LOSS_BINARY_XENT,
+                        logits, rows, cols, NULL, targets, n, loss, grad);
+}
+
 int ibvi_loss(int32_t kind, const float *outputs, int64_t rows, int32_t cols,
               const int32_t *labels, const float *targets, int64_t n,
               float *loss, float *grad)
 {
-    switch (kind) {
-    case IBVI_LOSS_SOFTMAX_XENT:
-        return ibvi_loss_softmax_xent(outputs, rows, cols, labels, n, loss,
-                                      grad);
-    case IBVI_LOSS_SQUARED:
-        return ibvi_loss_squared(outputs, rows, cols, targets, n, loss, grad);
-    case IBVI_LOSS_BINARY_XENT:
-        return ibvi_loss_binary_xent(outputs, rows, cols, targets, n, loss,
-                                     grad);
-    default:
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "ibvi_loss: kind = %d, expected IBVI_LOSS_SOFTMAX_XENT "
-                          "(0), IBVI_LOSS_SQUARED (1) or IBVI_LOSS_BINARY_XENT "
-                          "(2)", (int)kind);
-    }
+    return checked_loss("ibvi_loss", kind, outputs, rows, cols, labels,
+                        targets, n, loss, grad);
 }

@@ -39,6 +39,9 @@ typedef struct range_bound {
 
 struct ibvi_optimizer {
     ibvi_net *net;
+    /* A copy of the network's allocator, so the optimizer can be freed
+     * after its network. */
+    ibvi_allocator allocator;
     int32_t kind;
     float lr;
     float momentum;
@@ -55,6 +58,9 @@ struct ibvi_optimizer {
     /* During a step: samples to draw ahead (network.h), 0 for none. */
     int32_t presample;
 };
+
+/* SGD's momentum at creation: the method's recipe (optimizer.h). */
+#define SGD_DEFAULT_MOMENTUM 0.9f
 
 /* Bounds the single pass may reach: far enough below FLT_MAX (~2^128) that
  * the rounding of the few float operations of an update cannot cross it. */
@@ -164,7 +170,11 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
     }
     /* bounds_valid = 0: the first step checks exactly (and so does the
      * first after serialize.c restores a saved state into this one). */
-    *opt = (ibvi_optimizer){.net = net, .kind = kind, .lr = lr,
+    *opt = (ibvi_optimizer){.net = net, .allocator = net->allocator,
+                            .kind = kind, .lr = lr,
+                            .momentum = kind == IBVI_OPT_SGD
+                                            ? SGD_DEFAULT_MOMENTUM
+                                            : 0.0f,
                             .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                             .state_floats = state_floats, .state = state,
                             .bounds = bounds};
@@ -176,7 +186,8 @@ void ibvi_optimizer_free(ibvi_optimizer *opt)
 {
     if (!opt)
         return;
-    ibvi_allocator a = opt->net->allocator;
+    /* Never opt->net: the network may be gone already. */
+    ibvi_allocator a = opt->allocator;
     ibvi__free(&a, opt->state);
     ibvi__free(&a, opt->bounds);
     ibvi__free(&a, opt);
@@ -264,14 +275,18 @@ static inline float flush_subnormal(float x)
     return fabsf(x) < FLT_MIN ? 0.0f : x;
 }
 
+/* The SGD update of one value: the one formula, used by the exact check
+ * (update_is_finite) and by the update pass (sgd_update), so the check sees
+ * exactly the values the update stores. mu = 0 leaves the velocity alone
+ * (it stays 0: no state is kept without momentum). */
 static inline float sgd_value(float param, float grad, float lr, float mu,
                               int32_t nesterov, float *velocity)
 {
     if (mu == 0.0f)
-        return param - lr * grad;
-    const float v = mu * *velocity + grad;
+        return flush_subnormal(param - lr * grad);
+    const float v = flush_subnormal(mu * *velocity + grad);
     *velocity = v;
-    return param - lr * (nesterov ? grad + mu * v : v);
+    return flush_subnormal(param - lr * (nesterov ? grad + mu * v : v));
 }
 
 typedef struct adam_consts {
@@ -327,7 +342,8 @@ static int update_is_finite(const ibvi_optimizer *opt, float mult,
     return acc == 0.0f;
 }
 
-/* Three branch-free loops over restrict pointers, so they vectorize. */
+/* Three loops over restrict pointers, each calling sgd_value with constant
+ * mu == 0 / nesterov, so the branches fold away and the loops vectorize. */
 static void sgd_update(const ibvi_optimizer *opt, float mult,
                        float *restrict param, const float *restrict grad,
                        float *restrict velocity, int64_t n)
@@ -335,19 +351,13 @@ static void sgd_update(const ibvi_optimizer *opt, float mult,
     const float lr = opt->lr * mult, mu = opt->momentum;
     if (mu == 0.0f) {
         for (int64_t i = 0; i < n; i++)
-            param[i] = flush_subnormal(param[i] - lr * grad[i]);
+            param[i] = sgd_value(param[i], grad[i], lr, 0.0f, 0, &velocity[i]);
     } else if (opt->nesterov) {
-        for (int64_t i = 0; i < n; i++) {
-            const float v = flush_subnormal(mu * velocity[i] + grad[i]);
-            velocity[i] = v;
-            param[i] = flush_subnormal(param[i] - lr * (grad[i] + mu * v));
-        }
+        for (int64_t i = 0; i < n; i++)
+            param[i] = sgd_value(param[i], grad[i], lr, mu, 1, &velocity[i]);
     } else {
-        for (int64_t i = 0; i < n; i++) {
-            const float v = flush_subnormal(mu * velocity[i] + grad[i]);
-            velocity[i] = v;
-            param[i] = flush_subnormal(param[i] - lr * v);
-        }
+        for (int64_t i = 0; i < n; i++)
+            param[i] = sgd_value(param[i], grad[i], lr, mu, 0, &velocity[i]);
     }
 }
 
@@ -528,10 +538,29 @@ static int measure_bounds(ibvi_optimizer *opt, int32_t layer, int k,
     return 1;
 }
 
+int ibvi__optimizer_check_step(const struct ibvi_optimizer *opt,
+                               const char *fn)
+{
+    /* The step count would overflow (and Adam's bias correction with it):
+     * refuse rather than wrap or saturate, so a count never lies. */
+    if (opt->steps == INT64_MAX)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the optimizer has taken INT64_MAX steps; "
+                          "reset it (ibvi_optimizer_reset) to go on", fn);
+    return IBVI_OK;
+}
+
 int ibvi_optimizer_step(ibvi_optimizer *opt)
 {
-    static const char fn[] = "ibvi_optimizer_step";
+    return ibvi__optimizer_step(opt, "ibvi_optimizer_step");
+}
+
+int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
+{
     int status = check_optimizer(opt, fn);
+    if (status < 0)
+        return status;
+    status = ibvi__optimizer_check_step(opt, fn);
     if (status < 0)
         return status;
     ibvi_net *net = opt->net;

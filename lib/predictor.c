@@ -632,80 +632,6 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
     return (logits){input, blocks, classes * n, n};
 }
 
-/* exp(x) for one x in [-700, 0], in straight-line arithmetic that GCC
- * vectorises (see exp_nonpositive): x = k ln 2 + r with |r| <= ln(2) / 2
- * (Cody-Waite: k ln 2 in two parts), exp(r) by its Taylor polynomial of
- * degree 12 (truncation error below 2e-16 relative; measured against glibc
- * over [-700, 0]: below 7e-16), times 2^k built in the exponent bits. */
-static inline double exp_nonpositive_one(double x)
-{
-    const double shifter = 0x1.8p52; /* adding it rounds to an integer */
-    const double t = x * 1.4426950408889634 + shifter;
-    const double k = t - shifter;
-    double r = x - k * 0x1.62e42fee00000p-1;  /* ln 2, high bits */
-    r = r - k * 0x1.a39ef35793c76p-33;       /* ln 2, the rest */
-    /* Estrin's scheme: short dependency chains, which the vector units
-     * overlap (Horner's would wait on each step). */
-    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const double s03 = (1.0 + r) + r2 * (1.0 / 2 + r * (1.0 / 6));
-    const double s47 = (1.0 / 24 + r * (1.0 / 120)) +
-                       r2 * (1.0 / 720 + r * (1.0 / 5040));
-    const double s811 = (1.0 / 40320 + r * (1.0 / 362880)) +
-                        r2 * (1.0 / 3628800 + r * (1.0 / 39916800));
-    const double e = (s03 + r4 * s47) + r8 * (s811 + r4 * (1.0 / 479001600));
-    /* t's low mantissa bits hold k (two's complement); k + 1023 in
-     * [13, 1023] shifted into the exponent field is 2^k. */
-    uint64_t bits;
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return e * scale;
-}
-
-/* y = exp(x) for count values x in [-700, 0]: glibc's exp is a call per
- * value; this runs two per SSE2 instruction (more with wider vectors). */
-static void exp_nonpositive(const double *restrict x, double *restrict y,
-                            int64_t count)
-{
-    for (int64_t i = 0; i < count; i++)
-        y[i] = exp_nonpositive_one(x[i]);
-}
-
-/* Column kernels of the softmax: element-wise along the n rows of one
- * class (restrict: the vectoriser may assume no overlap). */
-
-/* max = max(max, f) */
-static void max_column(double *restrict max, const float *restrict f,
-                       int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        max[i] = f[i] > max[i] ? f[i] : max[i];
-}
-
-/* s = max((f - max) / T, -700): below, exp(s) < 1e-304 counts for nothing
- * next to the row's maximum (whose exp is 1; both e_c and e_c s_c are
- * below 1e-300), and the clamp keeps exp_nonpositive's 2^k normal. */
-static void shift_column(double *restrict s, const float *restrict f,
-                         const double *restrict max, double inv_t, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        const double v = ((double)f[i] - max[i]) * inv_t;
-        s[i] = v > -700.0 ? v : -700.0;
-    }
-}
-
-/* z += e, dot += e s */
-static void sum_column(double *restrict z, double *restrict dot,
-                       const double *restrict e, const double *restrict s,
-                       int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        z[i] += e[i];
-        dot[i] += e[i] * s[i];
-    }
-}
-
 /* sum += e scale */
 static void scaled_column(double *restrict sum, const double *restrict e,
                           const double *restrict scale, int64_t n)
@@ -716,28 +642,19 @@ static void scaled_column(double *restrict sum, const double *restrict e,
 
 /* Adds weight * softmax(f / T) of each of n rows (f: one class-major block,
  * class stride cs) to prob_sum and weight * its entropy to entropy_sum, all
- * in double and, but for one log per row, along rows in vector blocks: the
- * row maxima, the shifted logits s = (f - max) / T, all their
- * exponentials e in one pass, Z = sum_c e_c and sum_c e_c s_c per row, then
+ * in double and, but for one log per row, along rows in vector blocks
+ * (the library's softmax kernel, softmax.c, over the block's n rows):
  *   H = log Z - sum_c e_c s_c / Z,    p_c = e_c / Z. */
 static void accumulate(ibvi_predictor *p, const float *f, int64_t cs,
                        int64_t n, int32_t classes, double weight)
 {
-    const double inv_t = 1.0 / p->temperature;
-    double *max = p->row_max, *z = p->row_z, *dot = p->row_dot;
+    double *z = p->row_z;
+    ibvi__softmax_max(f, cs, n, classes, p->row_max, z, p->row_dot);
+    ibvi__softmax_sums(f, cs, n, 0, classes, p->row_max,
+                       1.0 / p->temperature, p->shifted, p->exps, z,
+                       p->row_dot);
     for (int64_t row = 0; row < n; row++) {
-        max[row] = f[row];
-        z[row] = dot[row] = 0.0;
-    }
-    for (int32_t c = 1; c < classes; c++)
-        max_column(max, f + c * cs, n);
-    for (int32_t c = 0; c < classes; c++)
-        shift_column(p->shifted + c * n, f + c * cs, max, inv_t, n);
-    exp_nonpositive(p->shifted, p->exps, (int64_t)classes * n);
-    for (int32_t c = 0; c < classes; c++)
-        sum_column(z, dot, p->exps + c * n, p->shifted + c * n, n);
-    for (int64_t row = 0; row < n; row++) {
-        p->entropy_sum[row] += weight * (log(z[row]) - dot[row] / z[row]);
+        p->entropy_sum[row] += weight * (log(z[row]) - p->row_dot[row] / z[row]);
         z[row] = weight / z[row]; /* now the scale of row's probabilities */
     }
     for (int32_t c = 0; c < classes; c++)

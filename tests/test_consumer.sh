@@ -94,7 +94,7 @@ int main(void)
     CHECK(ibvi_net_create(&net, 2, NULL));
     CHECK(ibvi_net_add_dense(net, 1, 2));
     CHECK(ibvi_net_init(net, IBVI_PARAM_SP, 42));
-    CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.05f));
+    CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.01f));
     for (int step = 0; step < 2000; step++)
         CHECK(ibvi_train_step(net, opt, x, 4, 1, IBVI_LOSS_SQUARED, NULL, y, &loss));
     if (!(loss < 1e-6f)) {
@@ -196,7 +196,7 @@ import os, sys
 import numpy as np
 import ibvi
 net = ibvi.Net(2).add_dense(1, rank=2).init("sp", seed=42)
-opt = ibvi.Optimizer(net, "sgd", lr=0.05)
+opt = ibvi.Optimizer(net, "sgd", lr=0.01)
 x = np.array([[0, 1], [1, 0], [1, 1], [2, 1]], np.float32)
 y = np.array([[-1], [2], [1], [3]], np.float32)
 for _ in range(2000):

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ibvi/io.h"
 #include "testutil.h"
 
 /* The call fails with `status` and leaves a message. */
@@ -1064,6 +1065,171 @@ START_TEST(test_queries)
 }
 END_TEST
 
+/* ---- issue 10 ------------------------------------------------------------ */
+
+/* Freeing order (item 9): an optimizer and a predictor may be freed before
+ * or after their network. ibvi_optimizer_free used to read the freed
+ * network's allocator (a use after free: ASan reports it, and with
+ * MALLOC_PERTURB_ the allocator's pointers are garbage). The counting
+ * allocator proves every block comes back. */
+START_TEST(test_free_order)
+{
+    for (int order = 0; order < 2; order++) {
+        tu_alloc_stats stats = {.fail_after = -1};
+        const ibvi_allocator alloc = tu_counting_allocator(&stats);
+        ibvi_net *net = tu_net_new(3, &alloc);
+        CK_OK(ibvi_net_add_dense(net, 2, 1));
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 3));
+        ibvi_optimizer *opt = NULL;
+        ibvi_predictor *pred = NULL;
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_ADAM, 0.01f));
+        CK_OK(ibvi_predictor_create(&pred, net, 2, 1));
+        float loss;
+        CK_OK(ibvi_train_step(net, opt, k_x, 2, 1, IBVI_LOSS_SOFTMAX_XENT,
+                              k_labels, NULL, &loss));
+        if (order == 0) {
+            ibvi_net_free(net);
+            ibvi_optimizer_free(opt);
+            ibvi_predictor_free(pred);
+        } else {
+            ibvi_predictor_free(pred);
+            ibvi_optimizer_free(opt);
+            ibvi_net_free(net);
+        }
+        ck_assert_int_eq(stats.allocs, stats.frees);
+        ck_assert_uint_eq(stats.live_bytes, 0);
+    }
+}
+END_TEST
+
+static uint8_t *saved(const ibvi_net *net, const ibvi_optimizer *opt,
+                      int64_t *size)
+{
+    CK_OK(ibvi_net_save_size(net, opt, size));
+    uint8_t *buf = malloc((size_t)*size);
+    ck_assert_ptr_nonnull(buf);
+    CK_OK(ibvi_net_save_buffer(net, opt, buf, *size));
+    return buf;
+}
+
+/* Defaults (item 10): a new SGD optimizer follows the method's recipe,
+ * momentum 0.9 without Nesterov: it trains bit for bit like one given
+ * ibvi_optimizer_set_momentum(opt, 0.9f, 0), unlike plain SGD. */
+START_TEST(test_sgd_default_is_recipe)
+{
+    uint8_t *buf[3];
+    int64_t size[3];
+    for (int k = 0; k < 3; k++) {
+        ibvi_net *net = small_net();
+        ibvi_optimizer *opt = NULL;
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.05f));
+        if (k == 1)
+            CK_OK(ibvi_optimizer_set_momentum(opt, 0.9f, 0));
+        if (k == 2)
+            CK_OK(ibvi_optimizer_set_momentum(opt, 0.0f, 0));
+        for (int t = 0; t < 3; t++) {
+            float loss;
+            CK_OK(ibvi_train_step(net, opt, k_x, 2, 1,
+                                  IBVI_LOSS_SOFTMAX_XENT, k_labels, NULL,
+                                  &loss));
+        }
+        buf[k] = saved(net, opt, &size[k]);
+        ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+    }
+    ck_assert_msg(size[0] == size[1] &&
+                      memcmp(buf[0], buf[1], (size_t)size[0]) == 0,
+                  "the default SGD optimizer is not momentum 0.9, Nesterov "
+                  "off");
+    ck_assert(size[0] != size[2] ||
+              memcmp(buf[0], buf[2], (size_t)size[0]) != 0);
+    for (int k = 0; k < 3; k++)
+        free(buf[k]);
+}
+END_TEST
+
+/* Rejected training steps (item 6): every bad argument of ibvi_train_step
+ * is refused before anything changes (no forward: the noise position stays;
+ * parameters, optimizer state and step count stay), under the name
+ * ibvi_train_step. */
+START_TEST(test_train_step_rejects_without_side_effects)
+{
+    ibvi_net *net = small_net(), *other = small_net();
+    ibvi_optimizer *opt = NULL, *foreign = NULL;
+    CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.05f));
+    CK_OK(ibvi_optimizer_create(&foreign, other, IBVI_OPT_SGD, 0.05f));
+    float loss;
+    CK_OK(ibvi_train_step(net, opt, k_x, 2, 1, IBVI_LOSS_SOFTMAX_XENT,
+                          k_labels, NULL, &loss));
+    const int32_t bad_label[2] = {1, 2}, negative_label[2] = {-1, 0};
+    const float nan_targets[4] = {0.5f, NAN, 1.0f, 0.0f};
+    const float inf_targets[4] = {0.5f, 0.0f, INFINITY, 0.0f};
+    const float out_of_range[4] = {0.5f, 0.0f, 1.5f, 0.0f};
+    const float nan_x[6] = {0.5f, -1.0f, NAN, 1.0f, 0.25f, -0.5f};
+    struct {
+        int32_t kind;
+        const float *x;
+        int64_t n;
+        int32_t samples;
+        const int32_t *labels;
+        const float *targets;
+        ibvi_optimizer *opt;
+    } cases[] = {
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 1, bad_label, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 1, negative_label, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 1, NULL, k_targets, opt},
+        {7, k_x, 2, 1, k_labels, k_targets, opt},
+        {-1, k_x, 2, 1, k_labels, k_targets, opt},
+        {IBVI_LOSS_SQUARED, k_x, 2, 1, k_labels, NULL, opt},
+        {IBVI_LOSS_SQUARED, k_x, 2, 1, NULL, nan_targets, opt},
+        {IBVI_LOSS_SQUARED, k_x, 2, 1, NULL, inf_targets, opt},
+        {IBVI_LOSS_BINARY_XENT, k_x, 2, 1, NULL, NULL, opt},
+        {IBVI_LOSS_BINARY_XENT, k_x, 2, 1, NULL, nan_targets, opt},
+        {IBVI_LOSS_BINARY_XENT, k_x, 2, 1, NULL, out_of_range, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, NULL, 2, 1, k_labels, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, nan_x, 2, 1, k_labels, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 0, 1, k_labels, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, -3, 1, k_labels, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 0, k_labels, NULL, opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, IBVI_MAX_SAMPLES + 1, k_labels, NULL,
+         opt},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 1, k_labels, NULL, NULL},
+        {IBVI_LOSS_SOFTMAX_XENT, k_x, 2, 1, k_labels, NULL, foreign},
+    };
+    const int count = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < count; i++) {
+        uint64_t pos0, pos1;
+        int64_t s0, s1;
+        CK_OK(ibvi_net_rng_position(net, &pos0));
+        uint8_t *before = saved(net, opt, &s0);
+        const int64_t steps = ibvi_optimizer_step_count(opt);
+        ibvi_clear_error();
+        const int rc = ibvi_train_step(net, cases[i].opt, cases[i].x,
+                                       cases[i].n, cases[i].samples,
+                                       cases[i].kind, cases[i].labels,
+                                       cases[i].targets, &loss);
+        ck_assert_msg(rc < 0, "case %d accepted", i);
+        ck_assert_msg(strncmp(ibvi_last_error(), "ibvi_train_step: ", 17) ==
+                          0, "case %d: message \"%s\"", i, ibvi_last_error());
+        CK_OK(ibvi_net_rng_position(net, &pos1));
+        ck_assert_msg(pos0 == pos1, "case %d advanced the noise stream", i);
+        ck_assert_int_eq(ibvi_optimizer_step_count(opt), steps);
+        uint8_t *after = saved(net, opt, &s1);
+        ck_assert_msg(s0 == s1 && memcmp(before, after, (size_t)s0) == 0,
+                      "case %d changed the network or optimizer", i);
+        free(before);
+        free(after);
+    }
+    /* The network still trains. */
+    CK_OK(ibvi_train_step(net, opt, k_x, 2, 1, IBVI_LOSS_SOFTMAX_XENT,
+                          k_labels, NULL, &loss));
+    ibvi_optimizer_free(foreign);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(other);
+    ibvi_net_free(net);
+}
+END_TEST
+
 static Suite *errors_suite(void)
 {
     Suite *s = suite_create("errors");
@@ -1090,6 +1256,9 @@ static Suite *errors_suite(void)
     tcase_add_test(tn, test_train_step_overflow);
     tcase_add_test(tn, test_set_mean_nonfinite);
     tcase_add_test(tn, test_optimizer_args);
+    tcase_add_test(tn, test_train_step_rejects_without_side_effects);
+    tcase_add_test(tn, test_free_order);
+    tcase_add_test(tn, test_sgd_default_is_recipe);
     suite_add_tcase(s, tn);
     TCase *ta = tu_tcase("allocator");
     tcase_add_test(ta, test_allocator_balances);

@@ -806,6 +806,55 @@ START_TEST(test_exact_check_passes_finite_update)
 }
 END_TEST
 
+/* The exact check path and the bound-proven single pass run one SGD
+ * formula (lib/optimizer.c, sgd_value): two identical networks trained
+ * alike, one of them forced onto the exact path at every step (setting its
+ * means to their own values makes its optimizer distrust its bounds), end
+ * bitwise equal, for plain SGD, momentum and Nesterov (and Adam). */
+START_TEST(test_exact_and_single_pass_bitwise_equal)
+{
+    const settings *all[] = {&SGD_PLAIN, &SGD_MOMENTUM, &SGD_NESTEROV, &ADAM};
+    for (int k = 0; k < 4; k++) {
+        ibvi_net *fast = make_net(31), *exact = make_net(31);
+        ibvi_optimizer *of = make_optimizer(fast, all[k]);
+        ibvi_optimizer *oe = make_optimizer(exact, all[k]);
+        float x[N * IN];
+        int32_t labels[N];
+        make_data(9, x, labels);
+        for (int t = 0; t < 6; t++) {
+            for (int32_t i = 0; i < ibvi_net_layer_count(exact); i++) {
+                ibvi_layer *l = tu_layer(exact, i);
+                if (ibvi_layer_param_count(l) == 0)
+                    continue;
+                int64_t P;
+                float *mean = tu_get_mean(l, &P);
+                CK_OK(ibvi_layer_set_mean(l, mean, P));
+                free(mean);
+            }
+            float lf, le;
+            CK_OK(ibvi_train_step(fast, of, x, N, 2, IBVI_LOSS_SOFTMAX_XENT,
+                                  labels, NULL, &lf));
+            CK_OK(ibvi_train_step(exact, oe, x, N, 2, IBVI_LOSS_SOFTMAX_XENT,
+                                  labels, NULL, &le));
+            ck_assert_msg(memcmp(&lf, &le, sizeof lf) == 0,
+                          "kind %d step %d: loss %.9g vs %.9g", k, t,
+                          (double)lf, (double)le);
+        }
+        int64_t sf, se;
+        uint8_t *bf = save(fast, of, &sf), *be = save(exact, oe, &se);
+        ck_assert_int_eq(sf, se);
+        ck_assert_msg(memcmp(bf, be, (size_t)sf) == 0,
+                      "kind %d: the exact path and the single pass differ", k);
+        free(bf);
+        free(be);
+        ibvi_optimizer_free(of);
+        ibvi_optimizer_free(oe);
+        ibvi_net_free(fast);
+        ibvi_net_free(exact);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fused");
@@ -830,6 +879,7 @@ int main(void)
     tcase_add_test(tc, test_huge_gradient);
     tcase_add_test(tc, test_huge_learning_rates);
     tcase_add_test(tc, test_exact_check_passes_finite_update);
+    tcase_add_test(tc, test_exact_and_single_pass_bitwise_equal);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

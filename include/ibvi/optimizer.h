@@ -33,14 +33,17 @@ typedef enum ibvi_optimizer_kind {
 } ibvi_optimizer_kind;
 
 /* Creates an optimizer of `kind` for an initialised network, with base
- * learning rate lr > 0. SGD starts without momentum; Adam with beta1 = 0.9,
- * beta2 = 0.999, eps = 1e-8. The network is borrowed and must outlive the
- * optimizer; the optimizer's state uses the network's allocator.
+ * learning rate lr > 0. SGD starts with the method's recipe,
+ * momentum 0.9 and Nesterov off (docs/concepts.md; plain SGD:
+ * ibvi_optimizer_set_momentum(opt, 0, 0)); Adam with beta1 = 0.9, beta2 = 0.999, eps = 1e-8. The network is
+ * borrowed: it must outlive every use of the optimizer except
+ * ibvi_optimizer_free, which may run before or after ibvi_net_free. The
+ * optimizer's memory comes from the network's allocator.
  * out: receives the optimizer, owned by the caller (ibvi_optimizer_free). */
 IBVI_API int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net,
                                    int32_t kind, float lr);
 
-/* Releases an optimizer. Accepts NULL. */
+/* Releases an optimizer, before or after its network. Accepts NULL. */
 IBVI_API void ibvi_optimizer_free(ibvi_optimizer *opt);
 
 /* Base learning rate (> 0, finite); may change between steps (schedules). */
@@ -63,7 +66,10 @@ IBVI_API int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1,
  * large). */
 IBVI_API int ibvi_optimizer_step(ibvi_optimizer *opt);
 
-/* Number of steps taken; a negative status for a NULL handle. */
+/* Number of steps taken; a negative status for a NULL handle. An optimizer
+ * at INT64_MAX steps refuses further steps (ibvi_optimizer_step and
+ * ibvi_train_step return IBVI_ERR_STATE and change nothing) until
+ * ibvi_optimizer_reset. */
 IBVI_API int64_t ibvi_optimizer_step_count(const ibvi_optimizer *opt);
 
 /* Zeroes the state (momentum, Adam moments, step count). */
