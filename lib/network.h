@@ -251,20 +251,6 @@ void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
 void ibvi__group_max_abs(const ibvi_layer *layer, const float *theta,
                          double *bound);
 
-/* Older names, for the files still calling them (optimizer.c, predictor.c).
- * TODO(core): drop when those files use the generic names. */
-static inline void ibvi__dense_sample_rows(const ibvi_layer *layer,
-                                           int64_t row0, int64_t rows,
-                                           const float *z, int64_t z_stride,
-                                           int32_t samples, float *theta)
-{
-    ibvi__gaussian_sample_rows(layer, row0, rows, z, z_stride, samples, theta);
-}
-static inline ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer)
-{
-    return ibvi__gaussian_factor_grad(layer);
-}
-
 /* ---- kinds ---------------------------------------------------------------- */
 
 /* Dense (dense.c): output (rows x outputs) = input W^T + b for theta =
