@@ -102,8 +102,8 @@ int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, bias_std);
-    *weight_std = layer->weight_std;
-    *bias_std = layer->bias_std;
+    *weight_std = ibvi__param_weights(layer)->std;
+    *bias_std = ibvi__param_biases(layer)->std;
     return IBVI_OK;
 }
 

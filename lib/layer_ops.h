@@ -106,7 +106,12 @@ enum {
  * configuration; layer->net->threads for the kernels). rows is the number
  * of examples of this call: n * samples for one theta shared by every
  * sample, n for one sample's block. theta is P floats (NULL without
- * parameters). scratch holds scratch_floats(layer, rows) floats from the
+ * parameters). A kind that reads another layer's output too (a residual:
+ * layer->net->layers[j]->output, all rows) must be deterministic (no
+ * IBVI__OPS_VARIATIONAL), so it is always called once on all rows; it adds
+ * its gradient for that output into layers[j]->grad_skip (network.h), after
+ * its builder counted itself in layers[j]->skip_readers.
+ * scratch holds scratch_floats(layer, rows) floats from the
  * network's workspace (NULL when that is 0); with scratch_kept it is the
  * layer's own and what forward leaves there is still there for backward
  * (one region per sample block), otherwise it is shared by all layers. */

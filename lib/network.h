@@ -49,11 +49,6 @@ struct ibvi_layer {
     ibvi__param_group groups[IBVI__MAX_GROUPS];
     int32_t noise_offset;/* where this layer's z starts in one noise sample */
 
-    /* The public getters' summary of the groups (param.c): the first
-     * weight group's and the first bias group's std and multipliers. */
-    float weight_std, bias_std;
-    float sgd_weight_mult, sgd_bias_mult, adam_weight_mult, adam_bias_mult;
-
     /* In the parameter block (layers with parameters). */
     float *mean;         /* P: theta's mean (dense: [W row-major; b])      */
     float *factor;       /* P x rank, row-major                           */
@@ -201,6 +196,11 @@ int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
 void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
 /* Draws every layer's mean and factor from the prior (param.c). */
 void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
+/* What the public getters report as "weights" and "biases" of a layer
+ * with parameters (ibvi_layer_init_std, ibvi_layer_lr_multipliers): its
+ * first weight group and its first other group (param.c). */
+const ibvi__param_group *ibvi__param_weights(const ibvi_layer *layer);
+const ibvi__param_group *ibvi__param_biases(const ibvi_layer *layer);
 
 /* ---- the weight distribution (gaussian.c) ---------------------------------
  * Any layer with parameters: theta deterministic (= mean) or low-rank

@@ -673,9 +673,9 @@ int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: kind = %d, expected IBVI_OPT_SGD (0) or "
                           "IBVI_OPT_ADAM (1)", fn, (int)kind);
-    *weight_mult = kind == IBVI_OPT_SGD ? layer->sgd_weight_mult
-                                        : layer->adam_weight_mult;
-    *bias_mult = kind == IBVI_OPT_SGD ? layer->sgd_bias_mult
-                                      : layer->adam_bias_mult;
+    const ibvi__param_group *w = ibvi__param_weights(layer);
+    const ibvi__param_group *b = ibvi__param_biases(layer);
+    *weight_mult = kind == IBVI_OPT_SGD ? w->sgd_mult : w->adam_mult;
+    *bias_mult = kind == IBVI_OPT_SGD ? b->sgd_mult : b->adam_mult;
     return IBVI_OK;
 }

@@ -97,28 +97,26 @@ static void configure_group(ibvi__param_group *g, int32_t role, int mup)
     }
 }
 
-/* The public getters' view (ibvi_layer_init_std, ibvi_layer_lr_multipliers):
- * the first weight group and the first other group. */
-static void summarise(ibvi_layer *l)
+/* The first group of the layer that is (weights = 1) or is not a weight
+ * group; a group of zeros and multipliers 1 when there is none. */
+static const ibvi__param_group *first_group(const ibvi_layer *l, int weights)
 {
-    l->weight_std = l->bias_std = 0.0f;
-    l->sgd_weight_mult = l->sgd_bias_mult = 1.0f;
-    l->adam_weight_mult = l->adam_bias_mult = 1.0f;
-    int weight_seen = 0, bias_seen = 0;
-    for (int32_t k = 0; k < l->group_count; k++) {
-        const ibvi__param_group *g = &l->groups[k];
-        if (g->role == IBVI__GROUP_WEIGHT && !weight_seen) {
-            weight_seen = 1;
-            l->weight_std = g->std;
-            l->sgd_weight_mult = g->sgd_mult;
-            l->adam_weight_mult = g->adam_mult;
-        } else if (g->role != IBVI__GROUP_WEIGHT && !bias_seen) {
-            bias_seen = 1;
-            l->bias_std = g->std;
-            l->sgd_bias_mult = g->sgd_mult;
-            l->adam_bias_mult = g->adam_mult;
-        }
-    }
+    static const ibvi__param_group none = {.sgd_mult = 1.0f,
+                                           .adam_mult = 1.0f};
+    for (int32_t k = 0; k < l->group_count; k++)
+        if ((l->groups[k].role == IBVI__GROUP_WEIGHT) == weights)
+            return &l->groups[k];
+    return &none;
+}
+
+const ibvi__param_group *ibvi__param_weights(const ibvi_layer *layer)
+{
+    return first_group(layer, 1);
+}
+
+const ibvi__param_group *ibvi__param_biases(const ibvi_layer *layer)
+{
+    return first_group(layer, 0);
 }
 
 void ibvi__param_configure(ibvi_net *net, int32_t parameterization)
@@ -132,7 +130,6 @@ void ibvi__param_configure(ibvi_net *net, int32_t parameterization)
                                        : IBVI_ROLE_NONE;
         for (int32_t k = 0; k < l->group_count; k++)
             configure_group(&l->groups[k], l->role, mup);
-        summarise(l);
     }
     net->parameterization = parameterization;
 }
