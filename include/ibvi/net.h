@@ -8,6 +8,12 @@
  * parameterization. The network's variational layers hold a Gaussian
  * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md).
  *
+ * Shapes: each example is a tensor of shape (channels, height, width),
+ * stored row-major as one row of channels * height * width floats; a flat
+ * input of D features is (D, 1, 1). ibvi_net_create() takes flat inputs,
+ * ibvi_net_create_image() images; every layer's output shape follows from
+ * its input's when it is added (ibvi_layer_output_shape()).
+ *
  * Threading: one network is used by one thread at a time (see common.h).
  *
  * SPDX-License-Identifier: MIT
