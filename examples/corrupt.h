@@ -4,7 +4,7 @@
  * libibvi.
  *
  * The definitions follow MNIST-C (Mu & Gilmer 2019, the severities of its
- * published data set) as written in libibvi's SPEC §7. Images are float
+ * published data set) as written below. Images are float
  * pixels in [0, 1], row-major, `rows` x `cols` (28 x 28 for MNIST). Every
  * corruption except IDENTITY clips its output to [0, 1]. Outputs are floats
  * and are not re-quantised to 1/255 steps (idx_write_images rounds when a

@@ -1,7 +1,8 @@
 /*
  * mnist_predict - loads a network saved by mnist_train --save and prints,
  * for chosen test images, the predicted class, its probability and the
- * uncertainty measures of predictive averaging (SPEC.md section 5).
+ * uncertainty measures of predictive averaging (docs/concepts.md,
+ * "Prediction and metrics").
  *
  *   mnist_predict --model FILE --data DIR [--first I] [--count N]
  *                 [--samples K] [--seed S] [--split t10k|train]

@@ -386,7 +386,7 @@ static void predict_set(ibvi_predictor *pred, const dataset *d, int corruption,
     free(images);
 }
 
-/* The corruptions evaluated (SPEC.md section 7 lists their definitions). */
+/* The corruptions evaluated (examples/corrupt.h defines them). */
 static const int evaluated_corruptions[] = {
     CORRUPT_ROTATE, CORRUPT_SHEAR, CORRUPT_SCALE, CORRUPT_TRANSLATE,
     CORRUPT_BRIGHTNESS, CORRUPT_STRIPE, CORRUPT_SHOT_NOISE,

@@ -27,6 +27,21 @@ void ibvi__allocator_default(ibvi_allocator *out)
     out->opaque = NULL;
 }
 
+int ibvi__allocator_resolve(const ibvi_allocator *in, ibvi_allocator *out,
+                            const char *fn)
+{
+    if (!in) {
+        ibvi__allocator_default(out);
+        return IBVI_OK;
+    }
+    if (!in->alloc || !in->free)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: allocator->%s is NULL (alloc and free must "
+                          "both be set)", fn, in->alloc ? "free" : "alloc");
+    *out = *in;
+    return IBVI_OK;
+}
+
 void *ibvi__alloc(const ibvi_allocator *a, size_t count, size_t size)
 {
     if (size != 0 && count > SIZE_MAX / size)

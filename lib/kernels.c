@@ -8,18 +8,22 @@
  *
  * SPDX-License-Identifier: MIT
  */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* setenv, unsetenv */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT; also setenv, unsetenv */
 #endif
 #include <blis.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cpu.h"
 #include "ibvi/kernel.h"
+#include "internal.h"
 #include "kernels.h"
 
 /* ---- Kernel selection (include/ibvi/kernel.h) ----------------------------
@@ -175,13 +179,40 @@ const char *ibvi_kernel_description(void)
     return kernel.description;
 }
 
+/* ---- Threads (internal.h) ------------------------------------------------ */
+
+/* The CPUs this process may run on, >= 1. */
+static int32_t available_cpus(void)
+{
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int count = CPU_COUNT(&set);
+        if (count >= 1)
+            return count;
+    }
+#endif
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online >= 1 ? (online < INT32_MAX ? (int32_t)online : INT32_MAX)
+                       : 1;
+}
+
+int32_t ibvi__threads_in_effect(int32_t requested)
+{
+    if (requested <= 1)
+        return 1;
+    const int32_t cpus = available_cpus();
+    return requested < cpus ? requested : cpus;
+}
+
 /* ---- Kernels ------------------------------------------------------------ */
 
 static void runtime_for(rntm_t *rntm, int32_t threads)
 {
     ensure_kernel_selected();
     bli_rntm_init(rntm);
-    bli_rntm_set_num_threads(threads > 0 ? threads : 1, rntm);
+    bli_rntm_set_num_threads(ibvi__threads_in_effect(threads), rntm);
     /* BLIS 0.9's small-matrix ("sup") kernels read a few floats past the end
      * of their operands for some shapes and strides (upstream issues 635 and
      * 824): found by guard-page tests of the predictor. The conventional

@@ -12,24 +12,14 @@
 
 /* ---- building ------------------------------------------------------------ */
 
-static int check_allocator(const ibvi_allocator *allocator, const char *fn)
-{
-    if (allocator && (!allocator->alloc || !allocator->free))
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: allocator->alloc and allocator->free must both "
-                          "be set", fn);
-    return IBVI_OK;
-}
-
 /* Both creators, once their arguments are checked. */
 static int create(ibvi_net **out, ibvi__shape shape,
                   const ibvi_allocator *allocator, const char *fn)
 {
     ibvi_allocator a;
-    if (allocator)
-        a = *allocator;
-    else
-        ibvi__allocator_default(&a);
+    int status = ibvi__allocator_resolve(allocator, &a, fn);
+    if (status < 0)
+        return status;
     ibvi_net *net = ibvi__calloc(&a, 1, sizeof *net);
     if (!net)
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
@@ -52,9 +42,6 @@ int ibvi_net_create(ibvi_net **out, int32_t input_dim,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: input_dim = %d, expected 1..%d", fn,
                           (int)input_dim, IBVI__MAX_DIM);
-    int status = check_allocator(allocator, fn);
-    if (status < 0)
-        return status;
     return create(out, (ibvi__shape){input_dim, 1, 1}, allocator, fn);
 }
 
@@ -71,9 +58,6 @@ int ibvi_net_create_image(ibvi_net **out, int32_t channels, int32_t height,
                           "expected each >= 1 and channels * height * width "
                           "<= %d", fn, (int)channels, (int)height, (int)width,
                           IBVI__MAX_DIM);
-    int status = check_allocator(allocator, fn);
-    if (status < 0)
-        return status;
     return create(out, (ibvi__shape){channels, height, width}, allocator, fn);
 }
 
@@ -269,14 +253,14 @@ int ibvi_net_set_threads(ibvi_net *net, int32_t threads)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "ibvi_net_set_threads: threads = %d, expected 1..1024",
                           (int)threads);
-    net->threads = threads;
+    net->threads = threads; /* the request; kernels.c caps it per call */
     return IBVI_OK;
 }
 
 int32_t ibvi_net_threads(const ibvi_net *net)
 {
     IBVI_CHECK_NOT_NULL("ibvi_net_threads", net);
-    return net->threads;
+    return ibvi__threads_in_effect(net->threads);
 }
 
 /* ---- workspace ----------------------------------------------------------- */

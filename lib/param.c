@@ -1,7 +1,8 @@
 /*
  * libibvi - parameterizations: the prior each layer's parameters start from
- * and their learning-rate multipliers (docs/theory.md), per parameter group
- * (layer_ops.h) from the group's fans and the layer's role.
+ * and their learning-rate multipliers (docs/concepts.md, "The prior and the
+ * parameterizations"), per parameter group (layer_ops.h) from the group's
+ * fans and the layer's role.
  *
  * Roles come from the position among the layers with a weight matrix
  * (IBVI__OPS_WEIGHT_MATRIX: dense, later conv): the first is the input

@@ -1,6 +1,7 @@
 /*
  * libibvi - predictive averaging over K weight samples (and over the members
- * of an ensemble), with the uncertainty measures of SPEC.md section 5.
+ * of an ensemble), with the uncertainty measures of docs/concepts.md
+ * ("Prediction and metrics").
  *
  * The engine is generic over the layer kinds (layer_ops.h): every layer runs
  * through its kind's forward with one theta. Rows are "shared" while no
@@ -11,14 +12,14 @@
  *
  * The fan-out layer of a kind whose output is a GEMM of its input against
  * theta (dense: has_identity) takes the cheaper, by multiply-adds, of
- *  - the low-rank identity of SPEC.md section 2: one GEMM of the inputs
- *    against [W; F_1..F_R] (R + 1 passes), then one GEMM that mixes the R + 1
- *    projections with [1, z_k] for all K samples at once;
+ *  - the low-rank identity (docs/concepts.md, "The variational layer"): one
+ *    GEMM of the inputs against [W; F_1..F_R] (R + 1 passes), then one GEMM
+ *    that mixes the R + 1 projections with [1, z_k] for all K samples;
  *  - K materialised weight samples theta_k = mu + S z_k (one read of S),
  *    each applied to the inputs.
  * Other kinds, and later variational layers, always materialise: later
- * layers' inputs differ per
- * sample, so the identity would cost R + 1 passes per sample instead of one.
+ * layers' inputs differ per sample, so the identity would cost R + 1
+ * passes per sample instead of one.
  * Both paths prepare once per run (the rearranged factor, the K samples):
  * they depend on the parameters, which may change between runs, not on x.
  *
@@ -26,9 +27,9 @@
  * the softmax and its entropy run along rows in vectorised blocks, in
  * double (through its kind's forward_by_class, or transposed from its
  * forward). A ReLU after a layer whose kind has forward_relu (dense: fused
- * with its bias) is done there; other activations are applied in place. The element-wise kernels are plain C
- * loops that GCC vectorises (see lib/meson.build): no intrinsics, no target
- * flags.
+ * with its bias) is done there; other activations are applied in place.
+ * The element-wise kernels are plain C loops that GCC vectorises (see
+ * lib/meson.build): no intrinsics, no target flags.
  *
  * Everything a run needs lives in one workspace block sized for `batch`
  * inputs (two ping-pong activation buffers of K x batch x widest layer, the

@@ -1,6 +1,6 @@
 /*
- * libibvi tests - the parameterizations (docs/concepts.md, "Parameterization:
- * SP or muP").
+ * libibvi tests - the parameterizations (docs/concepts.md, "The prior and the
+ * parameterizations").
  *
  * 1. The multiplier and init-std queries against the table, for every role
  *    and both optimizers.

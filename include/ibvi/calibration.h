@@ -1,9 +1,10 @@
 /*
  * libibvi - temperature scaling (Guo et al., 2017), the post-hoc
- * calibration baseline of SPEC.md section 4: one scalar T > 0 divides the
- * logits of every input, p = softmax(f(x) / T). T is fitted on held-out
- * data by minimising the negative log-likelihood; it changes confidences
- * but never the predicted class (argmax is invariant to T > 0).
+ * calibration baseline of docs/concepts.md ("The baselines"): one scalar
+ * T > 0 divides the logits of every input, p = softmax(f(x) / T). T is
+ * fitted on held-out data by minimising the negative log-likelihood; it
+ * changes confidences but never the predicted class (argmax is invariant to
+ * T > 0).
  *
  * Logits are row-major n x classes floats; labels are n int32 values in
  * [0, classes). Sums run in double, sequentially: the results do not depend

@@ -1,5 +1,6 @@
 /*
- * libibvi - uncertainty metrics (SPEC.md section 5).
+ * libibvi - uncertainty metrics (definitions: docs/concepts.md,
+ * "Prediction and metrics").
  *
  * An ibvi_metrics accumulator takes predictive probabilities batch by batch
  * and reports, over all N points added so far (C classes, p_n the
@@ -174,7 +175,7 @@ IBVI_API int ibvi_auroc(double *out, const float *in_scores, int64_t n_in,
  * to predictive probabilities it is the predictive entropy; the mean over
  * samples k of the entropies of the per-sample probabilities p_ik is the
  * expected entropy, and predictive minus expected entropy the mutual
- * information (SPEC.md section 5). A uniform row gives log(classes).
+ * information (docs/concepts.md, "Prediction and metrics"). A uniform row gives log(classes).
  * out: caller's array of n floats; unchanged on failure.
  * probs: n x classes probabilities, row-major, checked as for
  *      ibvi_metrics_add() (finite, in [0, 1] up to 1e-5, clamped).

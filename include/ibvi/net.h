@@ -6,7 +6,8 @@
  * (rank R >= 1), and element-wise activations. ibvi_net_init() then freezes
  * the architecture and draws the parameters from the prior of the chosen
  * parameterization. The network's variational layers hold a Gaussian
- * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md).
+ * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md,
+ * "The variational layer").
  *
  * Shapes: each example is a tensor of shape (channels, height, width),
  * stored row-major as one row of channels * height * width floats; a flat
@@ -33,7 +34,8 @@ typedef struct ibvi_net ibvi_net;
 /* A layer of a network: a borrowed handle, valid as long as its network. */
 typedef struct ibvi_layer ibvi_layer;
 
-/* Parameterizations (docs/concepts.md, "Parameterization: SP or muP"). muP is the recommended choice (and
+/* Parameterizations (docs/concepts.md, "The prior and the
+ * parameterizations"). muP is the recommended choice (and
  * the examples' default); ibvi_net_init() always takes it explicitly. */
 typedef enum ibvi_parameterization {
     IBVI_PARAM_SP = 0,  /* standard: init 1/sqrt(fan_in), all lr multipliers 1 */
@@ -117,8 +119,13 @@ IBVI_API int ibvi_net_add_activation(ibvi_net *net, int32_t activation);
 IBVI_API int ibvi_net_init(ibvi_net *net, int32_t parameterization,
                            uint64_t seed);
 
-/* Number of BLIS threads this network uses for its kernels (default 1).
- * threads >= 1. Results are reproducible for a fixed thread count. */
+/* BLIS threads for this network's kernels (default 1). set_threads stores
+ * the request, threads in 1..1024 (saved in model files as it is). The
+ * count in effect, what each BLIS call gets, is min(request, the CPUs the
+ * process may run on at the time of the call: its sched_getaffinity mask,
+ * else the online CPUs), so an oversized request cannot flood the host with
+ * threads. ibvi_net_threads returns that count in effect (1..request).
+ * Results are reproducible for a fixed count in effect. */
 IBVI_API int ibvi_net_set_threads(ibvi_net *net, int32_t threads);
 IBVI_API int32_t ibvi_net_threads(const ibvi_net *net);
 
@@ -201,8 +208,8 @@ IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
  * with rows = samples * n and cols = output_dim of that forward. Overwrites
  * every layer's gradients: dL/dmu = sum_m g_m and dL/dS = sum_m g_m z_m^T,
  * where g_m = dL/dtheta at weight sample m (the loss functions already divide
- * by samples * n, which makes these the averages over the samples of
- * docs/concepts.md).
+ * by samples * n, which makes these the averages of docs/concepts.md, "The
+ * variational layer").
  * Returns IBVI_ERR_STATE without a forward pass since the parameters last
  * changed (ibvi_net_init, ibvi_layer_set_mean/set_factor,
  * ibvi_optimizer_step all invalidate it), IBVI_ERR_SHAPE for other rows or

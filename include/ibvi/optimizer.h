@@ -4,7 +4,8 @@
  * An optimizer is bound to one network at creation and updates its means and
  * covariance factors from the gradients of the last ibvi_net_backward().
  * Each parameter's step size is the base learning rate times the multiplier
- * its parameterization gives it (SPEC.md section 3): for a dense layer,
+ * its parameterization gives it (docs/concepts.md, "The prior and the
+ * parameterizations"): for a dense layer,
  * weight and bias multipliers for the mean, and the same divided by R for the
  * rows of the covariance factor. There is no weight decay and no KL term:
  * IBVI relies on the implicit bias of the optimizer alone.

@@ -1,6 +1,7 @@
 /*
  * libibvi - predictive averaging: the probabilities of K sampled networks,
- * averaged, with the uncertainty measures of SPEC.md section 5.
+ * averaged, with the uncertainty measures of docs/concepts.md
+ * ("Prediction and metrics").
  *
  * A predictor borrows one network (or several of the same shape: a deep
  * ensemble) and draws its K weight samples once, at creation, from its own

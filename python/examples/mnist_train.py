@@ -30,7 +30,7 @@ import mnist_data
 from mnist_data import Dataset
 
 CHUNK = 1000
-# The corruptions evaluated, in the C program's order (SPEC.md section 7).
+# The corruptions evaluated, in the C program's order (docs/results.md).
 EVALUATED_CORRUPTIONS = [mnist_data.ROTATE, mnist_data.SHEAR, mnist_data.SCALE,
                          mnist_data.TRANSLATE, mnist_data.BRIGHTNESS,
                          mnist_data.STRIPE, mnist_data.SHOT_NOISE,

@@ -6,7 +6,7 @@ Python counterpart (see docs/python.md for the table):
 
     >>> import numpy as np, ibvi
     >>> net = ibvi.Net(2).add_dense(1, rank=2).init("sp", seed=42)
-    >>> opt = ibvi.Optimizer(net, "sgd", lr=0.05)
+    >>> opt = ibvi.Optimizer(net, "sgd", lr=0.01)  # momentum 0.9 by default
     >>> x = np.array([[0, 1], [1, 0], [1, 1], [2, 1]], np.float32)
     >>> y = np.array([[-1], [2], [1], [3]], np.float32)
     >>> for step in range(2000):
@@ -22,7 +22,7 @@ The shared library is found through IBVI_LIBRARY (a path), IBVI_BUILD_DIR
 system (see ibvi._lib). The loaded library's version is checked at import.
 """
 
-from . import _lib
+from . import _lib, _util
 from ._alloc import Allocator, CountingAllocator
 from ._errors import (ChecksumError, Error, FileError, FormatError,
                       InvalidArgument, NonFiniteError, OutOfMemory, ShapeError,
@@ -42,7 +42,7 @@ __version__ = "0.2.0"
 #: IBVI_FORMAT_VERSION: the model file format version of io.h.
 FORMAT_VERSION = 1
 #: IBVI_MAX_SAMPLES: the largest number of weight samples any call takes.
-MAX_SAMPLES = 65536
+MAX_SAMPLES = _util.MAX_SAMPLES
 #: IBVI_VERSION_MAJOR/MINOR/PATCH of the headers this package was written for.
 VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = 0, 2, 0
 #: Path (or name) of the shared library that was loaded.

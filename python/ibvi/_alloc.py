@@ -1,8 +1,11 @@
 """Custom allocators (struct ibvi_allocator) written in Python."""
 
 import ctypes
+import operator
 import threading
 
+from . import _util
+from ._errors import InvalidArgument, binding_error
 from ._lib import ALLOC_FUNC, FREE_FUNC, ibvi_allocator
 
 
@@ -17,9 +20,12 @@ class Allocator:
     Each network or accumulator keeps a reference to its allocator, so the
     callbacks live as long as the memory they manage.
 
-    The callbacks run with the GIL held; an exception in ``alloc`` counts as
-    a failed allocation (the call then raises OutOfMemory), one in ``free``
-    is ignored."""
+    The callbacks run with the GIL held, inside a library call that holds
+    its network's lock; an exception in ``alloc`` counts as a failed
+    allocation (the call then raises OutOfMemory), one in ``free`` is
+    ignored. They must not use ibvi objects: a call on a network, layer,
+    optimizer, predictor or metrics accumulator from inside a callback
+    raises StateError (the library is in the middle of a call)."""
 
     def __init__(self):
         self._alloc_cb = ALLOC_FUNC(self._c_alloc)
@@ -28,14 +34,22 @@ class Allocator:
 
     def _c_alloc(self, opaque, size):
         try:
-            return self.alloc(size) or None
+            with _util.in_callback():
+                ptr = self.alloc(size)
+            if not ptr:
+                return None
+            # anything but an address (an int that fits a pointer) is a failure
+            if isinstance(ptr, bool) or not 0 < operator.index(ptr) < 2**64:
+                return None
+            return operator.index(ptr)
         except BaseException:
             return None
 
     def _c_free(self, opaque, ptr):
         try:
             if ptr:
-                self.free(ptr)
+                with _util.in_callback():
+                    self.free(ptr)
         except BaseException:
             pass
 
@@ -47,6 +61,17 @@ class Allocator:
 
     def free(self, address):
         raise NotImplementedError
+
+
+def allocator_arg(allocator, fn):
+    """The const ibvi_allocator * argument for `allocator` (None: NULL)."""
+    if allocator is None:
+        return None
+    if not isinstance(allocator, Allocator):
+        raise binding_error(InvalidArgument, fn, "allocator must be an "
+                            "ibvi.Allocator or None, not %s"
+                            % type(allocator).__name__)
+    return allocator._as_parameter()
 
 
 class _Libc:

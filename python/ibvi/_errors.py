@@ -34,7 +34,7 @@ class Error(Exception):
 
     def __init__(self, status, message="", function=None):
         self.status = int(status)
-        self.status_string = status_string(self.status)
+        self.status_string = _text(self.status)
         self.message = message
         self.function = function
         text = message or self.status_string
@@ -111,10 +111,18 @@ def error_class(status):
 
 
 def status_string(status):
-    """ibvi_status_string(status): static English text, also for unknown codes."""
-    if _lib is None:
+    """ibvi_status_string(status): static English text, also for unknown
+    codes. status must be an int that fits int32_t (InvalidArgument else)."""
+    from ._util import INT32, cint  # _util imports this module
+    status = cint(status, INT32, "status_string", "status")
+    return _text(status)
+
+
+def _text(status):
+    """The status text for an Error (no check: any int gives a text)."""
+    if _lib is None or not -2**31 <= status < 2**31:
         return "status %d" % status
-    return _lib.ibvi_status_string(int(status)).decode("utf-8", "replace")
+    return _lib.ibvi_status_string(status).decode("utf-8", "replace")
 
 
 def last_error():

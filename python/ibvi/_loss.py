@@ -25,7 +25,7 @@ LossResult.__doc__ = """(loss, grad): the mean loss (float) and dL/d(outputs)
 
 def _targets(targets, cols, fn):
     """Float targets as (n, cols); a 1-D array is n rows when cols == 1."""
-    t = _util.f32(targets)
+    t = _util.f32(targets, fn, "targets")
     if t.ndim == 1 and cols == 1:
         t = t.reshape(-1, 1)
     if t.ndim != 2 or t.shape[1] != cols:
@@ -83,7 +83,7 @@ def loss(kind, outputs, labels=None, targets=None, grad=True):
     """Any loss by kind (ibvi_loss): labels for SOFTMAX_XENT, targets for the
     others. Returns LossResult(loss, grad)."""
     fn = "loss"
-    kind = as_enum(LossKind, kind, fn)
+    kind = as_enum(LossKind, kind, fn, "kind")
     outputs = _util.matrix(outputs, fn, "outputs")
     rows, cols = outputs.shape
     n = 0

@@ -6,6 +6,7 @@ from ctypes import byref, c_double, c_float, c_int64, c_void_p
 import numpy as np
 
 from . import _util
+from ._alloc import allocator_arg
 from ._errors import InvalidArgument, ShapeError, binding_error
 from ._lib import lib
 from ._util import D_PTR, I64_PTR, Handle, Resource, fp, ip
@@ -31,11 +32,13 @@ class Metrics(Handle):
     _what = "metrics accumulator"
 
     def __init__(self, classes, allocator=None):
+        classes = _util.cint(classes, _util.INT32, "Metrics", "classes")
+        alloc = allocator_arg(allocator, "Metrics")
         out = c_void_p()
-        lib.ibvi_metrics_create(byref(out), classes,
-                                None if allocator is None else allocator._as_parameter())
+        lib.ibvi_metrics_create(byref(out), classes, alloc)
         self._classes = classes
         self._allocator = allocator
+        self._lockset = (_util.new_lock(),)
         self._res = Resource(out.value, lib.ibvi_metrics_free)
 
     @property
@@ -44,27 +47,33 @@ class Metrics(Handle):
 
     def reset(self):
         """Forgets all data added so far."""
-        lib.ibvi_metrics_reset(self._h())
+        with self._use() as h:
+            lib.ibvi_metrics_reset(h)
 
     def add(self, probs, labels):
         """Adds n points: probs (n, classes) in [0, 1], labels n ints."""
         fn = "Metrics.add"
-        h = self._h()
         probs = _util.rows(probs, self._classes, fn, "probs")
         labels = _util.i32(labels, fn, "labels")
         if labels.shape != (probs.shape[0],):
             raise binding_error(ShapeError, fn, "labels has shape %s, expected "
                                 "(%d,)" % (labels.shape, probs.shape[0]))
-        lib.ibvi_metrics_add(h, fp(probs), probs.shape[0], ip(labels))
+        with self._use() as h:
+            lib.ibvi_metrics_add(h, fp(probs), probs.shape[0], ip(labels))
 
     def merge(self, other):
         """Adds the data of `other` (same number of classes) to this one."""
-        lib.ibvi_metrics_merge(self._h(), other._h())
+        if not isinstance(other, Metrics):
+            raise binding_error(InvalidArgument, "Metrics.merge", "other must be "
+                                "an ibvi.Metrics, not %s" % type(other).__name__)
+        with _util.hold(self, other) as (h, h_other):
+            lib.ibvi_metrics_merge(h, h_other)
 
     @property
     def count(self):
         v = c_int64()
-        lib.ibvi_metrics_count(self._h(), byref(v))
+        with self._use() as h:
+            lib.ibvi_metrics_count(h, byref(v))
         return v.value
 
     def __len__(self):
@@ -72,7 +81,8 @@ class Metrics(Handle):
 
     def _double(self, fn):
         v = c_double()
-        fn(self._h(), byref(v))
+        with self._use() as h:
+            fn(h, byref(v))
         return v.value
 
     accuracy = property(lambda self: self._double(lib.ibvi_metrics_accuracy),
@@ -91,20 +101,25 @@ class Metrics(Handle):
         counts = np.zeros(METRICS_BINS, dtype=np.int64)
         acc = np.zeros(METRICS_BINS, dtype=np.float64)
         conf = np.zeros(METRICS_BINS, dtype=np.float64)
-        lib.ibvi_metrics_bins(self._h(), counts.ctypes.data_as(I64_PTR),
-                              acc.ctypes.data_as(D_PTR), conf.ctypes.data_as(D_PTR),
-                              METRICS_BINS)
+        with self._use() as h:
+            lib.ibvi_metrics_bins(h, counts.ctypes.data_as(I64_PTR),
+                                  acc.ctypes.data_as(D_PTR),
+                                  conf.ctypes.data_as(D_PTR), METRICS_BINS)
         return Bins(counts, acc, conf)
 
     def summary(self):
-        """All scalar metrics as a dict."""
-        return {"count": self.count, "accuracy": self.accuracy, "nll": self.nll,
-                "ece": self.ece, "mce": self.mce, "brier": self.brier}
+        """All scalar metrics as a dict (read together, under the lock)."""
+        with self._use():
+            return {"count": self.count, "accuracy": self.accuracy,
+                    "nll": self.nll, "ece": self.ece, "mce": self.mce,
+                    "brier": self.brier}
 
     def __repr__(self):
-        if self.closed:
-            return "<ibvi.Metrics (closed)>"
-        return "<ibvi.Metrics %d classes, %d points>" % (self._classes, self.count)
+        with _util.Hold(self._lockset):
+            if self.closed:
+                return "<ibvi.Metrics (closed)>"
+            return "<ibvi.Metrics %d classes, %d points>" % (self._classes,
+                                                             self.count)
 
 
 def auroc(in_scores, out_scores):
@@ -151,6 +166,6 @@ def temperature_apply(logits, temperature, out=None):
     if probs is not z and np.shares_memory(probs, z):
         raise binding_error(InvalidArgument, fn, "out overlaps logits "
                             "(only out=logits, in place, is allowed)")
-    lib.ibvi_temperature_apply(fp(probs), fp(z), z.shape[0], z.shape[1],
-                               temperature)
+    t = _util.cfloat(temperature, fn, "temperature")
+    lib.ibvi_temperature_apply(fp(probs), fp(z), z.shape[0], z.shape[1], t)
     return probs

@@ -17,40 +17,63 @@ class OptimizerKind(Enum):
     ADAM = 1
 
 
+#: SGD's momentum when none is given: the paper's recipe (docs/results.md),
+#: heavy-ball momentum 0.9 with Nesterov off.
+DEFAULT_MOMENTUM = 0.9
+
+
 class Optimizer(Handle):
     """An optimizer (ibvi_optimizer) bound to one initialised network.
 
     ``Optimizer(net, 'sgd', lr, momentum=0.9, nesterov=False)`` or
     ``Optimizer(net, 'adam', lr, beta1=0.9, beta2=0.999, eps=1e-8)``; the
-    keyword settings are applied with set_momentum()/set_adam(). The
-    optimizer keeps its network alive; closing the network closes the
-    optimizer first (see Net)."""
+    keyword settings are applied with set_momentum()/set_adam(). SGD
+    defaults to the method's recipe, momentum 0.9 without Nesterov (the
+    package passes it to the library explicitly); give momentum=0.0 for
+    plain SGD.
+
+    The optimizer keeps its network alive and uses the network's lock for
+    every call (see Net); closing the network closes the optimizer first,
+    after which its calls raise StateError."""
 
     _what = "optimizer"
 
     def __init__(self, net, kind=OptimizerKind.SGD, lr=0.01, **settings):
-        kind = as_enum(OptimizerKind, kind, "Optimizer")
+        from ._net import Net
+        fn = "Optimizer"
+        if not isinstance(net, Net):
+            raise binding_error(InvalidArgument, fn, "net must be an ibvi.Net, "
+                                "not %s" % type(net).__name__)
+        kind = as_enum(OptimizerKind, kind, fn, "kind")
+        lr = _util.cfloat(lr, fn, "lr")
+        if kind == OptimizerKind.SGD:
+            momentum = _util.cfloat(settings.pop("momentum", DEFAULT_MOMENTUM),
+                                    fn, "momentum")
+            nesterov = settings.pop("nesterov", False)
+        elif kind == OptimizerKind.ADAM:
+            adam = (settings.pop("beta1", 0.9), settings.pop("beta2", 0.999),
+                    settings.pop("eps", 1e-8))
+        if settings:
+            raise TypeError("Optimizer: unexpected settings for %s: %s"
+                            % (getattr(kind, "name", kind), ", ".join(sorted(settings))))
         out = c_void_p()
-        lib.ibvi_optimizer_create(byref(out), net._h(), kind, lr)
-        self._bind(net, out.value, kind)
-        try:
-            if kind == OptimizerKind.SGD and settings:
-                self.set_momentum(settings.pop("momentum", 0.0),
-                                  settings.pop("nesterov", False))
-            elif kind == OptimizerKind.ADAM and settings:
-                self.set_adam(settings.pop("beta1", 0.9),
-                              settings.pop("beta2", 0.999),
-                              settings.pop("eps", 1e-8))
-            if settings:
-                raise TypeError("Optimizer: unexpected settings for %s: %s"
-                                % (kind.name, ", ".join(sorted(settings))))
-        except BaseException:
-            self.close()
-            raise
+        with net._use() as h:
+            lib.ibvi_optimizer_create(byref(out), h, kind, lr)
+            self._bind(net, out.value, kind)
+            try:
+                if kind == OptimizerKind.SGD:
+                    self.set_momentum(momentum, nesterov)
+                elif kind == OptimizerKind.ADAM:
+                    self.set_adam(*adam)
+            except BaseException:
+                self.close()
+                raise
 
     def _bind(self, net, ptr, kind):
+        """Wraps ptr; the caller holds the network's lock."""
         self._net = net
         self._kind = kind
+        self._lockset = net._lockset
         self._res = Resource(ptr, lib.ibvi_optimizer_free)
         net._attach(self._res)
 
@@ -61,7 +84,7 @@ class Optimizer(Handle):
         return opt
 
     @classmethod
-    def sgd(cls, net, lr, momentum=0.0, nesterov=False):
+    def sgd(cls, net, lr, momentum=DEFAULT_MOMENTUM, nesterov=False):
         return cls(net, OptimizerKind.SGD, lr, momentum=momentum, nesterov=nesterov)
 
     @classmethod
@@ -69,12 +92,14 @@ class Optimizer(Handle):
         return cls(net, OptimizerKind.ADAM, lr, beta1=beta1, beta2=beta2, eps=eps)
 
     def close(self):
+        """Frees the optimizer (after a call in progress on its network has
+        returned). Idempotent."""
+        super().close()
+
+    def _release(self):
         res = self._res
-        if res is not None:
-            res.release()
-            net = getattr(self, "_net", None)
-            if net is not None:
-                net._detach(res)
+        res.release()
+        self._net._detach(res)
 
     @property
     def net(self):
@@ -90,38 +115,51 @@ class Optimizer(Handle):
     def lr(self):
         """Base learning rate (settable; may change between steps)."""
         v = c_float()
-        lib.ibvi_optimizer_get_lr(self._h(), byref(v))
+        with self._use() as h:
+            lib.ibvi_optimizer_get_lr(h, byref(v))
         return v.value
 
     @lr.setter
     def lr(self, lr):
-        lib.ibvi_optimizer_set_lr(self._h(), lr)
+        self.set_lr(lr)
 
     def set_lr(self, lr):
-        lib.ibvi_optimizer_set_lr(self._h(), lr)
+        lr = _util.cfloat(lr, "Optimizer.set_lr", "lr")
+        with self._use() as h:
+            lib.ibvi_optimizer_set_lr(h, lr)
 
     def get_lr(self):
         return self.lr
 
     def set_momentum(self, momentum, nesterov=False):
         """SGD only: momentum in [0, 1), Nesterov or not."""
-        lib.ibvi_optimizer_set_momentum(self._h(), momentum, 1 if nesterov else 0)
+        m = _util.cfloat(momentum, "Optimizer.set_momentum", "momentum")
+        with self._use() as h:
+            lib.ibvi_optimizer_set_momentum(h, m, 1 if nesterov else 0)
 
     def set_adam(self, beta1=0.9, beta2=0.999, eps=1e-8):
         """Adam only: beta1, beta2 in [0, 1), eps > 0."""
-        lib.ibvi_optimizer_set_adam(self._h(), beta1, beta2, eps)
+        fn = "Optimizer.set_adam"
+        b1 = _util.cfloat(beta1, fn, "beta1")
+        b2 = _util.cfloat(beta2, fn, "beta2")
+        e = _util.cfloat(eps, fn, "eps")
+        with self._use() as h:
+            lib.ibvi_optimizer_set_adam(h, b1, b2, e)
 
     def step(self):
         """One update from the network's current gradients."""
-        lib.ibvi_optimizer_step(self._h())
+        with self._use() as h:
+            lib.ibvi_optimizer_step(h)
 
     @property
     def step_count(self):
-        return int(lib.ibvi_optimizer_step_count(self._h()))
+        with self._use() as h:
+            return int(lib.ibvi_optimizer_step_count(h))
 
     def reset(self):
         """Zeroes momentum / Adam moments and the step count."""
-        lib.ibvi_optimizer_reset(self._h())
+        with self._use() as h:
+            lib.ibvi_optimizer_reset(h)
 
     def train_step(self, x, labels=None, targets=None, samples=1, loss=None):
         """train_step(self.net, self, ...): see ibvi.train_step."""
@@ -129,11 +167,12 @@ class Optimizer(Handle):
                           samples=samples, loss=loss)
 
     def __repr__(self):
-        if self.closed:
-            return "<ibvi.Optimizer (closed)>"
-        kind = self._kind.name if self._kind is not None else "loaded"
-        return "<ibvi.Optimizer %s lr=%g steps=%d>" % (kind, self.lr,
-                                                       self.step_count)
+        with _util.Hold(self._lockset):
+            if self.closed:
+                return "<ibvi.Optimizer (closed)>"
+            kind = self._kind.name if self._kind is not None else "loaded"
+            return "<ibvi.Optimizer %s lr=%g steps=%d>" % (kind, self.lr,
+                                                           self.step_count)
 
 
 def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
@@ -144,9 +183,14 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
     (n, output_dim) floats (squared error, binary cross-entropy). loss: a
     LossKind or name; by default SOFTMAX_XENT with labels, SQUARED with
     targets. Returns the minibatch loss (a float). A non-finite loss raises
-    NonFiniteError (its ``.loss`` holds the value) and changes nothing."""
+    NonFiniteError (its ``.loss`` holds the value) and changes nothing.
+    Holds the locks of `net` and of opt's network for the whole step."""
+    from ._net import Net
     fn = "train_step"
-    h_net, h_opt = net._h(), opt._h()
+    if not isinstance(net, Net) or not isinstance(opt, Optimizer):
+        raise binding_error(InvalidArgument, fn, "net and opt must be an "
+                            "ibvi.Net and an ibvi.Optimizer")
+    samples = _util.cint(samples, _util.INT32, fn, "samples")
     if loss is None:
         if labels is not None:
             loss = LossKind.SOFTMAX_XENT
@@ -154,25 +198,26 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
             loss = LossKind.SQUARED
         else:
             raise binding_error(InvalidArgument, fn, "give labels or targets")
-    kind = as_enum(LossKind, loss, fn)
-    x = _util.rows(x, net.input_dim, fn, "x")
-    n = x.shape[0]
-    if labels is not None:
-        labels = _util.i32(labels, fn, "labels")
-        if labels.shape != (n,):
-            raise binding_error(ShapeError, fn, "labels has shape %s, expected "
-                                "(%d,)" % (labels.shape, n))
-    if targets is not None:
-        targets = _targets(targets, net.output_dim, fn)
-        if targets.shape[0] != n:
-            raise binding_error(ShapeError, fn, "targets has %d rows, x has %d"
-                                % (targets.shape[0], n))
-    value = c_float(np.nan)
-    try:
-        lib.ibvi_train_step(h_net, h_opt, fp(x), n, samples, kind, ip(labels),
-                            fp(targets), byref(value))
-    except NonFiniteError as e:
-        e.loss = value.value
-        raise
-    net._last_samples = samples
+    kind = as_enum(LossKind, loss, fn, "loss")
+    with _util.hold(net, opt) as (h_net, h_opt):
+        x = _util.rows(x, net.input_dim, fn, "x")
+        n = x.shape[0]
+        if labels is not None:
+            labels = _util.i32(labels, fn, "labels")
+            if labels.shape != (n,):
+                raise binding_error(ShapeError, fn, "labels has shape %s, "
+                                    "expected (%d,)" % (labels.shape, n))
+        if targets is not None:
+            targets = _targets(targets, net.output_dim, fn)
+            if targets.shape[0] != n:
+                raise binding_error(ShapeError, fn, "targets has %d rows, x has "
+                                    "%d" % (targets.shape[0], n))
+        value = c_float(np.nan)
+        try:
+            lib.ibvi_train_step(h_net, h_opt, fp(x), n, samples, kind, ip(labels),
+                                fp(targets), byref(value))
+        except NonFiniteError as e:
+            e.loss = value.value
+            raise
+        net._last_samples = samples
     return value.value

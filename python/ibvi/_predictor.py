@@ -3,8 +3,6 @@
 import collections
 from ctypes import byref, c_void_p
 
-import numpy as np
-
 from . import _util
 from ._errors import InvalidArgument, binding_error
 from ._lib import lib
@@ -27,30 +25,48 @@ class Predictor(Handle):
     net2, ...], samples, seed)`` (or ``Predictor.ensemble``) for a deep
     ensemble of networks with the same architecture. The predictor reads the
     networks' current parameters at each run and keeps the networks alive;
-    closing any of them closes the predictor first (see Net)."""
+    closing any of them closes the predictor first (see Net), after which
+    its calls raise StateError.
+
+    Threading: every call holds the locks of all the predictor's networks,
+    taken in one fixed order (see Net), so runs of one predictor from
+    several threads are serialised (the predictor's buffers are shared) and
+    cannot interleave with training, another predictor or close() on those
+    networks."""
 
     _what = "predictor"
 
     def __init__(self, nets, samples=1, seed=0):
         from ._net import Net
-        out = c_void_p()
-        if isinstance(nets, Net):
+        fn = "Predictor"
+        samples = _util.cint(samples, _util.INT32, fn, "samples")
+        seed = _util.cint(seed, _util.UINT64, fn, "seed")
+        single = isinstance(nets, Net)
+        if single:
             nets = (nets,)
-            lib.ibvi_predictor_create(byref(out), nets[0]._h(), samples, seed)
         else:
-            nets = tuple(nets)
-            for net in nets:
-                if not isinstance(net, Net):
-                    raise binding_error(InvalidArgument, "Predictor",
-                                        "nets must be ibvi.Net objects")
-            handles = (c_void_p * max(len(nets), 1))(*[n._h() for n in nets])
-            lib.ibvi_predictor_create_ensemble(byref(out), handles, len(nets),
-                                               samples, seed)
+            try:
+                nets = tuple(nets)
+            except TypeError:
+                nets = None
+            if nets is None or not all(isinstance(n, Net) for n in nets):
+                raise binding_error(InvalidArgument, fn, "nets must be an "
+                                    "ibvi.Net or a sequence of them")
+            _util.cint(len(nets), _util.INT32, fn, "count")
         self._nets = nets
         self._samples = samples
-        self._res = Resource(out.value, lib.ibvi_predictor_free)
-        for net in nets:
-            net._attach(self._res)
+        self._lockset = _util.lock_order(nets)
+        out = c_void_p()
+        with _util.hold(*nets) as handles:
+            if single:
+                lib.ibvi_predictor_create(byref(out), handles[0], samples, seed)
+            else:
+                arr = (c_void_p * max(len(handles), 1))(*handles)
+                lib.ibvi_predictor_create_ensemble(byref(out), arr, len(handles),
+                                                   samples, seed)
+            self._res = Resource(out.value, lib.ibvi_predictor_free)
+            for net in nets:
+                net._attach(self._res)
 
     @classmethod
     def ensemble(cls, nets, samples=1, seed=0):
@@ -58,11 +74,15 @@ class Predictor(Handle):
         return cls(list(nets), samples, seed)
 
     def close(self):
+        """Frees the predictor (after a call in progress has returned).
+        Idempotent."""
+        super().close()
+
+    def _release(self):
         res = self._res
-        if res is not None:
-            res.release()
-            for net in getattr(self, "_nets", ()):
-                net._detach(res)
+        res.release()
+        for net in self._nets:
+            net._detach(res)
 
     @property
     def nets(self):
@@ -71,44 +91,51 @@ class Predictor(Handle):
 
     def set_batch_size(self, batch):
         """Largest number of inputs processed at once (default 256)."""
-        lib.ibvi_predictor_set_batch_size(self._h(), batch)
+        batch = _util.cint(batch, _util.INT64, "Predictor.set_batch_size", "batch")
+        with self._use() as h:
+            lib.ibvi_predictor_set_batch_size(h, batch)
 
     def set_mean_network(self, on=True):
         """Use the mean network only (K = 1, z = 0), or the K samples."""
-        lib.ibvi_predictor_set_mean_network(self._h(), 1 if on else 0)
+        with self._use() as h:
+            lib.ibvi_predictor_set_mean_network(h, 1 if on else 0)
 
     def set_temperature(self, temperature):
         """Divide every sample's logits by temperature (> 0) before softmax."""
-        lib.ibvi_predictor_set_temperature(self._h(), temperature)
+        t = _util.cfloat(temperature, "Predictor.set_temperature", "temperature")
+        with self._use() as h:
+            lib.ibvi_predictor_set_temperature(h, t)
 
     @property
     def samples(self):
         """Weight samples a run averages per network (1 in mean-network mode)."""
-        return int(lib.ibvi_predictor_samples(self._h()))
+        with self._use() as h:
+            return int(lib.ibvi_predictor_samples(h))
 
     def noise(self):
         """The predictor's weight-sample noise, (members, K, noise_size), as
         Net.forward_noise expects it (K as given at creation)."""
-        h = self._h()
-        z = np.empty((len(self._nets), self._samples, self._nets[0].noise_size),
-                     dtype=np.float32)
-        lib.ibvi_predictor_noise(h, fp(z), z.size)
+        with self._use() as h:
+            z = _util.empty((len(self._nets), self._samples,
+                             self._nets[0].noise_size), "Predictor.noise", "z")
+            lib.ibvi_predictor_noise(h, fp(z), z.size)
         return z
 
     def run(self, x, uncertainty=True, out=None):
         """Predicts x (n, input_dim). Returns a Prediction; with
         uncertainty=False its three entropy arrays are None (and not
         computed). out: optional (n, classes) float32 array for probs."""
-        h = self._h()
-        net = self._nets[0]
-        x = _util.rows(x, net.input_dim, "Predictor.run", "x")
-        n = x.shape[0]
-        probs = _util.out_array(out, (n, net.output_dim), "Predictor.run")
-        if uncertainty:
-            pe, ee, mi = (np.empty(n, dtype=np.float32) for _ in range(3))
-        else:
-            pe = ee = mi = None
-        lib.ibvi_predictor_run(h, fp(x), n, fp(probs), fp(pe), fp(ee), fp(mi))
+        fn = "Predictor.run"
+        with self._use() as h:
+            net = self._nets[0]
+            x = _util.rows(x, net.input_dim, fn, "x")
+            n = x.shape[0]
+            probs = _util.out_array(out, (n, net.output_dim), fn)
+            if uncertainty:
+                pe, ee, mi = (_util.empty((n,), fn, "entropies") for _ in range(3))
+            else:
+                pe = ee = mi = None
+            lib.ibvi_predictor_run(h, fp(x), n, fp(probs), fp(pe), fp(ee), fp(mi))
         return Prediction(probs, pe, ee, mi)
 
     def predict_proba(self, x, out=None):
@@ -116,6 +143,8 @@ class Predictor(Handle):
         return self.run(x, uncertainty=False, out=out).probs
 
     def __repr__(self):
-        if self.closed:
-            return "<ibvi.Predictor (closed)>"
-        return "<ibvi.Predictor %d net(s), K=%d>" % (len(self._nets), self.samples)
+        with _util.Hold(self._lockset):
+            if self.closed:
+                return "<ibvi.Predictor (closed)>"
+            return "<ibvi.Predictor %d net(s), K=%d>" % (len(self._nets),
+                                                         self.samples)

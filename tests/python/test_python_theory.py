@@ -1,6 +1,6 @@
-"""SPEC.md section 6 from Python: an overparameterised linear model trained
-by SGD on the expected squared loss keeps P_N mu and P_N S fixed at every
-step and converges to the closed form
+"""The implicit-bias theory of docs/theory.md from Python: an
+overparameterised linear model trained by SGD on the expected squared loss
+keeps P_N mu and P_N S fixed at every step and converges to the closed form
 
     mu* = mu0 + X~^T (X~ X~^T)^-1 (y - X~ mu0),   S* = P_N S0,
 

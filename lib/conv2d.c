@@ -1,0 +1,387 @@
+/*
+ * libibvi - 2-D convolution by im2col and GEMM (lib/image.h,
+ * docs/image-layers.md).
+ *
+ * A chunk of nb examples is unfolded into the column matrix X_col
+ * (K x nb*HW, K = c_in*kh*kw, HW = h_out*w_out): row (c*kh + i)*kw + j,
+ * column b*HW + p*w_out + q holds x_b[c][p*sh - ph + i][q*sw - pw + j] (0 in
+ * the padding). Then, with W (c_out x K) as stored in theta,
+ *     forward   Y_col = W X_col                  (c_out x nb*HW), one GEMM
+ *     backward  dW   += dY_col X_col^T           (c_out x K),     one GEMM
+ *               dX_col = W^T dY_col, dX = col2im(dX_col),         one GEMM
+ * where Y_col holds y_b[o][p][q] at row o, column b*HW + p*w_out + q: NCHW
+ * with the example and channel axes swapped, so forward scatters Y_col into
+ * the output (adding the bias) and backward gathers dY into dY_col. Those
+ * copies touch c_out*HW floats per example, the im2col K*HW: the GEMMs
+ * dominate (measured in docs/image-layers.md). One GEMM per chunk beats one
+ * per example, whose shapes (e.g. 16 x 100 x 150 for LeNet's second layer)
+ * are too small for BLIS to run near its peak.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <string.h>
+
+#include "image.h"
+#include "internal.h"
+#include "kernels.h"
+
+/* Scratch per chunk, in floats: X_col and Y_col (or dY_col). 1 MiB, about
+ * a core's L2, so the GEMMs read X_col from cache where im2col left it:
+ * over LeNet's two layers at batch 128, 15% faster than 4 MiB and 5%
+ * faster than 256 KiB (docs/image-layers.md). */
+#define CHUNK_BUDGET ((int64_t)1 << 18)
+
+static int check_size(const char *fn, const char *name, int64_t v)
+{
+    if (v < 1)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: %s = %lld, expected >= 1",
+                          fn, name, (long long)v);
+    if (v > IBVI__IMAGE_DIM_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: %s = %lld exceeds the limit %d", fn, name,
+                          (long long)v, IBVI__IMAGE_DIM_MAX);
+    return 0;
+}
+
+static int check_pad(const char *fn, const char *name, int64_t pad,
+                     int64_t kernel)
+{
+    if (pad < 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: %s = %lld is negative", fn, name,
+                          (long long)pad);
+    if (pad >= kernel)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: %s = %lld is not smaller than the kernel "
+                          "side %lld (a window would see only padding)",
+                          fn, name, (long long)pad, (long long)kernel);
+    return 0;
+}
+
+int ibvi__conv2d_geometry(ibvi__conv2d_geom *g, int64_t c_in, int64_t h_in,
+                          int64_t w_in, int64_t c_out, int64_t kh, int64_t kw,
+                          int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                          int64_t pad_w, const char *fn)
+{
+    const struct {
+        const char *name;
+        int64_t value;
+    } sizes[] = {{"input channels", c_in}, {"input height", h_in},
+                 {"input width", w_in},    {"output channels", c_out},
+                 {"kernel height", kh},    {"kernel width", kw},
+                 {"stride height", stride_h}, {"stride width", stride_w}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const int st = check_size(fn, sizes[i].name, sizes[i].value);
+        if (st)
+            return st;
+    }
+    int st = check_pad(fn, "padding height", pad_h, kh);
+    if (st == 0)
+        st = check_pad(fn, "padding width", pad_w, kw);
+    if (st)
+        return st;
+    /* Every factor is <= 2^16, so these products fit int64. */
+    const int64_t ph = h_in + 2 * pad_h, pw = w_in + 2 * pad_w;
+    if (kh > ph || kw > pw)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: kernel %lldx%lld is larger than the padded "
+                          "input %lldx%lld",
+                          fn, (long long)kh, (long long)kw, (long long)ph,
+                          (long long)pw);
+    const int64_t h_out = (ph - kh) / stride_h + 1;
+    const int64_t w_out = (pw - kw) / stride_w + 1;
+    const int64_t in_size = c_in * h_in * w_in;
+    const int64_t out_size = c_out * h_out * w_out;
+    const int64_t patch = c_in * kh * kw;
+    if (in_size > IBVI__IMAGE_SIZE_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: input %lldx%lldx%lld has more than %d values",
+                          fn, (long long)c_in, (long long)h_in,
+                          (long long)w_in, IBVI__IMAGE_SIZE_MAX);
+    if (out_size > IBVI__IMAGE_SIZE_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: output %lldx%lldx%lld has more than %d values",
+                          fn, (long long)c_out, (long long)h_out,
+                          (long long)w_out, IBVI__IMAGE_SIZE_MAX);
+    if (patch > IBVI__IMAGE_SIZE_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: patch %lldx%lldx%lld has more than %d values",
+                          fn, (long long)c_in, (long long)kh, (long long)kw,
+                          IBVI__IMAGE_SIZE_MAX);
+    g->c_in = c_in;
+    g->h_in = h_in;
+    g->w_in = w_in;
+    g->c_out = c_out;
+    g->kh = kh;
+    g->kw = kw;
+    g->stride_h = stride_h;
+    g->stride_w = stride_w;
+    g->pad_h = pad_h;
+    g->pad_w = pad_w;
+    g->h_out = h_out;
+    g->w_out = w_out;
+    g->patch = patch;
+    g->positions = h_out * w_out;
+    g->in_size = in_size;
+    g->out_size = out_size;
+    g->params = c_out * patch + c_out;
+    const int64_t per_example = g->positions * (patch + c_out);
+    g->chunk = per_example >= CHUNK_BUDGET ? 1 : CHUNK_BUDGET / per_example;
+    return 0;
+}
+
+int64_t ibvi__conv2d_scratch_floats(const ibvi__conv2d_geom *g, int64_t rows)
+{
+    if (rows <= 0)
+        return 0;
+    const int64_t nb = rows < g->chunk ? rows : g->chunk;
+    return nb * g->positions * (g->patch + g->c_out);
+}
+
+/* The outputs o in [0, out) whose tap o*stride - pad + k lies in [0, n):
+ * [*lo, *hi). */
+static void valid_range(int64_t n, int64_t out, int64_t stride, int64_t pad,
+                        int64_t k, int64_t *lo, int64_t *hi)
+{
+    const int64_t first = pad - k; /* o*stride >= first */
+    const int64_t last = n - 1 + pad - k; /* o*stride <= last */
+    int64_t l = first > 0 ? (first + stride - 1) / stride : 0;
+    int64_t h = last < 0 ? 0 : last / stride + 1;
+    if (h > out)
+        h = out;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* d[0..n) = s[0..n). The runs im2col copies are short (at most w_out
+ * values, e.g. 10 in LeNet's second layer), and a memcpy of a run-time size
+ * is a library call: in blocks of 8 the compiler inlines the copies. */
+static inline void copy_run(float *restrict d, const float *restrict s,
+                            int64_t n)
+{
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8)
+        memcpy(d + q, s + q, 8 * sizeof(float));
+    if (n >= 8) {
+        memcpy(d + n - 8, s + n - 8, 8 * sizeof(float)); /* overlaps */
+        return;
+    }
+    for (; q + 2 <= n; q += 2)
+        memcpy(d + q, s + q, 2 * sizeof(float));
+    if (q < n)
+        d[q] = s[q];
+}
+
+/* GCC turns short copy and zero loops into calls of memcpy and memset with
+ * run-time sizes (even copy_run's blocks), which cost more than the copies
+ * in im2col's short runs: measured 15% of im2col for LeNet's layers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define IBVI_INLINE_RUNS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define IBVI_INLINE_RUNS
+#endif
+
+/* d[0..n) += s[0..n), in blocks of 8 for the same reason. */
+static inline void add_run(float *restrict d, const float *restrict s,
+                           int64_t n)
+{
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8)
+        for (int k = 0; k < 8; k++)
+            d[q + k] += s[q + k];
+    for (; q < n; q++)
+        d[q] += s[q];
+}
+
+/* X_col (K x ld) for nb examples starting at x; ld = nb * positions. */
+IBVI_INLINE_RUNS
+static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
+                   float *col)
+{
+    const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
+    const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
+    const int64_t ld = nb * HW;
+    for (int64_t c = 0; c < g->c_in; c++)
+        for (int64_t i = 0; i < g->kh; i++) {
+            int64_t p_lo, p_hi;
+            valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
+            for (int64_t j = 0; j < g->kw; j++) {
+                int64_t q_lo, q_hi;
+                valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
+                const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
+                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                for (int64_t b = 0; b < nb; b++) {
+                    const float *plane = x + b * g->in_size + c * H * W;
+                    float *dst = row + b * HW;
+                    if (p_lo > 0)
+                        memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
+                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                        /* Whole runs (no padding in this tap's columns):
+                         * offsets that step, nothing recomputed per run
+                         * (measured 2x faster on 10-value runs). */
+                        int64_t from = (p_lo * sh - g->pad_h + i) * W + shift;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            copy_run(dst + p * wo, plane + from, wo);
+                            from += sh * W;
+                        }
+                    } else {
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            const float *restrict src =
+                                plane + (p * sh - g->pad_h + i) * W;
+                            float *restrict d = dst + p * wo;
+                            for (int64_t q = 0; q < q_lo; q++)
+                                d[q] = 0.0f;
+                            if (sw == 1)
+                                copy_run(d + q_lo, src + q_lo + shift,
+                                         q_hi - q_lo);
+                            else
+                                for (int64_t q = q_lo; q < q_hi; q++)
+                                    d[q] = src[q * sw + shift];
+                            for (int64_t q = q_hi; q < wo; q++)
+                                d[q] = 0.0f;
+                        }
+                    }
+                    if (p_hi < g->h_out)
+                        memset(dst + p_hi * wo, 0,
+                               (size_t)((g->h_out - p_hi) * wo) *
+                                   sizeof(float));
+                }
+            }
+        }
+}
+
+/* dx (nb x in_size) = col2im(col): the adjoint of im2col, each column entry
+ * added to the input value it was copied from. */
+IBVI_INLINE_RUNS
+static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
+                   float *dx)
+{
+    const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
+    const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
+    const int64_t ld = nb * HW;
+    memset(dx, 0, (size_t)(nb * g->in_size) * sizeof(float));
+    for (int64_t c = 0; c < g->c_in; c++)
+        for (int64_t i = 0; i < g->kh; i++) {
+            int64_t p_lo, p_hi;
+            valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
+            for (int64_t j = 0; j < g->kw; j++) {
+                int64_t q_lo, q_hi;
+                valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
+                const int64_t shift = j - g->pad_w;
+                const float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                for (int64_t b = 0; b < nb; b++) {
+                    float *plane = dx + b * g->in_size + c * H * W;
+                    const float *src = row + b * HW;
+                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                        int64_t to = (p_lo * sh - g->pad_h + i) * W + shift;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            add_run(plane + to, src + p * wo, wo);
+                            to += sh * W;
+                        }
+                    } else {
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            float *restrict d =
+                                plane + (p * sh - g->pad_h + i) * W;
+                            const float *restrict s = src + p * wo;
+                            if (sw == 1)
+                                add_run(d + q_lo + shift, s + q_lo,
+                                        q_hi - q_lo);
+                            else
+                                for (int64_t q = q_lo; q < q_hi; q++)
+                                    d[q * sw + shift] += s[q];
+                        }
+                    }
+                }
+            }
+        }
+}
+
+void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
+                          const float *theta, const float *input,
+                          float *output, int64_t rows, float *scratch)
+{
+    const int64_t K = g->patch, HW = g->positions, co = g->c_out;
+    const float *bias = theta + co * K;
+    for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
+        const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
+        const int64_t ld = nb * HW;
+        float *col = scratch, *ycol = scratch + K * ld;
+        im2col(g, input + r0 * g->in_size, nb, col);
+        ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
+                   ycol, ld);
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t o = 0; o < co; o++) {
+                const float *restrict s = ycol + o * ld + b * HW;
+                float *restrict d = output + (r0 + b) * g->out_size + o * HW;
+                const float bo = bias[o];
+                for (int64_t p = 0; p < HW; p++)
+                    d[p] = s[p] + bo;
+            }
+    }
+}
+
+/* dY_col (c_out x ld) from nb examples of dy (NCHW), and when bias is not
+ * NULL, bias[o] += the sum of channel o's values. Eight running sums per
+ * run, so the reduction vectorises (a single float sum would not without
+ * reassociation) and stays in order. */
+static void gather_dy(const ibvi__conv2d_geom *g, const float *dy, int64_t nb,
+                      float *dycol, float *bias)
+{
+    const int64_t HW = g->positions, ld = nb * HW;
+    const int64_t bulk = HW & ~(int64_t)7;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t o = 0; o < g->c_out; o++) {
+            const float *restrict src = dy + b * g->out_size + o * HW;
+            float *restrict dst = dycol + o * ld + b * HW;
+            if (!bias) {
+                memcpy(dst, src, (size_t)HW * sizeof(float));
+                continue;
+            }
+            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t p = 0; p < bulk; p += 8)
+                for (int k = 0; k < 8; k++) {
+                    const float v = src[p + k];
+                    dst[p + k] = v;
+                    lane[k] += v;
+                }
+            float sum = 0.0f;
+            for (int64_t p = bulk; p < HW; p++) {
+                dst[p] = src[p];
+                sum += src[p];
+            }
+            for (int k = 0; k < 8; k++)
+                sum += lane[k];
+            bias[o] += sum;
+        }
+}
+
+void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
+                           const float *theta, const float *input,
+                           const float *grad_output, float *grad_input,
+                           float *grad_theta, int64_t rows, float *scratch)
+{
+    const int64_t K = g->patch, HW = g->positions, co = g->c_out;
+    float *grad_bias = grad_theta ? grad_theta + co * K : NULL;
+    if (grad_theta)
+        memset(grad_theta, 0, (size_t)g->params * sizeof(float));
+    if (!grad_theta && !grad_input)
+        return;
+    for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
+        const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
+        const int64_t ld = nb * HW;
+        float *col = scratch, *dycol = scratch + K * ld;
+        gather_dy(g, grad_output + r0 * g->out_size, nb, dycol, grad_bias);
+        if (grad_theta) {
+            im2col(g, input + r0 * g->in_size, nb, col);
+            ibvi__gemm(threads, 0, 1, co, K, ld, 1.0f, dycol, ld, col, ld,
+                       r0 == 0 ? 0.0f : 1.0f, grad_theta, K);
+        }
+        if (grad_input) {
+            ibvi__gemm(threads, 1, 0, K, ld, co, 1.0f, theta, K, dycol, ld,
+                       0.0f, col, ld);
+            col2im(g, col, nb, grad_input + r0 * g->in_size);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+/*
+ * libibvi - group normalisation (lib/image.h, docs/image-layers.md).
+ *
+ * A group's values are contiguous in CHW (channels g*C/G .. (g+1)*C/G - 1),
+ * so each (example, group) is one run of n floats. Its mean and variance
+ * come from two passes in double. The mean is kept as a float pair
+ * (hi = (float)mean, lo = (float)(mean - hi)) and x - mean is formed as
+ * (x - hi) - lo: for x near the mean x - hi is exact in float, so xhat
+ * keeps double-precision centring even when |mean| >> std, and forward and
+ * backward compute bit-identical xhat from the same three floats.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <math.h>
+#include <string.h>
+
+#include "image.h"
+#include "internal.h"
+
+static int check_size(const char *fn, const char *name, int64_t v)
+{
+    if (v < 1)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: %s = %lld, expected >= 1",
+                          fn, name, (long long)v);
+    if (v > IBVI__IMAGE_DIM_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: %s = %lld exceeds the limit %d", fn, name,
+                          (long long)v, IBVI__IMAGE_DIM_MAX);
+    return 0;
+}
+
+int ibvi__groupnorm_geometry(ibvi__groupnorm_geom *g, int64_t c, int64_t h,
+                             int64_t w, int64_t groups, float eps,
+                             const char *fn)
+{
+    const struct {
+        const char *name;
+        int64_t value;
+    } sizes[] = {{"channels", c}, {"height", h}, {"width", w},
+                 {"groups", groups}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const int st = check_size(fn, sizes[i].name, sizes[i].value);
+        if (st)
+            return st;
+    }
+    if (!(eps > 0.0f) || !isfinite(eps))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: eps = %g, expected finite and > 0", fn,
+                          (double)eps);
+    if (c % groups != 0)
+        return ibvi__fail(IBVI_ERR_SHAPE,
+                          "%s: channels %lld not divisible by groups %lld", fn,
+                          (long long)c, (long long)groups);
+    const int64_t in_size = c * h * w; /* factors <= 2^16 */
+    if (in_size > IBVI__IMAGE_SIZE_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: input %lldx%lldx%lld has more than %d values",
+                          fn, (long long)c, (long long)h, (long long)w,
+                          IBVI__IMAGE_SIZE_MAX);
+    g->c = c;
+    g->h = h;
+    g->w = w;
+    g->groups = groups;
+    g->eps = eps;
+    g->group_channels = c / groups;
+    g->spatial = h * w;
+    g->group_size = g->group_channels * g->spatial;
+    g->in_size = in_size;
+    g->params = 2 * c;
+    return 0;
+}
+
+int64_t ibvi__groupnorm_scratch_floats(const ibvi__groupnorm_geom *g,
+                                       int64_t rows)
+{
+    return rows > 0 ? 3 * rows * g->groups : 0;
+}
+
+/* The sums run in eight independent lanes: a single accumulator is a
+ * chain of dependent adds, which does not vectorise (no reassociation) and
+ * ran at 3 ns per value. */
+
+/* stats = {mean hi, mean lo, rstd} of the n values of x. */
+static void group_stats(const float *x, int64_t n, double eps, float *stats)
+{
+    const int64_t bulk = n & ~(int64_t)7;
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < bulk; i += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += x[i + k];
+    double sum = 0.0;
+    for (int64_t i = bulk; i < n; i++)
+        sum += x[i];
+    for (int k = 0; k < 8; k++)
+        sum += lane[k];
+    const double mean = sum / (double)n;
+    for (int k = 0; k < 8; k++)
+        lane[k] = 0.0;
+    for (int64_t i = 0; i < bulk; i += 8)
+        for (int k = 0; k < 8; k++) {
+            const double d = (double)x[i + k] - mean;
+            lane[k] += d * d;
+        }
+    double ss = 0.0;
+    for (int64_t i = bulk; i < n; i++) {
+        const double d = (double)x[i] - mean;
+        ss += d * d;
+    }
+    for (int k = 0; k < 8; k++)
+        ss += lane[k];
+    const float hi = (float)mean;
+    stats[0] = hi;
+    stats[1] = (float)(mean - (double)hi);
+    stats[2] = (float)(1.0 / sqrt(ss / (double)n + eps));
+}
+
+/* sums[0] = sum dy, sums[1] = sum dy * xhat over one channel's hw values. */
+static void channel_sums(const float *restrict x, const float *restrict dy,
+                         int64_t hw, float hi, float lo, float rstd,
+                         float sums[2])
+{
+    const int64_t bulk = hw & ~(int64_t)7;
+    float l_dy[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float l_dyx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < bulk; i += 8)
+        for (int k = 0; k < 8; k++) {
+            const float xhat = ((x[i + k] - hi) - lo) * rstd;
+            l_dy[k] += dy[i + k];
+            l_dyx[k] += dy[i + k] * xhat;
+        }
+    float s_dy = 0.0f, s_dyx = 0.0f;
+    for (int64_t i = bulk; i < hw; i++) {
+        const float xhat = ((x[i] - hi) - lo) * rstd;
+        s_dy += dy[i];
+        s_dyx += dy[i] * xhat;
+    }
+    for (int k = 0; k < 8; k++) {
+        s_dy += l_dy[k];
+        s_dyx += l_dyx[k];
+    }
+    sums[0] = s_dy;
+    sums[1] = s_dyx;
+}
+
+void ibvi__groupnorm_forward(const ibvi__groupnorm_geom *g, const float *theta,
+                             const float *input, float *output, int64_t rows,
+                             float *scratch)
+{
+    const float *gamma = theta, *beta = theta + g->c;
+    const int64_t n = g->group_size, hw = g->spatial;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < g->groups; k++) {
+            const int64_t start = r * g->in_size + k * n;
+            float *stats = scratch + 3 * (r * g->groups + k);
+            group_stats(input + start, n, (double)g->eps, stats);
+            const float hi = stats[0], lo = stats[1], rstd = stats[2];
+            for (int64_t cc = 0; cc < g->group_channels; cc++) {
+                const int64_t c = k * g->group_channels + cc;
+                const float *restrict x = input + start + cc * hw;
+                float *restrict y = output + start + cc * hw;
+                const float gc = gamma[c], bc = beta[c];
+                for (int64_t i = 0; i < hw; i++)
+                    y[i] = ((x[i] - hi) - lo) * rstd * gc + bc;
+            }
+        }
+}
+
+void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
+                              const float *theta, const float *input,
+                              const float *grad_output, float *grad_input,
+                              float *grad_theta, int64_t rows,
+                              const float *scratch)
+{
+    const float *gamma = theta;
+    const int64_t n = g->group_size, hw = g->spatial, C = g->c;
+    if (grad_theta)
+        memset(grad_theta, 0, (size_t)g->params * sizeof(float));
+    if (!grad_theta && !grad_input)
+        return;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < g->groups; k++) {
+            const int64_t start = r * g->in_size + k * n;
+            const float *stats = scratch + 3 * (r * g->groups + k);
+            const float hi = stats[0], lo = stats[1], rstd = stats[2];
+            /* sum g and sum g*xhat over the group, g = dy * gamma[c]. */
+            double sum_g = 0.0, sum_gx = 0.0;
+            for (int64_t cc = 0; cc < g->group_channels; cc++) {
+                const int64_t c = k * g->group_channels + cc;
+                float sums[2];
+                channel_sums(input + start + cc * hw,
+                             grad_output + start + cc * hw, hw, hi, lo, rstd,
+                             sums);
+                const float s_dy = sums[0], s_dyx = sums[1];
+                if (grad_theta) {
+                    grad_theta[c] += s_dyx;
+                    grad_theta[C + c] += s_dy;
+                }
+                sum_g += (double)gamma[c] * s_dy;
+                sum_gx += (double)gamma[c] * s_dyx;
+            }
+            if (!grad_input)
+                continue;
+            const float mean_g = (float)(sum_g / (double)n);
+            const float mean_gx = (float)(sum_gx / (double)n);
+            for (int64_t cc = 0; cc < g->group_channels; cc++) {
+                const int64_t c = k * g->group_channels + cc;
+                const float *restrict x = input + start + cc * hw;
+                const float *restrict dy = grad_output + start + cc * hw;
+                float *restrict dx = grad_input + start + cc * hw;
+                const float gc = gamma[c];
+                for (int64_t i = 0; i < hw; i++) {
+                    const float xhat = ((x[i] - hi) - lo) * rstd;
+                    dx[i] = rstd * (dy[i] * gc - mean_g - xhat * mean_gx);
+                }
+            }
+        }
+}
