@@ -1,5 +1,6 @@
 /*
- * libibvi - element-wise activations and their derivatives.
+ * libibvi - the activation layer: element-wise ReLU, tanh or SiLU and their
+ * derivatives; the output has the input's shape.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -83,4 +84,53 @@ void ibvi__activation_backward(int32_t activation, const float *input,
     default:
         break;
     }
+}
+
+/* ---- the kind ------------------------------------------------------------- */
+
+/* The builder (ibvi_net_add_activation) put the function in
+ * layer->activation. */
+static int configure(ibvi_layer *layer, const char *fn)
+{
+    if (!ibvi__activation_valid(layer->activation))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: activation = %d, expected IBVI_ACT_RELU (1), "
+                          "IBVI_ACT_TANH (2) or IBVI_ACT_SILU (3)", fn,
+                          (int)layer->activation);
+    layer->out_shape = layer->in_shape;
+    layer->params = 0;
+    layer->group_count = 0;
+    return IBVI_OK;
+}
+
+static void forward(const ibvi_layer *layer, const float *theta,
+                    const float *in, float *out, int64_t rows, float *scratch)
+{
+    (void)theta, (void)scratch;
+    ibvi__activation_forward(layer->activation, in, out, rows * layer->outputs);
+}
+
+static void backward(const ibvi_layer *layer, const float *theta,
+                     const float *in, const float *dy, float *dx,
+                     float *dtheta, int64_t rows, float *scratch,
+                     double *bound)
+{
+    (void)theta, (void)dtheta, (void)scratch, (void)bound;
+    ibvi__activation_backward(layer->activation, in, dy, dx,
+                              rows * layer->outputs);
+}
+
+const ibvi__layer_ops ibvi__activation_ops = {
+    .name = "activation",
+    .flags = IBVI__OPS_IN_PLACE,
+    .configure = configure,
+    .forward = forward,
+    .backward = backward,
+};
+
+int ibvi_net_add_activation(ibvi_net *net, int32_t activation)
+{
+    ibvi_layer proto = {.activation = activation};
+    return ibvi__net_add_layer(net, "ibvi_net_add_activation",
+                               IBVI__KIND_ACTIVATION, &proto, 0);
 }

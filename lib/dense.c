@@ -1,20 +1,9 @@
 /*
- * libibvi - the dense layer, deterministic or variational low-rank Gaussian
- * (SPEC.md section 2).
- *
- * A variational layer draws theta_m = mu + S z_m once per weight sample m
- * and applies it to that sample's block of n rows: y = x W_m^T + b_m. The
- * gradient at the sampled weights, g_m = dL/dtheta_m, gives
- *     dL/dmu = sum_m g_m,    dL/dS = sum_m g_m z_m^T = G^T Z,
- * with G (samples x P) and Z (samples x R). A deterministic layer (R = 0)
- * runs all samples' rows in one GEMM.
- *
- * The factor S is R times the size of the mean, so the layer touches it as
- * little as it can: sampling reads S once for all samples (and is skipped
- * when the last optimizer step already drew this forward's weights, see
- * network.h), and dL/dS is never materialised: the backward keeps G (and
- * the network keeps Z), and the optimizer forms G^T Z a few rows at a time
- * inside its single update pass (ibvi__factor_grad_span).
+ * libibvi - the dense layer: y = x W^T + b for theta = [vec(W) row-major
+ * (outputs x inputs); b], the input of shape (C, H, W) read flat (inputs =
+ * C * H * W), the output of shape (outputs, 1, 1). Only the affine math is
+ * here: whether theta is deterministic or a low-rank Gaussian, and its
+ * sampling and factored gradient, is gaussian.c's.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -23,6 +12,8 @@
 
 #include "kernels.h"
 #include "network.h"
+
+/* ---- forward ------------------------------------------------------------- */
 
 /* Y (rows x out) = X W^T + b for one weight vector theta = [W; b]. */
 void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
@@ -36,105 +27,7 @@ void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
                theta, in, 1.0f, output, out);
 }
 
-/* ---- sampling: theta_m = mu + S z_m -------------------------------------- */
-
-/* Rows of S per block: small enough that a block (SAMPLE_BLOCK x R floats)
- * stays in L1 while every sample reads it, so S crosses memory once. */
-#define SAMPLE_BLOCK 64
-
-/* theta[b] = mu[b] + sum_r s[b, r] z[r] for b < rows <= SAMPLE_BLOCK, s
- * row-major with R columns. Every variant sums over r in order from 0 and
- * works row by row, so the weights do not depend on how the rows are split
- * into blocks: the optimizer's draw ahead (a chunk at a time) and the
- * forward (all rows) give bitwise the same values.
- *
- * The general variant goes column by column across the rows: its inner
- * loop runs over rows (a strided read of S) and vectorises, where a dot
- * product of a runtime R per row would be a short horizontal reduction. For
- * small R known at compile time, a dot per row is faster still (unrolled,
- * z in registers): measured 1.25x for R = 10 and 2.2x for R = 1. */
-static void sample_block(const float *restrict mu, const float *restrict s,
-                         int32_t R, const float *restrict z, int64_t rows,
-                         float *restrict theta)
-{
-    float acc[SAMPLE_BLOCK];
-    for (int64_t b = 0; b < rows; b++)
-        acc[b] = 0.0f;
-    for (int32_t r = 0; r < R; r++) {
-        const float zr = z[r];
-        const float *col = s + r;
-        for (int64_t b = 0; b < rows; b++)
-            acc[b] += col[b * R] * zr;
-    }
-    for (int64_t b = 0; b < rows; b++)
-        theta[b] = mu[b] + acc[b];
-}
-
-#define SAMPLE_BLOCK_R(RANK)                                                  \
-    static void sample_block_##RANK(const float *restrict mu,                 \
-                                    const float *restrict s,                  \
-                                    const float *restrict z_in, int64_t rows, \
-                                    float *restrict theta)                    \
-    {                                                                         \
-        float z[RANK];                                                        \
-        for (int r = 0; r < RANK; r++)                                        \
-            z[r] = z_in[r];                                                   \
-        for (int64_t b = 0; b < rows; b++) {                                  \
-            const float *row = s + b * RANK;                                  \
-            float acc = 0.0f;                                                 \
-            for (int r = 0; r < RANK; r++)                                    \
-                acc += row[r] * z[r];                                         \
-            theta[b] = mu[b] + acc;                                           \
-        }                                                                     \
-    }
-SAMPLE_BLOCK_R(1)
-SAMPLE_BLOCK_R(2)
-SAMPLE_BLOCK_R(3)
-SAMPLE_BLOCK_R(4)
-SAMPLE_BLOCK_R(5)
-SAMPLE_BLOCK_R(6)
-SAMPLE_BLOCK_R(8)
-SAMPLE_BLOCK_R(10)
-SAMPLE_BLOCK_R(12)
-SAMPLE_BLOCK_R(16)
-
-void ibvi__dense_sample_rows(const ibvi_layer *layer, int64_t row0,
-                             int64_t rows, const float *z, int64_t z_stride,
-                             int32_t samples, float *theta)
-{
-    const int64_t P = layer->params, end = row0 + rows;
-    const int32_t R = layer->rank;
-    for (int64_t p0 = row0; p0 < end; p0 += SAMPLE_BLOCK) {
-        const int64_t n = end - p0 < SAMPLE_BLOCK ? end - p0 : SAMPLE_BLOCK;
-        const float *mu = layer->mean + p0, *s = layer->factor + p0 * R;
-        for (int32_t m = 0; m < samples; m++) {
-            const float *zm = z + m * z_stride;
-            float *out = theta + m * P + p0;
-            switch (R) {
-            case 1: sample_block_1(mu, s, zm, n, out); break;
-            case 2: sample_block_2(mu, s, zm, n, out); break;
-            case 3: sample_block_3(mu, s, zm, n, out); break;
-            case 4: sample_block_4(mu, s, zm, n, out); break;
-            case 5: sample_block_5(mu, s, zm, n, out); break;
-            case 6: sample_block_6(mu, s, zm, n, out); break;
-            case 8: sample_block_8(mu, s, zm, n, out); break;
-            case 10: sample_block_10(mu, s, zm, n, out); break;
-            case 12: sample_block_12(mu, s, zm, n, out); break;
-            case 16: sample_block_16(mu, s, zm, n, out); break;
-            default: sample_block(mu, s, R, zm, n, out); break;
-            }
-        }
-    }
-}
-
 /* ---- backward ------------------------------------------------------------ */
-
-/* A factor covering the rounding of a sum of `terms` float products:
- * |computed - exact| <= ((1 + u)^terms - 1) sum |a_i b_i| with u = 2^-24. */
-static double rounding_slack(double terms)
-{
-    return exp(terms * 0x1p-24 * 1.0001);
-}
 
 /* g = [dW; db] for one weight vector: dW = dY^T X, db = column sums of dY.
  * When grad_input is not NULL also dX = dY W. bound[0] and bound[1] receive
@@ -144,8 +37,9 @@ static double rounding_slack(double terms)
 static void affine_backward(const ibvi_layer *layer, const float *theta,
                             const float *input, const float *grad_output,
                             float *grad_input, float *grad_theta, int64_t rows,
-                            double bound[2])
+                            float *scratch, double *bound)
 {
+    (void)scratch;
     const int32_t in = layer->inputs, out = layer->outputs;
     float *grad_bias = grad_theta + (int64_t)out * in;
     ibvi__gemm(layer->net->threads, 1, 0, out, in, rows, 1.0f, grad_output,
@@ -157,7 +51,7 @@ static void affine_backward(const ibvi_layer *layer, const float *theta,
             grad_bias[j] += dy[j];
     }
     const double dy_sum = (double)rows * ibvi__max_abs(grad_output, rows * out) *
-                          rounding_slack((double)rows);
+                          ibvi__rounding_slack((double)rows);
     bound[0] = dy_sum * ibvi__max_abs(input, rows * in);
     bound[1] = dy_sum;
     if (grad_input)
@@ -165,163 +59,96 @@ static void affine_backward(const ibvi_layer *layer, const float *theta,
                    grad_output, out, theta, in, 0.0f, grad_input, in);
 }
 
-void ibvi__dense_backward(ibvi_layer *layer, const float *input,
-                          const float *grad_output, float *grad_input,
-                          int64_t n, int32_t samples, const float *noise,
-                          int64_t noise_stride)
+/* ---- the predictor's fast paths ------------------------------------------ */
+
+/* a (rows x width) = max(a + b, 0), b added to every row: the bias and the
+ * ReLU in one pass over the output (see affine_relu). */
+static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
+                      int64_t width)
+{
+    for (int64_t row = 0; row < rows; row++) {
+        float *restrict y = a + row * width;
+        for (int64_t j = 0; j < width; j++) {
+            const float v = y[j] + b[j];
+            y[j] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+
+/* output = max(input W^T + b, 0): the GEMM overwrites (beta = 0) and one
+ * pass adds the bias and clips, where bias rows copied in first
+ * (ibvi__affine_forward) cost the GEMM a read of its output and the ReLU
+ * another pass over it. */
+static void affine_relu(const ibvi_layer *layer, const float *theta,
+                        const float *input, float *output, int64_t rows)
 {
     const int64_t in = layer->inputs, out = layer->outputs;
-    const int64_t P = layer->params;
-    const int32_t R = layer->rank;
-    double bound[2];
-
-    if (R == 0 || noise == NULL) {
-        /* One weight vector for every row: a single pass over all samples. */
-        affine_backward(layer, layer->mean, input, grad_output, grad_input,
-                        layer->grad_mean, n * samples, bound);
-        layer->grad_bound[0] = bound[0];
-        layer->grad_bound[1] = bound[1];
-        layer->grad_bound[2] = layer->grad_bound[3] = 0.0; /* dS = 0 */
-        return;
-    }
-
-    /* Per-sample gradients g_m; with one sample, straight into grad_mean. */
-    float *per_sample = samples == 1 ? layer->grad_mean : layer->sample_grad;
-    double sums[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int32_t m = 0; m < samples; m++) {
-        const float *theta = layer->sampled + (int64_t)m * P;
-        affine_backward(layer, theta, input + m * n * in,
-                        grad_output + m * n * out,
-                        grad_input ? grad_input + m * n * in : NULL,
-                        per_sample + m * P, n, bound);
-        /* dL/dmu sums the g_m; dL/dS sums g_m z_m^T: |entries| <= sum_m
-         * bound_m max|z_m|. */
-        const double z_max = ibvi__max_abs(noise + m * noise_stride, R);
-        sums[0] += bound[0];
-        sums[1] += bound[1];
-        sums[2] += bound[0] * z_max;
-        sums[3] += bound[1] * z_max;
-    }
-    const double slack = rounding_slack(samples);
-    for (int k = 0; k < 4; k++)
-        layer->grad_bound[k] = sums[k] * slack;
-    if (samples > 1) {
-        memcpy(layer->grad_mean, per_sample, (size_t)P * sizeof(float));
-        for (int32_t m = 1; m < samples; m++) {
-            const float *g = per_sample + m * P;
-            for (int64_t p = 0; p < P; p++)
-                layer->grad_mean[p] += g[p];
-        }
-    }
-    /* dS = G^T Z stays factored (see the file comment). */
+    ibvi__gemm(layer->net->threads, 0, 1, rows, out, in, 1.0f, input, in,
+               theta, in, 0.0f, output, out);
+    bias_relu(output, theta + out * in, rows, out);
 }
 
-/* ---- the factor gradient, factored --------------------------------------- */
-
-ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer)
-{
-    const ibvi_net *net = layer->net;
-    ibvi__factor_grad fg = {NULL, NULL, layer->params, net->noise_size,
-                            net->grad_samples, layer->rank};
-    if (layer->rank > 0 && net->grad_samples > 0) {
-        fg.g = net->grad_samples == 1 ? layer->grad_mean : layer->sample_grad;
-        fg.z = net->grad_noise + layer->noise_offset;
-    }
-    return fg;
-}
-
-/* out (rows x R) = g z^T for rows of g: one sample's factor gradient. For
- * small R known at compile time the row is unrolled (and vectorised across
- * its R entries); otherwise the loop over a row's R entries vectorises. */
-static void outer_rows(const float *restrict g, const float *restrict z,
-                       int32_t R, int64_t rows, float *restrict out)
-{
-    for (int64_t b = 0; b < rows; b++) {
-        const float gb = g[b];
-        float *restrict o = out + b * R;
-        for (int32_t r = 0; r < R; r++)
-            o[r] = gb * z[r];
-    }
-}
-
-#define OUTER_ROWS_R(RANK)                                                    \
-    static void outer_rows_##RANK(const float *restrict g,                    \
-                                  const float *restrict z_in, int64_t rows,   \
-                                  float *restrict out)                        \
-    {                                                                         \
-        float z[RANK];                                                        \
-        for (int r = 0; r < RANK; r++)                                        \
-            z[r] = z_in[r];                                                   \
-        for (int64_t b = 0; b < rows; b++)                                    \
-            for (int r = 0; r < RANK; r++)                                    \
-                out[b * RANK + r] = g[b] * z[r];                              \
-    }
-OUTER_ROWS_R(1)
-OUTER_ROWS_R(2)
-OUTER_ROWS_R(4)
-OUTER_ROWS_R(8)
-OUTER_ROWS_R(10)
-OUTER_ROWS_R(16)
-
-void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
-                            int64_t count, float *restrict out)
-{
-    if (fg->g == NULL) {
-        memset(out, 0, (size_t)count * sizeof(float));
-        return;
-    }
-    const int32_t R = fg->rank;
-    if (fg->samples == 1 && first % R == 0 && count % R == 0) {
-        /* The common case (one sample, whole rows): g[p] z^T row by row. */
-        const float *g = fg->g + first / R;
-        const int64_t rows = count / R;
-        switch (R) {
-        case 1: outer_rows_1(g, fg->z, rows, out); break;
-        case 2: outer_rows_2(g, fg->z, rows, out); break;
-        case 4: outer_rows_4(g, fg->z, rows, out); break;
-        case 8: outer_rows_8(g, fg->z, rows, out); break;
-        case 10: outer_rows_10(g, fg->z, rows, out); break;
-        case 16: outer_rows_16(g, fg->z, rows, out); break;
-        default: outer_rows(g, fg->z, R, rows, out); break;
-        }
-        return;
-    }
-    int64_t p = first / R, c = first % R;
-    for (int64_t j = 0; j < count; p++, c = 0) {
-        /* Entries c .. c + len - 1 of row p: sum_m g[m, p] z[m, c..]. */
-        const int64_t len = R - c < count - j ? R - c : count - j;
-        float *restrict o = out + j;
-        const float *restrict z = fg->z + c;
-        const float g0 = fg->g[p];
-        for (int64_t k = 0; k < len; k++)
-            o[k] = g0 * z[k];
-        for (int32_t m = 1; m < fg->samples; m++) {
-            const float gm = fg->g[m * fg->params + p];
-            const float *restrict zm = z + m * fg->z_stride;
-            for (int64_t k = 0; k < len; k++)
-                o[k] += gm * zm[k];
-        }
-        j += len;
-    }
-}
-
-/* ---- forward ------------------------------------------------------------- */
-
-void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
-                         int32_t samples, const float *noise,
-                         int64_t noise_stride)
+/* Class-major: output (out x rows, row stride ld >= rows) = (input W^T +
+ * b)^T for theta = [W; b]. */
+static void affine_by_class(const ibvi_layer *layer, const float *theta,
+                            const float *input, float *output, int64_t rows,
+                            int64_t ld)
 {
     const int64_t in = layer->inputs, out = layer->outputs;
-    if (layer->rank == 0 || noise == NULL) {
-        ibvi__affine_forward(layer, layer->mean, input, layer->output, n * samples);
-        return;
-    }
-    /* The last optimizer step may have drawn these weights already, while
-     * it held S in cache (passes.c decides whether they are still valid). */
-    if (!layer->net->use_presampled)
-        ibvi__dense_sample_rows(layer, 0, layer->params, noise, noise_stride,
-                                samples, layer->sampled);
-    for (int32_t m = 0; m < samples; m++)
-        ibvi__affine_forward(layer, layer->sampled + (int64_t)m * layer->params,
-                             input + m * n * in, layer->output + m * n * out, n);
+    const float *bias = theta + out * in;
+    for (int64_t c = 0; c < out; c++)
+        for (int64_t row = 0; row < rows; row++)
+            output[c * ld + row] = bias[c];
+    /* B = W^T: element (i, c) is W[c * in + i]. */
+    ibvi__gemm_strided(layer->net->threads, rows, out, in, 1.0f, input, in, 1,
+                       theta, 1, in, 1.0f, output, 1, ld);
+}
+
+/* ---- the kind ------------------------------------------------------------- */
+
+/* The builder (ibvi_net_add_dense) put the unit count in layer->units. */
+static int configure(ibvi_layer *layer, const char *fn)
+{
+    const int32_t units = layer->units;
+    if (units <= 0 || units > IBVI__MAX_DIM)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: outputs = %d, expected 1..%d", fn, (int)units,
+                          IBVI__MAX_DIM);
+    const int64_t in = ibvi__shape_size(layer->in_shape);
+    const int64_t weights = (int64_t)units * in;
+    layer->out_shape = (ibvi__shape){units, 1, 1};
+    layer->params = weights + units;
+    layer->group_count = 2;
+    layer->groups[0] = (ibvi__param_group){.offset = 0, .count = weights,
+                                           .fan_in = in, .fan_out = units,
+                                           .role = IBVI__GROUP_WEIGHT};
+    layer->groups[1] = (ibvi__param_group){.offset = weights, .count = units,
+                                           .fan_in = 1, .fan_out = units,
+                                           .role = IBVI__GROUP_BIAS};
+    return IBVI_OK;
+}
+
+static void forward(const ibvi_layer *layer, const float *theta,
+                    const float *in, float *out, int64_t rows, float *scratch)
+{
+    (void)scratch;
+    ibvi__affine_forward(layer, theta, in, out, rows);
+}
+
+const ibvi__layer_ops ibvi__dense_ops = {
+    .name = "dense",
+    .flags = IBVI__OPS_WEIGHT_MATRIX | IBVI__OPS_VARIATIONAL |
+             IBVI__OPS_LINEAR_IN_THETA,
+    .configure = configure,
+    .forward = forward,
+    .backward = affine_backward,
+    .forward_relu = affine_relu,
+    .forward_by_class = affine_by_class,
+};
+
+int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
+{
+    ibvi_layer proto = {.units = outputs};
+    return ibvi__net_add_layer(net, "ibvi_net_add_dense", IBVI__KIND_DENSE,
+                               &proto, rank);
 }

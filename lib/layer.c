@@ -24,10 +24,15 @@ int32_t ibvi_layer_get_role(const ibvi_layer *layer)
 int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
 {
     IBVI_CHECK_NOT_NULL("ibvi_layer_get_activation", layer);
-    if (layer->kind != IBVI_LAYER_ACTIVATION)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "ibvi_layer_get_activation: not an activation layer");
-    return layer->activation;
+    switch ((ibvi__kind)layer->kind) {
+    case IBVI__KIND_ACTIVATION:
+        return layer->activation;
+    case IBVI__KIND_DENSE:
+        break;
+    }
+    return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                      "ibvi_layer_get_activation: not an activation layer "
+                      "(a %s layer)", layer->ops->name);
 }
 
 int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
@@ -43,13 +48,28 @@ int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
     return IBVI_OK;
 }
 
+int ibvi_layer_output_shape(const ibvi_layer *layer, int32_t *channels,
+                            int32_t *height, int32_t *width)
+{
+    static const char fn[] = "ibvi_layer_output_shape";
+    IBVI_CHECK_NOT_NULL(fn, layer);
+    IBVI_CHECK_NOT_NULL(fn, channels);
+    IBVI_CHECK_NOT_NULL(fn, height);
+    IBVI_CHECK_NOT_NULL(fn, width);
+    *channels = layer->out_shape.c;
+    *height = layer->out_shape.h;
+    *width = layer->out_shape.w;
+    return IBVI_OK;
+}
+
 int64_t ibvi_layer_param_count(const ibvi_layer *layer)
 {
     IBVI_CHECK_NOT_NULL("ibvi_layer_param_count", layer);
     return layer->params;
 }
 
-/* Checks a dense, initialised layer and a buffer of `expected` floats. */
+/* Checks an initialised layer with parameters and a buffer of `expected`
+ * floats. */
 static int check_buffer(const ibvi_layer *layer, const char *fn,
                         const void *buffer, int64_t len, int64_t expected,
                         const char *what)
@@ -58,10 +78,10 @@ static int check_buffer(const ibvi_layer *layer, const char *fn,
     int status = ibvi__net_check_ready(layer->net, fn);
     if (status < 0)
         return status;
-    if (layer->kind != IBVI_LAYER_DENSE)
+    if (layer->params == 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: the layer is an activation; it has no %s", fn,
-                          what);
+                          "%s: the layer (%s) has no parameters; it has no %s",
+                          fn, layer->ops->name, what);
     if (expected == 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: the layer is deterministic (rank 0); it has no "
@@ -82,8 +102,8 @@ int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, bias_std);
-    *weight_std = layer->weight_std;
-    *bias_std = layer->bias_std;
+    *weight_std = ibvi__param_weights(layer)->std;
+    *bias_std = ibvi__param_biases(layer)->std;
     return IBVI_OK;
 }
 
@@ -167,8 +187,8 @@ int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
                               "factor gradient");
     if (status < 0)
         return status;
-    /* Not stored: formed from the backward's G and Z (dense.c). */
-    const ibvi__factor_grad fg = ibvi__dense_factor_grad(layer);
+    /* Not stored: formed from the backward's G and Z (gaussian.c). */
+    const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(layer);
     ibvi__factor_grad_span(&fg, 0, len, grad);
     return IBVI_OK;
 }

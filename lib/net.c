@@ -1,6 +1,6 @@
 /*
- * libibvi - networks: building, initialisation, workspace, forward and
- * backward passes over the chain of layers.
+ * libibvi - networks: building (the generic part of every layer builder),
+ * initialisation, workspace, queries. The passes are passes.c's.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -8,33 +8,57 @@
 
 #include "network.h"
 
-#define MAX_DIM 100000000 /* sanity bound on any layer size */
 #define MAX_PARAMS ((int64_t)1 << 36) /* sum of P (1 + R): 256 GiB of floats */
 
 /* ---- building ------------------------------------------------------------ */
 
-int ibvi_net_create(ibvi_net **out, int32_t input_dim,
-                    const ibvi_allocator *allocator)
+/* Both creators, once their arguments are checked. */
+static int create(ibvi_net **out, ibvi__shape shape,
+                  const ibvi_allocator *allocator, const char *fn)
 {
-    IBVI_CHECK_NOT_NULL("ibvi_net_create", out);
-    *out = NULL;
-    if (input_dim <= 0 || input_dim > MAX_DIM)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "ibvi_net_create: input_dim = %d, expected 1..%d",
-                          (int)input_dim, MAX_DIM);
     ibvi_allocator a;
-    int status = ibvi__allocator_resolve(allocator, &a, "ibvi_net_create");
+    int status = ibvi__allocator_resolve(allocator, &a, fn);
     if (status < 0)
         return status;
     ibvi_net *net = ibvi__calloc(&a, 1, sizeof *net);
     if (!net)
-        return ibvi__fail(IBVI_ERR_NOMEM, "ibvi_net_create: out of memory");
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     net->allocator = a;
-    net->input_dim = input_dim;
+    net->input_shape = shape;
+    net->input_dim = (int32_t)ibvi__shape_size(shape);
     net->threads = 1;
-    net->max_width = input_dim;
+    net->max_width = net->input_dim;
     *out = net;
     return IBVI_OK;
+}
+
+int ibvi_net_create(ibvi_net **out, int32_t input_dim,
+                    const ibvi_allocator *allocator)
+{
+    static const char fn[] = "ibvi_net_create";
+    IBVI_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    if (input_dim <= 0 || input_dim > IBVI__MAX_DIM)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: input_dim = %d, expected 1..%d", fn,
+                          (int)input_dim, IBVI__MAX_DIM);
+    return create(out, (ibvi__shape){input_dim, 1, 1}, allocator, fn);
+}
+
+int ibvi_net_create_image(ibvi_net **out, int32_t channels, int32_t height,
+                          int32_t width, const ibvi_allocator *allocator)
+{
+    static const char fn[] = "ibvi_net_create_image";
+    IBVI_CHECK_NOT_NULL(fn, out);
+    *out = NULL;
+    if (channels <= 0 || height <= 0 || width <= 0 ||
+        (int64_t)channels * height * width > IBVI__MAX_DIM)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: channels = %d, height = %d, width = %d, "
+                          "expected each >= 1 and channels * height * width "
+                          "<= %d", fn, (int)channels, (int)height, (int)width,
+                          IBVI__MAX_DIM);
+    return create(out, (ibvi__shape){channels, height, width}, allocator, fn);
 }
 
 void ibvi_net_free(ibvi_net *net)
@@ -56,93 +80,92 @@ static int32_t last_width(const ibvi_net *net)
                             : net->input_dim;
 }
 
-/* Appends a zeroed layer; the caller fills in its kind and shape. */
-static int append_layer(ibvi_net *net, const char *fn, ibvi_layer **out)
+static ibvi__shape last_shape(const ibvi_net *net)
 {
-    if (net->initialized)
-        return ibvi__fail(IBVI_ERR_STATE,
-                          "%s: the network is initialised; layers can only be "
-                          "added before ibvi_net_init", fn);
-    if (net->layer_count == net->layer_capacity) {
-        int32_t capacity = net->layer_capacity ? 2 * net->layer_capacity : 8;
-        ibvi_layer **grown = ibvi__alloc(&net->allocator, (size_t)capacity,
-                                         sizeof *grown);
-        if (!grown)
-            return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
-        if (net->layer_count)
-            memcpy(grown, net->layers, (size_t)net->layer_count * sizeof *grown);
-        ibvi__free(&net->allocator, net->layers);
-        net->layers = grown;
-        net->layer_capacity = capacity;
-    }
-    ibvi_layer *layer = ibvi__calloc(&net->allocator, 1, sizeof *layer);
-    if (!layer)
+    return net->layer_count ? net->layers[net->layer_count - 1]->out_shape
+                            : net->input_shape;
+}
+
+/* Makes room for one more layer pointer. */
+static int grow_layers(ibvi_net *net, const char *fn)
+{
+    if (net->layer_count < net->layer_capacity)
+        return IBVI_OK;
+    int32_t capacity = net->layer_capacity ? 2 * net->layer_capacity : 8;
+    ibvi_layer **grown = ibvi__alloc(&net->allocator, (size_t)capacity,
+                                     sizeof *grown);
+    if (!grown)
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
-    layer->net = net;
-    layer->inputs = last_width(net);
-    net->layers[net->layer_count++] = layer;
-    *out = layer;
+    if (net->layer_count)
+        memcpy(grown, net->layers, (size_t)net->layer_count * sizeof *grown);
+    ibvi__free(&net->allocator, net->layers);
+    net->layers = grown;
+    net->layer_capacity = capacity;
     return IBVI_OK;
 }
 
-int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank)
+int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
+                        const ibvi_layer *proto, int32_t rank)
 {
-    static const char fn[] = "ibvi_net_add_dense";
     IBVI_CHECK_NOT_NULL(fn, net);
-    if (outputs <= 0 || outputs > MAX_DIM)
+    ibvi_layer l = *proto;
+    l.net = net;
+    l.kind = kind;
+    l.ops = ibvi__ops_of(kind);
+    l.index = net->layer_count;
+    l.in_shape = last_shape(net);
+    int status = l.ops->configure(&l, fn);
+    if (status < 0)
+        return status;
+    const int64_t out_size = ibvi__shape_size(l.out_shape);
+    if (out_size > IBVI__MAX_DIM)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: outputs = %d, expected 1..%d", fn, (int)outputs,
-                          MAX_DIM);
-    const int64_t params = (int64_t)outputs * last_width(net) + outputs;
+                          "%s: the output would hold %lld values per example, "
+                          "expected at most %d", fn, (long long)out_size,
+                          IBVI__MAX_DIM);
+    l.inputs = (int32_t)ibvi__shape_size(l.in_shape);
+    l.outputs = (int32_t)out_size;
+    const int64_t params = l.params;
+    if (rank != 0 && !(l.ops->flags & IBVI__OPS_VARIATIONAL))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: rank = %d, expected 0 (a %s layer is "
+                          "deterministic)", fn, (int)rank, l.ops->name);
     if (rank < 0 || rank > params)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: rank = %d, expected 0..%lld (P = outputs * "
-                          "inputs + outputs)", fn, (int)rank, (long long)params);
+                          "%s: rank = %d, expected 0..%lld (P = %lld, the "
+                          "layer's parameter count)", fn, (int)rank,
+                          (long long)params, (long long)params);
     /* Bounding the total keeps every later size computation (parameters,
      * gradients, optimizer state, samples x P) far from overflow. Compare
      * by division: the product itself overflows int64 for P near 1e16. */
     if (params > (MAX_PARAMS - net->param_floats) / (1 + (int64_t)rank))
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: %lld outputs with rank %d would make the "
+                          "%s: %lld parameters with rank %d would make the "
                           "network hold more than %lld parameters", fn,
-                          (long long)outputs, (int)rank, (long long)MAX_PARAMS);
-    const int64_t floats = params * (1 + (int64_t)rank);
-    ibvi_layer *layer = NULL;
-    int status = append_layer(net, fn, &layer);
+                          (long long)params, (int)rank, (long long)MAX_PARAMS);
+    if (net->initialized)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the network is initialised; layers can only be "
+                          "added before ibvi_net_init", fn);
+    l.rank = rank;
+    l.covariance = rank > 0 ? IBVI__COV_LOWRANK : IBVI__COV_NONE;
+    status = grow_layers(net, fn);
     if (status < 0)
         return status;
-    layer->kind = IBVI_LAYER_DENSE;
-    layer->outputs = outputs;
-    layer->rank = rank;
-    layer->params = params;
-    net->param_floats += floats;
-    if (outputs > net->max_width)
-        net->max_width = outputs;
-    return IBVI_OK;
-}
-
-int ibvi_net_add_activation(ibvi_net *net, int32_t activation)
-{
-    static const char fn[] = "ibvi_net_add_activation";
-    IBVI_CHECK_NOT_NULL(fn, net);
-    if (!ibvi__activation_valid(activation))
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: activation = %d, expected IBVI_ACT_RELU (1), "
-                          "IBVI_ACT_TANH (2) or IBVI_ACT_SILU (3)", fn,
-                          (int)activation);
-    ibvi_layer *layer = NULL;
-    int status = append_layer(net, fn, &layer);
-    if (status < 0)
-        return status;
-    layer->kind = IBVI_LAYER_ACTIVATION;
-    layer->activation = activation;
-    layer->outputs = layer->inputs;
+    ibvi_layer *layer = ibvi__alloc(&net->allocator, 1, sizeof *layer);
+    if (!layer)
+        return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
+    *layer = l;
+    net->layers[net->layer_count++] = layer;
+    net->param_floats += params * (1 + (int64_t)rank);
+    if (l.outputs > net->max_width)
+        net->max_width = l.outputs;
     return IBVI_OK;
 }
 
 /* ---- initialisation ------------------------------------------------------ */
 
-/* Allocates the parameter block and points every dense layer into it:
+/* Allocates the parameter block and points every layer into it:
  * mean (P), mean gradient (P) and factor (P x R) per layer. The factor's
  * gradient is never stored (see network.h). */
 static int allocate_parameters(ibvi_net *net)
@@ -183,7 +206,8 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
                           "%s: parameterization = %d, expected IBVI_PARAM_SP "
                           "(0) or IBVI_PARAM_MUP (1)", fn, (int)parameterization);
     if (net->layer_count == 0 ||
-        net->layers[net->layer_count - 1]->kind != IBVI_LAYER_DENSE)
+        !(net->layers[net->layer_count - 1]->ops->flags &
+          IBVI__OPS_WEIGHT_MATRIX))
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: the network needs at least one dense layer and "
                           "must end with a dense layer", fn);
@@ -197,7 +221,7 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         memset(l->grad_mean, 0, (size_t)l->params * sizeof(float));
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 2 * IBVI__MAX_GROUPS; k++)
             l->grad_bound[k] = 0.0;
     }
     net->seed = seed;
@@ -248,29 +272,60 @@ static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
 /* The workspace size in floats, or -1 when it exceeds 2^60 floats: the sum
  * below would overflow int64 (and no allocator could serve it anyway).
  * The bound is taken in double first, with room for the padding. */
+/* Floats of a layer's kept scratch (layer_ops.h): enough for one call on
+ * all rows and for one region per sample block. */
+static int64_t kept_scratch(const ibvi_layer *l, int64_t rows, int32_t samples)
+{
+    const int64_t all = l->ops->scratch_floats(l, rows);
+    const int64_t blocks = samples * l->ops->scratch_floats(l, rows / samples);
+    return all > blocks ? all : blocks;
+}
+
+/* The largest shared scratch any layer needs for `rows` rows. */
+static int64_t shared_scratch(const ibvi_net *net, int64_t rows)
+{
+    int64_t most = 0;
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (l->ops->scratch_floats && !l->ops->scratch_kept) {
+            const int64_t floats = l->ops->scratch_floats(l, rows);
+            most = floats > most ? floats : most;
+        }
+    }
+    return most;
+}
+
 static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
                                 int32_t samples)
 {
     double bound = (double)rows * (net->input_dim + 3.0 * net->max_width) +
                    3.0 * samples * net->noise_size +
-                   16.0 * (7.0 + 3.0 * net->layer_count);
+                   16.0 * (8.0 + 5.0 * net->layer_count) +
+                   (double)shared_scratch(net, rows);
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        bound += (double)rows * l->outputs;
+        bound += (double)rows * l->outputs * (l->skip_readers > 0 ? 2 : 1);
         if (l->rank > 0)
             bound += 2.0 * samples * (double)l->params;
+        if (l->ops->scratch_floats && l->ops->scratch_kept)
+            bound += (double)kept_scratch(l, rows, samples);
     }
     if (!(bound <= 0x1p60))
         return -1;
     int64_t total = padded(rows * net->input_dim) +
                     2 * padded(rows * net->max_width) +
                     3 * padded((int64_t)samples * net->noise_size) +
-                    padded(rows * last_width(net));
+                    padded(rows * last_width(net)) +
+                    padded(shared_scratch(net, rows));
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         total += padded(rows * l->outputs);
         if (l->rank > 0)
             total += padded(samples * l->params) * (samples > 1 ? 2 : 1);
+        if (l->ops->scratch_floats && l->ops->scratch_kept)
+            total += padded(kept_scratch(l, rows, samples));
+        if (l->skip_readers > 0)
+            total += padded(rows * l->outputs);
     }
     return total;
 }
@@ -318,9 +373,19 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
     net->grad_a = take(&cursor, rows * net->max_width);
     net->grad_b = take(&cursor, rows * net->max_width);
     net->loss_grad = take(&cursor, rows * last_width(net));
+    const int64_t shared = shared_scratch(net, rows);
+    net->scratch = shared > 0 ? take(&cursor, shared) : NULL;
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         l->output = take(&cursor, rows * l->outputs);
+        if (!l->ops->scratch_floats)
+            l->scratch = NULL;
+        else if (l->ops->scratch_kept)
+            l->scratch = take(&cursor, kept_scratch(l, rows, samples));
+        else
+            l->scratch = net->scratch;
+        l->grad_skip = l->skip_readers > 0 ? take(&cursor, rows * l->outputs)
+                                           : NULL;
         l->sampled = l->rank > 0 ? take(&cursor, samples * l->params) : NULL;
         float *sample_grad = (l->rank > 0 && samples > 1)
                                  ? take(&cursor, samples * l->params) : NULL;
@@ -363,11 +428,25 @@ int32_t ibvi_net_input_dim(const ibvi_net *net)
     return net->input_dim;
 }
 
+int ibvi_net_input_shape(const ibvi_net *net, int32_t *channels,
+                         int32_t *height, int32_t *width)
+{
+    static const char fn[] = "ibvi_net_input_shape";
+    IBVI_CHECK_NOT_NULL(fn, net);
+    IBVI_CHECK_NOT_NULL(fn, channels);
+    IBVI_CHECK_NOT_NULL(fn, height);
+    IBVI_CHECK_NOT_NULL(fn, width);
+    *channels = net->input_shape.c;
+    *height = net->input_shape.h;
+    *width = net->input_shape.w;
+    return IBVI_OK;
+}
+
 int32_t ibvi_net_output_dim(const ibvi_net *net)
 {
     IBVI_CHECK_NOT_NULL("ibvi_net_output_dim", net);
     for (int32_t i = net->layer_count - 1; i >= 0; i--)
-        if (net->layers[i]->kind == IBVI_LAYER_DENSE)
+        if (net->layers[i]->ops->flags & IBVI__OPS_WEIGHT_MATRIX)
             return last_width(net);
     return ibvi__fail(IBVI_ERR_STATE,
                       "ibvi_net_output_dim: the network has no dense layer");

@@ -1,10 +1,10 @@
 /*
- * libibvi - private layout of networks and layers, shared by net.c,
- * layer.c, dense.c, activation.c, param.c, optimizer.c and train.c.
+ * libibvi - private layout of networks and layers, shared by the files of
+ * lib/ (the layer interface itself is layer_ops.h).
  *
  * Memory: a network owns two blocks from its allocator. The parameter block
- * (allocated by ibvi_net_init) holds every dense layer's mean, factor and
- * mean gradient. The factor gradient dL/dS = G^T Z is never stored: the
+ * (allocated by ibvi_net_init) holds every parameterised layer's mean,
+ * factor and mean gradient. The factor gradient dL/dS = G^T Z is never stored: the
  * backward keeps its two factors (G, the per-sample gradients, and Z, the
  * noise), the optimizer forms it on the fly and ibvi_layer_get_grad_factor
  * on request. The workspace block (grown by ibvi__net_reserve) holds the
@@ -21,43 +21,67 @@
 #include "ibvi/net.h"
 #include "ibvi/optimizer.h"
 #include "internal.h"
+#include "layer_ops.h"
 #include "rng.h"
 
 struct ibvi_layer {
     ibvi_net *net;
-    int32_t kind;        /* ibvi_layer_kind                               */
-    int32_t activation;  /* ibvi_activation (activation layers)           */
-    int32_t role;        /* ibvi_layer_role (dense layers, set at init)    */
-    int32_t inputs, outputs, rank;
-    int64_t params;      /* P = outputs * inputs + outputs (dense), else 0 */
+    int32_t kind;        /* ibvi__kind (= ibvi_layer_kind)                 */
+    const ibvi__layer_ops *ops; /* ibvi__ops_of(kind)                     */
+    int32_t index;       /* position in the network                       */
+    int32_t role;        /* ibvi_layer_role (weight-matrix layers, at init) */
+    ibvi__shape in_shape, out_shape; /* per example                       */
+    int32_t inputs, outputs; /* their sizes C * H * W (flat)              */
+
+    /* The kind's configuration (set by its builder, read by its ops). */
+    union {
+        int32_t units;      /* dense: the output count                    */
+        int32_t activation; /* ibvi_activation (activation layers)        */
+        /* conv2d, pooling, groupnorm, residual: their geometry here. */
+    };
+
+    /* The weight distribution of theta (gaussian.c): P floats, in groups
+     * (layer_ops.h); deterministic, or low rank with a P x R factor. */
+    int32_t covariance;  /* ibvi__covariance                              */
+    int32_t rank;        /* R (0 when deterministic)                      */
+    int64_t params;      /* P (0 without parameters)                      */
+    int32_t group_count;
+    ibvi__param_group groups[IBVI__MAX_GROUPS];
     int32_t noise_offset;/* where this layer's z starts in one noise sample */
 
-    /* Prior and learning-rate multipliers (param.c). */
-    float weight_std, bias_std;
-    float sgd_weight_mult, sgd_bias_mult, adam_weight_mult, adam_bias_mult;
-
-    /* In the parameter block (dense layers). */
-    float *mean;         /* P: [W row-major (outputs x inputs); b]          */
+    /* In the parameter block (layers with parameters). */
+    float *mean;         /* P: theta's mean (dense: [W row-major; b])      */
     float *factor;       /* P x rank, row-major                           */
     float *grad_mean;    /* P                                             */
 
-    /* Bounds on |entries| of the last backward's gradients (see
-     * ibvi__dense_backward): mean weights, mean biases, factor weight rows,
-     * factor bias rows; 0 before any backward. Infinite or NaN when dY or X
-     * was not finite. The optimizer uses them to skip its exact finiteness
-     * check. */
-    double grad_bound[4];
+    /* Bounds on |entries| of the last backward's gradients, per group: the
+     * mean's group g at [g], the factor's rows of group g at
+     * [group_count + g] (dense: mean weights, mean biases, factor weight
+     * rows, factor bias rows); 0 before any backward. Infinite or NaN when
+     * dY or X was not finite. The optimizer uses them to skip its exact
+     * finiteness check. */
+    double grad_bound[2 * IBVI__MAX_GROUPS];
 
     /* In the workspace block. */
     float *output;       /* rows x outputs of the last forward            */
     float *sampled;      /* samples x P: theta_m = mu + S z_m (rank > 0)   */
     float *sample_grad;  /* samples x P: g_m of the last backward, when it
                             had samples > 1 (rank > 0)                    */
+    float *scratch;      /* the kind's scratch (layer_ops.h): this layer's
+                            own when scratch_kept, else the network's shared
+                            one; NULL when the kind needs none            */
+    /* Layers after the next that read this layer's output (a residual's
+     * skip): their backward adds dL/d(output) into grad_skip (rows x
+     * outputs, zeroed by each backward), which the backward walk adds to
+     * this layer's incoming gradient when it gets here. NULL when 0. */
+    int32_t skip_readers;
+    float *grad_skip;
 };
 
 struct ibvi_net {
     ibvi_allocator allocator;
-    int32_t input_dim;
+    int32_t input_dim;   /* C * H * W of input_shape                       */
+    ibvi__shape input_shape;
     int32_t layer_count, layer_capacity;
     ibvi_layer **layers;
 
@@ -68,7 +92,7 @@ struct ibvi_net {
     int32_t threads;
     int32_t noise_size;
     int32_t max_width;   /* widest of input_dim and all layer outputs       */
-    int64_t param_floats;/* sum over dense layers of P (1 + R)             */
+    int64_t param_floats;/* sum over all layers of P (1 + R)               */
     float *param_block;
 
     /* Workspace, sized for ws_rows rows and ws_samples samples. */
@@ -80,6 +104,7 @@ struct ibvi_net {
     float *noise;        /* samples x noise_size: z of the last forward    */
     float *grad_noise;   /* samples x noise_size: z of the last backward   */
     float *loss_grad;    /* rows x output_dim: used by ibvi_train_step     */
+    float *scratch;      /* the largest shared scratch of any layer        */
 
     /* The last forward pass, for backward. */
     int32_t forward_valid;
@@ -114,6 +139,13 @@ struct ibvi_net {
      * an optimizer knows when its bounds on |parameters| are stale. */
     uint64_t param_version;
 };
+
+#define IBVI__MAX_DIM 100000000 /* sanity bound on any layer or input size */
+
+/* A factor covering the rounding of a sum of `terms` float products:
+ * |computed - exact| <= ((1 + u)^terms - 1) sum |a_i b_i| with u = 2^-24
+ * (gaussian.c). */
+double ibvi__rounding_slack(double terms);
 
 /* Grows the workspace to hold rows (= samples * n) rows and samples samples. */
 int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
@@ -152,33 +184,52 @@ void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
 /* Sets the step count (>= 0) of a restored optimizer. */
 void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps);
 
-/* Sets roles, prior stds and multipliers of every dense layer (param.c). */
-void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
-/* Draws every dense layer's mean and factor from the prior (param.c). */
-void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
+/* Appends a layer of `kind` whose builder has set its configuration in
+ * *proto (the kind-specific union); the input shape is the last layer's
+ * output. rank > 0 asks for a low-rank Gaussian theta. Runs the kind's
+ * configure, checks the rank and the parameter total, and only then
+ * changes the network (net.c). */
+int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
+                        const ibvi_layer *proto, int32_t rank);
 
-/* Dense layer passes (dense.c). rows = samples * n. input is rows x inputs.
+/* Sets roles, prior stds and multipliers of every layer (param.c). */
+void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
+/* Draws every layer's mean and factor from the prior (param.c). */
+void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
+/* What the public getters report as "weights" and "biases" of a layer
+ * with parameters (ibvi_layer_init_std, ibvi_layer_lr_multipliers): its
+ * first weight group and its first other group (param.c). */
+const ibvi__param_group *ibvi__param_weights(const ibvi_layer *layer);
+const ibvi__param_group *ibvi__param_biases(const ibvi_layer *layer);
+
+/* ---- the weight distribution (gaussian.c) ---------------------------------
+ * Any layer with parameters: theta deterministic (= mean) or low-rank
+ * Gaussian. rows = samples * n; input is rows x inputs (sample-major).
  * noise points at sample 0's z for this layer (stride noise_stride between
  * samples) or is NULL for the mean network. */
-void ibvi__dense_forward(ibvi_layer *layer, const float *input, int64_t n,
+
+/* Runs the layer's forward into layer->output: one call for every row when
+ * theta is deterministic, the mean network or a kind without parameters,
+ * else per sample block with theta_m = mu + S z_m (drawn here unless the
+ * last optimizer step drew them ahead, net->use_presampled). */
+void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
                          int32_t samples, const float *noise,
                          int64_t noise_stride);
-/* output (rows x outputs) = input W^T + b for theta = [W; b]. */
-void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
-                          const float *input, float *output, int64_t rows);
-/* Rows row0 .. row0 + rows - 1 of theta_m = mu + S z_m for every sample m
- * (z: samples x R, row stride z_stride; theta: samples x P), reading each
- * row of S once. Bitwise the same values whichever rows are asked for. */
-void ibvi__dense_sample_rows(const ibvi_layer *layer, int64_t row0,
-                             int64_t rows, const float *z, int64_t z_stride,
-                             int32_t samples, float *theta);
-/* grad_input may be NULL (first layer: dL/dx is not needed). Writes
- * grad_mean, sample_grad (samples > 1) and grad_bound; the caller keeps the
- * noise (net->grad_noise) for the factor gradient. */
-void ibvi__dense_backward(ibvi_layer *layer, const float *input,
+/* The matching backward: grad_input may be NULL (first layer: dL/dx is not
+ * needed). Writes grad_mean, sample_grad (samples > 1) and grad_bound; the
+ * caller keeps the noise (net->grad_noise) for the factor gradient. */
+void ibvi__layer_backward(ibvi_layer *layer, const float *input,
                           const float *grad_output, float *grad_input,
                           int64_t n, int32_t samples, const float *noise,
                           int64_t noise_stride);
+
+/* Rows row0 .. row0 + rows - 1 of theta_m = mu + S z_m for every sample m
+ * (z: samples x R, row stride z_stride; theta: samples x P), reading each
+ * row of S once. Bitwise the same values whichever rows are asked for. */
+void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
+                                int64_t rows, const float *z,
+                                int64_t z_stride, int32_t samples,
+                                float *theta);
 
 /* The factor gradient of the last backward, dL/dS = G^T Z, in factored
  * form: g is samples x P (row stride P), z is samples x R (row stride
@@ -189,11 +240,23 @@ typedef struct ibvi__factor_grad {
     int64_t params, z_stride;
     int32_t samples, rank;
 } ibvi__factor_grad;
-ibvi__factor_grad ibvi__dense_factor_grad(const ibvi_layer *layer);
+ibvi__factor_grad ibvi__gaussian_factor_grad(const ibvi_layer *layer);
 /* Entries first .. first + count - 1 of G^T Z (P x R, row-major, read as
  * one flat array) into out; zeros when fg->g is NULL. */
 void ibvi__factor_grad_span(const ibvi__factor_grad *fg, int64_t first,
                             int64_t count, float *out);
+
+/* max |theta[g]| per group g of theta (P floats) into bound: the exact
+ * bound for kinds whose backward has no cheaper one. */
+void ibvi__group_max_abs(const ibvi_layer *layer, const float *theta,
+                         double *bound);
+
+/* ---- kinds ---------------------------------------------------------------- */
+
+/* Dense (dense.c): output (rows x outputs) = input W^T + b for theta =
+ * [W; b], the input flattened to inputs = C * H * W. */
+void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
+                          const float *input, float *output, int64_t rows);
 
 /* Activation passes (activation.c), element-wise over count values; the
  * forward may run in place (input == output). */

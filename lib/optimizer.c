@@ -2,9 +2,12 @@
  * libibvi - optimizers: SGD (momentum, Nesterov) and Adam, with the
  * per-parameter learning-rate multipliers of the parameterization.
  *
- * The optimizer walks each dense layer's parameters as four contiguous
- * ranges, each with its own multiplier: mean weights, mean biases, factor
- * weight rows and factor bias rows (the factor's are the mean's / R).
+ * The optimizer walks each layer's parameters as contiguous ranges, each
+ * with its own multiplier: one per parameter group of the mean (dense:
+ * weights, biases), then, for a low-rank Gaussian theta, one per group of
+ * the factor's rows (the factor's multipliers are the mean's / R). The
+ * groups come from the layer's kind (layer_ops.h), the multipliers from
+ * param.c.
  *
  * A step touches each value once: one fused pass reads the parameter and its
  * state, updates both and writes them back. The factor's gradient G^T Z is
@@ -17,7 +20,7 @@
  * Checking that exactly costs a second pass over everything, so the
  * optimizer keeps, per range, bounds on |parameter| and |state| (exact after
  * a checked step, then carried forward in double precision) and the backward
- * leaves bounds on |gradient| (dense.c). When the bounds prove every new
+ * leaves bounds on |gradient| (gaussian.c). When the bounds prove every new
  * value finite, the single pass runs; otherwise (first step, parameters set
  * by hand, a huge learning rate...) the exact check pass runs first, as it
  * always did.
@@ -50,8 +53,9 @@ struct ibvi_optimizer {
     int64_t steps;
     int64_t state_floats;
     float *state;   /* SGD: velocity; Adam: first then second moments */
-    /* Four per layer (index 4 * layer + range), valid when bounds_valid and
-     * the network's param_version is still bounds_version. */
+    /* RANGES_PER_LAYER per layer (index RANGES_PER_LAYER * layer + range),
+     * valid when bounds_valid and the network's param_version is still
+     * bounds_version. */
     range_bound *bounds;
     int32_t bounds_valid;
     uint64_t bounds_version;
@@ -61,6 +65,9 @@ struct ibvi_optimizer {
 
 /* SGD's momentum at creation: the method's recipe (optimizer.h). */
 #define SGD_DEFAULT_MOMENTUM 0.9f
+
+/* At most a mean range and a factor range per parameter group. */
+#define RANGES_PER_LAYER (2 * IBVI__MAX_GROUPS)
 
 /* Bounds the single pass may reach: far enough below FLT_MAX (~2^128) that
  * the rounding of the few float operations of an update cannot cross it. */
@@ -84,28 +91,37 @@ typedef struct param_range {
     double grad_bound;
 } param_range;
 
-/* Fills ranges[0..4) for a dense layer; returns how many are non-empty.
- * Range k's gradient bound is l->grad_bound[k]. */
+/* Fills ranges (at most RANGES_PER_LAYER) for a layer with parameters:
+ * the mean's groups, then the factor's; returns how many. Range k's
+ * gradient bound is l->grad_bound[k] (network.h). */
 static int layer_ranges(const ibvi_layer *l, int32_t kind,
                         const ibvi__factor_grad *fg, param_range *ranges)
 {
-    const int64_t weights = (int64_t)l->outputs * l->inputs;
-    const float w = kind == IBVI_OPT_SGD ? l->sgd_weight_mult : l->adam_weight_mult;
-    const float b = kind == IBVI_OPT_SGD ? l->sgd_bias_mult : l->adam_bias_mult;
+    const int32_t G = l->group_count;
     int count = 0;
-    ranges[count++] = (param_range){l, l->mean, l->grad_mean, NULL, 0, w,
-                                    weights, l->grad_bound[0]};
-    ranges[count++] = (param_range){l, l->mean + weights,
-                                    l->grad_mean + weights, NULL, 0, b,
-                                    l->outputs, l->grad_bound[1]};
-    if (l->rank > 0) {
+    for (int32_t g = 0; g < G; g++) {
+        const ibvi__param_group *grp = &l->groups[g];
+        const float mult = kind == IBVI_OPT_SGD ? grp->sgd_mult : grp->adam_mult;
+        ranges[count++] = (param_range){l, l->mean + grp->offset,
+                                        l->grad_mean + grp->offset, NULL, 0,
+                                        mult, grp->count, l->grad_bound[g]};
+    }
+    switch ((ibvi__covariance)l->covariance) {
+    case IBVI__COV_NONE:
+        break;
+    case IBVI__COV_LOWRANK: {
         const int64_t R = l->rank;
-        ranges[count++] = (param_range){l, l->factor, NULL, fg, 0,
-                                        w / (float)R, weights * R,
-                                        l->grad_bound[2]};
-        ranges[count++] = (param_range){l, l->factor + weights * R, NULL, fg,
-                                        weights * R, b / (float)R,
-                                        l->outputs * R, l->grad_bound[3]};
+        for (int32_t g = 0; g < G; g++) {
+            const ibvi__param_group *grp = &l->groups[g];
+            const float mult = kind == IBVI_OPT_SGD ? grp->sgd_mult
+                                                    : grp->adam_mult;
+            ranges[count++] = (param_range){l, l->factor + grp->offset * R,
+                                            NULL, fg, grp->offset * R,
+                                            mult / (float)R, grp->count * R,
+                                            l->grad_bound[G + g]};
+        }
+        break;
+    }
     }
     return count;
 }
@@ -160,7 +176,8 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
     float *state = ibvi__calloc(&net->allocator, (size_t)state_floats,
                                 sizeof(float));
     range_bound *bounds = ibvi__calloc(&net->allocator,
-                                       4 * (size_t)net->layer_count,
+                                       RANGES_PER_LAYER *
+                                           (size_t)net->layer_count,
                                        sizeof *bounds);
     if (!opt || !state || !bounds) {
         ibvi__free(&net->allocator, opt);
@@ -374,7 +391,7 @@ static void adam_update(const ibvi_optimizer *opt, float mult,
 /* ---- walking the ranges ------------------------------------------------- */
 
 /* Calls visit(opt, layer index, range index, range, state, second) for every
- * range of every dense layer, state pointing at its optimizer state; stops
+ * range of every layer with parameters, state pointing at its optimizer state; stops
  * at the first visit returning 0 and returns that layer's index then, -1
  * when every visit returned 1. */
 typedef int (*range_visitor)(ibvi_optimizer *opt, int32_t layer, int k,
@@ -389,10 +406,10 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
     float *state = opt->state;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        if (l->kind != IBVI_LAYER_DENSE)
+        if (l->params == 0)
             continue;
-        const ibvi__factor_grad fg = ibvi__dense_factor_grad(l);
-        param_range ranges[4];
+        const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(l);
+        param_range ranges[RANGES_PER_LAYER];
         const int count = layer_ranges(l, opt->kind, &fg, ranges);
         for (int k = 0; k < count; k++) {
             if (!visit(opt, i, k, &ranges[k], state, state + second_offset))
@@ -441,10 +458,11 @@ static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
             adam_update(opt, r->mult, r->param + i, grad, state + i,
                         second + i, n);
         if (r->fg && opt->presample > 0)
-            ibvi__dense_sample_rows(l, (r->first + i) / l->rank, n / l->rank,
-                                    net->presample_noise + l->noise_offset,
-                                    net->noise_size, opt->presample,
-                                    l->sampled);
+            ibvi__gaussian_sample_rows(l, (r->first + i) / l->rank,
+                                       n / l->rank,
+                                       net->presample_noise + l->noise_offset,
+                                       net->noise_size, opt->presample,
+                                       l->sampled);
     }
     return 1;
 }
@@ -502,7 +520,7 @@ static int next_bound(const ibvi_optimizer *opt, const param_range *r,
 
 static range_bound *bound_of(ibvi_optimizer *opt, int32_t layer, int k)
 {
-    return &opt->bounds[4 * (int64_t)layer + k];
+    return &opt->bounds[RANGES_PER_LAYER * (int64_t)layer + k];
 }
 
 /* 1 when the stored bounds are current and prove the whole step finite. */
@@ -647,17 +665,17 @@ int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
     int status = ibvi__net_check_ready(layer->net, fn);
     if (status < 0)
         return status;
-    if (layer->kind != IBVI_LAYER_DENSE)
+    if (layer->params == 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: the layer is an activation; it has no "
-                          "parameters", fn);
+                          "%s: the layer (%s) has no parameters", fn,
+                          layer->ops->name);
     if (kind != IBVI_OPT_SGD && kind != IBVI_OPT_ADAM)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: kind = %d, expected IBVI_OPT_SGD (0) or "
                           "IBVI_OPT_ADAM (1)", fn, (int)kind);
-    *weight_mult = kind == IBVI_OPT_SGD ? layer->sgd_weight_mult
-                                        : layer->adam_weight_mult;
-    *bias_mult = kind == IBVI_OPT_SGD ? layer->sgd_bias_mult
-                                      : layer->adam_bias_mult;
+    const ibvi__param_group *w = ibvi__param_weights(layer);
+    const ibvi__param_group *b = ibvi__param_biases(layer);
+    *weight_mult = kind == IBVI_OPT_SGD ? w->sgd_mult : w->adam_mult;
+    *bias_mult = kind == IBVI_OPT_SGD ? b->sgd_mult : b->adam_mult;
     return IBVI_OK;
 }

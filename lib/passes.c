@@ -1,10 +1,19 @@
 /*
- * libibvi - forward and backward passes through a network.
+ * libibvi - forward and backward passes through a network: one walk over
+ * the layers, each run through its kind's ops (layer_ops.h) by gaussian.c,
+ * which gives it one theta for all rows or one per weight sample.
  *
  * With M weight samples the network processes M * n rows: the input is
  * repeated once per sample (block m = rows m*n .. m*n+n-1), each variational
  * layer applies sample m's weights to block m, and deterministic layers see
  * all blocks as one batch (one GEMM).
+ *
+ * Every layer keeps its output for the backward, so a layer may read any
+ * earlier layer's output (a residual's skip). The backward hands the
+ * gradient from layer to layer in two ping-pong buffers; a layer whose
+ * output is also read further on (skip_readers > 0) gets the later
+ * readers' contributions in its grad_skip, added in when the walk reaches
+ * it.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -40,14 +49,9 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
     }
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
-        const float *input = layer_input(net, i);
-        if (l->kind == IBVI_LAYER_DENSE)
-            ibvi__dense_forward(l, input, n, samples,
-                                noise ? noise + l->noise_offset : NULL,
-                                net->noise_size);
-        else
-            ibvi__activation_forward(l->activation, input, l->output,
-                                     rows * l->outputs);
+        ibvi__layer_forward(l, layer_input(net, i), n, samples,
+                            noise ? noise + l->noise_offset : NULL,
+                            net->noise_size);
     }
     net->use_presampled = 0;
     const ibvi_layer *last = net->layers[net->layer_count - 1];
@@ -214,18 +218,27 @@ int ibvi_net_backward(ibvi_net *net, const float *grad_out, int64_t rows,
         noise = net->grad_noise;
         net->grad_samples = samples;
     }
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        ibvi_layer *l = net->layers[i];
+        if (l->grad_skip)
+            memset(l->grad_skip, 0,
+                   (size_t)(rows * l->outputs) * sizeof(float));
+    }
     float *buffers[2] = {net->grad_a, net->grad_b};
     const float *grad = grad_out;
     for (int32_t i = net->layer_count - 1; i >= 0; i--) {
         ibvi_layer *l = net->layers[i];
         float *grad_input = i > 0 ? buffers[i & 1] : NULL;
-        if (l->kind == IBVI_LAYER_DENSE)
-            ibvi__dense_backward(l, layer_input(net, i), grad, grad_input, n,
-                                 samples, noise ? noise + l->noise_offset : NULL,
-                                 net->noise_size);
-        else if (grad_input)
-            ibvi__activation_backward(l->activation, layer_input(net, i), grad,
-                                      grad_input, rows * l->outputs);
+        if (l->grad_skip) {
+            /* The later readers of this output have added their part: a
+             * skip source is never the last layer, so grad is a buffer. */
+            float *total = (float *)grad;
+            for (int64_t k = 0; k < rows * l->outputs; k++)
+                total[k] += l->grad_skip[k];
+        }
+        ibvi__layer_backward(l, layer_input(net, i), grad, grad_input, n,
+                             samples, noise ? noise + l->noise_offset : NULL,
+                             net->noise_size);
         grad = grad_input;
     }
     net->has_gradients = 1;

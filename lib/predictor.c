@@ -3,28 +3,33 @@
  * of an ensemble), with the uncertainty measures of docs/concepts.md
  * ("Prediction and metrics").
  *
- * Rows are "shared" while no layer has depended on the weight sample yet:
- * those layers run once on n rows. The first variational layer fans the rows
- * out to K blocks of n (sample-major); every later layer runs on K * n rows,
- * deterministic layers as one stacked GEMM.
+ * The engine is generic over the layer kinds (layer_ops.h): every layer runs
+ * through its kind's forward with one theta. Rows are "shared" while no
+ * layer has depended on the weight sample yet: those layers run once on n
+ * rows. The first variational layer fans the rows out to K blocks of n
+ * (sample-major); every later layer runs on K * n rows, deterministic
+ * layers and layers without parameters as one stacked call.
  *
- * The fan-out layer takes the cheaper, by multiply-adds, of
- *  - the low-rank identity (docs/concepts.md, "The variational layer"): one GEMM of the inputs
- *    against [W; F_1..F_R] (R + 1 passes), then one GEMM that mixes the R + 1
- *    projections with [1, z_k] for all K samples at once;
+ * The fan-out layer of a kind whose output is a GEMM of its input against
+ * theta (dense: has_identity) takes the cheaper, by multiply-adds, of
+ *  - the low-rank identity (docs/concepts.md, "The variational layer"): one
+ *    GEMM of the inputs against [W; F_1..F_R] (R + 1 passes), then one GEMM
+ *    that mixes the R + 1 projections with [1, z_k] for all K samples;
  *  - K materialised weight samples theta_k = mu + S z_k (one read of S),
  *    each applied to the inputs.
- * Later variational layers always materialise: their inputs differ per
- * sample, so the identity would cost R + 1 passes per sample instead of one.
+ * Other kinds, and later variational layers, always materialise: later
+ * layers' inputs differ per sample, so the identity would cost R + 1
+ * passes per sample instead of one.
  * Both paths prepare once per run (the rearranged factor, the K samples):
  * they depend on the parameters, which may change between runs, not on x.
  *
  * The last layer writes its logits class-major (classes x n per sample), so
  * the softmax and its entropy run along rows in vectorised blocks, in
- * double. A ReLU after a dense layer is fused with its bias; other
- * activations are applied in place. The element-wise kernels are plain C
- * loops that GCC vectorises (see lib/meson.build): no intrinsics, no target
- * flags.
+ * double (through its kind's forward_by_class, or transposed from its
+ * forward). A ReLU after a layer whose kind has forward_relu (dense: fused
+ * with its bias) is done there; other activations are applied in place.
+ * The element-wise kernels are plain C loops that GCC vectorises (see
+ * lib/meson.build): no intrinsics, no target flags.
  *
  * Everything a run needs lives in one workspace block sized for `batch`
  * inputs (two ping-pong activation buffers of K x batch x widest layer, the
@@ -59,6 +64,10 @@ struct ibvi_predictor {
     float *projection;    /* batch x out * (R + 1): the identity's GEMM */
     float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged */
     float *mix;           /* K x (R + 1): rows [1, z_k] */
+    float *scratch;       /* the largest scratch of any layer's kind for
+                             K * batch rows (layer_ops.h), or NULL */
+    float *transposed;    /* K * batch x classes: the last layer's rows when
+                             its kind has no forward_by_class, or NULL */
     double *prob_sum;     /* classes x batch (class-major, as the logits) */
     double *entropy_sum;  /* batch */
     double *shifted;      /* classes x batch: (logit - row max) / T */
@@ -77,17 +86,53 @@ struct ibvi_predictor {
 
 /* ---- creation ------------------------------------------------------------ */
 
+/* The kinds whose configuration is more than their shapes compare it here
+ * (-Wswitch: a new kind must decide). */
+static int same_config(const ibvi_layer *x, const ibvi_layer *y)
+{
+    switch ((ibvi__kind)x->kind) {
+    case IBVI__KIND_DENSE:
+        return 1; /* the units are the output shape */
+    case IBVI__KIND_ACTIVATION:
+        return x->activation == y->activation;
+    }
+    return 0;
+}
+
+static int same_shape(ibvi__shape a, ibvi__shape b)
+{
+    return a.c == b.c && a.h == b.h && a.w == b.w;
+}
+
 static int same_architecture(const ibvi_net *a, const ibvi_net *b)
 {
-    if (a->input_dim != b->input_dim || a->layer_count != b->layer_count)
+    if (!same_shape(a->input_shape, b->input_shape) ||
+        a->layer_count != b->layer_count)
         return 0;
     for (int32_t i = 0; i < a->layer_count; i++) {
         const ibvi_layer *x = a->layers[i], *y = b->layers[i];
-        if (x->kind != y->kind || x->outputs != y->outputs ||
-            x->rank != y->rank || x->activation != y->activation)
+        if (x->kind != y->kind || !same_shape(x->out_shape, y->out_shape) ||
+            x->rank != y->rank || x->covariance != y->covariance ||
+            x->params != y->params || !same_config(x, y))
             return 0;
     }
     return 1;
+}
+
+/* Whether predictor.c implements the low-rank identity for the kind: its
+ * output is a GEMM of the input against theta's rows (-Wswitch: a new kind
+ * linear in theta, a convolution, may add its own). */
+static int has_identity(const ibvi_layer *l)
+{
+    if (!(l->ops->flags & IBVI__OPS_LINEAR_IN_THETA))
+        return 0;
+    switch ((ibvi__kind)l->kind) {
+    case IBVI__KIND_DENSE:
+        return 1;
+    case IBVI__KIND_ACTIVATION:
+        return 0;
+    }
+    return 0;
 }
 
 static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
@@ -142,6 +187,8 @@ static int identity_is_cheaper(const ibvi_layer *l, int64_t n, int32_t K,
  * (want = 1) or materialises (want = 0). */
 static int may_take(const ibvi_layer *l, int64_t batch, int32_t K, int want)
 {
+    if (!has_identity(l))
+        return want == 0;
     const int64_t rows[2] = {1, batch};
     const double shares[2] = {0.0, 1.0};
     for (int a = 0; a < 2; a++)
@@ -159,10 +206,16 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
 {
     const ibvi_net *net = p->nets[0];
     const int32_t K = p->samples;
-    int64_t width = 1, projection = 0, factor_t = 0, mix = 0;
-    for (int32_t i = 0; i < net->layer_count; i++)
-        if (net->layers[i]->outputs > width)
-            width = net->layers[i]->outputs;
+    int64_t width = 1, projection = 0, factor_t = 0, mix = 0, scratch = 0;
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (l->outputs > width)
+            width = l->outputs;
+        if (l->ops->scratch_floats) {
+            const int64_t floats = l->ops->scratch_floats(l, K * batch);
+            scratch = floats > scratch ? floats : scratch;
+        }
+    }
     if (p->fan_out >= 0 && may_take(net->layers[p->fan_out], batch, K, 1)) {
         const ibvi_layer *l = net->layers[p->fan_out];
         const int64_t outer = (int64_t)l->outputs * (l->rank + 1);
@@ -171,14 +224,21 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         mix = (int64_t)K * (l->rank + 1);
     }
     const int64_t act = padded(K * batch * width);
-    const int64_t classes = net->layers[net->layer_count - 1]->outputs;
-    int64_t total = 2 * act + padded(projection) + padded(factor_t) + padded(mix);
+    const ibvi_layer *last = net->layers[net->layer_count - 1];
+    const int64_t classes = last->outputs;
+    const int64_t transposed =
+        last->ops->forward_by_class ? 0 : K * batch * classes;
+    int64_t total = 2 * act + padded(projection) + padded(factor_t) +
+                    padded(mix) + padded(scratch) + padded(transposed);
     if (base) {
         p->act[0] = base;
         p->act[1] = base + act;
         p->projection = base + 2 * act;
         p->factor_t = p->projection + padded(projection);
         p->mix = p->factor_t + padded(factor_t);
+        p->scratch = scratch ? p->mix + padded(mix) : NULL;
+        p->transposed =
+            transposed ? p->mix + padded(mix) + padded(scratch) : NULL;
     }
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
@@ -217,12 +277,12 @@ static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
     return IBVI_OK;
 }
 
-/* Index of the first dense layer with rank > 0, or -1: the only layer that
- * can see an input shared by all samples (and so use the identity). */
+/* Index of the first layer with a Gaussian theta, or -1: the only layer
+ * that can see an input shared by all samples (and so use the identity). */
 static int32_t first_variational(const ibvi_net *net)
 {
     for (int32_t i = 0; i < net->layer_count; i++)
-        if (net->layers[i]->kind == IBVI_LAYER_DENSE && net->layers[i]->rank > 0)
+        if (net->layers[i]->params > 0 && net->layers[i]->rank > 0)
             return i;
     return -1;
 }
@@ -377,22 +437,6 @@ int ibvi_predictor_noise(const ibvi_predictor *p, float *z, int64_t z_len)
     return IBVI_OK;
 }
 
-/* ---- element-wise kernels ---------------------------------------------- */
-
-/* a (rows x width) = max(a + b, 0), b added to every row: the bias and the
- * ReLU of a dense layer in one pass over its output (see affine). */
-static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
-                      int64_t width)
-{
-    for (int64_t row = 0; row < rows; row++) {
-        float *restrict y = a + row * width;
-        for (int64_t j = 0; j < width; j++) {
-            const float v = y[j] + b[j];
-            y[j] = v > 0.0f ? v : 0.0f;
-        }
-    }
-}
-
 /* ---- variational layers --------------------------------------------------- */
 
 /* The last layer writes its outputs (the logits) class-major: each sample's
@@ -402,6 +446,11 @@ static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
 static int is_last(const ibvi_layer *l)
 {
     return l == l->net->layers[l->net->layer_count - 1];
+}
+
+static int is_relu(const ibvi_layer *l)
+{
+    return l->kind == IBVI__KIND_ACTIVATION && l->activation == IBVI_ACT_RELU;
 }
 
 /* Column of G_r's output j in the identity's projections: for a hidden
@@ -490,38 +539,30 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
     }
 }
 
-/* output (rows x out) = input W^T + b for theta = [W; b], then max(., 0)
- * when relu = 1 (the next layer is a ReLU, done here): the GEMM overwrites
- * (beta = 0) and one pass adds the bias and clips, where bias rows copied
- * in first (ibvi__affine_forward) cost the GEMM a read of its output and
- * the ReLU another pass over it. */
-static void affine(const ibvi_layer *l, const float *theta, const float *input,
-                   float *output, int64_t rows, int relu)
+/* Layer l with one theta on `rows` rows: the last layer writes class-major
+ * (output (classes x rows, row stride ld >= rows)), others rows x outputs,
+ * followed by the next layer's ReLU when fuse (the kind's forward_relu). */
+static void run_theta(ibvi_predictor *p, const ibvi_layer *l,
+                      const float *theta, const float *input, float *output,
+                      int64_t rows, int64_t ld, int fuse)
 {
-    const int64_t in = l->inputs, out = l->outputs;
-    if (!relu) {
-        ibvi__affine_forward(l, theta, input, output, rows);
+    const ibvi__layer_ops *ops = l->ops;
+    if (is_last(l)) {
+        if (ops->forward_by_class) {
+            ops->forward_by_class(l, theta, input, output, rows, ld);
+            return;
+        }
+        const int64_t classes = l->outputs;
+        ops->forward(l, theta, input, p->transposed, rows, p->scratch);
+        for (int64_t c = 0; c < classes; c++)
+            for (int64_t row = 0; row < rows; row++)
+                output[c * ld + row] = p->transposed[row * classes + c];
         return;
     }
-    ibvi__gemm(l->net->threads, 0, 1, rows, out, in, 1.0f, input, in, theta,
-               in, 0.0f, output, out);
-    bias_relu(output, theta + out * in, rows, out);
-}
-
-/* The last layer's affine map, class-major: output (out x rows, row stride
- * ld >= rows) = (input W^T + b)^T for theta = [W; b]. */
-static void affine_by_class(const ibvi_layer *l, const float *theta,
-                            const float *input, float *output, int64_t rows,
-                            int64_t ld)
-{
-    const int64_t in = l->inputs, out = l->outputs;
-    const float *bias = theta + out * in;
-    for (int64_t c = 0; c < out; c++)
-        for (int64_t row = 0; row < rows; row++)
-            output[c * ld + row] = bias[c];
-    /* B = W^T: element (i, c) is W[c * in + i]. */
-    ibvi__gemm_strided(l->net->threads, rows, out, in, 1.0f, input, in, 1,
-                       theta, 1, in, 1.0f, output, 1, ld);
+    if (fuse)
+        ops->forward_relu(l, theta, input, output, rows);
+    else
+        ops->forward(l, theta, input, output, rows, p->scratch);
 }
 
 /* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
@@ -534,7 +575,7 @@ static const float *weight_samples(ibvi_predictor *p, int32_t i,
     const int64_t P = l->params;
     float *theta = p->sampled[i];
     if (p->ready[i] != l) {
-        ibvi__dense_sample_rows(l, 0, P, noise, noise_stride, K, theta);
+        ibvi__gaussian_sample_rows(l, 0, P, noise, noise_stride, K, theta);
         p->ready[i] = l;
     }
     return theta;
@@ -545,18 +586,12 @@ static const float *weight_samples(ibvi_predictor *p, int32_t i,
 static void sampled_weights(ibvi_predictor *p, int32_t i, const ibvi_layer *l,
                             const float *input, int64_t input_stride,
                             int64_t n, int32_t K, const float *noise,
-                            int64_t noise_stride, int relu, float *output)
+                            int64_t noise_stride, int fuse, float *output)
 {
     const float *theta = weight_samples(p, i, l, K, noise, noise_stride);
-    for (int32_t k = 0; k < K; k++) {
-        const float *t = theta + k * l->params;
-        const float *x = input + k * input_stride;
-        float *y = output + k * n * l->outputs;
-        if (is_last(l))
-            affine_by_class(l, t, x, y, n, n);
-        else
-            affine(l, t, x, y, n, relu);
-    }
+    for (int32_t k = 0; k < K; k++)
+        run_theta(p, l, theta + k * l->params, input + k * input_stride,
+                  output + k * n * l->outputs, n, n, fuse);
 }
 
 /* ---- running --------------------------------------------------------------- */
@@ -583,44 +618,44 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
     int next = 0, shared = 1, stacked = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
+        const ibvi__layer_ops *ops = l->ops;
         const int64_t rows = shared ? n : K * n;
         const float *z = noise + l->noise_offset;
         float *output = p->act[next];
-        if (l->kind == IBVI_LAYER_ACTIVATION) {
-            if (input != x)
+        if (l->params == 0) {
+            /* In place where the kind allows it, except on the caller's x;
+             * otherwise into the free buffer. */
+            if ((ops->flags & IBVI__OPS_IN_PLACE) && input != x)
                 output = (float *)input;
-            ibvi__activation_forward(l->activation, input, output,
-                                     rows * l->outputs);
+            ops->forward(l, NULL, input, output, rows, p->scratch);
+            if (output != input)
+                next = 1 - next;
             input = output;
             continue;
         }
-        /* A ReLU right after a GEMM with a bias is fused into it (affine). */
-        const int relu = i + 1 < net->layer_count &&
-                         net->layers[i + 1]->kind == IBVI_LAYER_ACTIVATION &&
-                         net->layers[i + 1]->activation == IBVI_ACT_RELU;
+        /* A ReLU right after a kind with a fused one is done there. */
+        const int fuse = ops->forward_relu != NULL && !is_last(l) &&
+                         is_relu(net->layers[i + 1]);
+        int fused = fuse; /* the identity runs its ReLU as a layer */
         if (l->rank == 0 || p->mean_network) {
-            if (is_last(l))
-                affine_by_class(l, l->mean, input, output, rows, rows);
-            else
-                affine(l, l->mean, input, output, rows, relu);
+            run_theta(p, l, l->mean, input, output, rows, rows, fuse);
             stacked = 1; /* the last layer's blocks share their columns */
-            i += relu;
         } else if (shared) {
-            if (identity_is_cheaper(l, n, K, share)) {
+            if (has_identity(l) && identity_is_cheaper(l, n, K, share)) {
                 shared_low_rank(p, l, input, n, K, z, stride, output);
+                fused = 0;
             } else {
-                sampled_weights(p, i, l, input, 0, n, K, z, stride, relu,
+                sampled_weights(p, i, l, input, 0, n, K, z, stride, fuse,
                                 output);
-                i += relu;
             }
             shared = 0;
             stacked = 0;
         } else {
             sampled_weights(p, i, l, input, n * l->inputs, n, K, z, stride,
-                            relu, output);
+                            fuse, output);
             stacked = 0;
-            i += relu;
         }
+        i += fused;
         input = output;
         next = 1 - next;
     }

@@ -1,5 +1,6 @@
 /*
- * libibvi tests - the parameterizations (SPEC.md section 3).
+ * libibvi tests - the parameterizations (docs/concepts.md, "The prior and the
+ * parameterizations").
  *
  * 1. The multiplier and init-std queries against the table, for every role
  *    and both optimizers.

@@ -589,6 +589,50 @@ static void sw_net_create(void)
     ck_assert_ptr_null(n);
 }
 
+static void sw_net_create_image(void)
+{
+    const char *fn = "ibvi_net_create_image";
+    ibvi_net *n = (ibvi_net *)&n;
+    EXPECT(fn, ibvi_net_create_image(NULL, 1, 2, 3, NULL), A);
+    const int32_t bad[][3] = {{0, 1, 1},         {1, 0, 1},
+                              {1, 1, 0},         {-1, 2, 2},
+                              {INT32_MIN, 1, 1}, {1, 1, INT32_MAX},
+                              {10001, 100, 100}, {INT32_MAX, INT32_MAX, 2}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = (ibvi_net *)&n;
+        EXPECT(fn, ibvi_net_create_image(&n, bad[i][0], bad[i][1], bad[i][2],
+                                         NULL), A);
+        ck_assert_ptr_null(n);
+    }
+    ibvi_allocator half = {nop_alloc, NULL, NULL};
+    EXPECT(fn, ibvi_net_create_image(&n, 1, 2, 3, &half), A);
+    ck_assert_ptr_null(n);
+}
+
+static void sw_net_input_shape(void)
+{
+    const char *fn = "ibvi_net_input_shape";
+    int32_t c, h, w;
+    EXPECT(fn, ibvi_net_input_shape(NULL, &c, &h, &w), A);
+    EXPECT(fn, ibvi_net_input_shape(F.net, NULL, &h, &w), A);
+    EXPECT(fn, ibvi_net_input_shape(F.net, &c, NULL, &w), A);
+    EXPECT(fn, ibvi_net_input_shape(F.net, &c, &h, NULL), A);
+    CK_OK(ibvi_net_input_shape(F.fresh, &c, &h, &w));
+    ck_assert(c == 3 && h == 1 && w == 1);
+}
+
+static void sw_layer_output_shape(void)
+{
+    const char *fn = "ibvi_layer_output_shape";
+    int32_t c, h, w;
+    EXPECT(fn, ibvi_layer_output_shape(NULL, &c, &h, &w), A);
+    EXPECT(fn, ibvi_layer_output_shape(F.l0, NULL, &h, &w), A);
+    EXPECT(fn, ibvi_layer_output_shape(F.l0, &c, NULL, &w), A);
+    EXPECT(fn, ibvi_layer_output_shape(F.l0, &c, &h, NULL), A);
+    CK_OK(ibvi_layer_output_shape(F.fresh0, &c, &h, &w));
+    ck_assert(c == 2 && h == 1 && w == 1);
+}
+
 static void sw_net_free(void) { ibvi_net_free(NULL); }
 
 static void sw_net_add_dense(void)
@@ -1766,6 +1810,7 @@ static const api_row api_table[] = {
     ROW(kernel_get_origin),
     ROW(kernel_description),
     ROW(net_create),
+    ROW(net_create_image),
     ROW(net_free),
     ROW(net_add_dense),
     ROW(net_add_activation),
@@ -1774,6 +1819,7 @@ static const api_row api_table[] = {
     ROW(net_threads),
     ROW(net_reserve),
     ROW(net_input_dim),
+    ROW(net_input_shape),
     ROW(net_output_dim),
     ROW(net_layer_count),
     ROW(net_is_initialized),
@@ -1793,6 +1839,7 @@ static const api_row api_table[] = {
     ROW(layer_get_role),
     ROW(layer_get_activation),
     ROW(layer_shape),
+    ROW(layer_output_shape),
     ROW(layer_param_count),
     ROW(layer_init_std),
     ROW(layer_get_mean),

@@ -5,7 +5,8 @@
  *   outputs on the inputs e_j and 0, have mean mu and covariance S S^T, and
  *   equal mu + S z for the z reported by ibvi_net_last_noise;
  * - the noise is N(0, 1) and independent;
- * - the prior follows SPEC.md section 3 for SP and muP and every role;
+ * - the prior follows docs/concepts.md ("The prior and the
+ *   parameterizations") for SP and muP and every role;
  * - the same seed gives bit-identical training runs, ibvi_net_set_rng_position
  *   replays the noise, forward_mean equals forward_noise with z = 0.
  *

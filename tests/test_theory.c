@@ -1,12 +1,12 @@
 /*
- * libibvi tests - the exact checks of SPEC.md section 6 on an
+ * libibvi tests - the exact checks of docs/theory.md on an
  * overparameterised linear model, through the public API.
  *
  * The model is a network with one dense layer (D = P - 1 inputs, 1 output,
  * rank R, IBVI_PARAM_SP so every mean parameter has lr multiplier 1 and every
  * factor row 1/R). Its bias makes the effective design X~ = [X, 1]
  * (N x P). With the squared loss of loss.h, L = (1/N) sum (f - y)^2, so
- * SPEC's results hold with X replaced by X~:
+ * the results of docs/theory.md hold with X replaced by X~:
  *   (a) null-space invariants P_N mu_t = P_N mu_0 and P_N S_t = P_N S_0
  *       after every step (SGD, momentum, Nesterov, minibatches, samples,
  *       also the logistic loss);
@@ -265,7 +265,7 @@ START_TEST(test_limit_theorem1)
                       k % N_ROWS, out[k], m.y[k % N_ROWS]);
     free(out);
 
-    /* At a test point the variance is |S*^T x~|^2 (SPEC section 6). */
+    /* At a test point the variance is |S*^T x~|^2 (docs/theory.md). */
     tu_rng rng;
     tu_rng_seed(&rng, 999u + (uint64_t)_i);
     float xq[D_IN];

@@ -9,6 +9,12 @@
  * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md,
  * "The variational layer").
  *
+ * Shapes: each example is a tensor of shape (channels, height, width),
+ * stored row-major as one row of channels * height * width floats; a flat
+ * input of D features is (D, 1, 1). ibvi_net_create() takes flat inputs,
+ * ibvi_net_create_image() images; every layer's output shape follows from
+ * its input's when it is added (ibvi_layer_output_shape()).
+ *
  * Threading: one network is used by one thread at a time (see common.h).
  *
  * SPDX-License-Identifier: MIT
@@ -72,6 +78,20 @@ typedef enum ibvi_layer_role {
 IBVI_API int ibvi_net_create(ibvi_net **out, int32_t input_dim,
                              const ibvi_allocator *allocator);
 
+/* Creates an empty network that takes images of shape (channels, height,
+ * width) per example: inputs x are n x (channels * height * width) floats,
+ * each row one image, channel-major then row-major (NCHW for the batch).
+ * Every layer has an output shape of the same kind (ibvi_layer_output_shape);
+ * dense layers read their input flat, so a network of dense layers built on
+ * (C, H, W) computes exactly what one built with ibvi_net_create(C * H * W)
+ * computes. ibvi_net_input_dim() returns C * H * W.
+ * channels, height, width: >= 1, with channels * height * width <= 10^8.
+ * allocator: as for ibvi_net_create().
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG or IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_create_image(ibvi_net **out, int32_t channels,
+                                   int32_t height, int32_t width,
+                                   const ibvi_allocator *allocator);
+
 /* Releases a network and everything it owns. Accepts NULL. Optimizers
  * created on the network must be freed first. */
 IBVI_API void ibvi_net_free(ibvi_net *net);
@@ -119,6 +139,11 @@ IBVI_API int ibvi_net_reserve(ibvi_net *net, int64_t max_rows,
 /* ---- Queries (return the value, or a negative status for a bad handle) -- */
 
 IBVI_API int32_t ibvi_net_input_dim(const ibvi_net *net);
+/* The input shape per example: (input_dim, 1, 1) for ibvi_net_create(),
+ * (channels, height, width) for ibvi_net_create_image(). No output pointer
+ * may be NULL. Returns IBVI_OK or IBVI_ERR_INVALID_ARG. */
+IBVI_API int ibvi_net_input_shape(const ibvi_net *net, int32_t *channels,
+                                  int32_t *height, int32_t *width);
 /* Output size of the last dense layer; IBVI_ERR_STATE with no dense layer. */
 IBVI_API int32_t ibvi_net_output_dim(const ibvi_net *net);
 /* Number of layers, activations included. */
@@ -183,8 +208,8 @@ IBVI_API int ibvi_net_last_noise(const ibvi_net *net, float *z, int64_t z_len);
  * with rows = samples * n and cols = output_dim of that forward. Overwrites
  * every layer's gradients: dL/dmu = sum_m g_m and dL/dS = sum_m g_m z_m^T,
  * where g_m = dL/dtheta at weight sample m (the loss functions already divide
- * by samples * n, which makes these the averages of docs/concepts.md, "The variational
- * layer").
+ * by samples * n, which makes these the averages of docs/concepts.md, "The
+ * variational layer").
  * Returns IBVI_ERR_STATE without a forward pass since the parameters last
  * changed (ibvi_net_init, ibvi_layer_set_mean/set_factor,
  * ibvi_optimizer_step all invalidate it), IBVI_ERR_SHAPE for other rows or
@@ -206,9 +231,17 @@ IBVI_API int32_t ibvi_layer_get_role(const ibvi_layer *layer);
 /* The ibvi_activation of an activation layer; IBVI_ERR_INVALID_ARG else. */
 IBVI_API int32_t ibvi_layer_get_activation(const ibvi_layer *layer);
 /* Shapes: inputs, outputs and rank (0 for deterministic and activation
- * layers); any output pointer may be NULL. */
+ * layers); inputs and outputs are sizes per example (C * H * W of the
+ * shapes). Any output pointer may be NULL. */
 IBVI_API int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
                               int32_t *outputs, int32_t *rank);
+/* The output shape per example (channels, height, width): (outputs, 1, 1)
+ * for a dense layer, the input's shape for an activation; its product is
+ * the `outputs` of ibvi_layer_shape(). Valid as soon as the layer is added.
+ * No output pointer may be NULL. Returns IBVI_OK or IBVI_ERR_INVALID_ARG. */
+IBVI_API int ibvi_layer_output_shape(const ibvi_layer *layer,
+                                     int32_t *channels, int32_t *height,
+                                     int32_t *width);
 /* P = outputs * inputs + outputs for dense layers, 0 for activations. */
 IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
 /* The prior's standard deviations of this dense layer's mean weights and

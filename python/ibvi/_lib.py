@@ -69,6 +69,7 @@ PROTOTYPES = {
     "ibvi_kernel_description": (c_char_p, []),
     # net.h
     "ibvi_net_create": (STATUS, [HP, c_int32, AP]),
+    "ibvi_net_create_image": (STATUS, [HP, c_int32, c_int32, c_int32, AP]),
     "ibvi_net_free": (None, [H]),
     "ibvi_net_add_dense": (STATUS, [H, c_int32, c_int32]),
     "ibvi_net_add_activation": (STATUS, [H, c_int32]),
@@ -77,6 +78,7 @@ PROTOTYPES = {
     "ibvi_net_threads": (VALUE32, [H]),
     "ibvi_net_reserve": (STATUS, [H, c_int64, c_int32]),
     "ibvi_net_input_dim": (VALUE32, [H]),
+    "ibvi_net_input_shape": (STATUS, [H, I32P, I32P, I32P]),
     "ibvi_net_output_dim": (VALUE32, [H]),
     "ibvi_net_layer_count": (VALUE32, [H]),
     "ibvi_net_is_initialized": (VALUE32, [H]),
@@ -96,6 +98,7 @@ PROTOTYPES = {
     "ibvi_layer_get_role": (VALUE32, [H]),
     "ibvi_layer_get_activation": (VALUE32, [H]),
     "ibvi_layer_shape": (STATUS, [H, I32P, I32P, I32P]),
+    "ibvi_layer_output_shape": (STATUS, [H, I32P, I32P, I32P]),
     "ibvi_layer_param_count": (VALUE64, [H]),
     "ibvi_layer_init_std": (STATUS, [H, F, F]),
     "ibvi_layer_get_mean": (STATUS, [H, F, c_int64]),
