@@ -1,16 +1,19 @@
 /*
  * libibvi - tests of saving and loading (include/ibvi/io.h): bit-identical
  * round trips, resumed training, every kind of damaged file, and atomic
- * replacement of an existing file.
+ * replacement of an existing file; hostile files and destinations (file
+ * thread counts, step counts, device nodes and FIFOs, files that demand
+ * more memory than their size, the longest file names).
  *
  * SPDX-License-Identifier: MIT
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, makedev */
 
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +21,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ibvi/ibvi.h"
@@ -345,7 +350,7 @@ static void path_in_dir(char *out, size_t size, const char *name)
     snprintf(out, size, "%s/%s", tmpdir, name);
 }
 
-/* Number of entries of tmpdir whose name contains ".tmp.". */
+/* Number of temporary files (".ibvi-<pid>-<n>", io.h) in tmpdir. */
 static int temp_files_left(void)
 {
     int count = 0;
@@ -353,7 +358,7 @@ static int temp_files_left(void)
     ck_assert_ptr_nonnull(d);
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        count += strstr(e->d_name, ".tmp.") != NULL;
+        count += strncmp(e->d_name, ".ibvi-", 6) == 0;
     closedir(d);
     return count;
 }
@@ -1054,7 +1059,7 @@ START_TEST(test_out_of_memory_while_loading)
         ck_assert_int_eq(c.live, 0);
         c = (counts){.fail_after = k};
         CK_STATUS(ibvi_net_load_buffer(&back, &ob, b, len, &a),
-                  k < needed - 1 ? IBVI_ERR_NOMEM : IBVI_OK);
+                  k < needed - 2 ? IBVI_ERR_NOMEM : IBVI_OK);
         if (back) {
             ibvi_optimizer_free(ob);
             ibvi_net_free(back);
@@ -1184,7 +1189,7 @@ START_TEST(test_rename_failure_and_temp_collision)
     /* A stale temporary name is never reused or clobbered. */
     path_in_dir(path, sizeof path, "collide.ibvi");
     char stale[192];
-    snprintf(stale, sizeof stale, "%s.tmp.%ld.0", path, (long)getpid());
+    snprintf(stale, sizeof stale, "%s/.ibvi-%ld-0", tmpdir, (long)getpid());
     write_all(stale, (const uint8_t *)"stale", 5);
     CK_OK(ibvi_net_save(net, NULL, path));
     int64_t n;
@@ -1195,6 +1200,398 @@ START_TEST(test_rename_failure_and_temp_collision)
     ibvi_net *back = NULL;
     CK_OK(ibvi_net_load(&back, NULL, path, NULL));
     assert_same_net(net, back);
+    ibvi_net_free(back);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* ---- hostile files and destinations (issue 10) ------------------------------ */
+
+/* The CPUs this process may run on, as the loader counts them. */
+static int32_t cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int32_t)n : 1;
+}
+
+/* One layer record of a version-1 file (include/ibvi/io.h). */
+typedef struct layer_rec {
+    int32_t kind, activation, outputs, rank;
+} layer_rec;
+
+/* A version-1 file built byte by byte, independently of the library: the
+ * given layers, all parameters 0, no optimizer, size and CRC correct. */
+static uint8_t *v1_file(int32_t input_dim, int32_t threads,
+                        const layer_rec *layers, int32_t count, int64_t *len)
+{
+    int64_t floats = 0, width = input_dim;
+    for (int32_t i = 0; i < count; i++)
+        if (layers[i].kind == IBVI_LAYER_DENSE) {
+            floats += ((int64_t)layers[i].outputs * width + layers[i].outputs) *
+                      (1 + layers[i].rank);
+            width = layers[i].outputs;
+        }
+    const int64_t arch = 4 + 16 * (int64_t)count;
+    *len = 16 + 12 + 28 + 12 + arch + 12 + 4 * floats + 4;
+    uint8_t *b = calloc((size_t)*len, 1);
+    ck_assert_ptr_nonnull(b);
+    memcpy(b, "IBVI", 4);
+    wr32(b + 4, 1);
+    int64_t p = 16;
+    memcpy(b + p, "HEAD", 4);
+    wr64(b + p + 4, 28);
+    wr32(b + p + 12, (uint32_t)input_dim);
+    wr32(b + p + 16, IBVI_PARAM_SP);
+    wr64(b + p + 20, 42);
+    wr64(b + p + 28, 0);
+    wr32(b + p + 36, (uint32_t)threads);
+    p += 12 + 28;
+    memcpy(b + p, "ARCH", 4);
+    wr64(b + p + 4, (uint64_t)arch);
+    wr32(b + p + 12, (uint32_t)count);
+    for (int32_t i = 0; i < count; i++) {
+        uint8_t *r = b + p + 16 + 16 * (int64_t)i;
+        wr32(r, (uint32_t)layers[i].kind);
+        wr32(r + 4, (uint32_t)layers[i].activation);
+        wr32(r + 8, (uint32_t)layers[i].outputs);
+        wr32(r + 12, (uint32_t)layers[i].rank);
+    }
+    p += 12 + arch;
+    memcpy(b + p, "PARM", 4);
+    wr64(b + p + 4, (uint64_t)(4 * floats));
+    fix_file(b, *len);
+    return b;
+}
+
+/* (2) The stored thread count is a preference: a file asking for 1024
+ * threads loads with at most as many as this process has CPUs. */
+START_TEST(test_file_threads_capped_at_cpus)
+{
+    const int32_t cpus = cpu_count();
+    ibvi_net *net = small_net();
+    int64_t len;
+    uint8_t *b = to_buffer(net, NULL, &len);
+    ck_assert_int_eq(rd32(b + 52), 1); /* HEAD payload + 24: threads */
+    wr32(b + 52, 1024);
+    fix_file(b, len);
+    char path[128];
+    path_in_dir(path, sizeof path, "threads.ibvi");
+    write_all(path, b, len);
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    ck_assert_int_ge(ibvi_net_threads(back), 1);
+    ck_assert_int_le(ibvi_net_threads(back), cpus);
+    ck_assert_int_eq(ibvi_net_threads(back), cpus < 1024 ? cpus : 1024);
+    ibvi_net_free(back);
+    CK_OK(ibvi_net_load_buffer(&back, NULL, b, len, NULL));
+    ck_assert_int_le(ibvi_net_threads(back), cpus);
+    ibvi_net_free(back);
+    /* A preference below the CPU count is kept; 1025 is still malformed. */
+    CK_OK(ibvi_net_set_threads(net, 1));
+    free(b);
+    b = to_buffer(net, NULL, &len);
+    CK_OK(ibvi_net_load_buffer(&back, NULL, b, len, NULL));
+    ck_assert_int_eq(ibvi_net_threads(back), 1);
+    ibvi_net_free(back);
+    ck_assert_int_eq(load_patched32(b, len, 52, 1025, 0), IBVI_ERR_FORMAT);
+    free(b);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* (3) Impossible step counts are refused; 2^53 is the largest accepted. */
+START_TEST(test_step_count_bound)
+{
+    ibvi_net *net = small_net();
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_ADAM);
+    int64_t len;
+    uint8_t *b = to_buffer(net, opt, &len);
+    const int64_t steps = section_payload(b, len, "OPTM") + 28;
+    ck_assert_int_eq(load_patched64(b, len, steps, (uint64_t)INT64_MAX, 1),
+                     IBVI_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "step count"));
+    ck_assert_int_eq(load_patched64(b, len, steps, (UINT64_C(1) << 53) + 1, 1),
+                     IBVI_ERR_FORMAT);
+    ck_assert_int_eq(load_patched64(b, len, steps, UINT64_C(1) << 53, 1),
+                     IBVI_OK);
+    ck_assert_int_eq(IBVI_FORMAT_MAX_STEPS, INT64_C(1) << 53);
+    free(b);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* 1 -> 4096 -> 300 ReLUs -> 1: a network the API builds but whose 1.2 M
+ * activations per row exceed the file bound (2^20 + 4 x 12289). */
+static ibvi_net *too_wide_net(void)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, 1, NULL));
+    CK_OK(ibvi_net_add_dense(net, 4096, 0));
+    for (int i = 0; i < 300; i++)
+        CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 1, 0));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 3));
+    return net;
+}
+
+/* (3) A save never writes what the loader rejects: the good file survives
+ * byte for byte, the buffer is zeroed, the message names the bound. */
+START_TEST(test_save_refuses_unloadable_network)
+{
+    ibvi_net *good = small_net();
+    char path[128];
+    path_in_dir(path, sizeof path, "good.ibvi");
+    CK_OK(ibvi_net_save(good, NULL, path));
+    int64_t old_len;
+    uint8_t *old_bytes = read_all(path, &old_len);
+
+    ibvi_net *wide = too_wide_net();
+    CK_STATUS(ibvi_net_save(wide, NULL, path), IBVI_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "ibvi_net_save: "));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "activations of one "
+                                                    "input row"));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "unchanged"));
+    int64_t now_len;
+    uint8_t *now = read_all(path, &now_len);
+    ck_assert_int_eq(now_len, old_len);
+    ck_assert(memcmp(now, old_bytes, (size_t)old_len) == 0);
+    ck_assert_int_eq(temp_files_left(), 0);
+
+    int64_t size;
+    CK_OK(ibvi_net_save_size(wide, NULL, &size));
+    uint8_t *buf = malloc((size_t)size);
+    memset(buf, 0xAB, (size_t)size);
+    CK_STATUS(ibvi_net_save_buffer(wide, NULL, buf, size),
+              IBVI_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "ibvi_net_save_buffer: "));
+    for (int64_t i = 0; i < size; i++)
+        ck_assert_int_eq(buf[i], 0);
+    free(buf);
+    free(now);
+    free(old_bytes);
+    ibvi_net_free(wide);
+    ibvi_net_free(good);
+}
+END_TEST
+
+static int is_mode(const char *path, mode_t type)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == type;
+}
+
+/* (4) Only a regular file (or nothing) is replaced: FIFOs, directories,
+ * device nodes and links to them are refused and left as they were; a link
+ * to a regular file is followed and stays a link. */
+START_TEST(test_save_refuses_non_regular_destination)
+{
+    ibvi_net *net = small_net();
+    char path[160];
+    path_in_dir(path, sizeof path, "fifo");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    CK_STATUS(ibvi_net_save(net, NULL, path), IBVI_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "a FIFO"));
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "not a regular file"));
+    ck_assert(is_mode(path, S_IFIFO));
+
+    path_in_dir(path, sizeof path, "dir");
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    CK_STATUS(ibvi_net_save(net, NULL, path), IBVI_ERR_IO);
+    ck_assert(is_mode(path, S_IFDIR));
+
+    /* Copies of /dev/null and /dev/full (root only: mknod). */
+    char null_copy[160], full_copy[160];
+    path_in_dir(null_copy, sizeof null_copy, "null");
+    path_in_dir(full_copy, sizeof full_copy, "full");
+    const int nodes = mknod(null_copy, S_IFCHR | 0666, makedev(1, 3)) == 0 &&
+                      mknod(full_copy, S_IFCHR | 0666, makedev(1, 7)) == 0;
+    if (nodes) {
+        CK_STATUS(ibvi_net_save(net, NULL, null_copy), IBVI_ERR_IO);
+        ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "character device"));
+        CK_STATUS(ibvi_net_save(net, NULL, full_copy), IBVI_ERR_IO);
+        struct stat st;
+        ck_assert_int_eq(lstat(null_copy, &st), 0);
+        ck_assert(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
+        ck_assert_int_eq(lstat(full_copy, &st), 0);
+        ck_assert(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 7));
+    }
+
+    /* Links: to a device (refused), dangling (refused), to a regular file
+     * in another directory (followed: the target is replaced there). */
+    char link[160], target_dir[160], target[192];
+    path_in_dir(link, sizeof link, "to-dev");
+    ck_assert_int_eq(symlink(nodes ? full_copy : "/dev/full", link), 0);
+    CK_STATUS(ibvi_net_save(net, NULL, link), IBVI_ERR_IO);
+    ck_assert(is_mode(link, S_IFLNK));
+    path_in_dir(link, sizeof link, "dangling");
+    ck_assert_int_eq(symlink("no-such-file", link), 0);
+    CK_STATUS(ibvi_net_save(net, NULL, link), IBVI_ERR_IO);
+    ck_assert(is_mode(link, S_IFLNK));
+
+    path_in_dir(target_dir, sizeof target_dir, "elsewhere");
+    ck_assert_int_eq(mkdir(target_dir, 0700), 0);
+    snprintf(target, sizeof target, "%s/real.ibvi", target_dir);
+    write_all(target, (const uint8_t *)"old", 3);
+    path_in_dir(link, sizeof link, "latest.ibvi");
+    ck_assert_int_eq(symlink("elsewhere/real.ibvi", link), 0);
+    CK_OK(ibvi_net_save(net, NULL, link));
+    ck_assert(is_mode(link, S_IFLNK));
+    ck_assert(is_mode(target, S_IFREG));
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load(&back, NULL, target, NULL));
+    assert_same_net(net, back);
+    ibvi_net_free(back);
+    ck_assert_int_eq(temp_files_left(), 0);
+    DIR *d = opendir(target_dir);
+    struct dirent *e;
+    int entries = 0;
+    while ((e = readdir(d)) != NULL)
+        entries += e->d_name[0] != '.';
+    closedir(d);
+    ck_assert_int_eq(entries, 1);
+    ibvi_net_free(net);
+}
+END_TEST
+
+/* (5) Loading a FIFO returns at once (before the fix it blocked forever in
+ * open(): the alarm turns a regression into a failure, not a hang). */
+START_TEST(test_load_fifo_does_not_block)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "fifo.ibvi");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    alarm(20);
+    ibvi_net *back = (ibvi_net *)1;
+    CK_STATUS(ibvi_net_load(&back, NULL, path, NULL), IBVI_ERR_IO);
+    alarm(0);
+    ck_assert_ptr_null(back);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "not a regular file"));
+    CK_STATUS(ibvi_net_load(&back, NULL, "/dev/null", NULL), IBVI_ERR_IO);
+    CK_STATUS(ibvi_net_load(&back, NULL, tmpdir, NULL), IBVI_ERR_IO);
+}
+END_TEST
+
+/* Largest single request and total bytes of a counting allocator. */
+typedef struct peak {
+    size_t largest, total;
+} peak;
+
+static void *peak_alloc(void *opaque, size_t size)
+{
+    peak *p = opaque;
+    p->total += size;
+    if (size > p->largest)
+        p->largest = size;
+    return malloc(size);
+}
+
+static void peak_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    free(ptr);
+}
+
+/* (7) 1 -> 32768 -> 32768 ReLUs -> 1: a 917 KB file whose forward pass
+ * needs 4 GiB of workspace per input row. Refused before anything but the
+ * file's own bytes is allocated. */
+START_TEST(test_small_file_huge_workspace)
+{
+    const int32_t wide = 32768, relus = 32768;
+    layer_rec *layers = calloc((size_t)relus + 2, sizeof *layers);
+    layers[0] = (layer_rec){IBVI_LAYER_DENSE, 0, wide, 0};
+    for (int32_t i = 1; i <= relus; i++)
+        layers[i] = (layer_rec){IBVI_LAYER_ACTIVATION, IBVI_ACT_RELU, wide, 0};
+    layers[relus + 1] = (layer_rec){IBVI_LAYER_DENSE, 0, 1, 0};
+    int64_t len;
+    uint8_t *b = v1_file(1, 1, layers, relus + 2, &len);
+    ck_assert_int_lt(len, 1000000);
+    free(layers);
+
+    peak pk = {0};
+    ibvi_allocator a = {peak_alloc, peak_free, &pk};
+    ibvi_net *back = (ibvi_net *)1;
+    CK_STATUS(ibvi_net_load_buffer(&back, NULL, b, len, &a), IBVI_ERR_FORMAT);
+    ck_assert_ptr_null(back);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(),
+                                 "activations of one input row"));
+    ck_assert_uint_eq(pk.total, 0);
+    char path[128];
+    path_in_dir(path, sizeof path, "wide.ibvi");
+    write_all(path, b, len);
+    pk = (peak){0};
+    CK_STATUS(ibvi_net_load(&back, NULL, path, &a), IBVI_ERR_FORMAT);
+    /* the 64 KiB checksum buffer and the file's bytes, nothing more */
+    ck_assert_uint_le(pk.largest, (size_t)len);
+    ck_assert_uint_le(pk.total, (size_t)len + 65536);
+    free(b);
+}
+END_TEST
+
+static long peak_rss_kb(void)
+{
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return ru.ru_maxrss;
+}
+
+/* (7) A 2 GiB sparse file with a valid preamble is refused by its checksum
+ * in bounded memory (read in 64 KiB pieces), not read whole. */
+START_TEST(test_sparse_file_bounded_memory)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "sparse.ibvi");
+    const int64_t size = INT64_C(2) << 30;
+    uint8_t head[16];
+    memcpy(head, "IBVI", 4);
+    wr32(head + 4, 1);
+    wr64(head + 8, (uint64_t)size);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fwrite(head, 1, 16, f), 16);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(truncate(path, (off_t)size), 0);
+
+    /* Reset the peak so earlier tests of this process do not hide growth. */
+    FILE *clear = fopen("/proc/self/clear_refs", "w");
+    if (clear) {
+        fputs("5", clear);
+        fclose(clear);
+    }
+    const long before = peak_rss_kb();
+    const double t0 = (double)clock() / CLOCKS_PER_SEC;
+    ibvi_net *back = (ibvi_net *)1;
+    CK_STATUS(ibvi_net_load(&back, NULL, path, NULL), IBVI_ERR_CHECKSUM);
+    const double cpu_s = (double)clock() / CLOCKS_PER_SEC - t0;
+    const long growth = peak_rss_kb() - before;
+    printf("sparse 2 GiB file: refused in %.2f s of CPU, peak RSS growth "
+           "%ld KB\n", cpu_s, growth);
+    ck_assert_ptr_null(back);
+    ck_assert_int_lt(growth, 64 * 1024);
+    ck_assert(cpu_s < 120.0); /* linear in the size: about 3.5 s/GB here */
+    ck_assert_int_eq(unlink(path), 0);
+}
+END_TEST
+
+/* (8) A last path component of NAME_MAX (255) bytes saves and loads: the
+ * temporary name does not grow with it. */
+START_TEST(test_longest_file_name)
+{
+    char name[256], path[512];
+    memset(name, 'm', 250);
+    memcpy(name + 250, ".ibvi", 6);
+    ck_assert_uint_eq(strlen(name), 255);
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    ibvi_net *net = small_net();
+    CK_OK(ibvi_net_save(net, NULL, path));
+    CK_OK(ibvi_net_save(net, NULL, path)); /* over itself */
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load(&back, NULL, path, NULL));
+    assert_same_net(net, back);
+    ck_assert_int_eq(temp_files_left(), 0);
     ibvi_net_free(back);
     ibvi_net_free(net);
 }
@@ -1237,6 +1634,20 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_save_into_missing_directory);
     tcase_add_test(tc, test_failed_save_keeps_previous_file);
     tcase_add_test(tc, test_rename_failure_and_temp_collision);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hostile");
+    tcase_add_unchecked_fixture(tc, setup_root, teardown_root);
+    tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_file_threads_capped_at_cpus);
+    tcase_add_test(tc, test_step_count_bound);
+    tcase_add_test(tc, test_save_refuses_unloadable_network);
+    tcase_add_test(tc, test_save_refuses_non_regular_destination);
+    tcase_add_test(tc, test_load_fifo_does_not_block);
+    tcase_add_test(tc, test_small_file_huge_workspace);
+    tcase_add_test(tc, test_sparse_file_bounded_memory);
+    tcase_add_test(tc, test_longest_file_name);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,7 +11,8 @@
  * A network that loads is then used: one forward pass of the mean network,
  * and it must save back to exactly the bytes it was loaded from (the format
  * has one encoding per network; a loader that accepted something it cannot
- * reproduce would have lost or invented information).
+ * reproduce would have lost or invented information), except the thread
+ * count, a preference the loader caps at the CPUs of the process.
  *
  * Built two ways: with libFuzzer (tests/fuzz/run.sh) and, in the normal
  * build, with tests/fuzz/replay.c, which runs every file of the seed corpus
@@ -40,6 +41,7 @@
 #define OPTM_BETA1 16    /* beta1, beta2, eps: Adam only      */
 #define OPTM_STEPS 28
 #define OPTM_FIXED 44
+#define HEAD_THREADS 52  /* file offset of HEAD's thread count    */
 
 static void use_loaded(ibvi_net *net, ibvi_optimizer *opt, const uint8_t *data,
                        size_t size)
@@ -51,6 +53,14 @@ static void use_loaded(ibvi_net *net, ibvi_optimizer *opt, const uint8_t *data,
     uint8_t *again = malloc(size);
     FUZZ_CHECK(again != NULL);
     FUZZ_CHECK(ibvi_net_save_buffer(net, opt, again, need) == IBVI_OK);
+    /* Threads: min(stored, CPUs), so at most the stored preference. */
+    const uint32_t stored = (uint32_t)data[HEAD_THREADS] |
+                            (uint32_t)data[HEAD_THREADS + 1] << 8 |
+                            (uint32_t)data[HEAD_THREADS + 2] << 16 |
+                            (uint32_t)data[HEAD_THREADS + 3] << 24;
+    FUZZ_CHECK(ibvi_net_threads(net) >= 1 &&
+               (uint32_t)ibvi_net_threads(net) <= stored);
+    memcpy(again + HEAD_THREADS, data + HEAD_THREADS, 4);
     if (opt) {
         /* The settings of the other optimizer kind are stored (and checked
          * for range) but not used: an SGD optimizer always writes Adam's
@@ -67,10 +77,10 @@ static void use_loaded(ibvi_net *net, ibvi_optimizer *opt, const uint8_t *data,
         else
             memcpy(again + optm + OPTM_BETA1, data + optm + OPTM_BETA1,
                    OPTM_STEPS - OPTM_BETA1);
-        const uint32_t crc = (uint32_t)crc32(0L, again, (uInt)(size - 4));
-        for (int i = 0; i < 4; i++)
-            again[size - 4 + i] = (uint8_t)(crc >> (8 * i));
     }
+    const uint32_t crc = (uint32_t)crc32(0L, again, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++)
+        again[size - 4 + i] = (uint8_t)(crc >> (8 * i));
     FUZZ_CHECK(memcmp(again, data, size) == 0);
     free(again);
     /* A file may ask for up to 1024 BLIS threads: one is enough here. */
