@@ -36,9 +36,10 @@
 #define OPTM_FIXED_BYTES 44
 #define CRC_BYTES 4
 #define MAX_THREADS 1024       /* range of the stored thread preference */
-#define MAX_WIDTH 100000000    /* input_dim and outputs (IBVI_FORMAT_MAX_WIDTH) */
-#define ROW_BASE ((int64_t)1 << 20) /* see IBVI_FORMAT_ROW_FLOATS */
-#define ROW_PER_PARAM 4
+#define MAX_WIDTH 100000000    /* input_dim and outputs, as in net.c   */
+#define ROW_BASE ((int64_t)1 << 20) /* activations per row: at most     */
+#define ROW_PER_PARAM 4        /* ROW_BASE + ROW_PER_PARAM x params    */
+#define MAX_STEPS ((int64_t)1 << 53) /* optimizer step count (io.h)   */
 #define CHUNK_BYTES 65536      /* the streaming checksum's read size   */
 #define MAX_TMP_ATTEMPTS 100
 #define TMP_PREFIX ".ibvi-"    /* temporary files: ".ibvi-<pid>-<n>"  */
@@ -977,10 +978,10 @@ static int parse_optm(reader *r, model_info *m, const char *where)
                           where, (double)m->lr, (double)m->momentum,
                           (long)m->nesterov, (double)m->beta1,
                           (double)m->beta2, (double)m->eps);
-    if (m->steps < 0 || m->steps > IBVI_FORMAT_MAX_STEPS)
+    if (m->steps < 0 || m->steps > MAX_STEPS)
         return ibvi__fail(IBVI_ERR_FORMAT,
                           "%s: optimizer step count %lld is out of range "
-                          "(0..2^53, IBVI_FORMAT_MAX_STEPS)", where,
+                          "(0..2^53)", where,
                           (long long)m->steps);
     const int64_t expected =
         (m->opt_kind == IBVI_OPT_ADAM ? 2 : 1) * m->param_floats;

@@ -19,8 +19,7 @@
  *
  * A temporary file of a killed save stays behind (its name is
  * ".ibvi-<pid>-<n>" in the file's directory: nothing can remove it after
- * SIGKILL); the test
- * removes them between kills.
+ * SIGKILL); the test removes them between kills.
  *
  * IBVI_CRASH_TRIALS sets the number of kills (default 30).
  *

@@ -37,8 +37,8 @@
  *                 floats, row-major)
  *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
  *                 float lr, float momentum, int32 nesterov, float beta1,
- *                 float beta2, float eps, int64 step count (0 ..
- *                 IBVI_FORMAT_MAX_STEPS), uint64 S, then
+ *                 float beta2, float eps, int64 step count (0 .. 2^53),
+ *                 uint64 S, then
  *                 S state floats (SGD: velocity, S = parameter count;
  *                 Adam: first then second moments, S = 2 x parameter
  *                 count), in the order of ibvi_net_param_count's parameters:
@@ -61,15 +61,15 @@
  * proportion to its size:
  *   - every parameter and state value the architecture implies must be
  *     present in the file (4 bytes each);
- *   - input_dim and every layer's outputs are at most IBVI_FORMAT_MAX_WIDTH
- *     (the largest ibvi_net_create() and ibvi_net_add_dense() accept);
+ *   - input_dim and every layer's outputs are at most 10^8 (the largest
+ *     ibvi_net_create() and ibvi_net_add_dense() accept);
  *   - the activations of one input row, input_dim plus the outputs of all
- *     layers, are at most IBVI_FORMAT_ROW_FLOATS + 4 x the number of
- *     parameter floats in the file (the forward workspace is about five
+ *     layers, are at most 2^20 + 4 x the number of parameter floats in the
+ *     file (the forward workspace is about five
  *     floats per activation per row; parameter-free layers, activations,
  *     are the only way to widen it without bytes in the file: a 900 KB
  *     file of 32768 wide ReLU layers asked 4 GiB per row before this bound);
- *   - the step count is at most IBVI_FORMAT_MAX_STEPS = 2^53: the largest
+ *   - the step count is at most 2^53: the largest
  *     count every later step can still increment exactly in a double
  *     (Adam's bias correction computes with steps + 1 in double) and, at a
  *     million steps a second, 285 years of training. A larger count can
@@ -108,11 +108,6 @@ extern "C" {
 
 /* The format version this library writes; it reads this and older ones. */
 #define IBVI_FORMAT_VERSION 1
-
-/* Bounds a file must respect to load (see above). */
-#define IBVI_FORMAT_MAX_STEPS ((int64_t)1 << 53)
-#define IBVI_FORMAT_MAX_WIDTH 100000000
-#define IBVI_FORMAT_ROW_FLOATS ((int64_t)1 << 20)
 
 /* Saves an initialised network and, if opt is not NULL, its optimizer (which
  * must be bound to net) to the file `path`.

@@ -12,7 +12,7 @@
  * up to 4, every activation, wrong widths now and then), parameters that
  * are ordinary, zero, subnormal, huge, NaN or infinite, optimizers of both
  * kinds with settings inside and just outside their ranges, step counts
- * around IBVI_FORMAT_MAX_STEPS, thread counts up to 1024 and beyond, and
+ * around the bound of 2^53, thread counts up to 1024 and beyond, and
  * stacks of wide activations near the per-row bound. Most files load; the
  * others fail one check each. Format: include/ibvi/io.h (version 1).
  *
