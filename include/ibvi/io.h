@@ -13,43 +13,95 @@
  * forward and backward pass before ibvi_optimizer_step(); ibvi_train_step()
  * does both), the workspace size, and the allocator.
  *
- * The file format (version 1) is little-endian on every host; floats are
- * stored as their IEEE-754 binary32 bit patterns. Integers are unsigned
- * unless marked "int" (two's complement).
+ * The file format is little-endian on every host; floats are stored as
+ * their IEEE-754 binary32 bit patterns. Integers are unsigned unless marked
+ * "int" (two's complement). This library writes version 2 and reads
+ * versions 1 and 2.
+ *
+ * Version 2: sections, and layer records, that a later library can extend
+ * without a new format version. A reader that meets something it does not
+ * know either skips it, when the writer marked it as ignorable, or refuses
+ * the file with IBVI_ERR_VERSION and a message "needs a newer libibvi:
+ * ..." saying what it met (an unknown layer kind, required section, input
+ * shape, or more required bytes than it knows).
  *
  *   offset  size  field
  *   0       4     magic "IBVI"
- *   4       4     format version (IBVI_FORMAT_VERSION)
+ *   4       4     format version (2)
  *   8       8     file size in bytes, checksum included
- *   16            sections, in this order, each one a 4-byte tag, an
- *                 8-byte payload size and the payload:
- *     "HEAD"  28 bytes: int32 input_dim, int32 parameterization,
- *                 uint64 seed, uint64 position of the sampling stream
- *                 (ibvi_net_rng_position), int32 threads (a preference,
- *                 1..1024: see ibvi_net_load)
- *     "ARCH"  4 + 16 L bytes: uint32 L (number of layers), then per layer
- *                 int32 kind (ibvi_layer_kind), int32 activation (0 for
- *                 dense layers), int32 outputs (for activations: their
- *                 width, equal to the previous layer's outputs), int32 rank
- *                 (0 for activations)
- *     "PARM"  4 sum P (1 + R) bytes: per dense layer in order, the mean
- *                 (P floats, [W row-major; b]) then the factor (P x R
- *                 floats, row-major)
+ *   16            sections, each:
+ *                   4  tag (four ASCII bytes)
+ *                   8  uint64 payload size
+ *                   8  uint64 required: how many leading payload bytes a
+ *                      reader must understand to use the section
+ *                   payload
+ *   end-4   4     CRC-32 (IEEE 802.3, as zlib's crc32) of all bytes before it
+ *
+ * Sections a reader does not know are skipped when their required count is
+ * 0 and refused (IBVI_ERR_VERSION) otherwise; they may appear anywhere
+ * between the known ones. The known sections come in this order, each at
+ * most once: HEAD, ARCH, PARM (all three present), then OPTM if there is an
+ * optimizer. In a known section, bytes after the fields the reader knows
+ * are ignored if the section's required count does not reach into them,
+ * and refused (IBVI_ERR_VERSION) if it does; a payload shorter than the
+ * reader's fields is malformed (IBVI_ERR_FORMAT). This library writes
+ * required = payload size for every section.
+ *
+ *     "HEAD"  24 bytes: int32 parameterization, int32 threads (a
+ *                 preference, 1..1024: see ibvi_net_load), uint64 position
+ *                 of the sampling stream (ibvi_net_rng_position; at file
+ *                 offset 44, as in version 1), uint64 seed
+ *     "ARCH"  uint32 C, uint32 H, uint32 W: the input shape (today's
+ *                 networks take flat inputs: C = input_dim, H = W = 1; a
+ *                 file with H or W other than 1 needs a newer library),
+ *                 uint32 L (number of layers, >= 1), then L layer records:
+ *                   4  uint32 kind (ibvi_layer_kind)
+ *                   8  uint64 record length in bytes, these 20 included
+ *                   8  uint64 required: how many leading bytes of the
+ *                      record a reader must understand (20 <= required <=
+ *                      length)
+ *                   the kind's fields, then possibly fields of a later
+ *                      library, which this reader skips when they lie at
+ *                      or after `required`
+ *                 Fields of each kind (this library writes length =
+ *                 required = 20 + the fields below):
+ *                   dense (0):      int32 outputs, int32 rank (8 bytes)
+ *                   activation (1): int32 activation (ibvi_activation; its
+ *                                   width is its input's) (4 bytes)
+ *                 An unknown kind needs a newer library (IBVI_ERR_VERSION,
+ *                 "needs a newer libibvi: unknown layer kind 7"); a record
+ *                 shorter than its kind's fields is malformed.
+ *     "PARM"  per layer in order, the floats its kind stores: for a dense
+ *                 layer the mean (P = outputs x (inputs + 1) floats,
+ *                 [W row-major; b]) then the factor (P x R floats,
+ *                 row-major); activations store none
  *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
  *                 float lr, float momentum, int32 nesterov, float beta1,
  *                 float beta2, float eps, int64 step count (0 .. 2^53),
- *                 uint64 S, then
- *                 S state floats (SGD: velocity, S = parameter count;
- *                 Adam: first then second moments, S = 2 x parameter
- *                 count), in the order of ibvi_net_param_count's parameters:
- *                 per dense layer, mean weights, mean biases, factor weight
- *                 rows, factor bias rows
- *   end-4   4     CRC-32 (IEEE 802.3, as zlib's crc32) of all bytes before it
+ *                 uint64 S, then S state floats (SGD: velocity, S =
+ *                 parameter count; Adam: first then second moments, S = 2
+ *                 x parameter count), in the order of
+ *                 ibvi_net_param_count's parameters: per dense layer, mean
+ *                 weights, mean biases, factor weight rows, factor bias rows
+ *
+ * Version 1 (read only): sections with a 12-byte header (tag, uint64
+ * payload size; no required count), in this order and nothing else:
+ *     "HEAD"  28 bytes: int32 input_dim, int32 parameterization,
+ *                 uint64 seed, uint64 position of the sampling stream,
+ *                 int32 threads
+ *     "ARCH"  4 + 16 L bytes: uint32 L, then per layer int32 kind, int32
+ *                 activation (0 for dense layers), int32 outputs (for
+ *                 activations: their width), int32 rank (0 for activations)
+ *     "PARM"  as in version 2
+ *     "OPTM"  optional, as in version 2
+ * A version-1 file loads to the same network and optimizer as the
+ * version-2 file of that network; saving it again writes version 2.
  *
  * Loading checks, in order: the magic (IBVI_ERR_FORMAT), the version
- * (IBVI_ERR_VERSION for a newer one), the recorded size against the actual
- * size (IBVI_ERR_FORMAT: truncated or extended file), the checksum
- * (IBVI_ERR_CHECKSUM), then every section's size and value: counts and
+ * (IBVI_ERR_VERSION for a newer one, 3 and up), the recorded size against
+ * the actual size (IBVI_ERR_FORMAT: truncated or extended file), the
+ * checksum (IBVI_ERR_CHECKSUM), then every section's size and value (what
+ * only a later library understands: IBVI_ERR_VERSION, above): counts and
  * shapes are validated against the bytes present before anything is
  * allocated, and the network is rebuilt through the public API, so it meets
  * every invariant a network built by hand meets. Parameters and optimizer
@@ -106,8 +158,10 @@
 extern "C" {
 #endif
 
-/* The format version this library writes; it reads this and older ones. */
-#define IBVI_FORMAT_VERSION 1
+/* The format version this library writes; it reads this and older ones.
+ * Within version 2, later libraries add layer kinds, fields and sections
+ * (see above) without a new version number. */
+#define IBVI_FORMAT_VERSION 2
 
 /* Saves an initialised network and, if opt is not NULL, its optimizer (which
  * must be bound to net) to the file `path`.
