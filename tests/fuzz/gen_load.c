@@ -13,8 +13,12 @@
  * are ordinary, zero, subnormal, huge, NaN or infinite, optimizers of both
  * kinds with settings inside and just outside their ranges, step counts
  * around the bound of 2^53, thread counts up to 1024 and beyond, and
- * stacks of wide activations near the per-row bound. Most files load; the
- * others fail one check each. Format: include/ibvi/io.h (version 1).
+ * stacks of wide activations near the per-row bound. Three files in four
+ * are version 2, with now and then what a later library might write:
+ * unknown optional (rarely required) sections, unknown layer kinds,
+ * records and sections with ignorable (or required) extra bytes, spatial
+ * input shapes; the others are version 1. Most files load; the others fail
+ * one check each. Format: include/ibvi/io.h.
  *
  * tests/fuzz/run.sh load runs it into $FUZZ_WORK/gen-load and passes that
  * folder to the fuzzer as a second seed corpus.
@@ -95,13 +99,16 @@ static uint32_t crc32_bits(const uint8_t *p, size_t n)
     return ~c;
 }
 
+/* Files whose values include special ones (a third of them). */
+static int special_values;
+
 /* A parameter or state value: mostly ordinary, sometimes special. */
 static float value(void)
 {
     static const uint32_t special[] = {
         0x00000000u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x7f7fffffu,
         0xff7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x3f800000u};
-    if (chance(64)) {
+    if (special_values && chance(64)) {
         float f;
         memcpy(&f, &special[below(10)], 4);
         return f;
@@ -113,8 +120,33 @@ typedef struct layer {
     int32_t kind, activation, outputs, rank;
 } layer;
 
+/* A section: version 1 (tag, size) or 2 (tag, size, required). */
+static void section(out *o, int version, const char *tag, const out *payload,
+                    uint64_t required)
+{
+    put(o, tag, 4);
+    u64(o, payload->len);
+    if (version == 2)
+        u64(o, required);
+    put(o, payload->b, payload->len);
+}
+
+/* An optional (or, rarely, required) section of a later library. */
+static void foreign_section(out *o)
+{
+    static const char *const tags[] = {"XTRA", "NOTE", "CONV", "head"};
+    out p = {0};
+    const uint32_t n = below(24);
+    for (uint32_t i = 0; i < n; i++)
+        put(&p, "z", 1);
+    section(o, 2, tags[below(4)], &p, chance(8) ? 1 + below(n + 1) : 0);
+    free(p.b);
+}
+
 static void model(out *o)
 {
+    const int version = chance(4) ? 1 : 2;
+    special_values = chance(3);
     const int wide = chance(32); /* stacked wide activations */
     int32_t input_dim = wide ? 1 : (int32_t)(1 + below(12));
     layer layers[192];
@@ -142,6 +174,8 @@ static void model(out *o)
             if (chance(50))
                 l.rank = -1;
         }
+        if (chance(200))
+            l.kind = 2 + (int32_t)below(6); /* a later library's kind */
         if (l.kind == 0 && l.rank >= 0) {
             floats += ((int64_t)l.outputs * width + l.outputs) * (1 + l.rank);
             width = l.outputs;
@@ -149,56 +183,112 @@ static void model(out *o)
         layers[count++] = l;
     }
 
-    put(o, "IBVI", 4);
-    u32(o, chance(50) ? 1 + below(3) : 1);
-    u64(o, 0); /* size, patched below */
-    put(o, "HEAD", 4);
-    u64(o, 28);
-    u32(o, (uint32_t)input_dim);
-    u32(o, chance(30) ? below(4) : below(2));
-    u64(o, next());
-    u64(o, chance(4) ? next() : below(1000));
     static const uint32_t threads[] = {1, 2, 3, 8, 64, 1024, 1025, 0};
-    u32(o, chance(3) ? threads[below(8)] : 1);
+    const uint32_t parameterization = chance(30) ? below(4) : below(2);
+    const uint64_t seed = next();
+    const uint64_t position = chance(4) ? next() : below(1000);
+    const uint32_t thread_count = chance(3) ? threads[below(8)] : 1;
 
-    put(o, "ARCH", 4);
-    u64(o, 4 + 16 * (uint64_t)count);
-    u32(o, (uint32_t)count);
-    for (int i = 0; i < count; i++) {
-        u32(o, (uint32_t)layers[i].kind);
-        u32(o, (uint32_t)layers[i].activation);
-        u32(o, (uint32_t)layers[i].outputs);
-        u32(o, (uint32_t)layers[i].rank);
+    out head = {0}, arch = {0}, parm = {0}, optm = {0};
+    if (version == 1) {
+        u32(&head, (uint32_t)input_dim);
+        u32(&head, parameterization);
+        u64(&head, seed);
+        u64(&head, position);
+        u32(&head, thread_count);
+        u32(&arch, (uint32_t)count);
+        for (int i = 0; i < count; i++) {
+            u32(&arch, (uint32_t)layers[i].kind);
+            u32(&arch, (uint32_t)layers[i].activation);
+            u32(&arch, (uint32_t)layers[i].outputs);
+            u32(&arch, (uint32_t)layers[i].rank);
+        }
+    } else {
+        u32(&head, parameterization);
+        u32(&head, thread_count);
+        u64(&head, position);
+        u64(&head, seed);
+        if (chance(30))
+            u32(&head, 0xABCD); /* a later field, ignorable */
+        u32(&arch, (uint32_t)input_dim);
+        u32(&arch, chance(60) ? 2 : 1); /* H */
+        u32(&arch, chance(60) ? 3 : 1); /* W */
+        u32(&arch, (uint32_t)count);
+        for (int i = 0; i < count; i++) {
+            const int dense = layers[i].kind != 1;
+            uint32_t fields = dense ? 8 : 4;
+            const uint32_t extra = chance(20) ? 4 * below(4) : 0;
+            uint64_t length = 20 + fields + extra;
+            uint64_t required = 20 + fields;
+            if (chance(60))
+                required = length + (chance(2) ? 0 : 1);
+            if (chance(80))
+                length -= 1 + below(8);
+            u32(&arch, (uint32_t)layers[i].kind);
+            u64(&arch, length);
+            u64(&arch, required);
+            if (dense) {
+                u32(&arch, (uint32_t)layers[i].outputs);
+                u32(&arch, (uint32_t)layers[i].rank);
+            } else {
+                u32(&arch, (uint32_t)layers[i].activation);
+            }
+            for (uint32_t k = 0; k < extra; k++)
+                put(&arch, "e", 1);
+        }
     }
-    put(o, "PARM", 4);
-    u64(o, 4 * (uint64_t)floats);
     for (int64_t i = 0; i < floats; i++)
-        f32(o, value());
+        f32(&parm, value());
+    if (version == 2 && chance(40))
+        f32(&parm, 1.0f); /* a later library's extra floats */
 
-    if (!wide && chance(2)) {
+    const int with_optimizer = !wide && chance(2);
+    if (with_optimizer) {
         const int adam = chance(2);
         const int64_t state_floats = (adam ? 2 : 1) * floats;
-        put(o, "OPTM", 4);
-        u64(o, 44 + 4 * (uint64_t)state_floats);
-        u32(o, chance(40) ? 2 : (uint32_t)adam);
-        f32(o, chance(30) ? -0.1f : 0.01f);
-        f32(o, chance(30) ? 1.0f : 0.9f);
-        u32(o, chance(30) ? 2 : below(2));
-        f32(o, chance(30) ? 1.0f : 0.9f);
-        f32(o, 0.999f);
-        f32(o, chance(30) ? 0.0f : 1e-8f);
+        u32(&optm, chance(40) ? 2 : (uint32_t)adam);
+        f32(&optm, chance(30) ? -0.1f : 0.01f);
+        f32(&optm, chance(30) ? 1.0f : 0.9f);
+        u32(&optm, chance(30) ? 2 : below(2));
+        f32(&optm, chance(30) ? 1.0f : 0.9f);
+        f32(&optm, 0.999f);
+        f32(&optm, chance(30) ? 0.0f : 1e-8f);
         static const uint64_t steps[] = {
             0, 1, 1000, UINT64_C(1) << 53, (UINT64_C(1) << 53) + 1,
             UINT64_C(0x7fffffffffffffff), UINT64_C(0x8000000000000000)};
-        u64(o, chance(3) ? steps[below(7)] : below(100000));
-        u64(o, (uint64_t)state_floats);
+        u64(&optm, chance(3) ? steps[below(7)] : below(100000));
+        u64(&optm, (uint64_t)state_floats);
         for (int64_t i = 0; i < state_floats; i++) {
             float v = value();
             if (adam && i >= floats && v < 0 && !chance(20))
                 v = -v; /* second moments >= 0, mostly */
-            f32(o, v);
+            f32(&optm, v);
         }
     }
+
+    put(o, "IBVI", 4);
+    u32(o, chance(50) ? 1 + below(3) : (uint32_t)version);
+    u64(o, 0); /* size, patched below */
+    /* version 2: required = the fields this library knows, or more */
+    const uint64_t head_required = chance(30) ? head.len : 24;
+    if (version == 2 && chance(8))
+        foreign_section(o);
+    section(o, version, "HEAD", &head, head_required);
+    if (version == 2 && chance(8))
+        foreign_section(o);
+    section(o, version, "ARCH", &arch, arch.len);
+    section(o, version, "PARM", &parm,
+            chance(30) ? (uint64_t)parm.len : 4 * (uint64_t)floats);
+    if (version == 2 && chance(8))
+        foreign_section(o);
+    if (with_optimizer)
+        section(o, version, "OPTM", &optm, optm.len);
+    if (version == 2 && chance(8))
+        foreign_section(o);
+    free(head.b);
+    free(arch.b);
+    free(parm.b);
+    free(optm.b);
     const size_t total = o->len + 4;
     patch64(o, 8, chance(60) ? total + 1 : total);
     u32(o, crc32_bits(o->b, o->len));
