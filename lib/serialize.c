@@ -46,7 +46,7 @@
 #define MAX_WIDTH 100000000    /* input_dim and outputs, as in net.c   */
 #define ROW_BASE ((int64_t)1 << 20) /* activations per row: at most     */
 #define ROW_PER_PARAM 4        /* ROW_BASE + ROW_PER_PARAM x params    */
-#define MAX_STEPS ((int64_t)1 << 53) /* optimizer step count (io.h)   */
+#define MAX_STEPS IBVI__MAX_STEPS /* optimizer step count (io.h)   */
 #define CHUNK_BYTES 65536      /* the streaming checksum's read size   */
 #define MAX_TMP_ATTEMPTS 100
 #define TMP_PREFIX ".ibvi-"    /* temporary files: ".ibvi-<pid>-<n>"  */
