@@ -183,6 +183,12 @@ void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
                               ibvi__optimizer_info *out);
 /* Sets the step count (>= 0) of a restored optimizer. */
 void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps);
+/* The most steps an optimizer takes, and so the largest step count a model
+ * file holds (include/ibvi/io.h): 2^53, the largest count that every later
+ * step still increments exactly in a double (Adam's bias correction). The
+ * optimizer refuses a step there; the loader refuses a larger count. One
+ * bound for both, so a save can never write a count the loader rejects. */
+#define IBVI__MAX_STEPS ((int64_t)1 << 53)
 
 /* Appends a layer of `kind` whose builder has set its configuration in
  * *proto (the kind-specific union); the input shape is the last layer's
