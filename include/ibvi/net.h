@@ -173,7 +173,7 @@ IBVI_API int ibvi_net_add_flatten(ibvi_net *net);
  * with the generator seeded by `seed`: means W ~ N(0, sigma_w^2),
  * b ~ N(0, 1), factor entries with the mean's std / sqrt(R). The sampling
  * stream restarts at position 0. Calling it again re-draws the prior.
- * Needs at least one dense layer, and the last layer must be dense.
+ * Needs a layer with a weight matrix (dense or conv2d) last.
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_NOMEM
  * (the network is unchanged on failure). */
 IBVI_API int ibvi_net_init(ibvi_net *net, int32_t parameterization,
@@ -302,7 +302,8 @@ IBVI_API int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
 IBVI_API int ibvi_layer_output_shape(const ibvi_layer *layer,
                                      int32_t *channels, int32_t *height,
                                      int32_t *width);
-/* P = outputs * inputs + outputs for dense layers, 0 for activations. */
+/* P = outputs * inputs + outputs for dense layers, out_channels * C *
+ * kernel_h * kernel_w + out_channels for conv2d, 0 for the other kinds. */
 IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
 /* The prior's standard deviations of this dense layer's mean weights and
  * biases (factor entries use these divided by sqrt(R)). */
