@@ -1,11 +1,12 @@
 /*
  * libibvi - networks and their layers.
  *
- * A network is a chain of layers built one call at a time: dense layers,
- * each either deterministic (rank 0) or a variational low-rank Gaussian
- * (rank R >= 1), and element-wise activations. ibvi_net_init() then freezes
- * the architecture and draws the parameters from the prior of the chosen
- * parameterization. The network's variational layers hold a Gaussian
+ * A network is a chain of layers built one call at a time: dense and 2-D
+ * convolution layers, each either deterministic (rank 0) or a variational
+ * low-rank Gaussian (rank R >= 1), element-wise activations, and the image
+ * layers without parameters (max, average and global average pooling,
+ * flatten). ibvi_net_init() then freezes the architecture and draws the
+ * parameters from the prior of the chosen parameterization. The network's variational layers hold a Gaussian
  * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md,
  * "The variational layer").
  *
@@ -60,8 +61,9 @@ typedef enum ibvi_activation {
     IBVI_ACT_SILU = 3  /* x / (1 + exp(-x))    */
 } ibvi_activation;
 
-/* Role of a dense layer, from its position among the dense layers. A network
- * with a single dense layer gives it IBVI_ROLE_SINGLE: both its fan-in and
+/* Role of a dense or conv2d layer, from its position among those layers (the
+ * layers with a weight matrix). A network with a single one gives it
+ * IBVI_ROLE_SINGLE: both its fan-in and
  * fan-out are fixed, so muP treats it like SP (init 1/sqrt(fan_in), lr x 1). */
 typedef enum ibvi_layer_role {
     IBVI_ROLE_NONE = 0,   /* activation layers */
