@@ -588,19 +588,24 @@ END_TEST
 
 /* ---- training and prediction ------------------------------------------- */
 
-static ibvi_net *small_convnet(uint64_t seed, int32_t rank)
+static ibvi_net *convnet(uint64_t seed, int32_t rank, int32_t rank2)
 {
     ibvi_net *net = image_net(2, 8, 8);
     CK_OK(ibvi_net_add_conv2d(net, 4, 3, 1, 1, rank));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
     CK_OK(ibvi_net_add_maxpool(net, 2, 2));
-    CK_OK(ibvi_net_add_conv2d(net, 6, 3, 1, 0, 0));
+    CK_OK(ibvi_net_add_conv2d(net, 6, 3, 1, 0, rank2));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
     CK_OK(ibvi_net_add_global_avgpool(net));
     CK_OK(ibvi_net_add_flatten(net));
     CK_OK(ibvi_net_add_dense(net, 3, 2));
     CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, seed));
     return net;
+}
+
+static ibvi_net *small_convnet(uint64_t seed, int32_t rank)
+{
+    return convnet(seed, rank, 0);
 }
 
 static double mean_loss(ibvi_net *net, const float *x, int64_t n,
@@ -712,8 +717,12 @@ START_TEST(test_predictor_variational_conv)
     /* With the shared rows of a deterministic first conv too. */
     ibvi_net *det = small_convnet(6, 0);
     check_predictor(&det, 1, 4, 42);
+    /* A variational second conv: the rows fan out there. */
+    ibvi_net *mid = convnet(7, 0, 4);
+    check_predictor(&mid, 1, 5, 43);
     ibvi_net_free(net);
     ibvi_net_free(det);
+    ibvi_net_free(mid);
 }
 END_TEST
 
@@ -768,6 +777,44 @@ START_TEST(test_ensemble_rejects_other_windows)
 }
 END_TEST
 
+/* Two BLIS threads give the one-thread results (to rounding): the conv's
+ * GEMMs take the network's thread count. */
+START_TEST(test_two_threads)
+{
+    ibvi_net *a = convnet(3, 2, 1), *b = convnet(3, 2, 1);
+    CK_OK(ibvi_net_set_threads(b, 2));
+    const int64_t n = 37;
+    problem pa, pb;
+    problem_init(&pa, a, IBVI_LOSS_SOFTMAX_XENT, n, 2, 4);
+    problem_init(&pb, b, IBVI_LOSS_SOFTMAX_XENT, n, 2, 4);
+    problem_loss(&pa, pa.grad_out);
+    problem_loss(&pb, pb.grad_out);
+    for (int64_t i = 0; i < n * 2 * pa.out_dim; i++)
+        ck_assert(fabsf(pa.out[i] - pb.out[i]) <= 1e-5f * (1 + fabsf(pa.out[i])));
+    CK_OK(ibvi_net_backward(a, pa.grad_out, n * 2, pa.out_dim));
+    CK_OK(ibvi_net_backward(b, pb.grad_out, n * 2, pb.out_dim));
+    for (int32_t li = 0; li < ibvi_net_layer_count(a); li++) {
+        const int64_t P = ibvi_layer_param_count(tu_layer(a, li));
+        if (P == 0)
+            continue;
+        float *ga = alloc_f(P), *gb = alloc_f(P);
+        CK_OK(ibvi_layer_get_grad_mean(tu_layer(a, li), ga, P));
+        CK_OK(ibvi_layer_get_grad_mean(tu_layer(b, li), gb, P));
+        double scale = 0.0;
+        for (int64_t p = 0; p < P; p++)
+            scale = fmax(scale, fabs(ga[p]));
+        for (int64_t p = 0; p < P; p++)
+            ck_assert_msg(fabs(ga[p] - gb[p]) <= 1e-5 * scale,
+                          "layer %d grad[%lld]: %g vs %g", (int)li,
+                          (long long)p, ga[p], gb[p]);
+        free(ga);
+        free(gb);
+    }
+    problem_free(&pa);
+    problem_free(&pb);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conv_net");
@@ -791,6 +838,7 @@ int main(void)
     tcase_add_test(tc, test_predictor_variational_conv);
     tcase_add_test(tc, test_ensemble_of_convnets);
     tcase_add_test(tc, test_ensemble_rejects_other_windows);
+    tcase_add_test(tc, test_two_threads);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
