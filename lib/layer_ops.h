@@ -38,11 +38,16 @@
  * activation 1). Kinds that are not public yet take the next values. */
 typedef enum ibvi__kind {
     IBVI__KIND_DENSE = IBVI_LAYER_DENSE,
-    IBVI__KIND_ACTIVATION = IBVI_LAYER_ACTIVATION
+    IBVI__KIND_ACTIVATION = IBVI_LAYER_ACTIVATION,
+    IBVI__KIND_CONV2D = IBVI_LAYER_CONV2D,
+    IBVI__KIND_MAXPOOL = IBVI_LAYER_MAXPOOL,
+    IBVI__KIND_AVGPOOL = IBVI_LAYER_AVGPOOL,
+    IBVI__KIND_GLOBAL_AVGPOOL = IBVI_LAYER_GLOBAL_AVGPOOL,
+    IBVI__KIND_FLATTEN = IBVI_LAYER_FLATTEN
 } ibvi__kind;
 /* One more than the largest ibvi__kind (not an enumerator: a switch over
  * ibvi__kind must not need a case for it). */
-#define IBVI__KIND_COUNT 2
+#define IBVI__KIND_COUNT 7
 
 /* The shape of one example: channels, height, width. */
 typedef struct ibvi__shape {
@@ -159,6 +164,11 @@ typedef struct ibvi__layer_ops {
 
 extern const ibvi__layer_ops ibvi__dense_ops;
 extern const ibvi__layer_ops ibvi__activation_ops;
+extern const ibvi__layer_ops ibvi__conv2d_ops;
+extern const ibvi__layer_ops ibvi__maxpool_ops;
+extern const ibvi__layer_ops ibvi__avgpool_ops;
+extern const ibvi__layer_ops ibvi__global_avgpool_ops;
+extern const ibvi__layer_ops ibvi__flatten_ops;
 
 /* The ops of a kind; NULL for a value that is no kind. The one switch that
  * names every kind: -Wswitch flags a kind missing here. */
@@ -171,6 +181,16 @@ static inline const ibvi__layer_ops *ibvi__ops_of(int32_t kind)
         return &ibvi__dense_ops;
     case IBVI__KIND_ACTIVATION:
         return &ibvi__activation_ops;
+    case IBVI__KIND_CONV2D:
+        return &ibvi__conv2d_ops;
+    case IBVI__KIND_MAXPOOL:
+        return &ibvi__maxpool_ops;
+    case IBVI__KIND_AVGPOOL:
+        return &ibvi__avgpool_ops;
+    case IBVI__KIND_GLOBAL_AVGPOOL:
+        return &ibvi__global_avgpool_ops;
+    case IBVI__KIND_FLATTEN:
+        return &ibvi__flatten_ops;
     }
     return NULL;
 }

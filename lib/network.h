@@ -20,6 +20,7 @@
 
 #include "ibvi/net.h"
 #include "ibvi/optimizer.h"
+#include "image.h"
 #include "internal.h"
 #include "layer_ops.h"
 #include "rng.h"
@@ -38,6 +39,14 @@ struct ibvi_layer {
         int32_t units;      /* dense: the output count                    */
         int32_t activation; /* ibvi_activation (activation layers)        */
         /* conv2d, pooling, groupnorm, residual: their geometry here. */
+        struct {            /* conv2d: the builder's request, and the     */
+            ibvi_conv2d_options options; /* geometry configure derives   */
+            ibvi__conv2d_geom geom;
+        } conv;
+        struct {            /* max, average pooling: kernel and stride;   */
+            int32_t kernel, stride;      /* global: both 0 (the plane)  */
+            ibvi__pool2d_geom geom;
+        } pool;
     };
 
     /* The weight distribution of theta (gaussian.c): P floats, in groups
