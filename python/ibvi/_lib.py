@@ -73,6 +73,12 @@ PROTOTYPES = {
     "ibvi_net_free": (None, [H]),
     "ibvi_net_add_dense": (STATUS, [H, c_int32, c_int32]),
     "ibvi_net_add_activation": (STATUS, [H, c_int32]),
+    "ibvi_net_add_conv2d": (STATUS, [H, c_int32, c_int32, c_int32, c_int32, c_int32]),
+    "ibvi_net_add_conv2d_ex": (STATUS, [H, H]),  # const ibvi_conv2d_options *
+    "ibvi_net_add_maxpool": (STATUS, [H, c_int32, c_int32]),
+    "ibvi_net_add_avgpool": (STATUS, [H, c_int32, c_int32]),
+    "ibvi_net_add_global_avgpool": (STATUS, [H]),
+    "ibvi_net_add_flatten": (STATUS, [H]),
     "ibvi_net_init": (STATUS, [H, c_int32, c_uint64]),
     "ibvi_net_set_threads": (STATUS, [H, c_int32]),
     "ibvi_net_threads": (VALUE32, [H]),
