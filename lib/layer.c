@@ -28,6 +28,8 @@ int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
     case IBVI__KIND_ACTIVATION:
         return layer->activation;
     case IBVI__KIND_DENSE:
+    case IBVI__KIND_GROUPNORM:
+    case IBVI__KIND_RESIDUAL:
         break;
     }
     return ibvi__fail(IBVI_ERR_INVALID_ARG,

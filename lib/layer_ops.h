@@ -38,11 +38,13 @@
  * activation 1). Kinds that are not public yet take the next values. */
 typedef enum ibvi__kind {
     IBVI__KIND_DENSE = IBVI_LAYER_DENSE,
-    IBVI__KIND_ACTIVATION = IBVI_LAYER_ACTIVATION
+    IBVI__KIND_ACTIVATION = IBVI_LAYER_ACTIVATION,
+    IBVI__KIND_GROUPNORM = IBVI_LAYER_GROUPNORM,
+    IBVI__KIND_RESIDUAL = IBVI_LAYER_RESIDUAL
 } ibvi__kind;
 /* One more than the largest ibvi__kind (not an enumerator: a switch over
  * ibvi__kind must not need a case for it). */
-#define IBVI__KIND_COUNT 2
+#define IBVI__KIND_COUNT 9
 
 /* The shape of one example: channels, height, width. */
 typedef struct ibvi__shape {
@@ -159,6 +161,8 @@ typedef struct ibvi__layer_ops {
 
 extern const ibvi__layer_ops ibvi__dense_ops;
 extern const ibvi__layer_ops ibvi__activation_ops;
+extern const ibvi__layer_ops ibvi__groupnorm_ops;
+extern const ibvi__layer_ops ibvi__residual_ops;
 
 /* The ops of a kind; NULL for a value that is no kind. The one switch that
  * names every kind: -Wswitch flags a kind missing here. */
@@ -171,6 +175,10 @@ static inline const ibvi__layer_ops *ibvi__ops_of(int32_t kind)
         return &ibvi__dense_ops;
     case IBVI__KIND_ACTIVATION:
         return &ibvi__activation_ops;
+    case IBVI__KIND_GROUPNORM:
+        return &ibvi__groupnorm_ops;
+    case IBVI__KIND_RESIDUAL:
+        return &ibvi__residual_ops;
     }
     return NULL;
 }

@@ -129,8 +129,12 @@ void ibvi__param_configure(ibvi_net *net, int32_t parameterization)
         ibvi_layer *l = net->layers[i];
         l->role = has_weight_matrix(l) ? role_of(weight_index++, total)
                                        : IBVI_ROLE_NONE;
+        /* Weights outside the weight-matrix layers (a residual's
+         * projection, width to width) scale as a hidden layer's. */
+        const int32_t scale_role =
+            l->role == IBVI_ROLE_NONE ? IBVI_ROLE_HIDDEN : l->role;
         for (int32_t k = 0; k < l->group_count; k++)
-            configure_group(&l->groups[k], l->role, mup);
+            configure_group(&l->groups[k], scale_role, mup);
     }
     net->parameterization = parameterization;
 }

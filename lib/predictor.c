@@ -68,6 +68,13 @@ struct ibvi_predictor {
                              K * batch rows (layer_ops.h), or NULL */
     float *transposed;    /* K * batch x classes: the last layer's rows when
                              its kind has no forward_by_class, or NULL */
+    /* Per layer: the outputs of skip sources (skip_readers > 0), K * batch
+     * x outputs, kept until every residual reading them has run (the
+     * ping-pong buffers would overwrite them); NULL for other layers.
+     * kept_rows[i]: the rows the kept output has in this run (n while the
+     * rows are shared, K * n after the fan-out). */
+    float **kept;
+    int64_t *kept_rows;
     double *prob_sum;     /* classes x batch (class-major, as the logits) */
     double *entropy_sum;  /* batch */
     double *shifted;      /* classes x batch: (logit - row max) / T */
@@ -95,6 +102,12 @@ static int same_config(const ibvi_layer *x, const ibvi_layer *y)
         return 1; /* the units are the output shape */
     case IBVI__KIND_ACTIVATION:
         return x->activation == y->activation;
+    case IBVI__KIND_GROUPNORM:
+        return x->groupnorm.groups == y->groupnorm.groups &&
+               x->groupnorm.eps == y->groupnorm.eps;
+    case IBVI__KIND_RESIDUAL:
+        return x->residual.from == y->residual.from &&
+               x->residual.stride == y->residual.stride;
     }
     return 0;
 }
@@ -130,6 +143,8 @@ static int has_identity(const ibvi_layer *l)
     case IBVI__KIND_DENSE:
         return 1;
     case IBVI__KIND_ACTIVATION:
+    case IBVI__KIND_GROUPNORM:
+    case IBVI__KIND_RESIDUAL:
         return 0;
     }
     return 0;
@@ -230,6 +245,13 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         last->ops->forward_by_class ? 0 : K * batch * classes;
     int64_t total = 2 * act + padded(projection) + padded(factor_t) +
                     padded(mix) + padded(scratch) + padded(transposed);
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (base)
+            p->kept[i] = l->skip_readers > 0 ? base + total : NULL;
+        if (l->skip_readers > 0)
+            total += padded(K * batch * l->outputs);
+    }
     if (base) {
         p->act[0] = base;
         p->act[1] = base + act;
@@ -321,16 +343,22 @@ static int create(const char *fn, ibvi_predictor **out, ibvi_net *const *nets,
     float *noise = ibvi__alloc(a, (size_t)noise_floats, sizeof(float));
     float **sampled = ibvi__calloc(a, layers, sizeof *sampled);
     const ibvi_layer **ready = ibvi__calloc(a, layers, sizeof *ready);
-    if (!p || !copy || !noise || !sampled || !ready) {
+    float **kept = ibvi__calloc(a, layers, sizeof *kept);
+    int64_t *kept_rows = ibvi__calloc(a, layers, sizeof *kept_rows);
+    if (!p || !copy || !noise || !sampled || !ready || !kept || !kept_rows) {
         ibvi__free(a, p);
         ibvi__free(a, copy);
         ibvi__free(a, noise);
         ibvi__free(a, sampled);
         ibvi__free(a, (void *)ready);
+        ibvi__free(a, kept);
+        ibvi__free(a, kept_rows);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
     p->sampled = sampled;
     p->ready = ready;
+    p->kept = kept;
+    p->kept_rows = kept_rows;
     memcpy(copy, nets, (size_t)count * sizeof *copy);
     p->allocator = *a;
     p->nets = copy;
@@ -378,6 +406,8 @@ void ibvi_predictor_free(ibvi_predictor *p)
     ibvi__free(&a, p->nets);
     ibvi__free(&a, p->sampled);
     ibvi__free(&a, (void *)p->ready);
+    ibvi__free(&a, p->kept);
+    ibvi__free(&a, p->kept_rows);
     ibvi__free(&a, p);
 }
 
@@ -606,8 +636,12 @@ typedef struct logits {
 } logits;
 
 /* Runs one network on n inputs. The layers alternate between the two
- * activation buffers; activations work in place, except on the caller's x.
- * The last layer is dense (ibvi_net_init checks it) and writes class-major. */
+ * activation buffers; activations work in place, except on the caller's x
+ * and on a kept output. A skip source writes its output into its own
+ * buffer (p->kept), where its residuals read it; a residual broadcasts a
+ * skip of n shared rows to the K blocks when a variational layer lies
+ * between them. The last layer is dense (ibvi_net_init checks it) and
+ * writes class-major. */
 static logits run_network(ibvi_predictor *p, const ibvi_net *net,
                           const float *noise, const float *x, int64_t n,
                           double share)
@@ -615,49 +649,64 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int64_t stride = net->noise_size;
     const float *input = x;
-    int next = 0, shared = 1, stacked = 0;
+    int next = 0, shared = 1, stacked = 0, input_kept = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const ibvi__layer_ops *ops = l->ops;
         const int64_t rows = shared ? n : K * n;
         const float *z = noise + l->noise_offset;
-        float *output = p->act[next];
-        if (l->params == 0) {
-            /* In place where the kind allows it, except on the caller's x;
-             * otherwise into the free buffer. */
-            if ((ops->flags & IBVI__OPS_IN_PLACE) && input != x)
+        float *output = l->skip_readers > 0 ? p->kept[i] : p->act[next];
+        if (l->kind == IBVI__KIND_RESIDUAL) {
+            const int32_t from = l->residual.from;
+            const float *skip = from < 0 ? x : p->kept[from];
+            const int64_t skip_rows = from < 0 ? n : p->kept_rows[from];
+            ibvi__residual_apply(l, l->params ? l->mean : NULL, input, skip,
+                                 skip_rows, output, rows, p->scratch);
+        } else if (l->params == 0) {
+            /* In place where the kind allows it, except on the caller's x
+             * and on an output kept for a residual; otherwise into the free
+             * buffer. */
+            if ((ops->flags & IBVI__OPS_IN_PLACE) && input != x &&
+                !input_kept && l->skip_readers == 0)
                 output = (float *)input;
             ops->forward(l, NULL, input, output, rows, p->scratch);
-            if (output != input)
-                next = 1 - next;
-            input = output;
-            continue;
-        }
-        /* A ReLU right after a kind with a fused one is done there. */
-        const int fuse = ops->forward_relu != NULL && !is_last(l) &&
-                         is_relu(net->layers[i + 1]);
-        int fused = fuse; /* the identity runs its ReLU as a layer */
-        if (l->rank == 0 || p->mean_network) {
-            run_theta(p, l, l->mean, input, output, rows, rows, fuse);
-            stacked = 1; /* the last layer's blocks share their columns */
-        } else if (shared) {
-            if (has_identity(l) && identity_is_cheaper(l, n, K, share)) {
-                shared_low_rank(p, l, input, n, K, z, stride, output);
-                fused = 0;
-            } else {
-                sampled_weights(p, i, l, input, 0, n, K, z, stride, fuse,
-                                output);
-            }
-            shared = 0;
-            stacked = 0;
         } else {
-            sampled_weights(p, i, l, input, n * l->inputs, n, K, z, stride,
-                            fuse, output);
-            stacked = 0;
+            /* A ReLU right after a kind with a fused one is done there,
+             * unless this output is a skip source (read before the ReLU);
+             * the ReLU's output is then where the ReLU would write it. */
+            const int fuse = ops->forward_relu != NULL && !is_last(l) &&
+                             l->skip_readers == 0 &&
+                             is_relu(net->layers[i + 1]);
+            int fused = fuse; /* the identity runs its ReLU as a layer */
+            if (fuse && net->layers[i + 1]->skip_readers > 0)
+                output = p->kept[i + 1];
+            if (l->rank == 0 || p->mean_network) {
+                run_theta(p, l, l->mean, input, output, rows, rows, fuse);
+                stacked = 1; /* the last layer's blocks share columns */
+            } else if (shared) {
+                if (has_identity(l) && identity_is_cheaper(l, n, K, share)) {
+                    shared_low_rank(p, l, input, n, K, z, stride, output);
+                    fused = 0;
+                } else {
+                    sampled_weights(p, i, l, input, 0, n, K, z, stride, fuse,
+                                    output);
+                }
+                shared = 0;
+                stacked = 0;
+            } else {
+                sampled_weights(p, i, l, input, n * l->inputs, n, K, z,
+                                stride, fuse, output);
+                stacked = 0;
+            }
+            i += fused;
         }
-        i += fused;
+        const ibvi_layer *done = net->layers[i]; /* the fused ReLU, or l */
+        input_kept = done->skip_readers > 0;
+        if (input_kept)
+            p->kept_rows[i] = shared ? n : K * n;
+        else if (output != input)
+            next = 1 - next;
         input = output;
-        next = 1 - next;
     }
     const int32_t blocks = shared ? 1 : K;
     const int64_t classes = net->layers[net->layer_count - 1]->outputs;
