@@ -19,7 +19,9 @@
  * group's) and Adam multiplier 1; gain and shift groups (a normalisation's
  * scale and offset) start at 1 and 0 exactly and scale like biases. A
  * single weight-matrix layer has both fans fixed, so muP gives it SP's
- * values. Covariance factors use the mean's std divided by sqrt(R) and its
+ * values. Weights in a layer that is no weight matrix (a residual's 1x1
+ * projection, width to width) are scaled as a hidden layer's and do not
+ * count for the roles. Covariance factors use the mean's std divided by sqrt(R) and its
  * multipliers divided by R (applied in optimizer.c).
  *
  * SPDX-License-Identifier: MIT

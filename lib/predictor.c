@@ -31,10 +31,19 @@
  * The element-wise kernels are plain C loops that GCC vectorises (see
  * lib/meson.build): no intrinsics, no target flags.
  *
+ * A residual reads an earlier layer's output (its skip): a skip source
+ * writes its output into a buffer of its own (kept), not the ping-pong
+ * buffers, and nothing runs in place on it. Its rows are n if it ran
+ * before the fan-out; a residual after the fan-out then adds the same skip
+ * to each of the K blocks (residual.c broadcasts it).
+ *
  * Everything a run needs lives in one workspace block sized for `batch`
  * inputs (two ping-pong activation buffers of K x batch x widest layer, the
- * identity's buffers, the sampled weights, the double accumulators): a run
- * allocates nothing.
+ * kept outputs of skip sources, the identity's buffers, the sampled
+ * weights, the double accumulators): a run allocates nothing. Scratch is
+ * shared by all layers: a run is forward only, so what a kind keeps for
+ * its backward in training (group normalisation's statistics) is not
+ * needed after its call.
  *
  * SPDX-License-Identifier: MIT
  */
