@@ -14,6 +14,7 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "network.h"
@@ -47,16 +48,19 @@ static int configure(ibvi_layer *layer, const char *fn)
                           "%s: projection_stride = %d, expected 0 (identity) "
                           "or >= 1 (a 1x1 convolution)", fn, (int)stride);
     const ibvi__shape in = layer->in_shape, skip = skip_shape(layer);
+    char source[32];
+    if (from < 0)
+        snprintf(source, sizeof source, "the network input");
+    else
+        snprintf(source, sizeof source, "layer %d", (int)from);
     layer->out_shape = in;
     if (stride == 0) {
         if (skip.c != in.c || skip.h != in.h || skip.w != in.w)
             return ibvi__fail(IBVI_ERR_SHAPE,
-                              "%s: the skip from %s%d has shape (%d, %d, %d) "
+                              "%s: the skip from %s has shape (%d, %d, %d) "
                               "and the input (%d, %d, %d): an identity skip "
                               "needs equal shapes (projection_stride >= 1 "
-                              "projects it)", fn,
-                              from < 0 ? "the input " : "layer ", (int)from,
-                              (int)skip.c, (int)skip.h, (int)skip.w,
+                              "projects it)", fn, source, (int)skip.c, (int)skip.h, (int)skip.w,
                               (int)in.c, (int)in.h, (int)in.w);
         layer->params = 0;
         layer->group_count = 0;
@@ -69,11 +73,9 @@ static int configure(ibvi_layer *layer, const char *fn)
         return st;
     if (g.h_out != in.h || g.w_out != in.w)
         return ibvi__fail(IBVI_ERR_SHAPE,
-                          "%s: the skip from %s%d of shape (%d, %d, %d) "
+                          "%s: the skip from %s of shape (%d, %d, %d) "
                           "projected with stride %d is (%d, %lld, %lld), but "
-                          "the input is (%d, %d, %d)", fn,
-                          from < 0 ? "the input " : "layer ", (int)from,
-                          (int)skip.c, (int)skip.h, (int)skip.w, (int)stride,
+                          "the input is (%d, %d, %d)", fn, source, (int)skip.c, (int)skip.h, (int)skip.w, (int)stride,
                           (int)in.c, (long long)g.h_out, (long long)g.w_out,
                           (int)in.c, (int)in.h, (int)in.w);
     layer->residual.projection = g;

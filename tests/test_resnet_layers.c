@@ -369,11 +369,12 @@ START_TEST(residual_errors)
     assert_error_names("from = 2");
     /* Identity: the shapes differ. */
     CK_STATUS(ibvi_net_add_residual(net, 0, 0), IBVI_ERR_SHAPE);
-    assert_error_names("(3, 4, 4)");
+    assert_error_names("the skip from layer 0 has shape (3, 4, 4)");
     assert_error_names("(5, 1, 1)");
     /* Projection: stride 2 of 4x4 is 2x2, not 1x1; stride 4 fits. */
     CK_STATUS(ibvi_net_add_residual(net, -1, 2), IBVI_ERR_SHAPE);
     assert_error_names("(5, 2, 2)");
+    assert_error_names("the skip from the network input of shape (3, 4, 4)");
     CK_STATUS(ibvi_net_add_residual(net, 0, 3), IBVI_ERR_SHAPE);
     ck_assert_int_eq(ibvi_net_layer_count(net), 2);
     CK_OK(ibvi_net_add_residual(net, 0, 4));  /* 2 */
