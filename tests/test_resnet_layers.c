@@ -103,6 +103,26 @@ static ibvi_net *net_first(void)
     return finish(net, 15);
 }
 
+/* Identity skips whose source runs before the first variational layer
+ * and whose residual after it: the predictor broadcasts the source's n
+ * shared rows to the K blocks (a ReLU source, fused into nothing). */
+static ibvi_net *net_broadcast(void)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, 6, NULL));
+    CK_OK(ibvi_net_add_dense(net, 6, 0));                /* 0 */
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));  /* 1: source */
+    CK_OK(ibvi_net_add_dense(net, 6, 2));                /* 2: fan-out */
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));  /* 3: source */
+    CK_OK(ibvi_net_add_residual(net, 1, 0));             /* 4 */
+    CK_OK(ibvi_net_add_dense(net, 6, 0));                /* 5 */
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));  /* 6 */
+    CK_OK(ibvi_net_add_residual(net, 3, 0));             /* 7 */
+    CK_OK(ibvi_net_add_residual(net, 1, 0));             /* 8 */
+    CK_OK(ibvi_net_add_dense(net, 3, 0));                /* 9 */
+    return finish(net, 17);
+}
+
 /* Moves every mean and factor away from the prior (gains != 1, shifts
  * != 0), so no gradient is zero by symmetry. */
 static void perturb(ibvi_net *net, uint64_t seed)
@@ -245,7 +265,8 @@ static void check_gradients(builder build, int64_t n, int32_t samples,
 }
 
 static const builder all_nets[] = {net_gn_flat, net_gn_image, net_identity,
-                                   net_projection, net_first};
+                                   net_projection, net_first,
+                                   net_broadcast};
 #define NET_COUNT ((int)(sizeof all_nets / sizeof all_nets[0]))
 
 START_TEST(gradients_one_sample)
