@@ -24,6 +24,7 @@
 #include "image.h"
 #include "internal.h"
 #include "kernels.h"
+#include "network.h"
 
 /* Scratch per chunk, in floats: X_col and Y_col (or dY_col). 1 MiB, about
  * a core's L2, so the GEMMs read X_col from cache where im2col left it:
@@ -384,4 +385,109 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
             col2im(g, col, nb, grad_input + r0 * g->in_size);
         }
     }
+}
+
+/* ---- the layer kind (layer_ops.h) -----------------------------------------
+ * The builders put an ibvi_conv2d_options in layer->conv.options; configure
+ * derives the geometry from it and the input shape. theta = [vec(W); b] is
+ * deterministic or a low-rank Gaussian (gaussian.c), like a dense layer's. */
+
+static int configure(ibvi_layer *layer, const char *fn)
+{
+    const ibvi_conv2d_options *o = &layer->conv.options;
+    ibvi__conv2d_geom *g = &layer->conv.geom;
+    const ibvi__shape in = layer->in_shape;
+    const int st = ibvi__conv2d_geometry(g, in.c, in.h, in.w, o->out_channels,
+                                         o->kernel_h, o->kernel_w, o->stride_h,
+                                         o->stride_w, o->pad_h, o->pad_w, fn);
+    if (st)
+        return st;
+    const int64_t weights = g->c_out * g->patch;
+    layer->out_shape = (ibvi__shape){(int32_t)g->c_out, (int32_t)g->h_out,
+                                     (int32_t)g->w_out};
+    layer->params = g->params;
+    layer->group_count = 2;
+    /* The issue's muP fans: a filter reads c_in*kh*kw values, and each
+     * input value reaches c_out*kh*kw outputs (away from the border). */
+    layer->groups[0] = (ibvi__param_group){.offset = 0, .count = weights,
+                                           .fan_in = g->patch,
+                                           .fan_out = g->c_out * g->kh * g->kw,
+                                           .role = IBVI__GROUP_WEIGHT};
+    layer->groups[1] = (ibvi__param_group){.offset = weights,
+                                           .count = g->c_out, .fan_in = 1,
+                                           .fan_out = g->c_out,
+                                           .role = IBVI__GROUP_BIAS};
+    return IBVI_OK;
+}
+
+static int64_t scratch_floats(const ibvi_layer *layer, int64_t rows)
+{
+    return ibvi__conv2d_scratch_floats(&layer->conv.geom, rows);
+}
+
+static void forward(const ibvi_layer *layer, const float *theta,
+                    const float *in, float *out, int64_t rows, float *scratch)
+{
+    ibvi__conv2d_forward(layer->net->threads, &layer->conv.geom, theta, in,
+                         out, rows, scratch);
+}
+
+/* bound[0], bound[1]: max |dW| and max |db|, measured. theta is small
+ * next to the activations (LeNet's first conv: 156 values against 100352 x
+ * 6 of dy per batch of 128), so reading it is cheaper than the analytic
+ * bound dense.c uses, which scans dy and the input; a non-finite dy or
+ * input reaches dtheta, which the measured maximum then reports. */
+static void backward(const ibvi_layer *layer, const float *theta,
+                     const float *in, const float *dy, float *dx,
+                     float *dtheta, int64_t rows, float *scratch,
+                     double *bound)
+{
+    ibvi__conv2d_backward(layer->net->threads, &layer->conv.geom, theta, in,
+                          dy, dx, dtheta, rows, scratch);
+    if (bound)
+        ibvi__group_max_abs(layer, dtheta, bound);
+}
+
+const ibvi__layer_ops ibvi__conv2d_ops = {
+    .name = "conv2d",
+    .flags = IBVI__OPS_WEIGHT_MATRIX | IBVI__OPS_VARIATIONAL |
+             IBVI__OPS_LINEAR_IN_THETA,
+    .configure = configure,
+    .scratch_floats = scratch_floats,
+    .forward = forward,
+    .backward = backward,
+};
+
+static int add_conv2d(ibvi_net *net, const char *fn,
+                      const ibvi_conv2d_options *options)
+{
+    ibvi_layer proto;
+    memset(&proto, 0, sizeof proto);
+    proto.conv.options = *options;
+    return ibvi__net_add_layer(net, fn, IBVI__KIND_CONV2D, &proto,
+                               options->rank);
+}
+
+int ibvi_net_add_conv2d(ibvi_net *net, int32_t out_channels, int32_t kernel,
+                        int32_t stride, int32_t padding, int32_t rank)
+{
+    const ibvi_conv2d_options o = {IBVI_CONV2D_OPTIONS_VERSION, out_channels,
+                                   kernel, kernel, stride, stride, padding,
+                                   padding, rank};
+    return add_conv2d(net, "ibvi_net_add_conv2d", &o);
+}
+
+int ibvi_net_add_conv2d_ex(ibvi_net *net, const ibvi_conv2d_options *options)
+{
+    static const char fn[] = "ibvi_net_add_conv2d_ex";
+    IBVI_CHECK_NOT_NULL(fn, net);
+    IBVI_CHECK_NOT_NULL(fn, options);
+    if (options->version != IBVI_CONV2D_OPTIONS_VERSION)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->version = %u, expected %d "
+                          "(IBVI_CONV2D_OPTIONS_VERSION; start from "
+                          "IBVI_CONV2D_OPTIONS_INIT)",
+                          fn, (unsigned)options->version,
+                          IBVI_CONV2D_OPTIONS_VERSION);
+    return add_conv2d(net, fn, options);
 }

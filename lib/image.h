@@ -44,8 +44,9 @@
  *
  * theta = [vec(W); b]: W (c_out x c_in*kh*kw) row-major, i.e. W[o][c][i][j]
  * at ((o*c_in + c)*kh + i)*kw + j, then b (c_out). P = c_out*c_in*kh*kw +
- * c_out. For the parameterization, fan_in = c_in*kh*kw and fan_out = c_out
- * (every output value is a dense layer of the patch under it). */
+ * c_out. For the parameterization (muP), fan_in = c_in*kh*kw (the values a
+ * filter reads) and fan_out = c_out*kh*kw (the outputs each input value
+ * reaches, away from the border); the biases' fan_out is c_out. */
 typedef struct ibvi__conv2d_geom {
     int64_t c_in, h_in, w_in;
     int64_t c_out, kh, kw;

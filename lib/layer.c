@@ -28,6 +28,11 @@ int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
     case IBVI__KIND_ACTIVATION:
         return layer->activation;
     case IBVI__KIND_DENSE:
+    case IBVI__KIND_CONV2D:
+    case IBVI__KIND_MAXPOOL:
+    case IBVI__KIND_AVGPOOL:
+    case IBVI__KIND_GLOBAL_AVGPOOL:
+    case IBVI__KIND_FLATTEN:
     case IBVI__KIND_GROUPNORM:
     case IBVI__KIND_RESIDUAL:
         break;

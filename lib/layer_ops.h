@@ -39,6 +39,11 @@
 typedef enum ibvi__kind {
     IBVI__KIND_DENSE = IBVI_LAYER_DENSE,
     IBVI__KIND_ACTIVATION = IBVI_LAYER_ACTIVATION,
+    IBVI__KIND_CONV2D = IBVI_LAYER_CONV2D,
+    IBVI__KIND_MAXPOOL = IBVI_LAYER_MAXPOOL,
+    IBVI__KIND_AVGPOOL = IBVI_LAYER_AVGPOOL,
+    IBVI__KIND_GLOBAL_AVGPOOL = IBVI_LAYER_GLOBAL_AVGPOOL,
+    IBVI__KIND_FLATTEN = IBVI_LAYER_FLATTEN,
     IBVI__KIND_GROUPNORM = IBVI_LAYER_GROUPNORM,
     IBVI__KIND_RESIDUAL = IBVI_LAYER_RESIDUAL
 } ibvi__kind;
@@ -161,6 +166,11 @@ typedef struct ibvi__layer_ops {
 
 extern const ibvi__layer_ops ibvi__dense_ops;
 extern const ibvi__layer_ops ibvi__activation_ops;
+extern const ibvi__layer_ops ibvi__conv2d_ops;
+extern const ibvi__layer_ops ibvi__maxpool_ops;
+extern const ibvi__layer_ops ibvi__avgpool_ops;
+extern const ibvi__layer_ops ibvi__global_avgpool_ops;
+extern const ibvi__layer_ops ibvi__flatten_ops;
 extern const ibvi__layer_ops ibvi__groupnorm_ops;
 extern const ibvi__layer_ops ibvi__residual_ops;
 
@@ -175,6 +185,16 @@ static inline const ibvi__layer_ops *ibvi__ops_of(int32_t kind)
         return &ibvi__dense_ops;
     case IBVI__KIND_ACTIVATION:
         return &ibvi__activation_ops;
+    case IBVI__KIND_CONV2D:
+        return &ibvi__conv2d_ops;
+    case IBVI__KIND_MAXPOOL:
+        return &ibvi__maxpool_ops;
+    case IBVI__KIND_AVGPOOL:
+        return &ibvi__avgpool_ops;
+    case IBVI__KIND_GLOBAL_AVGPOOL:
+        return &ibvi__global_avgpool_ops;
+    case IBVI__KIND_FLATTEN:
+        return &ibvi__flatten_ops;
     case IBVI__KIND_GROUPNORM:
         return &ibvi__groupnorm_ops;
     case IBVI__KIND_RESIDUAL:

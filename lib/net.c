@@ -209,8 +209,8 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
         !(net->layers[net->layer_count - 1]->ops->flags &
           IBVI__OPS_WEIGHT_MATRIX))
         return ibvi__fail(IBVI_ERR_STATE,
-                          "%s: the network needs at least one dense layer and "
-                          "must end with a dense layer", fn);
+                          "%s: the network must end with a layer with a "
+                          "weight matrix (dense or conv2d)", fn);
     if (!net->param_block) {
         int status = allocate_parameters(net);
         if (status < 0)

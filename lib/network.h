@@ -39,6 +39,14 @@ struct ibvi_layer {
         int32_t units;      /* dense: the output count                    */
         int32_t activation; /* ibvi_activation (activation layers)        */
         /* conv2d, pooling, groupnorm, residual: their geometry here. */
+        struct {            /* conv2d: the builder's request, and the     */
+            ibvi_conv2d_options options; /* geometry configure derives   */
+            ibvi__conv2d_geom geom;
+        } conv;
+        struct {            /* max, average pooling: kernel and stride;   */
+            int32_t kernel, stride;      /* global: both 0 (the plane)  */
+            ibvi__pool2d_geom geom;
+        } pool;
         ibvi__groupnorm_geom groupnorm; /* groupnorm: groups, eps (builder),
                                            the rest (configure)           */
         struct {
@@ -191,6 +199,12 @@ void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
                               ibvi__optimizer_info *out);
 /* Sets the step count (>= 0) of a restored optimizer. */
 void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps);
+/* The most steps an optimizer takes, and so the largest step count a model
+ * file holds (include/ibvi/io.h): 2^53, the largest count that every later
+ * step still increments exactly in a double (Adam's bias correction). The
+ * optimizer refuses a step there; the loader refuses a larger count. One
+ * bound for both, so a save can never write a count the loader rejects. */
+#define IBVI__MAX_STEPS ((int64_t)1 << 53)
 
 /* Appends a layer of `kind` whose builder has set its configuration in
  * *proto (the kind-specific union); the input shape is the last layer's

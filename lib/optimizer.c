@@ -561,10 +561,11 @@ int ibvi__optimizer_check_step(const struct ibvi_optimizer *opt,
 {
     /* The step count would overflow (and Adam's bias correction with it):
      * refuse rather than wrap or saturate, so a count never lies. */
-    if (opt->steps == INT64_MAX)
+    if (opt->steps >= IBVI__MAX_STEPS)
         return ibvi__fail(IBVI_ERR_STATE,
-                          "%s: the optimizer has taken INT64_MAX steps; "
-                          "reset it (ibvi_optimizer_reset) to go on", fn);
+                          "%s: the optimizer has taken 2^53 steps, the most "
+                          "a model file can hold; reset it "
+                          "(ibvi_optimizer_reset) to go on", fn);
     return IBVI_OK;
 }
 

@@ -12,6 +12,7 @@
 
 #include "image.h"
 #include "internal.h"
+#include "network.h"
 
 static int check_size(const char *fn, const char *name, int64_t v)
 {
@@ -210,4 +211,131 @@ void ibvi__avgpool_backward(const ibvi__pool2d_geom *g,
                 }
             }
     }
+}
+
+/* ---- the layer kinds (layer_ops.h) ------------------------------------------
+ * Three kinds without parameters over one geometry: max and average pooling
+ * (the builder's kernel and stride in layer->pool), and global average
+ * pooling (average pooling over the whole plane). */
+
+static int configure_window(ibvi_layer *layer, const char *fn)
+{
+    const ibvi__shape in = layer->in_shape;
+    const int32_t k = layer->pool.kernel, s = layer->pool.stride;
+    const int st = ibvi__pool2d_geometry(&layer->pool.geom, in.c, in.h, in.w,
+                                         k, k, s, s, fn);
+    if (st)
+        return st;
+    layer->out_shape = (ibvi__shape){in.c, (int32_t)layer->pool.geom.h_out,
+                                     (int32_t)layer->pool.geom.w_out};
+    layer->params = 0;
+    layer->group_count = 0;
+    return IBVI_OK;
+}
+
+static int configure_global(ibvi_layer *layer, const char *fn)
+{
+    const ibvi__shape in = layer->in_shape;
+    const int st = ibvi__pool2d_global_geometry(&layer->pool.geom, in.c, in.h,
+                                                in.w, fn);
+    if (st)
+        return st;
+    layer->out_shape = (ibvi__shape){in.c, 1, 1};
+    layer->params = 0;
+    layer->group_count = 0;
+    return IBVI_OK;
+}
+
+static void max_forward(const ibvi_layer *layer, const float *theta,
+                        const float *in, float *out, int64_t rows,
+                        float *scratch)
+{
+    (void)theta;
+    (void)scratch;
+    ibvi__maxpool_forward(&layer->pool.geom, in, out, rows);
+}
+
+static void max_backward(const ibvi_layer *layer, const float *theta,
+                         const float *in, const float *dy, float *dx,
+                         float *dtheta, int64_t rows, float *scratch,
+                         double *bound)
+{
+    (void)theta;
+    (void)dtheta;
+    (void)scratch;
+    (void)bound;
+    if (dx)
+        ibvi__maxpool_backward(&layer->pool.geom, in, dy, dx, rows);
+}
+
+static void avg_forward(const ibvi_layer *layer, const float *theta,
+                        const float *in, float *out, int64_t rows,
+                        float *scratch)
+{
+    (void)theta;
+    (void)scratch;
+    ibvi__avgpool_forward(&layer->pool.geom, in, out, rows);
+}
+
+static void avg_backward(const ibvi_layer *layer, const float *theta,
+                         const float *in, const float *dy, float *dx,
+                         float *dtheta, int64_t rows, float *scratch,
+                         double *bound)
+{
+    (void)theta;
+    (void)in;
+    (void)dtheta;
+    (void)scratch;
+    (void)bound;
+    if (dx)
+        ibvi__avgpool_backward(&layer->pool.geom, dy, dx, rows);
+}
+
+const ibvi__layer_ops ibvi__maxpool_ops = {
+    .name = "max pooling",
+    .configure = configure_window,
+    .forward = max_forward,
+    .backward = max_backward,
+};
+
+const ibvi__layer_ops ibvi__avgpool_ops = {
+    .name = "average pooling",
+    .configure = configure_window,
+    .forward = avg_forward,
+    .backward = avg_backward,
+};
+
+const ibvi__layer_ops ibvi__global_avgpool_ops = {
+    .name = "global average pooling",
+    .configure = configure_global,
+    .forward = avg_forward,
+    .backward = avg_backward,
+};
+
+static int add_pool(ibvi_net *net, const char *fn, int32_t kind,
+                    int32_t kernel, int32_t stride)
+{
+    ibvi_layer proto;
+    memset(&proto, 0, sizeof proto);
+    proto.pool.kernel = kernel;
+    proto.pool.stride = stride;
+    return ibvi__net_add_layer(net, fn, kind, &proto, 0);
+}
+
+int ibvi_net_add_maxpool(ibvi_net *net, int32_t kernel, int32_t stride)
+{
+    return add_pool(net, "ibvi_net_add_maxpool", IBVI__KIND_MAXPOOL, kernel,
+                    stride);
+}
+
+int ibvi_net_add_avgpool(ibvi_net *net, int32_t kernel, int32_t stride)
+{
+    return add_pool(net, "ibvi_net_add_avgpool", IBVI__KIND_AVGPOOL, kernel,
+                    stride);
+}
+
+int ibvi_net_add_global_avgpool(ibvi_net *net)
+{
+    return add_pool(net, "ibvi_net_add_global_avgpool",
+                    IBVI__KIND_GLOBAL_AVGPOOL, 0, 0);
 }

@@ -111,6 +111,20 @@ static int same_config(const ibvi_layer *x, const ibvi_layer *y)
         return 1; /* the units are the output shape */
     case IBVI__KIND_ACTIVATION:
         return x->activation == y->activation;
+    case IBVI__KIND_CONV2D: {
+        /* The channels are the output shape; the window is not. */
+        const ibvi__conv2d_geom *a = &x->conv.geom, *b = &y->conv.geom;
+        return a->kh == b->kh && a->kw == b->kw &&
+               a->stride_h == b->stride_h && a->stride_w == b->stride_w &&
+               a->pad_h == b->pad_h && a->pad_w == b->pad_w;
+    }
+    case IBVI__KIND_MAXPOOL:
+    case IBVI__KIND_AVGPOOL:
+        return x->pool.kernel == y->pool.kernel &&
+               x->pool.stride == y->pool.stride;
+    case IBVI__KIND_GLOBAL_AVGPOOL:
+    case IBVI__KIND_FLATTEN:
+        return 1; /* the shapes say it all */
     case IBVI__KIND_GROUPNORM:
         return x->groupnorm.groups == y->groupnorm.groups &&
                x->groupnorm.eps == y->groupnorm.eps;
@@ -152,6 +166,11 @@ static int has_identity(const ibvi_layer *l)
     case IBVI__KIND_DENSE:
         return 1;
     case IBVI__KIND_ACTIVATION:
+    case IBVI__KIND_CONV2D:
+    case IBVI__KIND_MAXPOOL:
+    case IBVI__KIND_AVGPOOL:
+    case IBVI__KIND_GLOBAL_AVGPOOL:
+    case IBVI__KIND_FLATTEN:
     case IBVI__KIND_GROUPNORM:
     case IBVI__KIND_RESIDUAL:
         return 0;

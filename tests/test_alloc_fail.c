@@ -2,7 +2,7 @@
  * libibvi tests - allocation failure at every allocation of a full life
  * cycle: create, add layers, init, forward (workspace growth), optimizer,
  * train steps, reserve, predictor create / batch size / run, ensembles,
- * save to a file, load from a file and from memory (through the caller's
+ * a conv network (image layers built, trained, predicted), save to a file, load from a file and from memory (through the caller's
  * allocator), metrics.
  *
  * A test allocator counts every request and refuses request number k. The
@@ -209,9 +209,9 @@ static void fill(float *x, int n, float scale)
 /* The scenario. Every handle is freed on every path. */
 static void scenario(run *r)
 {
-    ibvi_net *net = NULL, *net2 = NULL, *net3 = NULL;
-    ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL;
-    ibvi_predictor *pred = NULL, *ens = NULL;
+    ibvi_net *net = NULL, *net2 = NULL, *net3 = NULL, *cnet = NULL;
+    ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL, *copt = NULL;
+    ibvi_predictor *pred = NULL, *ens = NULL, *cpred = NULL;
     ibvi_metrics *m = NULL;
     uint8_t *bytes = NULL;
     float x[12 * IN], out[4 * 12 * CLASSES], g[4 * 12 * CLASSES], loss;
@@ -313,6 +313,37 @@ static void scenario(run *r)
         mix(r, mi, sizeof mi);
     }
 
+    /* a conv network on (1, 4, 6) images (IN * 4 floats per example):
+     * variational conv, pooling, flatten; trained and predicted */
+    CREATE(r, "ibvi_net_create_image", cnet,
+           ibvi_net_create_image(&cnet, 1, 4, 6, &r->a));
+    CALL(r, "ibvi_net_add_conv2d", ibvi_net_add_conv2d(cnet, 3, 3, 1, 1, 2));
+    CALL(r, "ibvi_net_add_activation",
+         ibvi_net_add_activation(cnet, IBVI_ACT_RELU));
+    CALL(r, "ibvi_net_add_maxpool", ibvi_net_add_maxpool(cnet, 2, 2));
+    {
+        ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+        o.out_channels = 4;
+        o.kernel_w = 2;
+        CALL(r, "ibvi_net_add_conv2d_ex", ibvi_net_add_conv2d_ex(cnet, &o));
+    }
+    CALL(r, "ibvi_net_add_avgpool", ibvi_net_add_avgpool(cnet, 1, 1));
+    CALL(r, "ibvi_net_add_global_avgpool", ibvi_net_add_global_avgpool(cnet));
+    CALL(r, "ibvi_net_add_flatten", ibvi_net_add_flatten(cnet));
+    CALL(r, "ibvi_net_add_dense", ibvi_net_add_dense(cnet, CLASSES, 1));
+    CALL(r, "ibvi_net_init", ibvi_net_init(cnet, IBVI_PARAM_MUP, 3));
+    CREATE(r, "ibvi_optimizer_create", copt,
+           ibvi_optimizer_create(&copt, cnet, IBVI_OPT_SGD, 0.05f));
+    CALL(r, "ibvi_train_step", ibvi_train_step(cnet, copt, x, 3, 2,
+                                               IBVI_LOSS_SOFTMAX_XENT, labels,
+                                               NULL, &loss));
+    mix(r, &loss, sizeof loss);
+    CREATE(r, "ibvi_predictor_create", cpred,
+           ibvi_predictor_create(&cpred, cnet, 3, 21));
+    CALL(r, "ibvi_predictor_run",
+         ibvi_predictor_run(cpred, x, 3, probs, h, NULL, NULL));
+    mix(r, probs, sizeof(float) * 3 * CLASSES);
+
     /* metrics */
     CREATE(r, "ibvi_metrics_create", m, ibvi_metrics_create(&m, CLASSES, &r->a));
     CALL(r, "ibvi_metrics_add", ibvi_metrics_add(m, probs, 12, labels));
@@ -326,6 +357,9 @@ static void scenario(run *r)
 
 cleanup:
     ibvi_metrics_free(m);
+    ibvi_predictor_free(cpred);
+    ibvi_optimizer_free(copt);
+    ibvi_net_free(cnet);
     ibvi_predictor_free(ens);
     ibvi_predictor_free(pred);
     ibvi_optimizer_free(opt3);

@@ -18,8 +18,8 @@
  *    turn: IBVI_ERR_NOMEM, previous file unchanged, nothing left behind.
  *
  * A temporary file of a killed save stays behind (its name is
- * "<path>.tmp.<pid>.<n>": nothing can remove it after SIGKILL); the test
- * removes them between kills.
+ * ".ibvi-<pid>-<n>" in the file's directory: nothing can remove it after
+ * SIGKILL); the test removes them between kills.
  *
  * IBVI_CRASH_TRIALS sets the number of kills (default 30).
  *
@@ -68,7 +68,7 @@ static int remove_temps(void)
     struct dirent *e;
     int n = 0;
     while ((e = readdir(d)) != NULL) {
-        if (strstr(e->d_name, ".tmp.") != NULL) {
+        if (strncmp(e->d_name, ".ibvi-", 6) == 0) {
             char p[512];
             snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
             unlink(p);

@@ -1791,6 +1791,133 @@ static void sw_net_load_buffer(void)
     ck_assert_ptr_null(n);
 }
 
+/* ---- image layers (conv2d, pooling, flatten) ------------------------------ */
+
+static ibvi_net *image_net(int32_t c, int32_t h, int32_t w)
+{
+    ibvi_net *n = NULL;
+    CK_OK(ibvi_net_create_image(&n, c, h, w, NULL));
+    return n;
+}
+
+static void sw_net_add_conv2d(void)
+{
+    const char *fn = "ibvi_net_add_conv2d";
+    EXPECT(fn, ibvi_net_add_conv2d(NULL, 4, 3, 1, 0, 0), A);
+    ibvi_net *n = image_net(2, 6, 6);
+    const int32_t bad_size[] = {0, -1, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_size / sizeof bad_size[0]; i++) {
+        EXPECT(fn, ibvi_net_add_conv2d(n, bad_size[i], 3, 1, 0, 0), A);
+        EXPECT(fn, ibvi_net_add_conv2d(n, 4, bad_size[i], 1, 0, 0), A);
+        EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, bad_size[i], 0, 0), A);
+    }
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, -1, 0), A);
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, 3, 0), A); /* pad >= kernel */
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, INT32_MIN, 0), A);
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 7, 1, 0, 0), SH); /* 7 > 6 */
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 9, 1, 1, 0), SH); /* 9 > 6 + 2 */
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, 0, -1), A);
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, 0, 4 * 19 + 1), A); /* P = 76 */
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, 0, INT32_MAX), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    /* After a dense layer the input is (D, 1, 1): only a 1x1-compatible
+     * kernel fits. */
+    CK_OK(ibvi_net_add_dense(n, 5, 0));
+    EXPECT(fn, ibvi_net_add_conv2d(n, 4, 3, 1, 0, 0), SH);
+    CK_OK(ibvi_net_add_conv2d(n, 4, 1, 1, 0, 0));
+    ck_assert_int_eq(ibvi_net_layer_count(n), 2);
+    ibvi_net_free(n);
+    EXPECT(fn, ibvi_net_add_conv2d(F.net, 2, 1, 1, 0, 0), ST);
+}
+
+static void sw_net_add_conv2d_ex(void)
+{
+    const char *fn = "ibvi_net_add_conv2d_ex";
+    ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+    o.out_channels = 3;
+    EXPECT(fn, ibvi_net_add_conv2d_ex(NULL, &o), A);
+    ibvi_net *n = image_net(1, 5, 4);
+    EXPECT(fn, ibvi_net_add_conv2d_ex(n, NULL), A);
+    const uint32_t bad_version[] = {0, 2, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_version / sizeof bad_version[0]; i++) {
+        ibvi_conv2d_options v = o;
+        v.version = bad_version[i];
+        EXPECT(fn, ibvi_net_add_conv2d_ex(n, &v), A);
+    }
+    int32_t *fields[] = {&o.out_channels, &o.kernel_h, &o.kernel_w,
+                         &o.stride_h, &o.stride_w};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const int32_t keep = *fields[i];
+        *fields[i] = 0;
+        EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), A);
+        *fields[i] = -2;
+        EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), A);
+        *fields[i] = keep;
+    }
+    o.pad_h = -1;
+    EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), A);
+    o.pad_h = 0;
+    o.pad_w = 1; /* not smaller than kernel_w = 1 */
+    EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), A);
+    o.pad_w = 0;
+    o.kernel_w = 5; /* 5 > 4 */
+    EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), SH);
+    o.kernel_w = 4;
+    o.rank = -1;
+    EXPECT(fn, ibvi_net_add_conv2d_ex(n, &o), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    o.rank = 2;
+    CK_OK(ibvi_net_add_conv2d_ex(n, &o));
+    ck_assert_int_eq(ibvi_net_layer_count(n), 1);
+    ibvi_net_free(n);
+    o.kernel_w = 1; /* F.net's output is (2, 1, 1) */
+    EXPECT(fn, ibvi_net_add_conv2d_ex(F.net, &o), ST);
+}
+
+/* The sweep shared by max and average pooling. */
+static void sweep_pool(const char *fn, int (*add)(ibvi_net *, int32_t, int32_t))
+{
+    EXPECT(fn, add(NULL, 2, 2), A);
+    ibvi_net *n = image_net(3, 4, 5);
+    const int32_t bad[] = {0, -1, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT(fn, add(n, bad[i], 2), A);
+        EXPECT(fn, add(n, 2, bad[i]), A);
+    }
+    EXPECT(fn, add(n, 5, 1), SH); /* 5 > height 4 */
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    /* A pool on a flat (D, 1, 1) input. */
+    CK_OK(ibvi_net_add_dense(n, 6, 0));
+    EXPECT(fn, add(n, 2, 2), SH);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 1);
+    ibvi_net_free(n);
+    EXPECT(fn, add(F.net, 1, 1), ST);
+}
+
+static void sw_net_add_maxpool(void)
+{
+    sweep_pool("ibvi_net_add_maxpool", ibvi_net_add_maxpool);
+}
+
+static void sw_net_add_avgpool(void)
+{
+    sweep_pool("ibvi_net_add_avgpool", ibvi_net_add_avgpool);
+}
+
+static void sw_net_add_global_avgpool(void)
+{
+    const char *fn = "ibvi_net_add_global_avgpool";
+    EXPECT(fn, ibvi_net_add_global_avgpool(NULL), A);
+    EXPECT(fn, ibvi_net_add_global_avgpool(F.net), ST);
+}
+
+static void sw_net_add_flatten(void)
+{
+    const char *fn = "ibvi_net_add_flatten";
+    EXPECT(fn, ibvi_net_add_flatten(NULL), A);
+    EXPECT(fn, ibvi_net_add_flatten(F.net), ST);
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 static void sw_net_add_groupnorm(void)
@@ -1947,6 +2074,12 @@ static const api_row api_table[] = {
     ROW(net_save_buffer),
     ROW(net_load),
     ROW(net_load_buffer),
+    ROW(net_add_conv2d),
+    ROW(net_add_conv2d_ex),
+    ROW(net_add_maxpool),
+    ROW(net_add_avgpool),
+    ROW(net_add_global_avgpool),
+    ROW(net_add_flatten),
     ROW(net_add_groupnorm),
     ROW(net_add_residual),
 };

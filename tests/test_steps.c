@@ -1,13 +1,13 @@
 /*
  * libibvi tests - an optimizer's step count at its limit (issue 10, item 3).
  *
- * A count of INT64_MAX cannot be reached by stepping in a test, so this
+ * A count of 2^53 cannot be reached by stepping in a test, so this
  * suite compiles the library's sources in (as test_kernel does with
  * lib/cpu.c) and sets it through the internal ibvi__optimizer_set_steps,
  * the setter the model loader uses. Everything else goes through the public
- * API. An optimizer at INT64_MAX steps must refuse the next step with
- * IBVI_ERR_STATE and change nothing, where it used to overflow the signed
- * count (undefined behaviour; in practice a negative step count and a
+ * API. An optimizer at 2^53 steps (IBVI__MAX_STEPS, the most a model file
+ * holds) must refuse the next step with IBVI_ERR_STATE and change nothing,
+ * where a count of INT64_MAX used to overflow the signed count (undefined behaviour; in practice a negative step count and a
  * garbage Adam bias correction).
  *
  * SPDX-License-Identifier: MIT
@@ -43,7 +43,7 @@ static const float X[4 * 3] = {0.5f, -1, 2, 1, 0, -0.5f, 0.25f, 1, 1,
                                 -2, 0.5f, 0};
 static const int32_t LABELS[4] = {0, 1, 1, 0};
 
-/* Both kinds: one step from INT64_MAX - 1 reaches INT64_MAX; the next,
+/* Both kinds: one step from 2^53 - 1 reaches 2^53; the next,
  * through ibvi_train_step and ibvi_optimizer_step, is refused and leaves
  * the saved network and optimizer (parameters, state, step count, noise
  * position) byte for byte as they were; reset makes it step again. */
@@ -59,10 +59,10 @@ START_TEST(test_step_count_limit)
         float loss;
         CK_OK(ibvi_train_step(net, opt, X, 4, 1, IBVI_LOSS_SOFTMAX_XENT,
                               LABELS, NULL, &loss));
-        ibvi__optimizer_set_steps(opt, INT64_MAX - 1);
+        ibvi__optimizer_set_steps(opt, IBVI__MAX_STEPS - 1);
         CK_OK(ibvi_train_step(net, opt, X, 4, 1, IBVI_LOSS_SOFTMAX_XENT,
                               LABELS, NULL, &loss));
-        ck_assert(ibvi_optimizer_step_count(opt) == INT64_MAX);
+        ck_assert(ibvi_optimizer_step_count(opt) == IBVI__MAX_STEPS);
 
         int64_t s0, s1;
         uint8_t *before = save(net, opt, &s0);
@@ -93,7 +93,7 @@ START_TEST(test_step_count_limit)
                       (int)kind, rc);
         ck_assert_msg(strncmp(ibvi_last_error(), "ibvi_optimizer_step", 19) ==
                           0, "%s", ibvi_last_error());
-        ck_assert(ibvi_optimizer_step_count(opt) == INT64_MAX);
+        ck_assert(ibvi_optimizer_step_count(opt) == IBVI__MAX_STEPS);
         after = save(net, opt, &s1);
         ck_assert_int_eq(s0, s1);
         ck_assert_msg(memcmp(before, after, (size_t)s0) == 0,

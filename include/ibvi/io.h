@@ -13,50 +13,133 @@
  * forward and backward pass before ibvi_optimizer_step(); ibvi_train_step()
  * does both), the workspace size, and the allocator.
  *
- * The file format (version 1) is little-endian on every host; floats are
- * stored as their IEEE-754 binary32 bit patterns. Integers are unsigned
- * unless marked "int" (two's complement).
+ * The file format is little-endian on every host; floats are stored as
+ * their IEEE-754 binary32 bit patterns. Integers are unsigned unless marked
+ * "int" (two's complement). This library writes version 2 and reads
+ * versions 1 and 2.
+ *
+ * Version 2: sections, and layer records, that a later library can extend
+ * without a new format version. A reader that meets something it does not
+ * know either skips it, when the writer marked it as ignorable, or refuses
+ * the file with IBVI_ERR_VERSION and a message "needs a newer libibvi:
+ * ..." saying what it met (an unknown layer kind, required section, input
+ * shape, or more required bytes than it knows).
  *
  *   offset  size  field
  *   0       4     magic "IBVI"
- *   4       4     format version (IBVI_FORMAT_VERSION)
+ *   4       4     format version (2)
  *   8       8     file size in bytes, checksum included
- *   16            sections, in this order, each one a 4-byte tag, an
- *                 8-byte payload size and the payload:
- *     "HEAD"  28 bytes: int32 input_dim, int32 parameterization,
- *                 uint64 seed, uint64 position of the sampling stream
- *                 (ibvi_net_rng_position), int32 threads
- *     "ARCH"  4 + 16 L bytes: uint32 L (number of layers), then per layer
- *                 int32 kind (ibvi_layer_kind), int32 activation (0 for
- *                 dense layers), int32 outputs (for activations: their
- *                 width, equal to the previous layer's outputs), int32 rank
- *                 (0 for activations)
- *     "PARM"  4 sum P (1 + R) bytes: per dense layer in order, the mean
- *                 (P floats, [W row-major; b]) then the factor (P x R
- *                 floats, row-major)
- *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
- *                 float lr, float momentum, int32 nesterov, float beta1,
- *                 float beta2, float eps, int64 step count, uint64 S, then
- *                 S state floats (SGD: velocity, S = parameter count;
- *                 Adam: first then second moments, S = 2 x parameter
- *                 count), in the order of ibvi_net_param_count's parameters:
- *                 per dense layer, mean weights, mean biases, factor weight
- *                 rows, factor bias rows
+ *   16            sections, each:
+ *                   4  tag (four ASCII bytes)
+ *                   8  uint64 payload size
+ *                   8  uint64 required: how many leading payload bytes a
+ *                      reader must understand to use the section
+ *                   payload
  *   end-4   4     CRC-32 (IEEE 802.3, as zlib's crc32) of all bytes before it
  *
+ * Sections a reader does not know are skipped when their required count is
+ * 0 and refused (IBVI_ERR_VERSION) otherwise; they may appear anywhere
+ * between the known ones. The known sections come in this order, each at
+ * most once: HEAD, ARCH, PARM (all three present), then OPTM if there is an
+ * optimizer. In a known section, bytes after the fields the reader knows
+ * are ignored if the section's required count does not reach into them,
+ * and refused (IBVI_ERR_VERSION) if it does; a payload shorter than the
+ * reader's fields is malformed (IBVI_ERR_FORMAT). This library writes
+ * required = payload size for every section.
+ *
+ *     "HEAD"  24 bytes: int32 parameterization, int32 threads (a
+ *                 preference, 1..1024: see ibvi_net_load), uint64 position
+ *                 of the sampling stream (ibvi_net_rng_position; at file
+ *                 offset 44, as in version 1), uint64 seed
+ *     "ARCH"  uint32 C, uint32 H, uint32 W: the input shape (today's
+ *                 networks take flat inputs: C = input_dim, H = W = 1; a
+ *                 file with H or W other than 1 needs a newer library),
+ *                 uint32 L (number of layers, >= 1), then L layer records:
+ *                   4  uint32 kind (ibvi_layer_kind)
+ *                   8  uint64 record length in bytes, these 20 included
+ *                   8  uint64 required: how many leading bytes of the
+ *                      record a reader must understand (20 <= required <=
+ *                      length)
+ *                   the kind's fields, then possibly fields of a later
+ *                      library, which this reader skips when they lie at
+ *                      or after `required`
+ *                 Fields of each kind (this library writes length =
+ *                 required = 20 + the fields below):
+ *                   dense (0):      int32 outputs, int32 rank (8 bytes)
+ *                   activation (1): int32 activation (ibvi_activation; its
+ *                                   width is its input's) (4 bytes)
+ *                 An unknown kind needs a newer library (IBVI_ERR_VERSION,
+ *                 "needs a newer libibvi: unknown layer kind 7"); a record
+ *                 shorter than its kind's fields is malformed.
+ *     "PARM"  per layer in order, the floats its kind stores: for a dense
+ *                 layer the mean (P = outputs x (inputs + 1) floats,
+ *                 [W row-major; b]) then the factor (P x R floats,
+ *                 row-major); activations store none
+ *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
+ *                 float lr, float momentum, int32 nesterov, float beta1,
+ *                 float beta2, float eps, int64 step count (0 .. 2^53),
+ *                 uint64 S, then S state floats (SGD: velocity, S =
+ *                 parameter count; Adam: first then second moments, S = 2
+ *                 x parameter count), in the order of
+ *                 ibvi_net_param_count's parameters: per dense layer, mean
+ *                 weights, mean biases, factor weight rows, factor bias rows
+ *
+ * Version 1 (read only): sections with a 12-byte header (tag, uint64
+ * payload size; no required count), in this order and nothing else:
+ *     "HEAD"  28 bytes: int32 input_dim, int32 parameterization,
+ *                 uint64 seed, uint64 position of the sampling stream,
+ *                 int32 threads
+ *     "ARCH"  4 + 16 L bytes: uint32 L, then per layer int32 kind, int32
+ *                 activation (0 for dense layers), int32 outputs (for
+ *                 activations: their width), int32 rank (0 for activations)
+ *     "PARM"  as in version 2
+ *     "OPTM"  optional, as in version 2
+ * A version-1 file loads to the same network and optimizer as the
+ * version-2 file of that network; saving it again writes version 2.
+ *
  * Loading checks, in order: the magic (IBVI_ERR_FORMAT), the version
- * (IBVI_ERR_VERSION for a newer one), the recorded size against the actual
- * size (IBVI_ERR_FORMAT: truncated or extended file), the checksum
- * (IBVI_ERR_CHECKSUM), then every section's size and value: counts and
+ * (IBVI_ERR_VERSION for a newer one, 3 and up), the recorded size against
+ * the actual size (IBVI_ERR_FORMAT: truncated or extended file), the
+ * checksum (IBVI_ERR_CHECKSUM), then every section's size and value (what
+ * only a later library understands: IBVI_ERR_VERSION, above): counts and
  * shapes are validated against the bytes present before anything is
  * allocated, and the network is rebuilt through the public API, so it meets
  * every invariant a network built by hand meets. Parameters and optimizer
  * state must be finite (and Adam's second moments >= 0); the optimizer's
  * settings must be ones its setters accept.
+ *
+ * Bounds on what a file may declare, so that a small or hostile file cannot
+ * make the loader (or the first forward pass) demand memory out of
+ * proportion to its size:
+ *   - every parameter and state value the architecture implies must be
+ *     present in the file (4 bytes each);
+ *   - input_dim and every layer's outputs are at most 10^8 (the largest
+ *     ibvi_net_create() and ibvi_net_add_dense() accept);
+ *   - the activations of one input row, input_dim plus the outputs of all
+ *     layers, are at most 2^20 + 4 x the number of parameter floats in the
+ *     file (the forward workspace is about five
+ *     floats per activation per row; parameter-free layers, activations,
+ *     are the only way to widen it without bytes in the file: a 900 KB
+ *     file of 32768 wide ReLU layers asked 4 GiB per row before this bound);
+ *   - the step count is at most 2^53: the largest
+ *     count every later step can still increment exactly in a double
+ *     (Adam's bias correction computes with steps + 1 in double) and, at a
+ *     million steps a second, 285 years of training. A larger count can
+ *     only come from a damaged or forged file, and accepting INT64_MAX made
+ *     the next step overflow.
+ * The checksum is verified by ibvi_net_load() while reading the file in
+ * 64 KiB pieces, before anything of the file's size is allocated.
  * Any failure returns IBVI_ERR_FORMAT (or one of the statuses above) with a
  * message naming the problem, leaves *out (and *opt_out) NULL, and leaks
  * nothing. A damaged file never crashes the loader or makes it read outside
  * the bytes given.
+ *
+ * A save never writes bytes the loader would reject: ibvi_net_save() and
+ * ibvi_net_save_buffer() run the loader's own validation (the same code,
+ * values included) over the bytes they produced before reporting success,
+ * and a network the format cannot hold (one outside the bounds above, such
+ * as a network whose stacked activations exceed the per-row bound) gives
+ * IBVI_ERR_UNSUPPORTED with the loader's message.
  *
  * Threading: saving reads the network and optimizer (use them from one
  * thread at a time, see common.h); loading creates new handles. The
@@ -75,22 +158,34 @@
 extern "C" {
 #endif
 
-/* The format version this library writes; it reads this and older ones. */
-#define IBVI_FORMAT_VERSION 1
+/* The format version this library writes; it reads this and older ones.
+ * Within version 2, later libraries add layer kinds, fields and sections
+ * (see above) without a new version number. */
+#define IBVI_FORMAT_VERSION 2
 
 /* Saves an initialised network and, if opt is not NULL, its optimizer (which
  * must be bound to net) to the file `path`.
- * The bytes go to a new temporary file "<path>.tmp.<pid>.<n>" in the same
- * directory, which is flushed, synced to disk and then renamed over path:
- * a crash or error at any point leaves either the old file or the complete
- * new one. On failure the temporary file is removed and an existing file at
- * path is untouched. The new file has the default permissions (0666 minus
- * the umask), not those of a file it replaces; a symbolic link at path is
- * replaced, not followed.
+ * What path may be: nothing (the file is created), a regular file (it is
+ * replaced), or a symbolic link to a regular file: the link is followed
+ * and its target is replaced, in the target's directory, so the link stays
+ * and points to the new file. Anything else (a directory, a device such as
+ * /dev/null or /dev/full, a FIFO, a socket, a dangling link, a link to one
+ * of these) is refused with IBVI_ERR_IO and left alone. The check is made
+ * when the call starts.
+ * The bytes go to a new temporary file ".ibvi-<pid>-<n>" in the directory
+ * of the file replaced (a short name, so a path whose last component has
+ * NAME_MAX bytes works), which is flushed, checked (see above), synced to
+ * disk and then renamed over that file: a crash or error at any point
+ * leaves either the old file or the complete new one. On failure the
+ * temporary file is removed and an existing file at path is untouched (a
+ * save killed by a signal leaves its temporary file behind). The new file
+ * has the default permissions (0666 minus the umask), not those of a file
+ * it replaces.
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL net, NULL or empty path, opt
  * bound to another network), IBVI_ERR_STATE (network not initialised),
- * IBVI_ERR_NOMEM or IBVI_ERR_IO (the message gives the file and the
- * system's reason). */
+ * IBVI_ERR_UNSUPPORTED (the file would not load, see above; nothing is
+ * replaced), IBVI_ERR_NOMEM or IBVI_ERR_IO (the message gives the file and
+ * the system's reason). */
 IBVI_API int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
                            const char *path);
 
@@ -103,11 +198,18 @@ IBVI_API int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
  *      before the network), or NULL when the file holds no optimizer (this
  *      is not an error).
  * allocator: as for ibvi_net_create(); also used for the file's bytes
- *      while loading (the whole file is read into memory, after its first
- *      16 bytes have been checked).
- * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_IO (missing or unreadable
- * file), IBVI_ERR_FORMAT, IBVI_ERR_VERSION, IBVI_ERR_CHECKSUM or
- * IBVI_ERR_NOMEM. */
+ *      while loading: a 64 KiB buffer for the checksum pass, then (once the
+ *      checksum matched) the whole file.
+ * Only a regular file is read: a FIFO, device or directory gives
+ * IBVI_ERR_IO without waiting for a writer (the file is opened
+ * non-blocking and its type checked on the opened descriptor).
+ * The thread count stored in the file is a preference: the network gets
+ * min(stored, the CPUs this process may run on: sched_getaffinity, else
+ * the online CPUs), so a file cannot make a host start more BLIS threads
+ * than it has CPUs; saving that network stores the capped count.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_IO (missing, unreadable
+ * or not a regular file), IBVI_ERR_FORMAT, IBVI_ERR_VERSION,
+ * IBVI_ERR_CHECKSUM or IBVI_ERR_NOMEM. */
 IBVI_API int ibvi_net_load(ibvi_net **out, ibvi_optimizer **opt_out,
                            const char *path, const ibvi_allocator *allocator);
 
@@ -122,8 +224,12 @@ IBVI_API int ibvi_net_save_size(const ibvi_net *net, const ibvi_optimizer *opt,
 /* Writes the bytes of the file into buf, which holds len bytes; len must be
  * at least the size given by ibvi_net_save_size() (IBVI_ERR_SHAPE if
  * smaller, and buf is then unchanged); exactly that many bytes are written.
+ * The bytes are then checked by the loader's validation: if they would not
+ * load, IBVI_ERR_UNSUPPORTED and those bytes of buf are zeroed (buf never
+ * holds a file the loader rejects).
  * buf is borrowed for the duration of the call. Returns IBVI_OK,
- * IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_SHAPE. */
+ * IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE, IBVI_ERR_SHAPE or
+ * IBVI_ERR_UNSUPPORTED. */
 IBVI_API int ibvi_net_save_buffer(const ibvi_net *net,
                                   const ibvi_optimizer *opt, uint8_t *buf,
                                   int64_t len);

@@ -1,11 +1,12 @@
 /*
  * libibvi - networks and their layers.
  *
- * A network is a chain of layers built one call at a time: dense layers,
- * each either deterministic (rank 0) or a variational low-rank Gaussian
- * (rank R >= 1), and element-wise activations. ibvi_net_init() then freezes
- * the architecture and draws the parameters from the prior of the chosen
- * parameterization. The network's variational layers hold a Gaussian
+ * A network is a chain of layers built one call at a time: dense and 2-D
+ * convolution layers, each either deterministic (rank 0) or a variational
+ * low-rank Gaussian (rank R >= 1), element-wise activations, and the image
+ * layers without parameters (max, average and global average pooling,
+ * flatten). ibvi_net_init() then freezes the architecture and draws the
+ * parameters from the prior of the chosen parameterization. The network's variational layers hold a Gaussian
  * q = N(mu, S S^T) over theta = [vec(W) row-major; b] (docs/concepts.md,
  * "The variational layer").
  *
@@ -46,6 +47,11 @@ typedef enum ibvi_parameterization {
 typedef enum ibvi_layer_kind {
     IBVI_LAYER_DENSE = 0,
     IBVI_LAYER_ACTIVATION = 1,
+    IBVI_LAYER_CONV2D = 2,
+    IBVI_LAYER_MAXPOOL = 3,
+    IBVI_LAYER_AVGPOOL = 4,
+    IBVI_LAYER_GLOBAL_AVGPOOL = 5,
+    IBVI_LAYER_FLATTEN = 6,
     IBVI_LAYER_GROUPNORM = 7,
     IBVI_LAYER_RESIDUAL = 8
 } ibvi_layer_kind;
@@ -57,8 +63,9 @@ typedef enum ibvi_activation {
     IBVI_ACT_SILU = 3  /* x / (1 + exp(-x))    */
 } ibvi_activation;
 
-/* Role of a dense layer, from its position among the dense layers. A network
- * with a single dense layer gives it IBVI_ROLE_SINGLE: both its fan-in and
+/* Role of a dense or conv2d layer, from its position among those layers (the
+ * layers with a weight matrix). A network with a single one gives it
+ * IBVI_ROLE_SINGLE: both its fan-in and
  * fan-out are fixed, so muP treats it like SP (init 1/sqrt(fan_in), lr x 1). */
 typedef enum ibvi_layer_role {
     IBVI_ROLE_NONE = 0,   /* activation layers */
@@ -110,6 +117,61 @@ IBVI_API int ibvi_net_add_dense(ibvi_net *net, int32_t outputs, int32_t rank);
  * before ibvi_net_init(). */
 IBVI_API int ibvi_net_add_activation(ibvi_net *net, int32_t activation);
 
+/* ---- Image layers (docs/image-layers.md) ----------------------------------
+ * They read their input as (C, H, W) (a dense layer's output is (D, 1, 1))
+ * and reject, with IBVI_ERR_SHAPE and a message naming the function, a
+ * window larger than the (padded) input. Only before ibvi_net_init(). Each
+ * returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_SHAPE, IBVI_ERR_STATE or
+ * IBVI_ERR_NOMEM. */
+
+/* Appends a 2-D convolution with out_channels filters of kernel x kernel,
+ * the same stride and zero padding along both axes:
+ *     y[o][p][q] = b[o] + sum_{c,i,j} W[o][c][i][j] x[c][p*s - pad + i][q*s - pad + j],
+ * output (out_channels, (H + 2 pad - kernel) / stride + 1, likewise W).
+ * theta = [vec(W) with W[o][c][i][j] at ((o*C + c)*kernel + i)*kernel + j;
+ * b], P = out_channels * C * kernel^2 + out_channels. stride >= 1,
+ * 0 <= padding < kernel. rank as for ibvi_net_add_dense (0: deterministic,
+ * 1..P: a low-rank Gaussian theta). For the parameterization the weights
+ * have fan_in = C * kernel^2 and fan_out = out_channels * kernel^2. */
+IBVI_API int ibvi_net_add_conv2d(ibvi_net *net, int32_t out_channels,
+                                 int32_t kernel, int32_t stride,
+                                 int32_t padding, int32_t rank);
+
+/* The options of a rectangular convolution (ibvi_net_add_conv2d_ex).
+ * version: IBVI_CONV2D_OPTIONS_VERSION; a later version may add fields at
+ * the end, and the library reads only the fields of the version given.
+ * Start from IBVI_CONV2D_OPTIONS_INIT (kernel 1x1, stride 1, no padding,
+ * rank 0) and set out_channels. */
+typedef struct ibvi_conv2d_options {
+    uint32_t version;
+    int32_t out_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+        pad_w, rank;
+} ibvi_conv2d_options;
+#define IBVI_CONV2D_OPTIONS_VERSION 1
+#define IBVI_CONV2D_OPTIONS_INIT {IBVI_CONV2D_OPTIONS_VERSION, 0, 1, 1, 1, 1, 0, 0, 0}
+
+/* ibvi_net_add_conv2d with a kernel_h x kernel_w kernel, strides and
+ * paddings per axis (theta's W[o][c][i][j] at ((o*C + c)*kh + i)*kw + j).
+ * options: not NULL, version IBVI_CONV2D_OPTIONS_VERSION (another version is
+ * IBVI_ERR_INVALID_ARG). */
+IBVI_API int ibvi_net_add_conv2d_ex(ibvi_net *net,
+                                    const ibvi_conv2d_options *options);
+
+/* Appends a max pooling of kernel x kernel windows moved by stride, per
+ * channel, no padding: output (C, (H - kernel) / stride + 1, likewise W).
+ * Ties go to the window's first maximum (row-major). No parameters. */
+IBVI_API int ibvi_net_add_maxpool(ibvi_net *net, int32_t kernel,
+                                  int32_t stride);
+/* Appends an average pooling (the window's mean), shaped as max pooling. */
+IBVI_API int ibvi_net_add_avgpool(ibvi_net *net, int32_t kernel,
+                                  int32_t stride);
+/* Appends a global average pooling: (C, H, W) -> (C, 1, 1), each channel's
+ * mean over the plane. */
+IBVI_API int ibvi_net_add_global_avgpool(ibvi_net *net);
+/* Appends a flatten: (C, H, W) -> (C * H * W, 1, 1), the values unchanged
+ * (a copy; dense layers read any shape flat already). */
+IBVI_API int ibvi_net_add_flatten(ibvi_net *net);
+
 /* Appends a group normalisation (docs/image-layers.md): the input's C
  * channels split into `groups` groups of C / groups consecutive channels;
  * each example's group is normalised by its own mean and variance, y =
@@ -147,7 +209,7 @@ IBVI_API int ibvi_net_add_residual(ibvi_net *net, int32_t from,
  * with the generator seeded by `seed`: means W ~ N(0, sigma_w^2),
  * b ~ N(0, 1), factor entries with the mean's std / sqrt(R). The sampling
  * stream restarts at position 0. Calling it again re-draws the prior.
- * Needs at least one dense layer, and the last layer must be dense.
+ * Needs a layer with a weight matrix (dense or conv2d) last.
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG, IBVI_ERR_STATE or IBVI_ERR_NOMEM
  * (the network is unchanged on failure). */
 IBVI_API int ibvi_net_init(ibvi_net *net, int32_t parameterization,
@@ -258,7 +320,7 @@ IBVI_API int ibvi_net_backward(ibvi_net *net, const float *grad_out,
  * P = out * in + out floats; the factor S is row-major P x R (row p of S
  * belongs to theta[p]). Getters and setters need ibvi_net_init() first. */
 
-/* IBVI_LAYER_DENSE or IBVI_LAYER_ACTIVATION, or a negative status. */
+/* An ibvi_layer_kind value, or a negative status. */
 IBVI_API int32_t ibvi_layer_get_kind(const ibvi_layer *layer);
 /* An ibvi_layer_role value, or a negative status. */
 IBVI_API int32_t ibvi_layer_get_role(const ibvi_layer *layer);
@@ -276,7 +338,8 @@ IBVI_API int ibvi_layer_shape(const ibvi_layer *layer, int32_t *inputs,
 IBVI_API int ibvi_layer_output_shape(const ibvi_layer *layer,
                                      int32_t *channels, int32_t *height,
                                      int32_t *width);
-/* P = outputs * inputs + outputs for dense layers, 0 for activations. */
+/* P = outputs * inputs + outputs for dense layers, out_channels * C *
+ * kernel_h * kernel_w + out_channels for conv2d, 0 for the other kinds. */
 IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
 /* The prior's standard deviations of this dense layer's mean weights and
  * biases (factor entries use these divided by sqrt(R)). */

@@ -68,9 +68,9 @@ IBVI_API int ibvi_optimizer_set_adam(ibvi_optimizer *opt, float beta1,
 IBVI_API int ibvi_optimizer_step(ibvi_optimizer *opt);
 
 /* Number of steps taken; a negative status for a NULL handle. An optimizer
- * at INT64_MAX steps refuses further steps (ibvi_optimizer_step and
- * ibvi_train_step return IBVI_ERR_STATE and change nothing) until
- * ibvi_optimizer_reset. */
+ * at 2^53 steps (the most a model file holds, include/ibvi/io.h) refuses
+ * further steps (ibvi_optimizer_step and ibvi_train_step return
+ * IBVI_ERR_STATE and change nothing) until ibvi_optimizer_reset. */
 IBVI_API int64_t ibvi_optimizer_step_count(const ibvi_optimizer *opt);
 
 /* Zeroes the state (momentum, Adam moments, step count). */

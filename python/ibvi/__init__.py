@@ -43,7 +43,7 @@ from ._predictor import Prediction, Predictor
 #: Version of this Python package (follows the C library's IBVI_VERSION_*).
 __version__ = "0.2.0"
 #: IBVI_FORMAT_VERSION: the model file format version of io.h.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: IBVI_MAX_SAMPLES: the largest number of weight samples any call takes.
 MAX_SAMPLES = _util.MAX_SAMPLES
 #: IBVI_VERSION_MAJOR/MINOR/PATCH of the headers this package was written for.
