@@ -10,11 +10,14 @@
  * (sample-major); every later layer runs on K * n rows, deterministic
  * layers and layers without parameters as one stacked call.
  *
- * The fan-out layer of a kind whose output is a GEMM of its input against
- * theta (dense: has_identity) takes the cheaper, by multiply-adds, of
+ * The fan-out layer of a kind whose output is linear in theta and computed
+ * by one GEMM (dense, conv2d: has_identity) takes the cheaper, by
+ * multiply-adds, of
  *  - the low-rank identity (docs/concepts.md, "The variational layer"): one
  *    GEMM of the inputs against [W; F_1..F_R] (R + 1 passes), then one GEMM
- *    that mixes the R + 1 projections with [1, z_k] for all K samples;
+ *    that mixes the R + 1 projections with [1, z_k] for all K samples (a
+ *    conv: one convolution with (R + 1) * C_out filters, then the mixing
+ *    per example, shared_low_rank_conv);
  *  - K materialised weight samples theta_k = mu + S z_k (one read of S),
  *    each applied to the inputs.
  * Other kinds, and later variational layers, always materialise: later
@@ -71,8 +74,12 @@ struct ibvi_predictor {
     float *block;
     float *act[2];        /* ping-pong: K * batch x widest layer each */
     float *projection;    /* batch x out * (R + 1): the identity's GEMM */
-    float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged */
+    float *factor_t;      /* (in + 1) x out * (R + 1): [W; F_r] rearranged
+                             (a conv: theta of the (R + 1) * C_out-filter
+                             convolution, (R + 1) P floats) */
     float *mix;           /* K x (R + 1): rows [1, z_k] */
+    ibvi__conv2d_geom conv_identity; /* a conv fan-out's identity: its
+                             geometry with (R + 1) * C_out filters */
     float *scratch;       /* the largest scratch of any layer's kind for
                              K * batch rows (layer_ops.h), or NULL */
     float *transposed;    /* K * batch x classes: the last layer's rows when
@@ -155,9 +162,30 @@ static int same_architecture(const ibvi_net *a, const ibvi_net *b)
     return 1;
 }
 
+/* The identity's convolution for a conv layer (see shared_low_rank_conv):
+ * the layer's geometry with (R + 1) * C_out filters, the weight sets [mu,
+ * F_1..F_R] one after the other. 0 when that exceeds the image limits (the
+ * layer then materialises); fills *big when not NULL. */
+static int conv_identity_geometry(const ibvi_layer *l, ibvi__conv2d_geom *big)
+{
+    const ibvi__conv2d_geom *g = &l->conv.geom;
+    const int64_t R1 = l->rank + 1;
+    if (R1 * g->c_out > IBVI__IMAGE_DIM_MAX ||
+        R1 * g->out_size > IBVI__IMAGE_SIZE_MAX)
+        return 0;
+    /* Everything else was checked when the layer was added: no failure. */
+    return big == NULL ||
+           ibvi__conv2d_geometry(big, g->c_in, g->h_in, g->w_in,
+                                 R1 * g->c_out, g->kh, g->kw, g->stride_h,
+                                 g->stride_w, g->pad_h, g->pad_w,
+                                 "ibvi_predictor") == 0;
+}
+
 /* Whether predictor.c implements the low-rank identity for the kind: its
- * output is a GEMM of the input against theta's rows (-Wswitch: a new kind
- * linear in theta, a convolution, may add its own). */
+ * output is linear in theta and computed by one GEMM against theta's rows
+ * (dense) or by a convolution that can run R + 1 weight sets as one with
+ * (R + 1) * C_out filters (conv2d, not as the last layer, whose logits go
+ * class-major). */
 static int has_identity(const ibvi_layer *l)
 {
     if (!(l->ops->flags & IBVI__OPS_LINEAR_IN_THETA))
@@ -165,8 +193,10 @@ static int has_identity(const ibvi_layer *l)
     switch ((ibvi__kind)l->kind) {
     case IBVI__KIND_DENSE:
         return 1;
-    case IBVI__KIND_ACTIVATION:
     case IBVI__KIND_CONV2D:
+        return l != l->net->layers[l->net->layer_count - 1] &&
+               conv_identity_geometry(l, NULL);
+    case IBVI__KIND_ACTIVATION:
     case IBVI__KIND_MAXPOOL:
     case IBVI__KIND_AVGPOOL:
     case IBVI__KIND_GLOBAL_AVGPOOL:
@@ -200,8 +230,18 @@ static int64_t padded(int64_t count) { return (count + 15) & ~(int64_t)15; }
  * tells, at allocation, which buffers a batch size can need. */
 #define NARROW 32
 
-static double pass_macs(const ibvi_layer *l, int64_t n, int64_t width)
+/* One pass of `sets` weight sets at once over n rows. A convolution's
+ * pass is its GEMM (positions x patch per filter and example) and the
+ * im2col that builds its input, counted as one multiply-add per copied
+ * value; the NARROW rule is about a dense layer's packed input. */
+static double pass_macs(const ibvi_layer *l, int64_t n, int64_t sets)
 {
+    if (l->kind == IBVI__KIND_CONV2D) {
+        const ibvi__conv2d_geom *g = &l->conv.geom;
+        return (double)n * g->positions * g->patch *
+               (double)(g->c_out * sets + 1);
+    }
+    const int64_t width = l->outputs * sets;
     return (double)n * l->inputs * (double)(width > NARROW ? width : NARROW);
 }
 
@@ -209,15 +249,14 @@ static double identity_macs(const ibvi_layer *l, int64_t n, int32_t K,
                             double share)
 {
     const int64_t R1 = l->rank + 1;
-    return pass_macs(l, n, l->outputs * R1) +
-           (double)K * n * l->outputs * R1 + share * (double)l->params * R1;
+    return pass_macs(l, n, R1) + (double)K * n * l->outputs * R1 +
+           share * (double)l->params * R1;
 }
 
 static double materialise_macs(const ibvi_layer *l, int64_t n, int32_t K,
                                double share)
 {
-    return K * pass_macs(l, n, l->outputs) +
-           share * (double)K * l->params * l->rank;
+    return K * pass_macs(l, n, 1) + share * (double)K * l->params * l->rank;
 }
 
 static int identity_is_cheaper(const ibvi_layer *l, int64_t n, int32_t K,
@@ -263,8 +302,20 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         const ibvi_layer *l = net->layers[p->fan_out];
         const int64_t outer = (int64_t)l->outputs * (l->rank + 1);
         projection = batch * outer;
-        factor_t = ((int64_t)l->inputs + 1) * outer;
         mix = (int64_t)K * (l->rank + 1);
+        if (l->kind == IBVI__KIND_CONV2D) {
+            /* The (R + 1) * C_out-filter convolution: its theta and its
+             * im2col scratch. */
+            ibvi__conv2d_geom big;
+            conv_identity_geometry(l, &big);
+            factor_t = big.params;
+            const int64_t floats = ibvi__conv2d_scratch_floats(&big, batch);
+            scratch = floats > scratch ? floats : scratch;
+            if (base)
+                p->conv_identity = big;
+        } else {
+            factor_t = ((int64_t)l->inputs + 1) * outer;
+        }
     }
     const int64_t act = padded(K * batch * width);
     const ibvi_layer *last = net->layers[net->layer_count - 1];
@@ -597,6 +648,69 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
     }
 }
 
+/* A conv layer's identity, theta_k = mu + sum_r z_kr F_r being linear in
+ * the output: one convolution with (R + 1) * C_out filters, filter r * C_out
+ * + o holding filter o of weight set r (mu for r = 0, F_r = column r - 1 of
+ * S, shaped like mu) and its bias, gives all R + 1 outputs of each shared
+ * input at once (one im2col instead of K); then every sample's output is
+ * out_k = proj_0 + sum_r z_kr proj_r, per example. factor_t holds the big
+ * convolution's theta, rearranged once per run (per member and chunk for
+ * ensembles). */
+static void prepare_conv_identity(ibvi_predictor *p, const ibvi_layer *l,
+                                  int32_t K, const float *noise,
+                                  int64_t noise_stride)
+{
+    const ibvi__conv2d_geom *g = &l->conv.geom;
+    const int64_t R = l->rank, R1 = R + 1, weights = g->c_out * g->patch;
+    float *w = p->factor_t, *b = p->factor_t + R1 * weights;
+    memcpy(w, l->mean, (size_t)weights * sizeof(float));
+    memcpy(b, l->mean + weights, (size_t)g->c_out * sizeof(float));
+    for (int64_t t = 0; t < weights; t++) {
+        const float *s = l->factor + t * R;
+        for (int64_t r = 0; r < R; r++)
+            w[(r + 1) * weights + t] = s[r];
+    }
+    for (int64_t o = 0; o < g->c_out; o++) {
+        const float *s = l->factor + (weights + o) * R;
+        for (int64_t r = 0; r < R; r++)
+            b[(r + 1) * g->c_out + o] = s[r];
+    }
+    for (int32_t k = 0; k < K; k++) {
+        p->mix[k * R1] = 1.0f;
+        memcpy(p->mix + k * R1 + 1, noise + k * noise_stride,
+               (size_t)R * sizeof(float));
+    }
+    p->prepared = l;
+}
+
+static void shared_low_rank_conv(ibvi_predictor *p, const ibvi_layer *l,
+                                 const float *input, int64_t n, int32_t K,
+                                 const float *noise, int64_t noise_stride,
+                                 float *output)
+{
+    const int64_t out = l->outputs, R1 = l->rank + 1;
+    if (p->prepared != l)
+        prepare_conv_identity(p, l, K, noise, noise_stride);
+    /* proj: n examples of R1 blocks of C_out x H' x W' (NCHW of the big
+     * convolution: weight set r's output is block r). */
+    ibvi__conv2d_forward(l->net->threads, &p->conv_identity, p->factor_t,
+                         input, p->projection, n, p->scratch);
+    for (int32_t k = 0; k < K; k++) {
+        const float *mix = p->mix + k * R1;
+        for (int64_t row = 0; row < n; row++) {
+            const float *proj = p->projection + row * R1 * out;
+            float *restrict y = output + ((int64_t)k * n + row) * out;
+            memcpy(y, proj, (size_t)out * sizeof(float)); /* mix[0] = 1 */
+            for (int64_t r = 1; r < R1; r++) {
+                const float zr = mix[r];
+                const float *restrict src = proj + r * out;
+                for (int64_t j = 0; j < out; j++)
+                    y[j] += zr * src[j];
+            }
+        }
+    }
+}
+
 /* Layer l with one theta on `rows` rows: the last layer writes class-major
  * (output (classes x rows, row stride ld >= rows)), others rows x outputs,
  * followed by the next layer's ReLU when fuse (the kind's forward_relu). */
@@ -713,7 +827,12 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
                 stacked = 1; /* the last layer's blocks share columns */
             } else if (shared) {
                 if (has_identity(l) && identity_is_cheaper(l, n, K, share)) {
-                    shared_low_rank(p, l, input, n, K, z, stride, output);
+                    if (l->kind == IBVI__KIND_CONV2D)
+                        shared_low_rank_conv(p, l, input, n, K, z, stride,
+                                             output);
+                    else
+                        shared_low_rank(p, l, input, n, K, z, stride,
+                                        output);
                     fused = 0;
                 } else {
                     sampled_weights(p, i, l, input, 0, n, K, z, stride, fuse,

@@ -5,8 +5,10 @@
  * before and after, identity and projected skips, skips from the input and
  * from earlier layers, two skips reading one source), the builders' errors,
  * the predictor against the naive average of ibvi_net_forward_noise with
- * the predictor's own noise (K = 1, 4, the mean network, an ensemble), and
- * a small ResNet-style stack whose loss falls under ibvi_train_step.
+ * the predictor's own noise (K = 1, 4, the mean network, an ensemble; a
+ * variational first conv through both of its paths, materialised samples
+ * and the low-rank identity), and a small ResNet-style stack whose loss
+ * falls under ibvi_train_step.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -121,6 +123,29 @@ static ibvi_net *net_broadcast(void)
     CK_OK(ibvi_net_add_residual(net, 1, 0));             /* 8 */
     CK_OK(ibvi_net_add_dense(net, 3, 0));                /* 9 */
     return finish(net, 17);
+}
+
+/* A conv-first ResNet block: a variational conv (linear in its weights:
+ * the predictor's low-rank identity applies), group norm, an identity skip
+ * over a conv, a strided conv with a stride-2 1x1 projection of the
+ * block's input (a real spatial subsampling, 6x6 -> 3x3), global average
+ * pooling and a variational dense layer. */
+static ibvi_net *net_conv(void)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create_image(&net, 2, 6, 6, NULL));
+    CK_OK(ibvi_net_add_conv2d(net, 4, 3, 1, 1, 2));     /* 0: (4,6,6) */
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH)); /* 1 */
+    CK_OK(ibvi_net_add_groupnorm(net, 2, 1e-3f));       /* 2 */
+    CK_OK(ibvi_net_add_conv2d(net, 4, 3, 1, 1, 0));     /* 3: (4,6,6) */
+    CK_OK(ibvi_net_add_residual(net, 1, 0));            /* 4: + 1 */
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH)); /* 5 */
+    CK_OK(ibvi_net_add_conv2d(net, 6, 3, 2, 1, 0));     /* 6: (6,3,3) */
+    CK_OK(ibvi_net_add_residual(net, 5, 2));            /* 7: proj of 5 */
+    CK_OK(ibvi_net_add_residual(net, -1, 2));           /* 8: x, 2 -> 6 */
+    CK_OK(ibvi_net_add_global_avgpool(net));            /* 9: (6,1,1) */
+    CK_OK(ibvi_net_add_dense(net, 3, 1));               /* 10 */
+    return finish(net, 16);
 }
 
 /* Moves every mean and factor away from the prior (gains != 1, shifts
@@ -266,7 +291,7 @@ static void check_gradients(builder build, int64_t n, int32_t samples,
 
 static const builder all_nets[] = {net_gn_flat, net_gn_image, net_identity,
                                    net_projection, net_first,
-                                   net_broadcast};
+                                   net_broadcast, net_conv};
 #define NET_COUNT ((int)(sizeof all_nets / sizeof all_nets[0]))
 
 START_TEST(gradients_one_sample)
@@ -548,6 +573,38 @@ START_TEST(predictor_matches_naive)
 }
 END_TEST
 
+/* A variational first conv on a shared input: with R = 2 (2 x 3 x 3 -> 4
+ * filters at 6 x 6 positions) the predictor's cost model (multiply-adds of
+ * the GEMMs and im2cols) takes K materialised samples for K = 1 and 2 and
+ * the low-rank identity (one convolution with 3 x 4 filters, then the
+ * mixing) for K = 4 and 16; both must give the naive average, also over
+ * several chunks and for an ensemble (the identity's buffers are prepared
+ * again per member). */
+START_TEST(predictor_conv_first)
+{
+    const int32_t Ks[] = {1, 2, 4, 16};
+    ibvi_net *nets[2] = {net_conv(), net_conv()};
+    perturb(nets[0], 90);
+    perturb(nets[1], 91);
+    for (int k = 0; k < 4; k++) {
+        check_predictor(nets, 1, Ks[k], 0, 6, 0);
+        check_predictor(nets, 1, Ks[k], 0, 6, 4);
+        check_predictor(nets, 2, Ks[k], 0, 5, 2);
+    }
+    ibvi_net_free(nets[0]);
+    ibvi_net_free(nets[1]);
+    /* A variational conv that is also the last layer: no identity (its
+     * logits go class-major), materialised. */
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create_image(&net, 1, 4, 4, NULL));
+    CK_OK(ibvi_net_add_conv2d(net, 3, 4, 1, 0, 2));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 3));
+    perturb(net, 92);
+    check_predictor(&net, 1, 8, 0, 5, 0);
+    ibvi_net_free(net);
+}
+END_TEST
+
 START_TEST(predictor_ensemble)
 {
     ibvi_net *nets[3];
@@ -645,6 +702,7 @@ static Suite *suite(void)
     tc = tu_tcase("predictor");
     tcase_add_loop_test(tc, predictor_matches_naive, 0, NET_COUNT);
     tcase_add_test(tc, predictor_ensemble);
+    tcase_add_test(tc, predictor_conv_first);
     suite_add_tcase(s, tc);
     tc = tu_tcase("training");
     tcase_add_test(tc, resnet_trains);
