@@ -653,7 +653,7 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
  * + o holding filter o of weight set r (mu for r = 0, F_r = column r - 1 of
  * S, shaped like mu) and its bias, gives all R + 1 outputs of each shared
  * input at once (one im2col instead of K); then every sample's output is
- * out_k = proj_0 + sum_r z_kr proj_r, per example. factor_t holds the big
+ * out_k = sum_r [1, z_k]_r proj_r, per example. factor_t holds the big
  * convolution's theta, rearranged once per run (per member and chunk for
  * ensembles). */
 static void prepare_conv_identity(ibvi_predictor *p, const ibvi_layer *l,
@@ -695,20 +695,15 @@ static void shared_low_rank_conv(ibvi_predictor *p, const ibvi_layer *l,
      * convolution: weight set r's output is block r). */
     ibvi__conv2d_forward(l->net->threads, &p->conv_identity, p->factor_t,
                          input, p->projection, n, p->scratch);
-    for (int32_t k = 0; k < K; k++) {
-        const float *mix = p->mix + k * R1;
-        for (int64_t row = 0; row < n; row++) {
-            const float *proj = p->projection + row * R1 * out;
-            float *restrict y = output + ((int64_t)k * n + row) * out;
-            memcpy(y, proj, (size_t)out * sizeof(float)); /* mix[0] = 1 */
-            for (int64_t r = 1; r < R1; r++) {
-                const float zr = mix[r];
-                const float *restrict src = proj + r * out;
-                for (int64_t j = 0; j < out; j++)
-                    y[j] += zr * src[j];
-            }
-        }
-    }
+    /* Example row's K outputs (K x out, row stride n * out: sample-major)
+     * = mix (K x R1) times its R1 projections (R1 x out): one GEMM per
+     * example (its projections are one block, the K outputs are not), which
+     * measured faster than the same sums in plain loops (LeNet's first
+     * conv, K = 32, R = 10: 0.59 s against 0.77 s for the whole run). */
+    for (int64_t row = 0; row < n; row++)
+        ibvi__gemm(l->net->threads, 0, 0, K, out, R1, 1.0f, p->mix, R1,
+                   p->projection + row * R1 * out, out, 0.0f,
+                   output + row * out, n * out);
 }
 
 /* Layer l with one theta on `rows` rows: the last layer writes class-major
