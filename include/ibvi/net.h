@@ -68,7 +68,8 @@ typedef enum ibvi_activation {
  * IBVI_ROLE_SINGLE: both its fan-in and
  * fan-out are fixed, so muP treats it like SP (init 1/sqrt(fan_in), lr x 1). */
 typedef enum ibvi_layer_role {
-    IBVI_ROLE_NONE = 0,   /* activation layers */
+    IBVI_ROLE_NONE = 0,   /* layers without a weight matrix (activation,
+                             pooling, flatten, group norm, residual) */
     IBVI_ROLE_INPUT = 1,
     IBVI_ROLE_HIDDEN = 2,
     IBVI_ROLE_OUTPUT = 3,
@@ -339,10 +340,14 @@ IBVI_API int ibvi_layer_output_shape(const ibvi_layer *layer,
                                      int32_t *channels, int32_t *height,
                                      int32_t *width);
 /* P = outputs * inputs + outputs for dense layers, out_channels * C *
- * kernel_h * kernel_w + out_channels for conv2d, 0 for the other kinds. */
+ * kernel_h * kernel_w + out_channels for conv2d, 2C for group norm
+ * ([gamma; beta]), C_out * C_in + C_out for a residual with a projection,
+ * 0 for the other kinds (and an identity residual). */
 IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
 /* The prior's standard deviations of this dense layer's mean weights and
- * biases (factor entries use these divided by sqrt(R)). */
+ * biases (factor entries use these divided by sqrt(R)). A layer's "weights"
+ * are its first weight matrix, its "biases" its first other group: for a
+ * group norm no weights (0) and gamma (0: the prior is the constant 1). */
 IBVI_API int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
                                  float *bias_std);
 
