@@ -23,32 +23,16 @@
 #include "internal.h"
 #include "network.h"
 
-static int check_size(const char *fn, const char *name, int64_t v)
-{
-    if (v < 1)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: %s = %lld, expected >= 1",
-                          fn, name, (long long)v);
-    if (v > IBVI__IMAGE_DIM_MAX)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: %s = %lld exceeds the limit %d", fn, name,
-                          (long long)v, IBVI__IMAGE_DIM_MAX);
-    return 0;
-}
-
 int ibvi__groupnorm_geometry(ibvi__groupnorm_geom *g, int64_t c, int64_t h,
                              int64_t w, int64_t groups, float eps,
                              const char *fn)
 {
-    const struct {
-        const char *name;
-        int64_t value;
-    } sizes[] = {{"channels", c}, {"height", h}, {"width", w},
+    const ibvi__image_dim dims[] = {{"channels", c}, {"height", h}, {"width", w},
                  {"groups", groups}};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        const int st = check_size(fn, sizes[i].name, sizes[i].value);
-        if (st)
-            return st;
-    }
+    const int bad =
+        ibvi__image_check_dims(fn, dims, sizeof dims / sizeof dims[0]);
+    if (bad)
+        return bad;
     if (!(eps > 0.0f) || !isfinite(eps))
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: eps = %g, expected finite and > 0", fn,
