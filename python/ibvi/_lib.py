@@ -79,6 +79,8 @@ PROTOTYPES = {
     "ibvi_net_add_avgpool": (STATUS, [H, c_int32, c_int32]),
     "ibvi_net_add_global_avgpool": (STATUS, [H]),
     "ibvi_net_add_flatten": (STATUS, [H]),
+    "ibvi_net_add_groupnorm": (STATUS, [H, c_int32, c_float]),
+    "ibvi_net_add_residual": (STATUS, [H, c_int32, c_int32]),
     "ibvi_net_init": (STATUS, [H, c_int32, c_uint64]),
     "ibvi_net_set_threads": (STATUS, [H, c_int32]),
     "ibvi_net_threads": (VALUE32, [H]),
