@@ -32,18 +32,6 @@
  * faster than 256 KiB (docs/image-layers.md). */
 #define CHUNK_BUDGET ((int64_t)1 << 18)
 
-static int check_size(const char *fn, const char *name, int64_t v)
-{
-    if (v < 1)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: %s = %lld, expected >= 1",
-                          fn, name, (long long)v);
-    if (v > IBVI__IMAGE_DIM_MAX)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: %s = %lld exceeds the limit %d", fn, name,
-                          (long long)v, IBVI__IMAGE_DIM_MAX);
-    return 0;
-}
-
 static int check_pad(const char *fn, const char *name, int64_t pad,
                      int64_t kernel)
 {
@@ -64,18 +52,14 @@ int ibvi__conv2d_geometry(ibvi__conv2d_geom *g, int64_t c_in, int64_t h_in,
                           int64_t stride_h, int64_t stride_w, int64_t pad_h,
                           int64_t pad_w, const char *fn)
 {
-    const struct {
-        const char *name;
-        int64_t value;
-    } sizes[] = {{"input channels", c_in}, {"input height", h_in},
+    const ibvi__image_dim dims[] = {{"input channels", c_in}, {"input height", h_in},
                  {"input width", w_in},    {"output channels", c_out},
                  {"kernel height", kh},    {"kernel width", kw},
                  {"stride height", stride_h}, {"stride width", stride_w}};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        const int st = check_size(fn, sizes[i].name, sizes[i].value);
-        if (st)
-            return st;
-    }
+    const int bad =
+        ibvi__image_check_dims(fn, dims, sizeof dims / sizeof dims[0]);
+    if (bad)
+        return bad;
     int st = check_pad(fn, "padding height", pad_h, kh);
     if (st == 0)
         st = check_pad(fn, "padding width", pad_w, kw);

@@ -26,7 +26,10 @@
 #ifndef IBVI_IMAGE_H
 #define IBVI_IMAGE_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "internal.h"
 
 /* Largest channel count, height, width, kernel side, stride or padding a
  * geometry accepts. */
@@ -35,6 +38,33 @@
  * output) and of one convolution patch (c_in*kh*kw): the network's widths
  * are int32. With these bounds every size product below fits int64. */
 #define IBVI__IMAGE_SIZE_MAX INT32_MAX
+
+/* The dimensions a geometry constructor checks: each must be in
+ * 1..IBVI__IMAGE_DIM_MAX. Returns 0, or IBVI_ERR_INVALID_ARG through
+ * ibvi__fail naming fn and the dimension. The one check of conv2d.c,
+ * pool.c and groupnorm.c. */
+typedef struct ibvi__image_dim {
+    const char *name;
+    int64_t value;
+} ibvi__image_dim;
+
+static inline int ibvi__image_check_dims(const char *fn,
+                                         const ibvi__image_dim *dims,
+                                         size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const int64_t v = dims[i].value;
+        if (v < 1)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: %s = %lld, expected >= 1", fn,
+                              dims[i].name, (long long)v);
+        if (v > IBVI__IMAGE_DIM_MAX)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: %s = %lld exceeds the limit %d", fn,
+                              dims[i].name, (long long)v, IBVI__IMAGE_DIM_MAX);
+    }
+    return 0;
+}
 
 /* ---- 2-D convolution (conv2d.c) ------------------------------------------
  * y[o][p][q] = b[o] + sum_{c,i,j} W[o][c][i][j] x[c][p*sh - ph + i][q*sw - pw + j]

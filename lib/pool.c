@@ -14,34 +14,18 @@
 #include "internal.h"
 #include "network.h"
 
-static int check_size(const char *fn, const char *name, int64_t v)
-{
-    if (v < 1)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: %s = %lld, expected >= 1",
-                          fn, name, (long long)v);
-    if (v > IBVI__IMAGE_DIM_MAX)
-        return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: %s = %lld exceeds the limit %d", fn, name,
-                          (long long)v, IBVI__IMAGE_DIM_MAX);
-    return 0;
-}
-
 int ibvi__pool2d_geometry(ibvi__pool2d_geom *g, int64_t c, int64_t h_in,
                           int64_t w_in, int64_t kh, int64_t kw,
                           int64_t stride_h, int64_t stride_w, const char *fn)
 {
-    const struct {
-        const char *name;
-        int64_t value;
-    } sizes[] = {{"channels", c},          {"input height", h_in},
+    const ibvi__image_dim dims[] = {{"channels", c},          {"input height", h_in},
                  {"input width", w_in},    {"kernel height", kh},
                  {"kernel width", kw},     {"stride height", stride_h},
                  {"stride width", stride_w}};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        const int st = check_size(fn, sizes[i].name, sizes[i].value);
-        if (st)
-            return st;
-    }
+    const int bad =
+        ibvi__image_check_dims(fn, dims, sizeof dims / sizeof dims[0]);
+    if (bad)
+        return bad;
     if (kh > h_in || kw > w_in)
         return ibvi__fail(IBVI_ERR_SHAPE,
                           "%s: kernel %lldx%lld is larger than the input "
