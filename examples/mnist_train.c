@@ -32,7 +32,11 @@
 
 #define MAX_HIDDEN 8
 
+enum { MODEL_MLP, MODEL_LENET5, MODEL_RESNET };
+static const char *const model_names[] = {"mlp", "lenet5", "resnet"};
+
 typedef struct config {
+    int model;              /* MODEL_MLP, MODEL_LENET5 or MODEL_RESNET */
     const char *data_dir, *ood_dir, *json_path, *svg_path, *save_path;
     char methods[128];
     int32_t hidden[MAX_HIDDEN];
@@ -86,7 +90,8 @@ static void usage(FILE *out)
         "  --methods LIST      comma list of standard, ibvi, ensemble, temp\n"
         "                      (default standard,ibvi,temp)\n"
         "  --ensemble N        members of the deep ensemble (default 3)\n"
-        "  --width LIST        hidden widths, e.g. 256,256 (default)\n"
+        "  --model NAME        mlp (default), lenet5 or resnet (docs/tutorial.md)\n"
+        "  --width LIST        hidden widths of mlp, e.g. 256,256 (default)\n"
         "  --rank R            covariance rank of first and last layer (10)\n"
         "  --param mup|sp      parameterization (default mup)\n"
         "  --epochs N          epochs (default 10)\n"
@@ -159,6 +164,7 @@ static void parse_options(config *c, int argc, char **argv)
         {"data", required_argument, 0, 'd'}, {"ood", required_argument, 0, 'o'},
         {"methods", required_argument, 0, 'm'},
         {"ensemble", required_argument, 0, 'E'},
+        {"model", required_argument, 0, 'A'},
         {"width", required_argument, 0, 'w'}, {"rank", required_argument, 0, 'r'},
         {"param", required_argument, 0, 'p'}, {"epochs", required_argument, 0, 'e'},
         {"lr", required_argument, 0, 'l'}, {"momentum", required_argument, 0, 'M'},
@@ -180,6 +186,16 @@ static void parse_options(config *c, int argc, char **argv)
         case 'o': c->ood_dir = optarg; break;
         case 'm': snprintf(c->methods, sizeof c->methods, "%s", optarg); break;
         case 'E': c->ensemble = atoi(optarg); break;
+        case 'A':
+            c->model = -1;
+            for (int k = 0; k < 3; k++)
+                if (strcmp(optarg, model_names[k]) == 0)
+                    c->model = k;
+            if (c->model < 0) {
+                fprintf(stderr, "mnist_train: --model is mlp, lenet5 or resnet\n");
+                exit(2);
+            }
+            break;
         case 'w':
             if (parse_widths(c, optarg) < 0) {
                 fprintf(stderr, "mnist_train: bad --width %s\n", optarg);
@@ -243,17 +259,80 @@ static void shuffle(int64_t *order, int64_t n, uint64_t *state)
     }
 }
 
-/* 784-W-...-W-10 with ReLU; rank on the first and last layers (0: standard). */
-static ibvi_net *build_network(const config *c, int32_t input_dim,
-                               int32_t classes, int32_t rank, uint64_t seed)
+/* LeNet-5 on 1 x 28 x 28: conv 6@5x5 pad 2 - relu - maxpool 2 - conv 16@5x5 -
+ * relu - maxpool 2 - dense 120 - relu - dense 84 - relu - dense classes. The
+ * dense layers read the 16 x 5 x 5 maps flat. */
+static void add_lenet5(ibvi_net *net, int32_t classes, int32_t rank)
+{
+    CHECK(ibvi_net_add_conv2d(net, 6, 5, 1, 2, rank));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CHECK(ibvi_net_add_maxpool(net, 2, 2));
+    CHECK(ibvi_net_add_conv2d(net, 16, 5, 1, 0, 0));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CHECK(ibvi_net_add_maxpool(net, 2, 2));
+    CHECK(ibvi_net_add_dense(net, 120, 0));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CHECK(ibvi_net_add_dense(net, 84, 0));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CHECK(ibvi_net_add_dense(net, classes, rank));
+}
+
+/* Group-norm groups of the ResNet: they must divide every stage's width
+ * (16, 32, 64); 4 keeps at least 4 channels per group (docs/tutorial.md). */
+#define RESNET_GROUPS 4
+
+/* One basic block: conv3x3 (stride) - GN - relu - conv3x3 - GN - residual -
+ * relu; the residual adds the block's input, through a 1x1 projection with
+ * the block's stride when the width or the resolution changes. */
+static void add_basic_block(ibvi_net *net, int32_t channels, int32_t stride,
+                            int projection)
+{
+    const int32_t block_input = ibvi_net_layer_count(net) - 1;
+    CHECK(ibvi_net_add_conv2d(net, channels, 3, stride, 1, 0));
+    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CHECK(ibvi_net_add_conv2d(net, channels, 3, 1, 1, 0));
+    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
+    CHECK(ibvi_net_add_residual(net, block_input, projection ? stride : 0));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+}
+
+/* A small CIFAR-style ResNet: stem conv 16@3x3 pad 1 - GN - relu, three
+ * stages of one basic block (16, 32, 64 channels; the last two halve the
+ * resolution with stride 2 and a projection), global average pool, dense. */
+static void add_resnet(ibvi_net *net, int32_t classes, int32_t rank)
+{
+    CHECK(ibvi_net_add_conv2d(net, 16, 3, 1, 1, rank));
+    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
+    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    add_basic_block(net, 16, 1, 0);
+    add_basic_block(net, 32, 2, 1);
+    add_basic_block(net, 64, 2, 1);
+    CHECK(ibvi_net_add_global_avgpool(net));
+    CHECK(ibvi_net_add_dense(net, classes, rank));
+}
+
+/* The network of --model; rank on the first and last layers with weights
+ * (0: the standard network, the same architecture). mlp: 784-W-...-W-10
+ * with ReLU. */
+static ibvi_net *build_network(const config *c, const dataset *d,
+                               int32_t rank, uint64_t seed)
 {
     ibvi_net *net;
-    CHECK(ibvi_net_create(&net, input_dim, NULL));
-    for (int i = 0; i < c->hidden_count; i++) {
-        CHECK(ibvi_net_add_dense(net, c->hidden[i], i == 0 ? rank : 0));
-        CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    if (c->model == MODEL_MLP) {
+        CHECK(ibvi_net_create(&net, d->dim, NULL));
+        for (int i = 0; i < c->hidden_count; i++) {
+            CHECK(ibvi_net_add_dense(net, c->hidden[i], i == 0 ? rank : 0));
+            CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+        }
+        CHECK(ibvi_net_add_dense(net, d->classes, rank));
+    } else {
+        CHECK(ibvi_net_create_image(&net, 1, d->rows, d->cols, NULL));
+        if (c->model == MODEL_LENET5)
+            add_lenet5(net, d->classes, rank);
+        else
+            add_resnet(net, d->classes, rank);
     }
-    CHECK(ibvi_net_add_dense(net, classes, rank));
     CHECK(ibvi_net_init(net, c->parameterization, seed));
     CHECK(ibvi_net_set_threads(net, c->threads));
     return net;
@@ -525,13 +604,20 @@ int main(int argc, char **argv)
         return 2;
     }
     test.classes = train.classes;
-    fprintf(stderr, "%s: %lld train, %lld validation, %lld test images; "
-                    "MLP %d", base_name(c.data_dir), (long long)train.count,
-            (long long)validation.count, (long long)test.count, train.dim);
-    for (int i = 0; i < c.hidden_count; i++)
-        fprintf(stderr, "-%d", c.hidden[i]);
-    fprintf(stderr, "-%d, %s, %d epochs, lr %g, batch %d, %d threads\n",
-            train.classes, c.parameterization == IBVI_PARAM_MUP ? "muP" : "SP",
+    fprintf(stderr, "%s: %lld train, %lld validation, %lld test images; ",
+            base_name(c.data_dir), (long long)train.count,
+            (long long)validation.count, (long long)test.count);
+    if (c.model == MODEL_MLP) {
+        fprintf(stderr, "MLP %d", train.dim);
+        for (int i = 0; i < c.hidden_count; i++)
+            fprintf(stderr, "-%d", c.hidden[i]);
+        fprintf(stderr, "-%d", train.classes);
+    } else {
+        fprintf(stderr, "%s on 1x%dx%d, %d classes",
+                c.model == MODEL_LENET5 ? "LeNet-5" : "ResNet (GroupNorm)",
+                train.rows, train.cols, train.classes);
+    }
+    fprintf(stderr, ", %s, %d epochs, lr %g, batch %d, %d threads\n", c.parameterization == IBVI_PARAM_MUP ? "muP" : "SP",
             c.epochs, (double)c.lr, c.batch, c.threads);
     fprintf(stderr, "BLIS kernel: %s\n", ibvi_kernel_description());
 
@@ -542,12 +628,13 @@ int main(int argc, char **argv)
     for (int k = 0; c.corruptions && k < EVALUATED_CORRUPTIONS; k++)
         r.corruption_names[r.corruption_count++] = corrupt_name(evaluated_corruptions[k]);
     snprintf(r.config_json, sizeof r.config_json,
-             "{\"hidden\": \"%d x %d\", \"rank\": %d, \"parameterization\": "
+             "{\"model\": \"%s\", \"hidden\": \"%d x %d\", \"rank\": %d, "
+             "\"parameterization\": "
              "\"%s\", \"epochs\": %d, \"lr\": %g, \"momentum\": %g, \"batch\": "
              "%d, \"train_samples\": %d, \"test_samples\": %d, \"seed\": %llu, "
              "\"threads\": %d, \"train_images\": %lld, \"validation_images\": "
              "%lld, \"ensemble\": %d, \"blis_kernel\": \"%s\"}",
-             c.hidden_count, c.hidden[0], c.rank,
+             model_names[c.model], c.hidden_count, c.hidden[0], c.rank,
              c.parameterization == IBVI_PARAM_MUP ? "mup" : "sp", c.epochs,
              (double)c.lr, (double)c.momentum, c.batch, c.train_samples,
              c.test_samples, (unsigned long long)c.seed, c.threads,
@@ -564,7 +651,7 @@ int main(int argc, char **argv)
     for (int i = 0; need_standard && i < members; i++) {
         char name[32];
         snprintf(name, sizeof name, i ? "member %d" : "standard", i);
-        standard[i] = build_network(&c, train.dim, train.classes, 0, c.seed + 100 * i);
+        standard[i] = build_network(&c, &train, 0, c.seed + 100 * i);
         standard_seconds[i] = train_network(standard[i], &c, &train, name,
                                             c.seed + 100 * i + 7);
     }
@@ -600,7 +687,7 @@ int main(int argc, char **argv)
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "ibvi")) {
-        ibvi_net *net = build_network(&c, train.dim, train.classes, c.rank, c.seed);
+        ibvi_net *net = build_network(&c, &train, c.rank, c.seed);
         method_result *m = add_method(&r, "ibvi");
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));

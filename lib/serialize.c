@@ -8,8 +8,11 @@
  * synced and renamed over the destination. Reading (versions 1 and 2) first
  * checks the magic, the version, the recorded size and the checksum, then
  * walks the sections twice: once to validate every field and count against
- * the bytes present (no allocation), once to rebuild the network through
- * the public API. Everything the format knows of a layer kind is in its
+ * the bytes present (allocating, for networks with residual layers, only
+ * the table of the layers' output shapes, which a skip is checked
+ * against), once to rebuild the
+ * network through the public API, so every builder's check applies to
+ * every file. Everything the format knows of a layer kind is in its
  * entry of layer_codecs[] (one per kind).
  *
  * SPDX-License-Identifier: MIT
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "ibvi/io.h"
+#include "image.h"
 #include "network.h"
 
 #define PREAMBLE_BYTES 16      /* magic, version, file size           */
@@ -344,15 +348,29 @@ static int get_floats(reader *r, float *dst, int64_t n)
 /* ---- layer kinds ----------------------------------------------------------- */
 
 /* A layer as a file describes it (either version), before validation. A
- * field the record does not have is 0, or OUTPUTS_IMPLIED for outputs. */
+ * field the record does not have is 0, or OUTPUTS_IMPLIED for outputs.
+ * conv2d: outputs = out_channels, the kernel, strides and padding, rank;
+ * pools: the kernel and strides; groupnorm: groups, eps; residual: from,
+ * projection (its stride, 0 for identity). */
 #define OUTPUTS_IMPLIED INT64_MIN
 typedef struct layer_desc {
     int64_t kind, activation, outputs, rank;
+    int64_t kh, kw, sh, sw, ph, pw;
+    int64_t groups, from, projection;
+    float eps;
 } layer_desc;
 
-/* What a valid layer on a given input width amounts to. */
+/* What a layer's check knows: the shape of its input and the output
+ * shapes of the layers before it (outs[-1] is the network's input). */
+typedef struct layer_input {
+    ibvi__shape in;
+    const ibvi__shape *outs;
+} layer_input;
+
+/* What a valid layer on a given input amounts to. */
 typedef struct layer_shape {
-    int64_t outputs;
+    ibvi__shape out;
+    int64_t outputs;      /* C * H * W of out                         */
     int64_t param_floats; /* its floats in PARM                       */
     int64_t noise;        /* its rank: its share of one noise sample  */
     int64_t max_block;    /* most floats the rebuild reads at once    */
@@ -371,9 +389,9 @@ typedef struct layer_codec {
     /* the version-2 fields of a layer, and back */
     void (*encode)(const ibvi_layer *l, uint8_t *fields);
     void (*decode)(const uint8_t *fields, layer_desc *d);
-    /* validates d on `width` inputs, with at most `budget` parameter
-     * floats left in the file; messages name layer `index` */
-    int (*check)(const layer_desc *d, int64_t width, int64_t budget,
+    /* validates d on its input, with at most `budget` parameter floats
+     * left in the file; messages name layer `index` */
+    int (*check)(const layer_desc *d, const layer_input *in, int64_t budget,
                  layer_shape *sh, const char *where, int32_t index);
     /* rebuilds the layer through the public API */
     int (*add)(ibvi_net *net, const layer_desc *d);
@@ -396,9 +414,46 @@ static void dense_decode(const uint8_t *f, layer_desc *d)
     d->rank = to_i32(load_u32(f + 4));
 }
 
-static int dense_check(const layer_desc *d, int64_t width, int64_t budget,
+/* The floats of a theta of P values with a rank-R factor must fit in the
+ * rest of the file; sets the shape's parameter counts. */
+static int check_theta(int64_t P, int64_t rank, int64_t budget,
                        layer_shape *sh, const char *where, int32_t index)
 {
+    if (rank > P)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: rank %lld exceeds P = %lld", where,
+                          (long)index, (long long)rank, (long long)P);
+    if (1 + rank > budget / P)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: %lld x %lld parameters do not fit "
+                          "in the rest of the file", where, (long)index,
+                          (long long)P, (long long)rank + 1);
+    sh->param_floats = P * (1 + rank);
+    sh->noise = rank;
+    sh->max_block = P * rank > P ? P * rank : P;
+    return IBVI_OK;
+}
+
+/* A geometry constructor of image.h refused (it names `kind`): the same
+ * message as a format error of layer `index`. */
+static int geometry_failure(const char *where, int32_t index)
+{
+    char detail[200];
+    snprintf(detail, sizeof detail, "%s", ibvi_last_error());
+    return ibvi__fail(IBVI_ERR_FORMAT, "%s: layer %ld: %s", where,
+                      (long)index, detail);
+}
+
+static ibvi__shape flat_shape(int64_t size)
+{
+    return (ibvi__shape){(int32_t)size, 1, 1};
+}
+
+static int dense_check(const layer_desc *d, const layer_input *in,
+                       int64_t budget, layer_shape *sh, const char *where,
+                       int32_t index)
+{
+    const int64_t width = ibvi__shape_size(in->in);
     if (d->activation != 0 || d->outputs <= 0 || d->outputs > MAX_WIDTH ||
         d->rank < 0)
         return ibvi__fail(IBVI_ERR_FORMAT,
@@ -408,20 +463,9 @@ static int dense_check(const layer_desc *d, int64_t width, int64_t budget,
                           (long long)d->outputs, (long long)d->rank);
     /* outputs, width <= 10^8: P < 2^54 fits */
     const int64_t P = d->outputs * width + d->outputs;
-    if (d->rank > P)
-        return ibvi__fail(IBVI_ERR_FORMAT,
-                          "%s: layer %ld: rank %lld exceeds P = %lld", where,
-                          (long)index, (long long)d->rank, (long long)P);
-    if (1 + d->rank > budget / P)
-        return ibvi__fail(IBVI_ERR_FORMAT,
-                          "%s: layer %ld: %lld x %lld parameters do not fit "
-                          "in the rest of the file", where, (long)index,
-                          (long long)P, (long long)d->rank + 1);
+    sh->out = flat_shape(d->outputs);
     sh->outputs = d->outputs;
-    sh->param_floats = P * (1 + d->rank);
-    sh->noise = d->rank;
-    sh->max_block = P * d->rank > P ? P * d->rank : P;
-    return IBVI_OK;
+    return check_theta(P, d->rank, budget, sh, where, index);
 }
 
 static int dense_add(ibvi_net *net, const layer_desc *d)
@@ -460,10 +504,11 @@ static void activation_decode(const uint8_t *f, layer_desc *d)
     d->activation = to_i32(load_u32(f));
 }
 
-static int activation_check(const layer_desc *d, int64_t width,
+static int activation_check(const layer_desc *d, const layer_input *in,
                             int64_t budget, layer_shape *sh,
                             const char *where, int32_t index)
 {
+    const int64_t width = ibvi__shape_size(in->in);
     (void)budget;
     if (d->activation < INT32_MIN || d->activation > INT32_MAX ||
         !ibvi__activation_valid((int32_t)d->activation) || d->rank != 0 ||
@@ -476,7 +521,7 @@ static int activation_check(const layer_desc *d, int64_t width,
                                           ? width
                                           : d->outputs),
                           (long long)d->rank, (long long)width);
-    *sh = (layer_shape){.outputs = width};
+    *sh = (layer_shape){.out = in->in, .outputs = width};
     return IBVI_OK;
 }
 
@@ -499,12 +544,294 @@ static int activation_get_params(ibvi_layer *l, reader *r, float *block)
     return IBVI_OK;
 }
 
+/* Layers whose PARM floats are theta's mean then its factor (dense,
+ * conv2d, groupnorm, a residual's projection: all but the parameter-free
+ * ones, which store none). */
+static void theta_put_params(sink *s, const ibvi_layer *l)
+{
+    if (l->params > 0)
+        dense_put_params(s, l);
+}
+
+static int theta_get_params(ibvi_layer *l, reader *r, float *block)
+{
+    return l->params > 0 ? dense_get_params(l, r, block) : IBVI_OK;
+}
+
+/* conv2d: int32 out_channels, kernel_h, kernel_w, stride_h, stride_w,
+ * pad_h, pad_w, rank (32 bytes); PARM: mean (P), factor (P x R) */
+static void conv2d_encode(const ibvi_layer *l, uint8_t *f)
+{
+    const ibvi_conv2d_options *o = &l->conv.options;
+    const int32_t v[8] = {o->out_channels, o->kernel_h, o->kernel_w,
+                          o->stride_h, o->stride_w, o->pad_h, o->pad_w,
+                          o->rank};
+    for (int i = 0; i < 8; i++)
+        store_u32(f + 4 * i, (uint32_t)v[i]);
+}
+
+static void conv2d_decode(const uint8_t *f, layer_desc *d)
+{
+    d->outputs = to_i32(load_u32(f));
+    d->kh = to_i32(load_u32(f + 4));
+    d->kw = to_i32(load_u32(f + 8));
+    d->sh = to_i32(load_u32(f + 12));
+    d->sw = to_i32(load_u32(f + 16));
+    d->ph = to_i32(load_u32(f + 20));
+    d->pw = to_i32(load_u32(f + 24));
+    d->rank = to_i32(load_u32(f + 28));
+}
+
+static int conv2d_check(const layer_desc *d, const layer_input *in,
+                        int64_t budget, layer_shape *sh, const char *where,
+                        int32_t index)
+{
+    ibvi__conv2d_geom g;
+    if (ibvi__conv2d_geometry(&g, in->in.c, in->in.h, in->in.w, d->outputs,
+                              d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
+                              "conv2d") < 0)
+        return geometry_failure(where, index);
+    if (d->rank < 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: conv2d with rank %lld is invalid",
+                          where, (long)index, (long long)d->rank);
+    sh->out = (ibvi__shape){(int32_t)g.c_out, (int32_t)g.h_out,
+                            (int32_t)g.w_out};
+    sh->outputs = g.out_size;
+    return check_theta(g.params, d->rank, budget, sh, where, index);
+}
+
+static int conv2d_add(ibvi_net *net, const layer_desc *d)
+{
+    ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+    o.out_channels = (int32_t)d->outputs;
+    o.kernel_h = (int32_t)d->kh;
+    o.kernel_w = (int32_t)d->kw;
+    o.stride_h = (int32_t)d->sh;
+    o.stride_w = (int32_t)d->sw;
+    o.pad_h = (int32_t)d->ph;
+    o.pad_w = (int32_t)d->pw;
+    o.rank = (int32_t)d->rank;
+    return ibvi_net_add_conv2d_ex(net, &o);
+}
+
+/* maxpool, avgpool: int32 kernel_h, kernel_w, stride_h, stride_w (16
+ * bytes); no parameters. The builders make square pools. */
+static void pool_encode(const ibvi_layer *l, uint8_t *f)
+{
+    store_u32(f, (uint32_t)l->pool.geom.kh);
+    store_u32(f + 4, (uint32_t)l->pool.geom.kw);
+    store_u32(f + 8, (uint32_t)l->pool.geom.stride_h);
+    store_u32(f + 12, (uint32_t)l->pool.geom.stride_w);
+}
+
+static void pool_decode(const uint8_t *f, layer_desc *d)
+{
+    d->kh = to_i32(load_u32(f));
+    d->kw = to_i32(load_u32(f + 4));
+    d->sh = to_i32(load_u32(f + 8));
+    d->sw = to_i32(load_u32(f + 12));
+}
+
+static int pool_check(const layer_desc *d, const layer_input *in,
+                      int64_t budget, layer_shape *sh, const char *where,
+                      int32_t index)
+{
+    (void)budget;
+    const char *name = d->kind == IBVI_LAYER_MAXPOOL ? "maxpool" : "avgpool";
+    ibvi__pool2d_geom g;
+    if (ibvi__pool2d_geometry(&g, in->in.c, in->in.h, in->in.w, d->kh, d->kw,
+                              d->sh, d->sw, name) < 0)
+        return geometry_failure(where, index);
+    if (d->kh != d->kw || d->sh != d->sw)
+        return ibvi__fail(IBVI_ERR_VERSION,
+                          "%s: needs a newer libibvi: layer %ld (%s) has "
+                          "kernel %lldx%lld and stride %lldx%lld; this "
+                          "library builds square pools", where, (long)index,
+                          name, (long long)d->kh, (long long)d->kw,
+                          (long long)d->sh, (long long)d->sw);
+    *sh = (layer_shape){.out = {(int32_t)g.c, (int32_t)g.h_out,
+                                (int32_t)g.w_out},
+                        .outputs = g.out_size};
+    return IBVI_OK;
+}
+
+static int pool_add(ibvi_net *net, const layer_desc *d)
+{
+    return d->kind == IBVI_LAYER_MAXPOOL
+               ? ibvi_net_add_maxpool(net, (int32_t)d->kh, (int32_t)d->sh)
+               : ibvi_net_add_avgpool(net, (int32_t)d->kh, (int32_t)d->sh);
+}
+
+/* global avgpool, flatten: no fields, no parameters */
+static void no_encode(const ibvi_layer *l, uint8_t *f)
+{
+    (void)l;
+    (void)f;
+}
+
+static void no_decode(const uint8_t *f, layer_desc *d)
+{
+    (void)f;
+    (void)d;
+}
+
+static int global_avgpool_check(const layer_desc *d, const layer_input *in,
+                                int64_t budget, layer_shape *sh,
+                                const char *where, int32_t index)
+{
+    (void)d;
+    (void)budget;
+    ibvi__pool2d_geom g;
+    if (ibvi__pool2d_global_geometry(&g, in->in.c, in->in.h, in->in.w,
+                                     "global_avgpool") < 0)
+        return geometry_failure(where, index);
+    *sh = (layer_shape){.out = {(int32_t)g.c, 1, 1}, .outputs = g.c};
+    return IBVI_OK;
+}
+
+static int global_avgpool_add(ibvi_net *net, const layer_desc *d)
+{
+    (void)d;
+    return ibvi_net_add_global_avgpool(net);
+}
+
+static int flatten_check(const layer_desc *d, const layer_input *in,
+                         int64_t budget, layer_shape *sh, const char *where,
+                         int32_t index)
+{
+    (void)d;
+    (void)budget;
+    (void)where;
+    (void)index;
+    const int64_t size = ibvi__shape_size(in->in);
+    *sh = (layer_shape){.out = flat_shape(size), .outputs = size};
+    return IBVI_OK;
+}
+
+static int flatten_add(ibvi_net *net, const layer_desc *d)
+{
+    (void)d;
+    return ibvi_net_add_flatten(net);
+}
+
+/* groupnorm: int32 groups, float eps (8 bytes); PARM: gamma, beta (2C) */
+static void groupnorm_encode(const ibvi_layer *l, uint8_t *f)
+{
+    store_u32(f, (uint32_t)l->groupnorm.groups);
+    store_u32(f + 4, float_bits(l->groupnorm.eps));
+}
+
+static void groupnorm_decode(const uint8_t *f, layer_desc *d)
+{
+    d->groups = to_i32(load_u32(f));
+    d->eps = bits_float(load_u32(f + 4));
+}
+
+static int groupnorm_check(const layer_desc *d, const layer_input *in,
+                           int64_t budget, layer_shape *sh, const char *where,
+                           int32_t index)
+{
+    ibvi__groupnorm_geom g;
+    if (ibvi__groupnorm_geometry(&g, in->in.c, in->in.h, in->in.w, d->groups,
+                                 d->eps, "groupnorm") < 0)
+        return geometry_failure(where, index);
+    sh->out = in->in;
+    sh->outputs = g.in_size;
+    return check_theta(g.params, 0, budget, sh, where, index);
+}
+
+static int groupnorm_add(ibvi_net *net, const layer_desc *d)
+{
+    return ibvi_net_add_groupnorm(net, (int32_t)d->groups, d->eps);
+}
+
+/* residual: int32 from (-1: the input), int32 projection_stride (0:
+ * identity) (8 bytes); PARM: the projection's [W (C_out x C_in); b] */
+static void residual_encode(const ibvi_layer *l, uint8_t *f)
+{
+    store_u32(f, (uint32_t)l->residual.from);
+    store_u32(f + 4, (uint32_t)l->residual.stride);
+}
+
+static void residual_decode(const uint8_t *f, layer_desc *d)
+{
+    d->from = to_i32(load_u32(f));
+    d->projection = to_i32(load_u32(f + 4));
+}
+
+static int residual_check(const layer_desc *d, const layer_input *in,
+                          int64_t budget, layer_shape *sh, const char *where,
+                          int32_t index)
+{
+    if (d->from < -1 || d->from >= index || d->projection < 0)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: residual from layer %lld with "
+                          "projection stride %lld is invalid (from -1..%ld)",
+                          where, (long)index, (long long)d->from,
+                          (long long)d->projection, (long)index - 1);
+    if (!in->outs) /* has_residual found none: the framing is broken */
+        return ibvi__fail(IBVI_ERR_FORMAT, "%s: layer %ld: residual record "
+                          "out of place", where, (long)index);
+    const ibvi__shape skip = in->outs[d->from];
+    sh->out = in->in;
+    sh->outputs = ibvi__shape_size(in->in);
+    if (d->projection == 0) {
+        if (skip.c != in->in.c || skip.h != in->in.h || skip.w != in->in.w)
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: residual adds layer %lld's "
+                              "%ldx%ldx%ld to %ldx%ldx%ld", where,
+                              (long)index, (long long)d->from, (long)skip.c,
+                              (long)skip.h, (long)skip.w, (long)in->in.c,
+                              (long)in->in.h, (long)in->in.w);
+        *sh = (layer_shape){.out = in->in, .outputs = sh->outputs};
+        return IBVI_OK;
+    }
+    ibvi__conv2d_geom g;
+    if (ibvi__conv2d_geometry(&g, skip.c, skip.h, skip.w, in->in.c, 1, 1,
+                              d->projection, d->projection, 0, 0,
+                              "residual projection") < 0)
+        return geometry_failure(where, index);
+    if (g.h_out != in->in.h || g.w_out != in->in.w)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: residual projects layer %lld's "
+                          "%ldx%ldx%ld with stride %lld to %lldx%lld, not "
+                          "%ldx%ld", where, (long)index, (long long)d->from,
+                          (long)skip.c, (long)skip.h, (long)skip.w,
+                          (long long)d->projection, (long long)g.h_out,
+                          (long long)g.w_out, (long)in->in.h, (long)in->in.w);
+    return check_theta(g.params, 0, budget, sh, where, index);
+}
+
+static int residual_add(ibvi_net *net, const layer_desc *d)
+{
+    return ibvi_net_add_residual(net, (int32_t)d->from,
+                                 (int32_t)d->projection);
+}
+
 static const layer_codec layer_codecs[] = {
     {IBVI_LAYER_DENSE, "dense", 8, 1, dense_encode, dense_decode,
      dense_check, dense_add, dense_put_params, dense_get_params},
     {IBVI_LAYER_ACTIVATION, "activation", 4, 0, activation_encode,
      activation_decode, activation_check, activation_add,
      activation_put_params, activation_get_params},
+    {IBVI_LAYER_CONV2D, "conv2d", 32, 1, conv2d_encode, conv2d_decode,
+     conv2d_check, conv2d_add, theta_put_params, theta_get_params},
+    {IBVI_LAYER_MAXPOOL, "maxpool", 16, 0, pool_encode, pool_decode,
+     pool_check, pool_add, activation_put_params, activation_get_params},
+    {IBVI_LAYER_AVGPOOL, "avgpool", 16, 0, pool_encode, pool_decode,
+     pool_check, pool_add, activation_put_params, activation_get_params},
+    {IBVI_LAYER_GLOBAL_AVGPOOL, "global_avgpool", 0, 0, no_encode, no_decode,
+     global_avgpool_check, global_avgpool_add, activation_put_params,
+     activation_get_params},
+    {IBVI_LAYER_FLATTEN, "flatten", 0, 0, no_encode, no_decode,
+     flatten_check, flatten_add, activation_put_params,
+     activation_get_params},
+    {IBVI_LAYER_GROUPNORM, "groupnorm", 8, 0, groupnorm_encode,
+     groupnorm_decode, groupnorm_check, groupnorm_add, theta_put_params,
+     theta_get_params},
+    {IBVI_LAYER_RESIDUAL, "residual", 8, 0, residual_encode, residual_decode,
+     residual_check, residual_add, theta_put_params, theta_get_params},
 };
 
 static const layer_codec *codec_for(int64_t kind)
@@ -572,9 +899,9 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
     put_u64(s, net->seed);
 
     put_section(s, "ARCH", lo->arch_bytes);
-    put_u32(s, (uint32_t)net->input_dim); /* C; today's inputs are flat */
-    put_u32(s, 1);                        /* H */
-    put_u32(s, 1);                        /* W */
+    put_u32(s, (uint32_t)net->input_shape.c);
+    put_u32(s, (uint32_t)net->input_shape.h);
+    put_u32(s, (uint32_t)net->input_shape.w);
     put_u32(s, (uint32_t)net->layer_count);
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
@@ -641,7 +968,8 @@ int ibvi_net_save_size(const ibvi_net *net, const ibvi_optimizer *opt,
 /* The loader's own checks over bytes a save produced (defined with the
  * reader below). */
 static int check_saved_bytes(const uint8_t *bytes, int64_t len,
-                             const char *fn, const char *outcome);
+                             const ibvi_allocator *allocator, const char *fn,
+                             const char *outcome);
 
 int ibvi_net_save_buffer(const ibvi_net *net, const ibvi_optimizer *opt,
                          uint8_t *buf, int64_t len)
@@ -659,7 +987,8 @@ int ibvi_net_save_buffer(const ibvi_net *net, const ibvi_optimizer *opt,
                           (long long)len, (long long)lo.total);
     sink s = {.buf = buf};
     write_model(&s, net, opt, &lo);
-    status = check_saved_bytes(buf, lo.total, fn, "buf was zeroed");
+    status = check_saved_bytes(buf, lo.total, &net->allocator, fn,
+                               "buf was zeroed");
     if (status < 0)
         memset(buf, 0, (size_t)lo.total);
     return status;
@@ -841,7 +1170,8 @@ int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
         } else {
             char outcome[160];
             snprintf(outcome, sizeof outcome, "'%.60s' is unchanged", path);
-            status = check_saved_bytes(map, lo.total, fn, outcome);
+            status = check_saved_bytes(map, lo.total, &net->allocator, fn,
+                                       outcome);
             (void)munmap(map, (size_t)lo.total);
         }
     }
@@ -882,6 +1212,8 @@ int ibvi_net_save(const ibvi_net *net, const ibvi_optimizer *opt,
  * the file. */
 typedef struct model_info {
     uint32_t version;
+    const ibvi_allocator *allocator; /* for the validation's shape table */
+    ibvi__shape input_shape; /* (input_dim, 1, 1) for flat inputs */
     int32_t input_dim, parameterization, threads;
     uint64_t seed, position;
     int32_t layer_count;
@@ -1034,7 +1366,10 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
         d->activation = get_i32(r);
         d->outputs = get_i32(r);
         d->rank = get_i32(r);
-        *codec = codec_for(d->kind);
+        /* version 1 knew dense and activation layers only */
+        *codec = d->kind == IBVI_LAYER_DENSE || d->kind == IBVI_LAYER_ACTIVATION
+                     ? codec_for(d->kind)
+                     : NULL;
         if (r->overrun || !*codec)
             return ibvi__fail(IBVI_ERR_FORMAT,
                               "%s: layer %ld: kind %lld is invalid", where,
@@ -1089,36 +1424,83 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
     return IBVI_OK;
 }
 
+/* Whether the version-2 layer records at the cursor include a residual
+ * (version 1 has none). Reads the framing only, within the bytes present;
+ * next_layer checks it. */
+static int has_residual(const reader *r, const model_info *m)
+{
+    if (m->version == 1)
+        return 0;
+    int64_t at = r->pos;
+    for (int32_t i = 0; i < m->layer_count; i++) {
+        if (r->len - at < V2_RECORD_BYTES)
+            return 0;
+        const uint64_t length = load_u64(r->p + at + 4);
+        if (load_u32(r->p + at) == IBVI_LAYER_RESIDUAL)
+            return 1;
+        if (length < V2_RECORD_BYTES || length > (uint64_t)(r->len - at))
+            return 0;
+        at += (int64_t)length;
+    }
+    return 0;
+}
+
 /* Validates the m->layer_count layers at the cursor (both versions); their
  * parameters must fit in `budget` floats. */
 static int check_layers(reader *r, model_info *m, int64_t budget,
                         const char *where)
 {
+    /* With residual layers, the output shape of every layer, for their
+     * skips: shapes[0] is the input's, shapes[i + 1] layer i's. layer_count
+     * is at most the ARCH bytes / 20, so the table is smaller than the
+     * file; without residuals nothing is allocated. */
+    ibvi_allocator a;
+    if (m->allocator)
+        a = *m->allocator;
+    else
+        ibvi__allocator_default(&a);
+    ibvi__shape *shapes = NULL;
+    if (has_residual(r, m)) {
+        shapes = ibvi__alloc(&a, (size_t)m->layer_count + 1, sizeof *shapes);
+        if (!shapes)
+            return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", where);
+        shapes[0] = m->input_shape;
+    }
+    ibvi__shape cur = m->input_shape;
+    int status = IBVI_OK;
     int64_t width = m->input_dim, floats = 0, noise = 0, max_block = 0;
     int64_t row = m->input_dim; /* activations of one input row */
     const layer_codec *last = NULL;
-    for (int32_t i = 0; i < m->layer_count; i++) {
+    for (int32_t i = 0; i < m->layer_count && status >= 0; i++) {
         layer_desc d;
         layer_shape sh;
-        int status = next_layer(r, m->version, &d, &last, where, i);
+        const layer_input in = {cur, shapes ? shapes + 1 : NULL};
+        status = next_layer(r, m->version, &d, &last, where, i);
         if (status >= 0)
-            status = last->check(&d, width, budget - floats, &sh, where, i);
+            status = last->check(&d, &in, budget - floats, &sh, where, i);
         if (status < 0)
-            return status;
+            break;
+        cur = sh.out;
+        if (shapes)
+            shapes[i + 1] = sh.out;
         floats += sh.param_floats;
         noise += sh.noise;
         if (noise > INT32_MAX)
-            return ibvi__fail(IBVI_ERR_FORMAT,
-                              "%s: the ranks add up to more than %ld", where,
-                              (long)INT32_MAX);
+            status = ibvi__fail(IBVI_ERR_FORMAT,
+                                "%s: the ranks add up to more than %ld", where,
+                                (long)INT32_MAX);
         if (sh.max_block > max_block)
             max_block = sh.max_block;
         width = sh.outputs;
-        row += width; /* outputs <= MAX_WIDTH: no overflow */
+        row += width; /* outputs <= 2^31: no overflow */
     }
+    if (shapes)
+        ibvi__free(&a, shapes);
+    if (status < 0)
+        return status;
     if (!last || !last->can_be_last)
         return ibvi__fail(IBVI_ERR_FORMAT,
-                          "%s: the last layer is not dense", where);
+                          "%s: the last layer is not dense or conv2d", where);
     /* The workspace of a forward pass holds about 5 floats per activation
      * of each row: a small file must not be able to demand gigabytes per
      * row through wide parameter-free layers. */
@@ -1208,6 +1590,7 @@ static int parse_v1(reader *r, model_info *m, const char *where)
         (status = check_head(m, where)) < 0)
         return status;
     m->input_dim = input_dim;
+    m->input_shape = (ibvi__shape){input_dim, 1, 1};
 
     if ((status = open_section(r, "ARCH", &size, where)) < 0)
         return status;
@@ -1269,7 +1652,6 @@ enum { SEC_HEAD = 1, SEC_ARCH = 2, SEC_PARM = 4, SEC_OPTM = 8 };
 static int parse_v2_section(int bit, reader *sub, int64_t base, int64_t after,
                             model_info *m, const char *where)
 {
-    int status = IBVI_OK;
     if (bit == SEC_HEAD) {
         m->parameterization = get_i32(sub);
         m->threads = get_i32(sub);
@@ -1288,14 +1670,15 @@ static int parse_v2_section(int bit, reader *sub, int64_t base, int64_t after,
             return ibvi__fail(IBVI_ERR_FORMAT,
                               "%s: section ARCH has %lld bytes, expected >= "
                               "%d", where, (long long)sub->len, V2_ARCH_FIXED);
-        if ((status = check_input_dim(c, where)) < 0)
-            return status;
-        if (h != 1 || w != 1)
-            return ibvi__fail(IBVI_ERR_VERSION,
-                              "%s: needs a newer libibvi: input shape (C, H, "
-                              "W) = (%lu, %lu, %lu); this library reads (C, 1, "
-                              "1)", where, (unsigned long)c, (unsigned long)h,
-                              (unsigned long)w);
+        /* as ibvi_net_create_image() takes them: each >= 1, C*H*W <= 10^8 */
+        if (c == 0 || h == 0 || w == 0 || c > MAX_WIDTH || h > MAX_WIDTH ||
+            w > MAX_WIDTH || (uint64_t)c * h > MAX_WIDTH ||
+            (uint64_t)c * h * w > MAX_WIDTH)
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: input shape (C, H, W) = (%lu, %lu, %lu) is "
+                              "invalid (each >= 1, C*H*W <= %ld)", where,
+                              (unsigned long)c, (unsigned long)h,
+                              (unsigned long)w, (long)MAX_WIDTH);
         if (count == 0 || count > INT32_MAX ||
             count > (uint64_t)remaining(sub) / V2_RECORD_BYTES)
             return ibvi__fail(IBVI_ERR_FORMAT,
@@ -1303,7 +1686,8 @@ static int parse_v2_section(int bit, reader *sub, int64_t base, int64_t after,
                               "(at least one layer, at least %d bytes each)",
                               where, (long long)sub->len, (unsigned long)count,
                               V2_RECORD_BYTES);
-        m->input_dim = (int32_t)c;
+        m->input_dim = (int32_t)(c * h * w);
+        m->input_shape = (ibvi__shape){(int32_t)c, (int32_t)h, (int32_t)w};
         m->layer_count = (int32_t)count;
         m->arch_pos = base + sub->pos;
         return check_layers(sub, m, after / 4, where);
@@ -1397,9 +1781,10 @@ static int parse_v2(reader *r, model_info *m, const char *where)
 }
 
 /* The validation pass: no allocation, every size checked. */
-static int parse_model(reader *r, model_info *m, const char *where)
+static int parse_model(reader *r, model_info *m,
+                       const ibvi_allocator *allocator, const char *where)
 {
-    *m = (model_info){.version = load_u32(r->p + 4)};
+    *m = (model_info){.version = load_u32(r->p + 4), .allocator = allocator};
     r->pos = PREAMBLE_BYTES;
     return m->version == 1 ? parse_v1(r, m, where) : parse_v2(r, m, where);
 }
@@ -1433,27 +1818,33 @@ static int check_values(const reader *r, const model_info *m, int state,
 
 /* Every check of the loader over the len bytes at buf, in order: preamble,
  * checksum, sections (parse_model), values (`state`: also the optimizer
- * state's). No allocation. Loading and every save run exactly this. */
+ * state's). Allocates (from `allocator`, NULL: malloc) only the table of
+ * layer shapes, for the call. Loading and every save run exactly this. */
 static int validate_model(const uint8_t *buf, int64_t len, int state,
-                          reader *r, model_info *m, const char *where)
+                          const ibvi_allocator *allocator, reader *r,
+                          model_info *m, const char *where)
 {
     int status = check_preamble(buf, len, where);
     if (status < 0)
         return status;
     *r = (reader){.p = buf, .len = len - CRC_BYTES};
-    status = parse_model(r, m, where);
+    status = parse_model(r, m, allocator, where);
     if (status < 0)
         return status;
     return check_values(r, m, state, where);
 }
 
 static int check_saved_bytes(const uint8_t *bytes, int64_t len,
-                             const char *fn, const char *outcome)
+                             const ibvi_allocator *allocator, const char *fn,
+                             const char *outcome)
 {
     reader r;
     model_info m;
-    if (validate_model(bytes, len, 1, &r, &m, fn) >= 0)
+    const int status = validate_model(bytes, len, 1, allocator, &r, &m, fn);
+    if (status >= 0)
         return IBVI_OK;
+    if (status == IBVI_ERR_NOMEM)
+        return status;
     char detail[256];
     const char *inner = ibvi_last_error();
     const size_t skip = strlen(fn) + 2; /* the message starts "fn: " */
@@ -1503,7 +1894,10 @@ static int build_net(reader *r, const model_info *m,
                      const char *where)
 {
     ibvi_net *net = NULL;
-    int status = ibvi_net_create(&net, m->input_dim, allocator);
+    const ibvi__shape in = m->input_shape;
+    int status = in.h == 1 && in.w == 1
+                     ? ibvi_net_create(&net, in.c, allocator)
+                     : ibvi_net_create_image(&net, in.c, in.h, in.w, allocator);
     if (status < 0)
         return rebuild_failure(status, where, "input_dim", (long)m->input_dim);
     r->pos = m->arch_pos;
@@ -1594,7 +1988,8 @@ static int load_bytes(ibvi_net **out, ibvi_optimizer **opt_out,
 {
     reader r;
     model_info m;
-    int status = validate_model(buf, len, opt_out != NULL, &r, &m, where);
+    int status = validate_model(buf, len, opt_out != NULL, allocator, &r, &m,
+                                where);
     if (status < 0)
         return status;
     ibvi_net *net = NULL;

@@ -2,9 +2,10 @@
  * libibvi - saving and loading networks (and their optimizers).
  *
  * A saved network holds everything needed to continue exactly where it
- * stopped: the architecture, the parameterization, the seed, the position
- * of the sampling stream, the thread count, every dense layer's mean and
- * covariance factor and, optionally, an optimizer (its kind,
+ * stopped: the architecture (the input shape, every layer's kind and
+ * settings), the parameterization, the seed, the position of the sampling
+ * stream, the thread count, every layer's parameters (mean and covariance
+ * factor) and, optionally, an optimizer (its kind,
  * hyper-parameters, step count and momentum or Adam moments). A network
  * saved and loaded again predicts bit for bit like the original, and
  * training resumed from a file with its optimizer gives bit for bit the
@@ -51,9 +52,10 @@
  *                 preference, 1..1024: see ibvi_net_load), uint64 position
  *                 of the sampling stream (ibvi_net_rng_position; at file
  *                 offset 44, as in version 1), uint64 seed
- *     "ARCH"  uint32 C, uint32 H, uint32 W: the input shape (today's
- *                 networks take flat inputs: C = input_dim, H = W = 1; a
- *                 file with H or W other than 1 needs a newer library),
+ *     "ARCH"  uint32 C, uint32 H, uint32 W: the input shape (networks of
+ *                 ibvi_net_create() have C = input_dim, H = W = 1 and load
+ *                 as such; others load as ibvi_net_create_image(C, H, W);
+ *                 each >= 1, C x H x W <= 10^8),
  *                 uint32 L (number of layers, >= 1), then L layer records:
  *                   4  uint32 kind (ibvi_layer_kind)
  *                   8  uint64 record length in bytes, these 20 included
@@ -68,21 +70,48 @@
  *                   dense (0):      int32 outputs, int32 rank (8 bytes)
  *                   activation (1): int32 activation (ibvi_activation; its
  *                                   width is its input's) (4 bytes)
+ *                   conv2d (2):     int32 out_channels, kernel_h, kernel_w,
+ *                                   stride_h, stride_w, pad_h, pad_w, rank
+ *                                   (32 bytes: ibvi_conv2d_options' fields)
+ *                   maxpool (3),
+ *                   avgpool (4):    int32 kernel_h, kernel_w, stride_h,
+ *                                   stride_w (16 bytes; this library builds
+ *                                   square pools: kernel_h = kernel_w and
+ *                                   stride_h = stride_w, other values need
+ *                                   a newer library)
+ *                   global avgpool (5),
+ *                   flatten (6):    no fields (0 bytes)
+ *                   groupnorm (7):  int32 groups, float eps (8 bytes)
+ *                   residual (8):   int32 from (the layer whose output is
+ *                                   added, -1 for the input), int32
+ *                                   projection_stride (0: identity) (8
+ *                                   bytes)
+ *                 The shapes follow from the input shape and the records,
+ *                 as the builders compute them; a record whose geometry the
+ *                 builder would refuse (a kernel larger than the padded
+ *                 input, channels not divisible by the groups, a skip of
+ *                 another shape, ...) is malformed (IBVI_ERR_FORMAT, with the
+ *                 builder's reason). The last layer is dense or conv2d.
  *                 An unknown kind needs a newer library (IBVI_ERR_VERSION,
- *                 "needs a newer libibvi: unknown layer kind 7"); a record
+ *                 "needs a newer libibvi: unknown layer kind 9"); a record
  *                 shorter than its kind's fields is malformed.
- *     "PARM"  per layer in order, the floats its kind stores: for a dense
- *                 layer the mean (P = outputs x (inputs + 1) floats,
- *                 [W row-major; b]) then the factor (P x R floats,
- *                 row-major); activations store none
+ *     "PARM"  per layer in order, the floats its kind stores: its mean
+ *                 theta (P floats) then, for a rank-R layer, the factor
+ *                 (P x R floats, row-major). theta is, for a dense layer,
+ *                 [W row-major (outputs x inputs); b] (P = outputs x
+ *                 (inputs + 1)); conv2d, [W (c_out x c_in kh kw) row-major;
+ *                 b]; groupnorm, [gamma (C); beta (C)]; a residual with a
+ *                 projection, [W (C_out x C_in); b]. Activations, pools,
+ *                 flatten and identity residuals store none
  *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
  *                 float lr, float momentum, int32 nesterov, float beta1,
  *                 float beta2, float eps, int64 step count (0 .. 2^53),
  *                 uint64 S, then S state floats (SGD: velocity, S =
  *                 parameter count; Adam: first then second moments, S = 2
  *                 x parameter count), in the order of
- *                 ibvi_net_param_count's parameters: per dense layer, mean
- *                 weights, mean biases, factor weight rows, factor bias rows
+ *                 ibvi_net_param_count's parameters, which is PARM's:
+ *                 per layer with parameters, its mean (dense, conv2d: the
+ *                 weights, then the biases), then its factor rows
  *
  * Version 1 (read only): sections with a 12-byte header (tag, uint64
  * payload size; no required count), in this order and nothing else:
@@ -102,8 +131,10 @@
  * the actual size (IBVI_ERR_FORMAT: truncated or extended file), the
  * checksum (IBVI_ERR_CHECKSUM), then every section's size and value (what
  * only a later library understands: IBVI_ERR_VERSION, above): counts and
- * shapes are validated against the bytes present before anything is
- * allocated, and the network is rebuilt through the public API, so it meets
+ * shapes are validated against the bytes present before anything of their
+ * size is allocated (the validation allocates one table of the layers'
+ * output shapes, 12 bytes per layer), and the network is rebuilt through
+ * the public API, so it meets
  * every invariant a network built by hand meets. Parameters and optimizer
  * state must be finite (and Adam's second moments >= 0); the optimizer's
  * settings must be ones its setters accept.

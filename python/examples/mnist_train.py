@@ -44,7 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="standard,ibvi,temp",
                    help="comma list of standard, ibvi, ensemble, temp")
     p.add_argument("--ensemble", type=int, default=3, help="members of the deep ensemble")
-    p.add_argument("--width", default="256,256", help="hidden widths")
+    p.add_argument("--model", choices=("mlp", "lenet5", "resnet"), default="mlp",
+                   help="the architecture (docs/tutorial.md)")
+    p.add_argument("--width", default="256,256", help="hidden widths of mlp")
     p.add_argument("--rank", type=int, default=10, help="rank of first and last layer")
     p.add_argument("--param", choices=("mup", "sp"), default="mup")
     p.add_argument("--epochs", type=int, default=10)
@@ -77,12 +79,51 @@ def parse_args(argv=None):
 
 # ---- the host's training loop ------------------------------------------------
 
-def build_network(args, input_dim, classes, rank, seed):
-    """784-W-...-W-10 with ReLU; `rank` on the first and last layers."""
-    net = ibvi.Net(input_dim)
-    for i, width in enumerate(args.hidden):
-        net.add_dense(width, rank if i == 0 else 0).add_activation("relu")
-    net.add_dense(classes, rank)
+def add_lenet5(net, classes, rank):
+    """conv 6@5x5 pad 2 - relu - maxpool 2 - conv 16@5x5 - relu - maxpool 2 -
+    dense 120 - relu - dense 84 - relu - dense classes."""
+    (net.add_conv2d(6, 5, padding=2, rank=rank).add_activation("relu")
+     .add_maxpool(2).add_conv2d(16, 5).add_activation("relu").add_maxpool(2)
+     .add_dense(120).add_activation("relu").add_dense(84).add_activation("relu")
+     .add_dense(classes, rank))
+
+
+#: Group-norm groups of the ResNet: a divisor of every width (16, 32, 64).
+RESNET_GROUPS = 4
+
+
+def add_basic_block(net, channels, stride, projection):
+    """conv3x3 - GN - relu - conv3x3 - GN - residual - relu."""
+    block_input = net.layer_count - 1
+    (net.add_conv2d(channels, 3, stride=stride, padding=1)
+     .add_groupnorm(RESNET_GROUPS, 1e-5).add_activation("relu")
+     .add_conv2d(channels, 3, padding=1).add_groupnorm(RESNET_GROUPS, 1e-5)
+     .add_residual(block_input, stride if projection else 0)
+     .add_activation("relu"))
+
+
+def add_resnet(net, classes, rank):
+    """Stem conv 16@3x3 - GN - relu, blocks of 16, 32 (stride 2), 64 (stride 2)
+    channels, global average pool, dense classes."""
+    (net.add_conv2d(16, 3, padding=1, rank=rank)
+     .add_groupnorm(RESNET_GROUPS, 1e-5).add_activation("relu"))
+    add_basic_block(net, 16, 1, False)
+    add_basic_block(net, 32, 2, True)
+    add_basic_block(net, 64, 2, True)
+    net.add_global_avgpool().add_dense(classes, rank)
+
+
+def build_network(args, data, rank, seed):
+    """The network of --model, `rank` on the first and last layers with
+    weights; mlp: 784-W-...-W-10 with ReLU."""
+    if args.model == "mlp":
+        net = ibvi.Net(data.dim)
+        for i, width in enumerate(args.hidden):
+            net.add_dense(width, rank if i == 0 else 0).add_activation("relu")
+        net.add_dense(data.classes, rank)
+    else:
+        net = ibvi.Net.image(1, data.rows, data.cols)
+        (add_lenet5 if args.model == "lenet5" else add_resnet)(net, data.classes, rank)
     net.init(args.param, seed)
     net.threads = args.threads
     return net
@@ -234,7 +275,7 @@ def write_json(path, methods, args, dataset, ood_name, corruption_names, counts)
              "corruptions": dict(zip(corruption_names, m.corruptions)),
              "corruption_mean": corruption_mean(m)}
         return d
-    config = {"hidden": "%d x %d" % (len(args.hidden), args.hidden[0]),
+    config = {"model": args.model, "hidden": "%d x %d" % (len(args.hidden), args.hidden[0]),
               "rank": args.rank, "parameterization": args.param,
               "epochs": args.epochs, "lr": float("%g" % args.lr),
               "momentum": float("%g" % args.momentum),
@@ -275,11 +316,17 @@ def main(argv=None):
     test.classes = train.classes
     dataset = os.path.basename(os.path.normpath(args.data))
     ood_name = os.path.basename(os.path.normpath(args.ood)) if args.ood else "none"
-    print("%s: %d train, %d validation, %d test images; MLP %d-%s-%d, %s, %d epochs, "
+    if args.model == "mlp":
+        arch = "MLP %d-%s-%d" % (train.dim, "-".join(map(str, args.hidden)),
+                                 train.classes)
+    else:
+        arch = "%s on 1x%dx%d, %d classes" % (
+            "LeNet-5" if args.model == "lenet5" else "ResNet (GroupNorm)",
+            train.rows, train.cols, train.classes)
+    print("%s: %d train, %d validation, %d test images; %s, %s, %d epochs, "
           "lr %g, batch %d, %d threads" % (
               dataset, train.count, validation.count if validation else 0, test.count,
-              train.dim, "-".join(map(str, args.hidden)), train.classes,
-              "muP" if args.param == "mup" else "SP", args.epochs, args.lr,
+              arch, "muP" if args.param == "mup" else "SP", args.epochs, args.lr,
               args.batch, args.threads), file=sys.stderr)
     print("BLIS kernel: %s" % ibvi.kernel_description(), file=sys.stderr)
 
@@ -290,7 +337,7 @@ def main(argv=None):
     standard, seconds = [], []
     if {"standard", "temp", "ensemble"} & set(args.methods):
         for i in range(members):
-            net = build_network(args, train.dim, train.classes, 0, args.seed + 100 * i)
+            net = build_network(args, train, 0, args.seed + 100 * i)
             seconds.append(train_network(net, args, train,
                                          "member %d" % i if i else "standard",
                                          args.seed + 100 * i + 7))
@@ -311,7 +358,7 @@ def main(argv=None):
                               ibvi.Predictor.ensemble(standard, 1, args.seed),
                               sum(seconds)))
     if "ibvi" in args.methods:
-        net = build_network(args, train.dim, train.classes, args.rank, args.seed)
+        net = build_network(args, train, args.rank, args.seed)
         s = train_network(net, args, train, "ibvi", args.seed + 7)
         methods.append(Method("ibvi", ibvi.Predictor(net, args.test_samples, args.seed), s))
         nets.append(net)

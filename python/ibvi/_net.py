@@ -32,9 +32,6 @@ class LayerKind(Enum):
     RESIDUAL = 8
 
 
-#: Kinds with a weight matrix (and so a role and a possible covariance factor).
-_WEIGHT_KINDS = (LayerKind.DENSE, LayerKind.CONV2D)
-
 
 class Activation(Enum):
     """ibvi_activation: element-wise activation functions."""
@@ -44,7 +41,8 @@ class Activation(Enum):
 
 
 class Role(Enum):
-    """ibvi_layer_role: position of a dense layer among the dense layers."""
+    """ibvi_layer_role: position of a layer with a weight matrix (dense,
+    conv2d) among those layers."""
     NONE = 0
     INPUT = 1
     HIDDEN = 2

@@ -17,7 +17,12 @@
  * are version 2, with now and then what a later library might write:
  * unknown optional (rarely required) sections, unknown layer kinds,
  * records and sections with ignorable (or required) extra bytes, spatial
- * input shapes; the others are version 1. Most files load; the others fail
+ * input shapes; the others are version 1. One version-2 file in three is
+ * an image network: a spatial input shape and chains of every image kind
+ * (conv2d with any kernel, stride and padding, max and average pools,
+ * global average pooling, flatten, group norm, residuals with identity or
+ * projected skips), their geometry tracked so that most are valid and now
+ * and then one field is just out of range. Most files load; the others fail
  * one check each. Format: include/ibvi/io.h.
  *
  * tests/fuzz/run.sh load runs it into $FUZZ_WORK/gen-load and passes that
@@ -143,6 +148,116 @@ static void foreign_section(out *o)
     free(p.b);
 }
 
+/* One version-2 layer record. */
+static void record(out *arch, uint32_t kind, const int32_t *fields, int n)
+{
+    u32(arch, kind);
+    u64(arch, 20 + 4 * (uint64_t)n);
+    u64(arch, 20 + 4 * (uint64_t)n);
+    for (int i = 0; i < n; i++)
+        u32(arch, (uint32_t)fields[i]);
+}
+
+static int32_t sometimes_off(int32_t v)
+{
+    if (!chance(40))
+        return v;
+    static const int32_t odd[] = {0, -1, 1, 2, 65537, INT32_MAX, INT32_MIN};
+    return chance(2) ? v + (chance(2) ? 1 : -1) : odd[below(7)];
+}
+
+/* The ARCH payload of an image network; returns its parameter floats. */
+static int64_t image_arch(out *arch)
+{
+    typedef struct { int64_t c, h, w; } shape;
+    shape sh[40];
+    shape in = {1 + below(3), 3 + below(10), 3 + below(10)};
+    sh[0] = in;
+    u32(arch, (uint32_t)in.c);
+    u32(arch, (uint32_t)in.h);
+    u32(arch, (uint32_t)in.w);
+    const int count = 1 + (int)below(12);
+    u32(arch, (uint32_t)count);
+    int64_t floats = 0;
+    shape cur = in;
+    for (int i = 0; i < count; i++) {
+        const int last = i == count - 1;
+        const uint32_t k = last ? (chance(3) ? 2 : 0) : below(9);
+        int32_t f[8];
+        shape next = cur;
+        if (k == 0) { /* dense */
+            f[0] = sometimes_off(1 + (int32_t)below(6));
+            f[1] = (int32_t)below(3);
+            record(arch, 0, f, 2);
+            const int64_t P = f[0] * (cur.c * cur.h * cur.w) + f[0];
+            if (f[0] > 0)
+                floats += P * (1 + f[1]);
+            next = (shape){f[0], 1, 1};
+        } else if (k == 1) {
+            f[0] = sometimes_off(1 + (int32_t)below(3));
+            record(arch, 1, f, 1);
+        } else if (k == 2) { /* conv2d */
+            const int32_t kh = 1 + (int32_t)below((uint32_t)(cur.h < 4 ? cur.h : 4));
+            const int32_t kw = 1 + (int32_t)below((uint32_t)(cur.w < 4 ? cur.w : 4));
+            f[0] = 1 + (int32_t)below(5);
+            f[1] = kh;
+            f[2] = kw;
+            f[3] = 1 + (int32_t)below(2);
+            f[4] = 1 + (int32_t)below(2);
+            f[5] = (int32_t)below((uint32_t)kh);
+            f[6] = (int32_t)below((uint32_t)kw);
+            f[7] = (int32_t)below(3);
+            f[below(8)] = sometimes_off(f[0]);
+            record(arch, 2, f, 8);
+            const int64_t P = f[0] * cur.c * kh * kw + f[0];
+            floats += P * (1 + f[7]);
+            next = (shape){f[0], (cur.h + 2 * f[5] - kh) / (f[3] > 0 ? f[3] : 1) + 1,
+                           (cur.w + 2 * f[6] - kw) / (f[4] > 0 ? f[4] : 1) + 1};
+        } else if (k == 3 || k == 4) { /* pools */
+            const int32_t side = 1 + (int32_t)below(2);
+            f[0] = side;
+            f[1] = side;
+            f[2] = 1 + (int32_t)below(2);
+            f[3] = f[2];
+            f[below(4)] = sometimes_off(side);
+            record(arch, k, f, 4);
+            next = (shape){cur.c, (cur.h - side) / f[2] + 1, (cur.w - side) / f[2] + 1};
+        } else if (k == 5) {
+            record(arch, 5, f, 0);
+            next = (shape){cur.c, 1, 1};
+        } else if (k == 6) {
+            record(arch, 6, f, 0);
+            next = (shape){cur.c * cur.h * cur.w, 1, 1};
+        } else if (k == 7) { /* groupnorm */
+            f[0] = sometimes_off(chance(2) ? 1 : (int32_t)cur.c);
+            memcpy(&f[1], &(float){chance(20) ? 0.0f : 1e-5f}, 4);
+            record(arch, 7, f, 2);
+            floats += 2 * cur.c;
+        } else { /* residual: identity to an earlier layer of the same shape */
+            int from = -2;
+            for (int j = i - 1; j >= -1 && from == -2; j--)
+                if (sh[j + 1].c == cur.c && sh[j + 1].h == cur.h &&
+                    sh[j + 1].w == cur.w && chance(2))
+                    from = j;
+            int32_t stride = 0;
+            if (from == -2) { /* a projection from the input */
+                from = -1;
+                stride = 1;
+                floats += cur.c * in.c + cur.c;
+            }
+            f[0] = chance(30) ? sometimes_off(from) : from;
+            f[1] = chance(30) ? sometimes_off(stride) : stride;
+            record(arch, 8, f, 2);
+        }
+        cur = next;
+        if (i + 1 < 40)
+            sh[i + 1] = cur;
+        if (cur.h < 1 || cur.w < 1 || cur.c < 1)
+            cur = (shape){1, 1, 1}; /* already invalid: keep going */
+    }
+    return floats;
+}
+
 static void model(out *o)
 {
     const int version = chance(4) ? 1 : 2;
@@ -190,7 +305,14 @@ static void model(out *o)
     const uint32_t thread_count = chance(3) ? threads[below(8)] : 1;
 
     out head = {0}, arch = {0}, parm = {0}, optm = {0};
-    if (version == 1) {
+    const int image = version == 2 && !wide && chance(3);
+    if (image) {
+        u32(&head, parameterization);
+        u32(&head, thread_count);
+        u64(&head, position);
+        u64(&head, seed);
+        floats = image_arch(&arch);
+    } else if (version == 1) {
         u32(&head, (uint32_t)input_dim);
         u32(&head, parameterization);
         u64(&head, seed);
@@ -242,7 +364,7 @@ static void model(out *o)
     if (version == 2 && chance(40))
         f32(&parm, 1.0f); /* a later library's extra floats */
 
-    const int with_optimizer = !wide && chance(2);
+    const int with_optimizer = !wide && !(image && floats > 100000) && chance(2);
     if (with_optimizer) {
         const int adam = chance(2);
         const int64_t state_floats = (adam ? 2 : 1) * floats;
