@@ -1103,7 +1103,7 @@ typedef struct image_result {
  * one's minimum: on a shared machine the load drifts over seconds, and
  * interleaving puts each ratio's two sides under the same load. */
 #define IMAGE_ROUNDS 8
-#define IMAGE_ROUNDS_QUICK 5
+#define IMAGE_ROUNDS_QUICK 4
 
 static double keep_min(double best, double t) { return t < best ? t : best; }
 
