@@ -1187,6 +1187,8 @@ static int run_images(const options *o, image_result *out)
 
 static void print_images(const image_result *r, int n)
 {
+    if (n == 0)
+        return; /* --models none */
     printf("\n6. Image networks, batch %d, SGD momentum 0.9, muP, softmax xent;"
            " ibvi = rank %d on the first\n"
            "   conv and the last dense layer. GEMM ms = BLIS sgemm time of the"
