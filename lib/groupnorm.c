@@ -9,6 +9,11 @@
  * keeps double-precision centring even when |mean| >> std, and forward and
  * backward compute bit-identical xhat from the same three floats.
  *
+ * The layer kind (the end of this file) is deterministic: theta = [gamma;
+ * beta] in two groups, a gain (prior 1) and a shift (prior 0), which
+ * param.c scales like biases. Its scratch is kept (layer_ops.h): the
+ * forward's statistics are what the backward reads.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <math.h>
@@ -16,6 +21,7 @@
 
 #include "image.h"
 #include "internal.h"
+#include "network.h"
 
 static int check_size(const char *fn, const char *name, int64_t v)
 {
@@ -214,4 +220,70 @@ void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
                 }
             }
         }
+}
+
+/* ---- the kind ------------------------------------------------------------- */
+
+/* The builder (ibvi_net_add_groupnorm) put groups and eps in
+ * layer->groupnorm; the geometry comes from the input shape. */
+static int configure(ibvi_layer *layer, const char *fn)
+{
+    const ibvi__shape in = layer->in_shape;
+    ibvi__groupnorm_geom g;
+    const int st = ibvi__groupnorm_geometry(&g, in.c, in.h, in.w,
+                                            layer->groupnorm.groups,
+                                            layer->groupnorm.eps, fn);
+    if (st)
+        return st;
+    layer->groupnorm = g;
+    layer->out_shape = in;
+    layer->params = g.params;
+    layer->group_count = 2;
+    layer->groups[0] = (ibvi__param_group){.offset = 0, .count = g.c,
+                                           .fan_in = 1, .fan_out = g.c,
+                                           .role = IBVI__GROUP_GAIN};
+    layer->groups[1] = (ibvi__param_group){.offset = g.c, .count = g.c,
+                                           .fan_in = 1, .fan_out = g.c,
+                                           .role = IBVI__GROUP_SHIFT};
+    return IBVI_OK;
+}
+
+static int64_t scratch_floats(const ibvi_layer *layer, int64_t rows)
+{
+    return ibvi__groupnorm_scratch_floats(&layer->groupnorm, rows);
+}
+
+static void forward(const ibvi_layer *layer, const float *theta,
+                    const float *in, float *out, int64_t rows, float *scratch)
+{
+    ibvi__groupnorm_forward(&layer->groupnorm, theta, in, out, rows, scratch);
+}
+
+/* No cheap analytic bound on |dgamma| (it sums dy * xhat): the exact
+ * maximum per group, which is +inf or NaN when dy or x was not finite. */
+static void backward(const ibvi_layer *layer, const float *theta,
+                     const float *in, const float *dy, float *dx,
+                     float *dtheta, int64_t rows, float *scratch,
+                     double *bound)
+{
+    ibvi__groupnorm_backward(&layer->groupnorm, theta, in, dy, dx, dtheta,
+                             rows, scratch);
+    ibvi__group_max_abs(layer, dtheta, bound);
+}
+
+const ibvi__layer_ops ibvi__groupnorm_ops = {
+    .name = "groupnorm",
+    .flags = 0,
+    .configure = configure,
+    .scratch_floats = scratch_floats,
+    .scratch_kept = 1,
+    .forward = forward,
+    .backward = backward,
+};
+
+int ibvi_net_add_groupnorm(ibvi_net *net, int32_t groups, float eps)
+{
+    ibvi_layer proto = {.groupnorm = {.groups = groups, .eps = eps}};
+    return ibvi__net_add_layer(net, "ibvi_net_add_groupnorm",
+                               IBVI__KIND_GROUPNORM, &proto, 0);
 }

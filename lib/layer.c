@@ -33,6 +33,8 @@ int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
     case IBVI__KIND_AVGPOOL:
     case IBVI__KIND_GLOBAL_AVGPOOL:
     case IBVI__KIND_FLATTEN:
+    case IBVI__KIND_GROUPNORM:
+    case IBVI__KIND_RESIDUAL:
         break;
     }
     return ibvi__fail(IBVI_ERR_INVALID_ARG,

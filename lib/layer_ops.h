@@ -43,11 +43,13 @@ typedef enum ibvi__kind {
     IBVI__KIND_MAXPOOL = IBVI_LAYER_MAXPOOL,
     IBVI__KIND_AVGPOOL = IBVI_LAYER_AVGPOOL,
     IBVI__KIND_GLOBAL_AVGPOOL = IBVI_LAYER_GLOBAL_AVGPOOL,
-    IBVI__KIND_FLATTEN = IBVI_LAYER_FLATTEN
+    IBVI__KIND_FLATTEN = IBVI_LAYER_FLATTEN,
+    IBVI__KIND_GROUPNORM = IBVI_LAYER_GROUPNORM,
+    IBVI__KIND_RESIDUAL = IBVI_LAYER_RESIDUAL
 } ibvi__kind;
 /* One more than the largest ibvi__kind (not an enumerator: a switch over
  * ibvi__kind must not need a case for it). */
-#define IBVI__KIND_COUNT 7
+#define IBVI__KIND_COUNT 9
 
 /* The shape of one example: channels, height, width. */
 typedef struct ibvi__shape {
@@ -169,6 +171,8 @@ extern const ibvi__layer_ops ibvi__maxpool_ops;
 extern const ibvi__layer_ops ibvi__avgpool_ops;
 extern const ibvi__layer_ops ibvi__global_avgpool_ops;
 extern const ibvi__layer_ops ibvi__flatten_ops;
+extern const ibvi__layer_ops ibvi__groupnorm_ops;
+extern const ibvi__layer_ops ibvi__residual_ops;
 
 /* The ops of a kind; NULL for a value that is no kind. The one switch that
  * names every kind: -Wswitch flags a kind missing here. */
@@ -191,6 +195,10 @@ static inline const ibvi__layer_ops *ibvi__ops_of(int32_t kind)
         return &ibvi__global_avgpool_ops;
     case IBVI__KIND_FLATTEN:
         return &ibvi__flatten_ops;
+    case IBVI__KIND_GROUPNORM:
+        return &ibvi__groupnorm_ops;
+    case IBVI__KIND_RESIDUAL:
+        return &ibvi__residual_ops;
     }
     return NULL;
 }

@@ -47,6 +47,13 @@ struct ibvi_layer {
             int32_t kernel, stride;      /* global: both 0 (the plane)  */
             ibvi__pool2d_geom geom;
         } pool;
+        ibvi__groupnorm_geom groupnorm; /* groupnorm: groups, eps (builder),
+                                           the rest (configure)           */
+        struct {
+            int32_t from;   /* the skip's layer, -1 for the input        */
+            int32_t stride; /* the projection's, 0 for identity          */
+            ibvi__conv2d_geom projection; /* stride > 0 (configure)     */
+        } residual;
     };
 
     /* The weight distribution of theta (gaussian.c): P floats, in groups
@@ -281,5 +288,17 @@ void ibvi__activation_backward(int32_t activation, const float *input,
                                const float *grad_output, float *grad_input,
                                int64_t count);
 int ibvi__activation_valid(int32_t activation);
+
+/* Residual (residual.c): output (rows x outputs) = input + skip, where the
+ * skip (the output of layer `from`, or the network input) has skip_rows
+ * rows, rows or rows / blocks (then each of the `blocks` blocks of
+ * skip_rows rows adds the same skip: the predictor's rows shared by all
+ * samples), projected first when the layer has a projection (theta). The
+ * training forward (the kind's ops) reads the skip from the network's
+ * buffers; the predictor passes its own. scratch: the kind's. */
+void ibvi__residual_apply(const ibvi_layer *layer, const float *theta,
+                          const float *input, const float *skip,
+                          int64_t skip_rows, float *output, int64_t rows,
+                          float *scratch);
 
 #endif /* IBVI_NETWORK_H */

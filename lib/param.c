@@ -19,7 +19,9 @@
  * group's) and Adam multiplier 1; gain and shift groups (a normalisation's
  * scale and offset) start at 1 and 0 exactly and scale like biases. A
  * single weight-matrix layer has both fans fixed, so muP gives it SP's
- * values. Covariance factors use the mean's std divided by sqrt(R) and its
+ * values. Weights in a layer that is no weight matrix (a residual's 1x1
+ * projection, width to width) are scaled as a hidden layer's and do not
+ * count for the roles. Covariance factors use the mean's std divided by sqrt(R) and its
  * multipliers divided by R (applied in optimizer.c).
  *
  * SPDX-License-Identifier: MIT
@@ -129,8 +131,12 @@ void ibvi__param_configure(ibvi_net *net, int32_t parameterization)
         ibvi_layer *l = net->layers[i];
         l->role = has_weight_matrix(l) ? role_of(weight_index++, total)
                                        : IBVI_ROLE_NONE;
+        /* Weights outside the weight-matrix layers (a residual's
+         * projection, width to width) scale as a hidden layer's. */
+        const int32_t scale_role =
+            l->role == IBVI_ROLE_NONE ? IBVI_ROLE_HIDDEN : l->role;
         for (int32_t k = 0; k < l->group_count; k++)
-            configure_group(&l->groups[k], l->role, mup);
+            configure_group(&l->groups[k], scale_role, mup);
     }
     net->parameterization = parameterization;
 }

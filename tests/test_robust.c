@@ -1920,6 +1920,47 @@ static void sw_net_add_flatten(void)
 
 /* ---- the table ------------------------------------------------------------ */
 
+static void sw_net_add_groupnorm(void)
+{
+    const char *fn = "ibvi_net_add_groupnorm";
+    EXPECT(fn, ibvi_net_add_groupnorm(NULL, 1, 1e-5f), A);
+    ibvi_net *n = NULL;
+    CK_OK(ibvi_net_create_image(&n, 6, 2, 2, NULL));
+    const int32_t bad_groups[] = {0, -1, INT32_MIN, 65537, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_groups / sizeof bad_groups[0]; i++)
+        EXPECT(fn, ibvi_net_add_groupnorm(n, bad_groups[i], 1e-5f), A);
+    EXPECT(fn, ibvi_net_add_groupnorm(n, 4, 1e-5f), SH); /* 6 % 4 */
+    EXPECT(fn, ibvi_net_add_groupnorm(n, 7, 1e-5f), SH);
+    const float bad_eps[] = {0.0f, -0.0f, -1e-5f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad_eps / sizeof bad_eps[0]; i++)
+        EXPECT(fn, ibvi_net_add_groupnorm(n, 3, bad_eps[i]), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    ibvi_net_free(n);
+    EXPECT(fn, ibvi_net_add_groupnorm(F.net, 1, 1e-5f), ST);
+}
+
+static void sw_net_add_residual(void)
+{
+    const char *fn = "ibvi_net_add_residual";
+    EXPECT(fn, ibvi_net_add_residual(NULL, -1, 0), A);
+    ibvi_net *n = NULL;
+    CK_OK(ibvi_net_create_image(&n, 2, 4, 4, NULL));
+    const int32_t bad_from[] = {0, 1, -2, INT32_MAX, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad_from / sizeof bad_from[0]; i++)
+        EXPECT(fn, ibvi_net_add_residual(n, bad_from[i], 0), A);
+    EXPECT(fn, ibvi_net_add_residual(n, -1, -1), A);
+    EXPECT(fn, ibvi_net_add_residual(n, -1, INT32_MIN), A);
+    EXPECT(fn, ibvi_net_add_residual(n, -1, INT32_MAX), A);
+    EXPECT(fn, ibvi_net_add_residual(n, -1, 2), SH); /* 4x4 -> 2x2 */
+    CK_OK(ibvi_net_add_dense(n, 3, 0));
+    EXPECT(fn, ibvi_net_add_residual(n, -1, 0), SH); /* (2,4,4) vs (3,1,1) */
+    EXPECT(fn, ibvi_net_add_residual(n, -1, 3), SH); /* 4x4 -> 2x2 */
+    EXPECT(fn, ibvi_net_add_residual(n, 1, 0), A);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 1);
+    ibvi_net_free(n);
+    EXPECT(fn, ibvi_net_add_residual(F.net, -1, 1), ST);
+}
+
 typedef struct api_row {
     const char *name;
     void (*sweep)(void);
@@ -2039,6 +2080,8 @@ static const api_row api_table[] = {
     ROW(net_add_avgpool),
     ROW(net_add_global_avgpool),
     ROW(net_add_flatten),
+    ROW(net_add_groupnorm),
+    ROW(net_add_residual),
 };
 
 #define API_ROWS ((int)(sizeof api_table / sizeof api_table[0]))

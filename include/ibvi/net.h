@@ -51,7 +51,9 @@ typedef enum ibvi_layer_kind {
     IBVI_LAYER_MAXPOOL = 3,
     IBVI_LAYER_AVGPOOL = 4,
     IBVI_LAYER_GLOBAL_AVGPOOL = 5,
-    IBVI_LAYER_FLATTEN = 6
+    IBVI_LAYER_FLATTEN = 6,
+    IBVI_LAYER_GROUPNORM = 7,
+    IBVI_LAYER_RESIDUAL = 8
 } ibvi_layer_kind;
 
 /* Element-wise activation functions. */
@@ -66,7 +68,8 @@ typedef enum ibvi_activation {
  * IBVI_ROLE_SINGLE: both its fan-in and
  * fan-out are fixed, so muP treats it like SP (init 1/sqrt(fan_in), lr x 1). */
 typedef enum ibvi_layer_role {
-    IBVI_ROLE_NONE = 0,   /* activation layers */
+    IBVI_ROLE_NONE = 0,   /* layers without a weight matrix (activation,
+                             pooling, flatten, group norm, residual) */
     IBVI_ROLE_INPUT = 1,
     IBVI_ROLE_HIDDEN = 2,
     IBVI_ROLE_OUTPUT = 3,
@@ -169,6 +172,38 @@ IBVI_API int ibvi_net_add_global_avgpool(ibvi_net *net);
 /* Appends a flatten: (C, H, W) -> (C * H * W, 1, 1), the values unchanged
  * (a copy; dense layers read any shape flat already). */
 IBVI_API int ibvi_net_add_flatten(ibvi_net *net);
+
+/* Appends a group normalisation (docs/image-layers.md): the input's C
+ * channels split into `groups` groups of C / groups consecutive channels;
+ * each example's group is normalised by its own mean and variance, y =
+ * (x - mean) / sqrt(var + eps) * gamma[c] + beta[c]. No statistic crosses
+ * examples (no batch statistics, no running averages). Deterministic:
+ * theta = [gamma (C); beta (C)], P = 2C, gamma = 1 and beta = 0 at init,
+ * learning-rate multipliers as biases (SGD x C under muP, Adam x 1). A flat
+ * input of D features is (D, 1, 1): groups must divide D.
+ * groups: >= 1 and dividing the input's channels (IBVI_ERR_SHAPE else).
+ * eps: finite and > 0 (1e-5 is usual).
+ * Only before ibvi_net_init(). Returns IBVI_OK, IBVI_ERR_INVALID_ARG,
+ * IBVI_ERR_SHAPE, IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_add_groupnorm(ibvi_net *net, int32_t groups, float eps);
+
+/* Appends a residual connection: output = this layer's input (the previous
+ * layer's output, or x for the first layer) + skip, where skip is the
+ * output of layer `from` (0-based, -1 for the network input x; from must
+ * be smaller than this layer's index, i.e. < ibvi_net_layer_count()).
+ * projection_stride 0: identity skip; the two shapes must match exactly.
+ * projection_stride >= 1: the skip passes through a deterministic 1x1
+ * convolution with that stride, from's channels -> this input's channels,
+ * with bias: theta = [W (C_out x C_in) row-major; b (C_out)], P = C_out *
+ * C_in + C_out. The skip's height and width after the stride,
+ * (H - 1) / stride + 1, must match the input's. The projection is a hidden
+ * weight matrix for muP (fan_in C_in, fan_out C_out) and does not change
+ * the roles of the dense layers. Deterministic (no rank).
+ * Only before ibvi_net_init(). Returns IBVI_OK, IBVI_ERR_INVALID_ARG (from
+ * out of range, a negative stride), IBVI_ERR_SHAPE (shapes that do not
+ * match or cannot be projected), IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
+IBVI_API int ibvi_net_add_residual(ibvi_net *net, int32_t from,
+                                   int32_t projection_stride);
 
 /* Freezes the architecture (on the first call), allocates the parameters and
  * draws them from the prior of `parameterization` (an ibvi_parameterization)
@@ -305,10 +340,14 @@ IBVI_API int ibvi_layer_output_shape(const ibvi_layer *layer,
                                      int32_t *channels, int32_t *height,
                                      int32_t *width);
 /* P = outputs * inputs + outputs for dense layers, out_channels * C *
- * kernel_h * kernel_w + out_channels for conv2d, 0 for the other kinds. */
+ * kernel_h * kernel_w + out_channels for conv2d, 2C for group norm
+ * ([gamma; beta]), C_out * C_in + C_out for a residual with a projection,
+ * 0 for the other kinds (and an identity residual). */
 IBVI_API int64_t ibvi_layer_param_count(const ibvi_layer *layer);
 /* The prior's standard deviations of this dense layer's mean weights and
- * biases (factor entries use these divided by sqrt(R)). */
+ * biases (factor entries use these divided by sqrt(R)). A layer's "weights"
+ * are its first weight matrix, its "biases" its first other group: for a
+ * group norm no weights (0) and gamma (0: the prior is the constant 1). */
 IBVI_API int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
                                  float *bias_std);
 

@@ -77,7 +77,8 @@ IBVI_API int64_t ibvi_optimizer_step_count(const ibvi_optimizer *opt);
 IBVI_API int ibvi_optimizer_reset(ibvi_optimizer *opt);
 
 /* The learning-rate multipliers of a dense layer's mean weights and biases
- * for optimizer `kind` (the factor rows use these divided by R). */
+ * for optimizer `kind` (the factor rows use these divided by R). For a
+ * group norm, bias_mult is gamma's and beta's (weight_mult 1). */
 IBVI_API int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
                                        float *weight_mult, float *bias_mult);
 

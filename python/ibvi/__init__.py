@@ -36,7 +36,8 @@ from ._metrics import (METRICS_BINS, TEMPERATURE_MAX, TEMPERATURE_MIN, Bins,
 from ._metrics import (aupr_in, aupr_out, fpr_at_tpr, normal_quantile,
                        regression_calibration_error, regression_coverage,
                        regression_crps, regression_nll, regression_rmse)
-from ._net import Activation, Layer, LayerKind, LayerShape, Net, Param, Role
+from ._net import (Activation, ImageShape, Layer, LayerKind, LayerShape, Net,
+                   Param, Role)
 from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import Prediction, Predictor
 
@@ -44,6 +45,8 @@ from ._predictor import Prediction, Predictor
 __version__ = "0.2.0"
 #: IBVI_FORMAT_VERSION: the model file format version of io.h.
 FORMAT_VERSION = 2
+#: IBVI_CONV2D_OPTIONS_VERSION of net.h (the ibvi_conv2d_options layout).
+CONV2D_OPTIONS_VERSION = 1
 #: IBVI_MAX_SAMPLES: the largest number of weight samples any call takes.
 MAX_SAMPLES = _util.MAX_SAMPLES
 #: IBVI_VERSION_MAJOR/MINOR/PATCH of the headers this package was written for.
@@ -53,6 +56,7 @@ library_path = _lib.path
 
 
 for _cls in (Activation, Allocator, Bins, ChecksumError, CountingAllocator, Error,
+             ImageShape,
              FileError, FormatError, InvalidArgument, Layer, LayerKind,
              LayerShape, LossKind, LossResult, Metrics, Net, NonFiniteError,
              Optimizer, OptimizerKind, OutOfMemory, Param, Prediction,

@@ -23,6 +23,17 @@ class LayerKind(Enum):
     """ibvi_layer_kind."""
     DENSE = 0
     ACTIVATION = 1
+    CONV2D = 2
+    MAXPOOL = 3
+    AVGPOOL = 4
+    GLOBAL_AVGPOOL = 5
+    FLATTEN = 6
+    GROUPNORM = 7
+    RESIDUAL = 8
+
+
+#: Kinds with a weight matrix (and so a role and a possible covariance factor).
+_WEIGHT_KINDS = (LayerKind.DENSE, LayerKind.CONV2D)
 
 
 class Activation(Enum):
@@ -42,15 +53,19 @@ class Role(Enum):
 
 
 LayerShape = collections.namedtuple("LayerShape", "inputs outputs rank")
+ImageShape = collections.namedtuple("ImageShape", "channels height width")
 
 
 class Net(Handle):
-    """A network (ibvi_net): a chain of dense layers, each deterministic
-    (rank 0) or a low-rank Gaussian (rank R >= 1), and activations.
+    """A network (ibvi_net): a chain of layers; dense and convolution layers
+    are each deterministic (rank 0) or a low-rank Gaussian (rank R >= 1).
 
-    Build it with :meth:`add_dense` / :meth:`add_activation` (both return the
-    network, so calls chain), then :meth:`init`. Arrays go in as float32
-    (int32 labels), C-contiguous; other arrays are converted (copied) once.
+    ``Net(input_dim)`` takes flat inputs; ``Net.image(c, h, w)`` (or
+    ``Net(shape=(c, h, w))``) takes images, whose batches are NCHW arrays
+    (n, c, h, w) or flat (n, c*h*w). Build it with the ``add_*`` methods
+    (each returns the network, so calls chain), then :meth:`init`. Arrays go
+    in as float32 (int32 labels), C-contiguous; other arrays are converted
+    (copied) once.
     Integer arguments must be ints (or numpy integers) that fit their C type
     (int32_t, int64_t or uint64_t); anything else raises InvalidArgument
     before the library is called.
@@ -74,12 +89,35 @@ class Net(Handle):
 
     _what = "network"
 
-    def __init__(self, input_dim, allocator=None):
-        input_dim = _util.cint(input_dim, INT32, "Net", "input_dim")
-        alloc = allocator_arg(allocator, "Net")
+    def __init__(self, input_dim=None, allocator=None, shape=None):
+        if (input_dim is None) == (shape is None):
+            raise binding_error(InvalidArgument, "Net", "give input_dim or "
+                                "shape=(channels, height, width), not %s"
+                                % ("both" if shape is not None else "neither"))
         out = c_void_p()
-        lib.ibvi_net_create(byref(out), input_dim, alloc)
+        if shape is not None:
+            try:
+                c, h, w = shape
+            except (TypeError, ValueError):
+                raise binding_error(InvalidArgument, "Net", "shape must be "
+                                    "(channels, height, width), not %r"
+                                    % (shape,)) from None
+            c = _util.cint(c, INT32, "Net", "channels")
+            h = _util.cint(h, INT32, "Net", "height")
+            w = _util.cint(w, INT32, "Net", "width")
+            alloc = allocator_arg(allocator, "Net")
+            lib.ibvi_net_create_image(byref(out), c, h, w, alloc)
+        else:
+            input_dim = _util.cint(input_dim, INT32, "Net", "input_dim")
+            alloc = allocator_arg(allocator, "Net")
+            lib.ibvi_net_create(byref(out), input_dim, alloc)
         self._adopt(out.value, allocator)
+
+    @classmethod
+    def image(cls, channels, height, width, allocator=None):
+        """A network whose examples are images of shape (channels, height,
+        width) (ibvi_net_create_image)."""
+        return cls(shape=(channels, height, width), allocator=allocator)
 
     def _adopt(self, ptr, allocator):
         self._lock = _util.new_lock()
@@ -136,6 +174,87 @@ class Net(Handle):
             lib.ibvi_net_add_dense(h, outputs, rank)
         return self
 
+    def add_conv2d(self, out_channels, kernel, stride=1, padding=0, rank=0,
+                   kernel_w=None, stride_w=None, padding_w=None):
+        """Appends a 2-D convolution with `out_channels` filters of
+        kernel x kernel_w (kernel_w defaults to kernel), strides (stride,
+        stride_w) and zero padding (padding, padding_w) (the widths default
+        to the heights); rank as for add_dense. Returns self."""
+        fn = "Net.add_conv2d"
+        opts = _ConvOptions()
+        opts.version = 1  # IBVI_CONV2D_OPTIONS_VERSION
+        opts.out_channels = _util.cint(out_channels, INT32, fn, "out_channels")
+        opts.kernel_h = _util.cint(kernel, INT32, fn, "kernel")
+        opts.kernel_w = _util.cint(kernel if kernel_w is None else kernel_w,
+                                   INT32, fn, "kernel_w")
+        opts.stride_h = _util.cint(stride, INT32, fn, "stride")
+        opts.stride_w = _util.cint(stride if stride_w is None else stride_w,
+                                   INT32, fn, "stride_w")
+        opts.pad_h = _util.cint(padding, INT32, fn, "padding")
+        opts.pad_w = _util.cint(padding if padding_w is None else padding_w,
+                                INT32, fn, "padding_w")
+        opts.rank = _util.cint(rank, INT32, fn, "rank")
+        with self._use() as h:
+            lib.ibvi_net_add_conv2d_ex(h, byref(opts))
+        return self
+
+    def _add_pool(self, cfn, fn, kernel, stride):
+        kernel = _util.cint(kernel, INT32, fn, "kernel")
+        stride = kernel if stride is None else _util.cint(stride, INT32, fn,
+                                                          "stride")
+        with self._use() as h:
+            cfn(h, kernel, stride)
+        return self
+
+    def add_maxpool(self, kernel, stride=None):
+        """Appends a kernel x kernel max pooling (no padding) with `stride`
+        (default: kernel). Returns self."""
+        return self._add_pool(lib.ibvi_net_add_maxpool, "Net.add_maxpool",
+                              kernel, stride)
+
+    def add_avgpool(self, kernel, stride=None):
+        """Appends a kernel x kernel average pooling (no padding) with
+        `stride` (default: kernel). Returns self."""
+        return self._add_pool(lib.ibvi_net_add_avgpool, "Net.add_avgpool",
+                              kernel, stride)
+
+    def add_global_avgpool(self):
+        """Appends a global average pooling: (C, H, W) -> (C, 1, 1).
+        Returns self."""
+        with self._use() as h:
+            lib.ibvi_net_add_global_avgpool(h)
+        return self
+
+    def add_flatten(self):
+        """Appends a flatten layer: (C, H, W) -> (C*H*W, 1, 1). Returns self."""
+        with self._use() as h:
+            lib.ibvi_net_add_flatten(h)
+        return self
+
+    def add_groupnorm(self, groups, eps=1e-5):
+        """Appends a group normalisation over `groups` groups of channels
+        (which must divide the channels), with affine gamma = 1, beta = 0 at
+        init. Returns self."""
+        fn = "Net.add_groupnorm"
+        groups = _util.cint(groups, INT32, fn, "groups")
+        eps = _util.cfloat(eps, fn, "eps")
+        with self._use() as h:
+            lib.ibvi_net_add_groupnorm(h, groups, eps)
+        return self
+
+    def add_residual(self, from_layer, projection_stride=0):
+        """Appends a residual connection: output = the previous layer's output
+        + the output of layer `from_layer` (0-based, -1 = the network input).
+        projection_stride 0: identity skip (the shapes must match); >= 1: a
+        1x1 convolution with that stride projects the skip. Returns self."""
+        fn = "Net.add_residual"
+        from_layer = _util.cint(from_layer, INT32, fn, "from_layer")
+        projection_stride = _util.cint(projection_stride, INT32, fn,
+                                       "projection_stride")
+        with self._use() as h:
+            lib.ibvi_net_add_residual(h, from_layer, projection_stride)
+        return self
+
     def add_activation(self, activation):
         """Appends an activation: Activation.RELU/TANH/SILU or 'relu', 'tanh',
         'silu'. Returns self."""
@@ -186,7 +305,21 @@ class Net(Handle):
 
     @property
     def input_dim(self):
+        """Input values per example: C * H * W of input_shape."""
         return self._query(lib.ibvi_net_input_dim)
+
+    @property
+    def input_shape(self):
+        """ImageShape(channels, height, width) of one example: (input_dim,
+        1, 1) for Net(input_dim)."""
+        c, h, w = c_int32(), c_int32(), c_int32()
+        with self._use() as hd:
+            lib.ibvi_net_input_shape(hd, byref(c), byref(h), byref(w))
+        return ImageShape(c.value, h.value, w.value)
+
+    def _rows(self, x, fn):
+        """x (NCHW or flat) as (n, input_dim) rows; the caller holds the lock."""
+        return _util.images(x, self.input_shape, fn, "x")
 
     @property
     def output_dim(self):
@@ -264,17 +397,21 @@ class Net(Handle):
         with self._use():
             return [l for l in self.layers if l.kind == LayerKind.DENSE]
 
+    @property
+    def param_layers(self):
+        """The layers with parameters (dense, convolution, group norm,
+        projection residual), in order."""
+        with self._use():
+            return [l for l in self.layers if l.param_count > 0]
+
     def __repr__(self):
         with Hold(self._lockset):
             if self.closed:
                 return "<ibvi.Net (closed)>"
-            dims = [str(self.input_dim)]
+            c, h, w = self.input_shape
+            dims = [str(c) if h == w == 1 else "%dx%dx%d" % (c, h, w)]
             for l in self.layers:
-                if l.kind == LayerKind.DENSE:
-                    dims.append("%d%s" % (l.outputs,
-                                          "(R=%d)" % l.rank if l.rank else ""))
-                else:
-                    dims.append(l.activation.name.lower())
+                dims.append(l._brief())
             return "<ibvi.Net %s%s>" % (
                 "-".join(dims), "" if self.initialized else " (not initialised)")
 
@@ -282,12 +419,13 @@ class Net(Handle):
 
     def forward(self, x, samples=1, out=None):
         """Training-mode forward with `samples` weight samples drawn from the
-        network's stream. x: (n, input_dim). Returns (samples * n, output_dim),
+        network's stream. x: (n, input_dim) or NCHW (n, *input_shape), as
+        for every method that takes x. Returns (samples * n, output_dim),
         sample-major (row m * n + i: input i under sample m)."""
         fn = "Net.forward"
         samples, blocks = _util.sample_rows(samples, fn)
         with self._use() as h:
-            x = _util.rows(x, self.input_dim, fn, "x")
+            x = self._rows(x, fn)
             n = x.shape[0]
             out = _util.out_array(out, (blocks * n, self.output_dim), fn)
             lib.ibvi_net_forward(h, fp(x), n, samples, fp(out))
@@ -298,7 +436,7 @@ class Net(Handle):
         """Forward with the mean network (z = 0). Returns (n, output_dim)."""
         fn = "Net.forward_mean"
         with self._use() as h:
-            x = _util.rows(x, self.input_dim, fn, "x")
+            x = self._rows(x, fn)
             n = x.shape[0]
             out = _util.out_array(out, (n, self.output_dim), fn)
             lib.ibvi_net_forward_mean(h, fp(x), n, fp(out))
@@ -312,7 +450,7 @@ class Net(Handle):
         fn = "Net.forward_noise"
         z = _util.f32(z, fn, "z")
         with self._use() as h:
-            x = _util.rows(x, self.input_dim, fn, "x")
+            x = self._rows(x, fn)
             if samples is None:
                 ns = self.noise_size
                 if z.ndim == 2:
@@ -481,6 +619,13 @@ def _wrap_loaded(cls, net_ptr, opt_ptr, allocator):
         return net, Optimizer._from_handle(net, opt_ptr, None)
 
 
+class _ConvOptions(ctypes.Structure):
+    """struct ibvi_conv2d_options of net.h (version 1)."""
+    _fields_ = [("version", ctypes.c_uint32)] + [
+        (f, c_int32) for f in ("out_channels", "kernel_h", "kernel_w",
+                               "stride_h", "stride_w", "pad_h", "pad_w", "rank")]
+
+
 class Layer:
     """A layer of a network (a borrowed ibvi_layer handle). It keeps its
     network alive, holds the network's lock during each call and raises
@@ -488,7 +633,10 @@ class Layer:
 
     Dense layers expose the mean theta = [W row-major (out x in); b] as a
     1-D array of P = out*in + out floats and the covariance factor S as a
-    (P, R) array; getters return copies, setters copy in."""
+    (P, R) array; getters return copies, setters copy in. A convolution's
+    theta is [W (c_out x c_in*kh*kw) row-major; b], a projection residual's
+    [W (c_out x c_in); b], a group norm's [gamma; beta] (docs/image-layers.md).
+    Layers without parameters raise InvalidArgument from the accessors."""
 
     __slots__ = ("_net", "_ptr", "index")
 
@@ -540,6 +688,15 @@ class Layer:
         with self._use() as h:
             lib.ibvi_layer_shape(h, byref(i), byref(o), byref(r))
         return LayerShape(i.value, o.value, r.value)
+
+    @property
+    def output_shape(self):
+        """ImageShape(channels, height, width) of this layer's output per
+        example ((outputs, 1, 1) for a dense layer)."""
+        c, h, w = c_int32(), c_int32(), c_int32()
+        with self._use() as hd:
+            lib.ibvi_layer_output_shape(hd, byref(c), byref(h), byref(w))
+        return ImageShape(c.value, h.value, w.value)
 
     inputs = property(lambda self: self.shape.inputs)
     outputs = property(lambda self: self.shape.outputs)
@@ -611,19 +768,40 @@ class Layer:
     grad_mean = property(get_grad_mean)
     grad_factor = property(get_grad_factor)
 
+    def _split(self):
+        """(W, b) of a dense, convolution or projection layer: theta ends
+        with one bias per output channel."""
+        k = self.kind
+        if k not in (LayerKind.DENSE, LayerKind.CONV2D, LayerKind.RESIDUAL):
+            raise binding_error(InvalidArgument, "Layer.weight", "layer %d (%s)"
+                                " has no weight matrix" % (self.index,
+                                                           k.name.lower()))
+        c = self.output_shape.channels
+        theta = self.get_mean()
+        return theta[:theta.size - c].reshape(c, -1), theta[theta.size - c:]
+
     @property
     def weight(self):
-        """W = mean[:out*in] as (outputs, inputs) (a copy)."""
+        """W as (outputs, inputs) for a dense layer, (c_out, c_in*kh*kw) for
+        a convolution, (c_out, c_in) for a projection residual (a copy)."""
         with self._use():
-            i, o, _ = self.shape
-            return self.get_mean()[:o * i].reshape(o, i)
+            return self._split()[0]
 
     @property
     def bias(self):
-        """b = mean[out*in:] (a copy)."""
+        """b: the last output-channels values of the mean (a copy)."""
         with self._use():
-            i, o, _ = self.shape
-            return self.get_mean()[o * i:]
+            return self._split()[1]
+
+    def _brief(self):
+        k = self.kind
+        if k == LayerKind.DENSE:
+            return "%d%s" % (self.outputs, "(R=%d)" % self.rank if self.rank else "")
+        if k == LayerKind.ACTIVATION:
+            return self.activation.name.lower()
+        c, h, w = self.output_shape
+        r = "(R=%d)" % self.rank if k == LayerKind.CONV2D and self.rank else ""
+        return "%s[%dx%dx%d]%s" % (k.name.lower(), c, h, w, r)
 
     def __repr__(self):
         try:
@@ -633,7 +811,6 @@ class Layer:
                     i, o, r = self.shape
                     return "<ibvi.Layer %d dense %d->%d rank %d %s>" % (
                         self.index, i, o, r, self.role.name.lower())
-                return "<ibvi.Layer %d %s>" % (self.index,
-                                               self.activation.name.lower())
+                return "<ibvi.Layer %d %s>" % (self.index, self._brief())
         except StateError:
             return "<ibvi.Layer %d (network closed)>" % self.index

@@ -179,7 +179,7 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
     """One training step (ibvi_train_step): forward with `samples` weight
     samples, the loss, backward and one update of `opt` (bound to `net`).
 
-    x: (n, input_dim). labels: n ints (softmax cross-entropy) or targets:
+    x: (n, input_dim) or NCHW (n, *net.input_shape). labels: n ints (softmax cross-entropy) or targets:
     (n, output_dim) floats (squared error, binary cross-entropy). loss: a
     LossKind or name; by default SOFTMAX_XENT with labels, SQUARED with
     targets. Returns the minibatch loss (a float). A non-finite loss raises
@@ -200,7 +200,7 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
             raise binding_error(InvalidArgument, fn, "give labels or targets")
     kind = as_enum(LossKind, loss, fn, "loss")
     with _util.hold(net, opt) as (h_net, h_opt):
-        x = _util.rows(x, net.input_dim, fn, "x")
+        x = net._rows(x, fn)
         n = x.shape[0]
         if labels is not None:
             labels = _util.i32(labels, fn, "labels")

@@ -122,13 +122,13 @@ class Predictor(Handle):
         return z
 
     def run(self, x, uncertainty=True, out=None):
-        """Predicts x (n, input_dim). Returns a Prediction; with
+        """Predicts x (n, input_dim) or NCHW (n, *input_shape). Returns a Prediction; with
         uncertainty=False its three entropy arrays are None (and not
         computed). out: optional (n, classes) float32 array for probs."""
         fn = "Predictor.run"
         with self._use() as h:
             net = self._nets[0]
-            x = _util.rows(x, net.input_dim, fn, "x")
+            x = net._rows(x, fn)
             n = x.shape[0]
             probs = _util.out_array(out, (n, net.output_dim), fn)
             if uncertainty:

@@ -360,6 +360,32 @@ def rows(a, cols, fn, name):
     return arr
 
 
+def images(a, shape, fn, name):
+    """A batch of examples of per-example shape (c, h, w) as a 2-D float32
+    array (n, c*h*w): `a` is NCHW (n, c, h, w) or already flat (n, c*h*w).
+    A C-contiguous float32 array is reshaped without a copy; others are
+    converted (copied) once."""
+    arr = f32(a, fn, name)
+    c, h, w = shape
+    cols = c * h * w
+    if arr.ndim == 4:
+        if arr.shape[1:] != (c, h, w):
+            raise binding_error(ShapeError, fn, "%s has shape %s, expected "
+                                "(n, %d, %d, %d) or (n, %d)"
+                                % (name, arr.shape, c, h, w, cols))
+        return arr.reshape(arr.shape[0], cols)  # a view: arr is C-contiguous
+    if arr.ndim != 2:
+        raise binding_error(ShapeError, fn, "%s must be (n, %d, %d, %d) or "
+                            "(n, %d), got shape %s"
+                            % (name, c, h, w, cols, arr.shape))
+    if arr.shape[1] != cols:
+        raise binding_error(ShapeError, fn, "%s has %d columns, expected %d%s"
+                            % (name, arr.shape[1], cols,
+                               "" if h == w == 1 else
+                               " (= %d x %d x %d)" % (c, h, w)))
+    return arr
+
+
 def matrix(a, fn, name):
     """A 2-D float32 array whose column count (an int32_t in C) fits."""
     arr = f32(a, fn, name)
