@@ -16,11 +16,12 @@
  *   4. the peak resident memory of a training run against the bytes the
  *      model needs;
  *   5. the BLIS sub-configuration and thread counts;
- *   6. image networks (LeNet-5): standard and IBVI training steps, their
+ *   6. image networks (LeNet-5, a small ResNet with group norm): standard
+ *      and IBVI training steps, their
  *      GEMM limit, an im2col copy floor and K = 32 prediction (see the
  *      section's comment), for the models --models selects (default all).
  *
- * Usage: ibvi_bench [--quick] [--threads 1,2] [--models lenet5|all|none]
+ * Usage: ibvi_bench [--quick] [--threads 1,2] [--models lenet5,resnet|all|none]
  *                   [--images-only | --json FILE]
  *
  * SPDX-License-Identifier: MIT
@@ -479,7 +480,7 @@ typedef struct memory_result {
 } memory_result;
 
 /* The names of point 6's models, in IMAGE_MODELS's order. */
-static const char *const IMAGE_MODEL_NAMES[] = {"lenet5"};
+static const char *const IMAGE_MODEL_NAMES[] = {"lenet5", "resnet"};
 #define NIMAGE_MODELS_LISTED (int)(sizeof IMAGE_MODEL_NAMES / sizeof IMAGE_MODEL_NAMES[0])
 
 typedef struct options {
@@ -494,7 +495,7 @@ typedef struct options {
 static void usage(void)
 {
     fprintf(stderr, "usage: ibvi_bench [--quick] [--threads 1,2] "
-                    "[--models lenet5|all|none] [--images-only | --json FILE]\n");
+                    "[--models lenet5,resnet|all|none] [--images-only | --json FILE]\n");
     exit(2);
 }
 
@@ -770,7 +771,6 @@ static void write_prediction_json(FILE *f, int32_t threads,
 #define IMAGE_RANK 10
 #define IMAGE_K 32
 #define IMAGE_DATA 1024 /* training examples, cycled */
-#define IMAGE_PREDICT 1024 /* inputs predicted (--quick: 256) */
 #define MAX_SPECS 40
 #define MAX_IMAGE (4 * MAX_LIST) /* models x thread counts */
 /* lib/conv2d.c's CHUNK_BUDGET: floats of X_col + Y_col per chunk. The
@@ -778,10 +778,12 @@ static void write_prediction_json(FILE *f, int32_t threads,
  * shapes; keep the two in sync. */
 #define CONV_CHUNK_BUDGET ((int64_t)1 << 18)
 
-enum { S_CONV, S_RELU, S_MAXPOOL, S_DENSE };
+enum { S_CONV, S_RELU, S_MAXPOOL, S_DENSE, S_GN, S_RES, S_GAP };
 
 /* One layer: conv (a = out channels, b = kernel, c = stride, d = padding),
- * maxpool (b = kernel, c = stride), dense (a = outputs), relu. */
+ * maxpool (b = kernel, c = stride), dense (a = outputs), group norm
+ * (a = groups), residual (a = from, b = projection stride), global average
+ * pool, relu. */
 typedef struct spec {
     int kind;
     int32_t a, b, c, d;
@@ -790,17 +792,34 @@ typedef struct spec {
 typedef struct image_model {
     const char *name;
     int32_t channels, height, width;
+    int64_t predict, predict_quick; /* inputs for point 6's prediction */
     int count;
     spec layers[MAX_SPECS];
 } image_model;
 
 static const image_model IMAGE_MODELS[] = {
-    {"lenet5", 1, 28, 28, 11,
+    {"lenet5", 1, 28, 28, 1024, 256, 11,
      {{S_CONV, 6, 5, 1, 2}, {S_RELU, 0, 0, 0, 0}, {S_MAXPOOL, 0, 2, 2, 0},
       {S_CONV, 16, 5, 1, 0}, {S_RELU, 0, 0, 0, 0}, {S_MAXPOOL, 0, 2, 2, 0},
       {S_DENSE, 120, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
       {S_DENSE, 84, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
       {S_DENSE, CLASSES, 0, 0, 0}}},
+    /* stem conv-GN-relu, three stages of one basic block (16, 32, 64
+     * channels; stages 2 and 3 stride 2 with a projection residual):
+     * conv3x3-GN-relu-conv3x3-GN-residual-relu, global average pool,
+     * dense 10, on 3x32x32. */
+    {"resnet", 3, 32, 32, 128, 32, 26,
+     {{S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 2, 0, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 32, 3, 2, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 32, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 9, 2, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 64, 3, 2, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 64, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 16, 2, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_GAP, 0, 0, 0, 0}, {S_DENSE, CLASSES, 0, 0, 0}}},
 };
 #define NIMAGE_MODELS (int)(sizeof IMAGE_MODELS / sizeof IMAGE_MODELS[0])
 _Static_assert(NIMAGE_MODELS == NIMAGE_MODELS_LISTED,
@@ -815,6 +834,7 @@ typedef struct layer_geom {
     int64_t patch, positions, chunk; /* conv: K, HW, examples per chunk */
     int64_t in, out;          /* dense: features */
     int64_t params;
+    int dx; /* the backward forms the input gradient (lib/passes.c) */
 } layer_geom;
 
 static int model_geometry(const image_model *m, layer_geom *g)
@@ -822,7 +842,10 @@ static int model_geometry(const image_model *m, layer_geom *g)
     int64_t c = m->channels, h = m->height, w = m->width;
     for (int i = 0; i < m->count; i++) {
         const spec *s = &m->layers[i];
-        layer_geom l = {.kind = s->kind, .c = c, .h = h, .w = w};
+        /* passes.c gives every layer but the first an input gradient; a
+         * projection also forms its skip's (residual.c), unless from = -1. */
+        layer_geom l = {.kind = s->kind, .c = c, .h = h, .w = w,
+                        .dx = s->kind == S_RES ? s->a >= 0 : i > 0};
         switch (s->kind) {
         case S_CONV:
             l.oc = s->a;
@@ -846,6 +869,26 @@ static int model_geometry(const image_model *m, layer_geom *g)
             l.out = s->a;
             l.oc = s->a, l.oh = 1, l.ow = 1;
             l.params = l.out * l.in + l.out;
+            break;
+        case S_GN:
+            l.oc = c, l.oh = h, l.ow = w;
+            l.params = 2 * c;
+            break;
+        case S_GAP:
+            l.oc = c, l.oh = 1, l.ow = 1;
+            break;
+        case S_RES:
+            l.oc = c, l.oh = h, l.ow = w;
+            if (s->b >= 1) {
+                /* lib/residual.c: conv2d's math, 1x1 kernel, stride b, no
+                 * padding, from's channels to this input's, with bias. */
+                const int64_t sc = g[s->a].oc;
+                l.patch = sc;
+                l.positions = h * w;
+                const int64_t per = l.positions * (l.patch + l.oc);
+                l.chunk = per >= CONV_CHUNK_BUDGET ? 1 : CONV_CHUNK_BUDGET / per;
+                l.params = l.oc * sc + l.oc;
+            }
             break;
         default: /* relu */
             l.oc = c, l.oh = h, l.ow = w;
@@ -885,6 +928,18 @@ static ibvi_net *make_image_net(const image_model *m, int32_t rank,
         case S_DENSE:
             check(ibvi_net_add_dense(net, s->a, r), "ibvi_net_add_dense");
             break;
+        case S_GN:
+            check(ibvi_net_add_groupnorm(net, s->a, 1e-5f),
+                  "ibvi_net_add_groupnorm");
+            break;
+        case S_RES:
+            check(ibvi_net_add_residual(net, s->a, s->b),
+                  "ibvi_net_add_residual");
+            break;
+        case S_GAP:
+            check(ibvi_net_add_global_avgpool(net),
+                  "ibvi_net_add_global_avgpool");
+            break;
         default:
             check(ibvi_net_add_activation(net, IBVI_ACT_RELU), "add_activation");
             break;
@@ -909,6 +964,12 @@ static ibvi_net *make_image_net(const image_model *m, int32_t rank,
         }
     }
     return net;
+}
+
+/* A convolution's GEMMs: conv2d, or a residual's projection. */
+static int conv_like(const layer_geom *l)
+{
+    return l->kind == S_CONV || (l->kind == S_RES && l->patch > 0);
 }
 
 /* One GEMM call of the step, with its operands. */
@@ -963,8 +1024,10 @@ static void add_copy(image_gemm_ctx *g, float *dst, float *src, int64_t n)
  *     forward  Y_col (c_out x ld) = W (c_out x K) X_col (K x ld)
  *     backward dW (c_out x K) += dY_col (c_out x ld) X_col^T   (beta 0 on
  *              the first chunk, 1 after)
- *              dX_col (K x ld) = W^T dY_col              (not the first layer)
- *   dense (lib/dense.c): Y = X W^T; dW = dY^T X; dX = dY W (not the first).
+ *              dX_col (K x ld) = W^T dY_col              (not layer 0)
+ *   dense (lib/dense.c): Y = X W^T; dW = dY^T X; dX = dY W (not layer 0).
+ *   a residual's projection (lib/residual.c) runs conv2d's GEMMs with a
+ *   1x1 kernel: K = the skip's channels, HW = the output's positions.
  * Each chunk's im2col (forward, and again before dW) is a copy of K x ld
  * floats into X_col. */
 static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
@@ -983,10 +1046,9 @@ static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
     float *w[MAX_SPECS] = {0}, *dw[MAX_SPECS] = {0}, *col[MAX_SPECS] = {0},
           *ycol[MAX_SPECS] = {0}, *src[MAX_SPECS] = {0}, *x[MAX_SPECS] = {0},
           *y[MAX_SPECS] = {0}, *dx[MAX_SPECS] = {0};
-    int first = -1;
     for (int i = 0; i < n; i++) {
         const layer_geom *l = &geo[i];
-        if (l->kind == S_CONV) {
+        if (conv_like(l)) {
             const int64_t nb = rows < l->chunk ? rows : l->chunk;
             w[i] = ctx_buffer(g, l->oc * l->patch, &s);
             dw[i] = ctx_buffer(g, l->oc * l->patch, &s);
@@ -999,15 +1061,11 @@ static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
             x[i] = ctx_buffer(g, rows * l->in, &s);
             y[i] = ctx_buffer(g, rows * l->out, &s); /* also dY */
             dx[i] = ctx_buffer(g, rows * l->in, &s);
-        } else {
-            continue;
         }
-        if (first < 0)
-            first = i;
     }
     for (int i = 0; i < n; i++) {
         const layer_geom *l = &geo[i];
-        if (l->kind == S_CONV)
+        if (conv_like(l))
             for (int64_t r0 = 0; r0 < rows; r0 += l->chunk) {
                 const int64_t nb = rows - r0 < l->chunk ? rows - r0 : l->chunk;
                 const int64_t ld = nb * l->positions;
@@ -1021,7 +1079,7 @@ static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
     }
     for (int i = n - 1; i >= 0; i--) {
         const layer_geom *l = &geo[i];
-        if (l->kind == S_CONV)
+        if (conv_like(l))
             for (int64_t r0 = 0; r0 < rows; r0 += l->chunk) {
                 const int64_t nb = rows - r0 < l->chunk ? rows - r0 : l->chunk;
                 const int64_t ld = nb * l->positions;
@@ -1029,7 +1087,7 @@ static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
                 add_call(g, (gemm_call){0, 1, l->oc, l->patch, ld, ld, ld,
                                         l->patch, ycol[i], col[i], dw[i],
                                         r0 == 0 ? 0.0f : 1.0f});
-                if (i != first)
+                if (l->dx)
                     add_call(g, (gemm_call){1, 0, l->patch, ld, l->oc,
                                             l->patch, ld, ld, w[i], ycol[i],
                                             col[i], 0.0f});
@@ -1037,7 +1095,7 @@ static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
         else if (l->kind == S_DENSE) {
             add_call(g, (gemm_call){1, 0, l->out, l->in, rows, l->out, l->in,
                                     l->in, y[i], x[i], dw[i], 0.0f});
-            if (i != first)
+            if (l->dx)
                 add_call(g, (gemm_call){0, 0, rows, l->in, l->out, l->out,
                                         l->in, l->in, y[i], w[i], dx[i],
                                         0.0f});
@@ -1077,7 +1135,7 @@ static double model_macs(const image_model *m)
     const int n = model_geometry(m, g);
     double macs = 0.0;
     for (int i = 0; i < n; i++)
-        if (g[i].kind == S_CONV)
+        if (conv_like(&g[i]))
             macs += (double)g[i].oc * g[i].patch * g[i].positions;
         else if (g[i].kind == S_DENSE)
             macs += (double)g[i].in * g[i].out;
@@ -1121,7 +1179,7 @@ typedef struct image_result {
  * one's minimum: on a shared machine the load drifts over seconds, and
  * interleaving puts each ratio's two sides under the same load. */
 #define IMAGE_ROUNDS 8
-#define IMAGE_ROUNDS_QUICK 4
+#define IMAGE_ROUNDS_QUICK 2
 
 static double keep_min(double best, double t) { return t < best ? t : best; }
 
@@ -1134,7 +1192,7 @@ static int run_images(const options *o, image_result *out)
         const image_model *m = &IMAGE_MODELS[mi];
         const int64_t dim = (int64_t)m->channels * m->height * m->width;
         dataset d = make_data_dim(IMAGE_DATA, dim);
-        const int64_t pn = o->quick ? IMAGE_PREDICT / 4 : IMAGE_PREDICT;
+        const int64_t pn = o->quick ? m->predict_quick : m->predict;
         dataset pd = make_data_dim(pn, dim);
         float *probs = xmalloc((size_t)pn * CLASSES * sizeof(float));
         for (int ti = 0; ti < o->nthreads; ti++) {
@@ -1165,13 +1223,15 @@ static int run_images(const options *o, image_result *out)
             free_trainer(&std);
             free_trainer(&var);
             image_gemms_free(&g);
-            /* The mean network and the K samples, twice each, alternating. */
+            /* The mean network and the K samples, twice each (the K samples once
+             * in --quick), alternating. */
             ibvi_net *net = make_image_net(m, IMAGE_RANK, t);
             r.det = time_predictor(net, 1, 1, &pd, probs);
             r.sampled = time_predictor(net, IMAGE_K, 0, &pd, probs);
             r.det = keep_min(r.det, time_predictor(net, 1, 1, &pd, probs));
-            r.sampled = keep_min(r.sampled,
-                                 time_predictor(net, IMAGE_K, 0, &pd, probs));
+            if (!o->quick)
+                r.sampled = keep_min(
+                    r.sampled, time_predictor(net, IMAGE_K, 0, &pd, probs));
             r.floor = image_floor(m, IMAGE_K, pn);
             ibvi_net_free(net);
             out[n++] = r;
@@ -1220,13 +1280,16 @@ static void print_images(const image_result *r, int n)
                    1e3 * s->cpu_gemm, 100 * s->cpu_gemm / s->cpu_standard,
                    100 * s->cpu_gemm / s->cpu_ibvi);
     }
-    if (n > 0)
-        printf("   (prediction over %lld inputs; targets: x std <= 1.15, "
-               "GEMM%% >= 70; the cpu rows: the same minima in process CPU\n"
-               "   time, which leaves out the time other jobs held the core; "
-               "not shown for 2+ threads,\n"
-               "   where it adds the threads' times)\n",
-               (long long)r[0].predict_n);
+    printf("   (prediction over");
+    for (int i = 0; i < n; i++)
+        if (i == 0 || r[i].model != r[i - 1].model)
+            printf(" %lld inputs (%s)", (long long)r[i].predict_n,
+                   IMAGE_MODELS[r[i].model].name);
+    printf("; targets: x std <= 1.15, GEMM%% >= 70;\n"
+           "   the cpu rows: the same minima in process CPU time, which leaves "
+           "out the time other jobs\n"
+           "   held the core; not shown for 2+ threads, where it adds the "
+           "threads' times)\n");
 }
 
 static void write_images_json(FILE *f, const image_result *r, int n)
