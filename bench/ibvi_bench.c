@@ -15,9 +15,14 @@
  *      path the predictor takes;
  *   4. the peak resident memory of a training run against the bytes the
  *      model needs;
- *   5. the BLIS sub-configuration and thread counts.
+ *   5. the BLIS sub-configuration and thread counts;
+ *   6. image networks (LeNet-5, a small ResNet with group norm): standard
+ *      and IBVI training steps, their
+ *      GEMM limit, an im2col copy floor and K = 32 prediction (see the
+ *      section's comment), for the models --models selects (default all).
  *
- * Usage: ibvi_bench [--quick] [--threads 1,2] [--json FILE]
+ * Usage: ibvi_bench [--quick] [--threads 1,2] [--models lenet5,resnet|all|none]
+ *                   [--images-only | --json FILE]
  *
  * SPDX-License-Identifier: MIT
  */
@@ -93,21 +98,24 @@ static void fill(float *a, int64_t n, uint64_t *s)
 
 /* A synthetic data set: inputs in [0, 1), labels in [0, 10). */
 typedef struct dataset {
-    int64_t n;
+    int64_t n, dim;
     float *x;
     int32_t *y;
 } dataset;
 
-static dataset make_data(int64_t n)
+/* n examples of `dim` features (784 for the MLPs and LeNet-5). */
+static dataset make_data_dim(int64_t n, int64_t dim)
 {
     uint64_t s = DATA_SEED;
-    dataset d = {n, xmalloc((size_t)n * INPUTS * sizeof(float)),
+    dataset d = {n, dim, xmalloc((size_t)(n * dim) * sizeof(float)),
                  xmalloc((size_t)n * sizeof(int32_t))};
-    fill(d.x, n * INPUTS, &s);
+    fill(d.x, n * dim, &s);
     for (int64_t i = 0; i < n; i++)
         d.y[i] = (int32_t)(next_u64(&s) % CLASSES);
     return d;
 }
+
+static dataset make_data(int64_t n) { return make_data_dim(n, INPUTS); }
 
 static void free_data(dataset *d)
 {
@@ -118,24 +126,39 @@ static void free_data(dataset *d)
 /* Times fn(ctx): one warm-up call, then REPEATS repeats of `count` calls,
  * count chosen from the first repeat so all repeats take about
  * TARGET_SECONDS; returns the minimum over the repeats of the mean time per
- * call. (The first repeat is a single call; it counts as a repeat.) */
+ * call. (The first repeat is a single call; it counts as a repeat.) The
+ * same minimum in process CPU time goes to last_cpu_seconds: with one
+ * thread it leaves out the time other jobs held the core. */
+static double last_cpu_seconds; /* time_calls's minimum in process CPU time */
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static double time_calls(void (*fn)(void *), void *ctx)
 {
     fn(ctx);
-    double t0 = now();
+    double c0 = cpu_now(), t0 = now();
     fn(ctx);
-    double best = now() - t0;
+    double best = now() - t0, cpu_best = cpu_now() - c0;
     int64_t count = (int64_t)ceil(TARGET_SECONDS / REPEATS / (best > 1e-7 ? best : 1e-7));
     if (count < 1)
         count = 1;
     for (int r = 1; r < REPEATS; r++) {
-        t0 = now();
+        c0 = cpu_now(), t0 = now();
         for (int64_t i = 0; i < count; i++)
             fn(ctx);
         double mean = (now() - t0) / (double)count;
+        double cpu_mean = (cpu_now() - c0) / (double)count;
         if (mean < best)
             best = mean;
+        if (cpu_mean < cpu_best)
+            cpu_best = cpu_mean;
     }
+    last_cpu_seconds = cpu_best;
     return best;
 }
 
@@ -222,17 +245,18 @@ static void one_step(void *p)
     if (c->offset + c->batch > c->data->n)
         c->offset = 0;
     float loss;
-    check(ibvi_train_step(c->net, c->opt, c->data->x + c->offset * INPUTS,
+    check(ibvi_train_step(c->net, c->opt, c->data->x + c->offset * c->data->dim,
                           c->batch, 1, IBVI_LOSS_SOFTMAX_XENT,
                           c->data->y + c->offset, NULL, &loss),
           "ibvi_train_step");
     c->offset += c->batch;
 }
 
-static void make_trainer(step_ctx *c, int32_t width, const variant *v,
-                         int32_t threads, int64_t batch, const dataset *d)
+/* The trainer of every timed step: SGD momentum 0.9 on `net` (taken). */
+static void setup_trainer(step_ctx *c, ibvi_net *net, int64_t batch,
+                          const dataset *d)
 {
-    c->net = make_net(width, v, threads);
+    c->net = net;
     check(ibvi_net_reserve(c->net, batch, 1), "ibvi_net_reserve");
     check(ibvi_optimizer_create(&c->opt, c->net, IBVI_OPT_SGD, LR),
           "ibvi_optimizer_create");
@@ -240,6 +264,12 @@ static void make_trainer(step_ctx *c, int32_t width, const variant *v,
     c->data = d;
     c->batch = batch;
     c->offset = 0;
+}
+
+static void make_trainer(step_ctx *c, int32_t width, const variant *v,
+                         int32_t threads, int64_t batch, const dataset *d)
+{
+    setup_trainer(c, make_net(width, v, threads), batch, d);
 }
 
 static void free_trainer(step_ctx *c)
@@ -449,22 +479,29 @@ typedef struct memory_result {
     int64_t batch, data_n, steps, params, needed, baseline_kb, peak_kb;
 } memory_result;
 
+/* The names of point 6's models, in IMAGE_MODELS's order. */
+static const char *const IMAGE_MODEL_NAMES[] = {"lenet5", "resnet"};
+#define NIMAGE_MODELS_LISTED (int)(sizeof IMAGE_MODEL_NAMES / sizeof IMAGE_MODEL_NAMES[0])
+
 typedef struct options {
     int quick;
     int32_t threads[MAX_LIST];
     int nthreads;
     const char *json;
+    unsigned models; /* bit i: IMAGE_MODELS[i] (point 6) */
+    int images_only; /* point 6 alone, no JSON */
 } options;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: ibvi_bench [--quick] [--threads 1,2] [--json FILE]\n");
+    fprintf(stderr, "usage: ibvi_bench [--quick] [--threads 1,2] "
+                    "[--models lenet5,resnet|all|none] [--images-only | --json FILE]\n");
     exit(2);
 }
 
 static options parse_args(int argc, char **argv)
 {
-    options o = {0, {1, 2}, 2, NULL};
+    options o = {0, {1, 2}, 2, NULL, ~0u, 0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             o.quick = 1;
@@ -480,10 +517,26 @@ static options parse_args(int argc, char **argv)
             }
             if (o.nthreads == 0)
                 usage();
+        } else if (strcmp(argv[i], "--images-only") == 0) {
+            o.images_only = 1;
+        } else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc) {
+            o.models = 0;
+            for (char *tok = strtok(argv[++i], ","); tok; tok = strtok(NULL, ",")) {
+                int found = strcmp(tok, "none") == 0;
+                if (strcmp(tok, "all") == 0)
+                    o.models = ~0u, found = 1;
+                for (int m = 0; m < NIMAGE_MODELS_LISTED; m++)
+                    if (strcmp(tok, IMAGE_MODEL_NAMES[m]) == 0)
+                        o.models |= 1u << m, found = 1;
+                if (!found)
+                    usage();
+            }
         } else {
             usage();
         }
     }
+    if (o.images_only && o.json)
+        usage(); /* the JSON's other keys would be missing */
     return o;
 }
 
@@ -695,6 +748,589 @@ static void write_prediction_json(FILE *f, int32_t threads,
     fprintf(f, "  ]},\n");
 }
 
+/* ---- point 6: image networks ------------------------------------------------
+ * Convolutional models built through the public API (ibvi_net_create_image,
+ * ibvi_net_add_conv2d, ...), each at batch IMAGE_BATCH for every --threads
+ * entry:
+ *   - the standard training step and the IBVI step (rank IMAGE_RANK on the
+ *     first conv and the last dense layer), and their ratio;
+ *   - the GEMM limit: BLIS sgemm time of exactly the step's GEMMs, called as
+ *     lib/conv2d.c and lib/dense.c call them (see image_gemms), and the step
+ *     as a fraction of it (GEMM time / step time);
+ *   - a floor for im2col's share: a memcpy of the column matrix im2col
+ *     writes, as often as the step runs im2col (forward and dW of every
+ *     conv, per chunk), over the step time. im2col itself copies runs of
+ *     w_out floats and zero-fills the padding, so it costs more than this
+ *     copy; the library's im2col is not reachable from outside;
+ *   - K = IMAGE_K prediction (ibvi_predictor_run) as a multiple of one
+ *     deterministic forward (the mean network), next to its flop floor;
+ *   - with one thread, the step and GEMM minima again in process CPU time
+ *     (last_cpu_seconds), which on a shared machine leaves out preemption. */
+
+#define IMAGE_BATCH 128
+#define IMAGE_RANK 10
+#define IMAGE_K 32
+#define IMAGE_DATA 1024 /* training examples, cycled */
+#define MAX_SPECS 40
+#define MAX_IMAGE (4 * MAX_LIST) /* models x thread counts */
+/* lib/conv2d.c's CHUNK_BUDGET: floats of X_col + Y_col per chunk. The
+ * chunk of nb examples, nb = budget / (HW * (K + c_out)), fixes the GEMM
+ * shapes; keep the two in sync. */
+#define CONV_CHUNK_BUDGET ((int64_t)1 << 18)
+
+enum { S_CONV, S_RELU, S_MAXPOOL, S_DENSE, S_GN, S_RES, S_GAP };
+
+/* One layer: conv (a = out channels, b = kernel, c = stride, d = padding),
+ * maxpool (b = kernel, c = stride), dense (a = outputs), group norm
+ * (a = groups), residual (a = from, b = projection stride), global average
+ * pool, relu. */
+typedef struct spec {
+    int kind;
+    int32_t a, b, c, d;
+} spec;
+
+typedef struct image_model {
+    const char *name;
+    int32_t channels, height, width;
+    int64_t predict, predict_quick; /* inputs for point 6's prediction */
+    int count;
+    spec layers[MAX_SPECS];
+} image_model;
+
+static const image_model IMAGE_MODELS[] = {
+    {"lenet5", 1, 28, 28, 1024, 256, 11,
+     {{S_CONV, 6, 5, 1, 2}, {S_RELU, 0, 0, 0, 0}, {S_MAXPOOL, 0, 2, 2, 0},
+      {S_CONV, 16, 5, 1, 0}, {S_RELU, 0, 0, 0, 0}, {S_MAXPOOL, 0, 2, 2, 0},
+      {S_DENSE, 120, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_DENSE, 84, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_DENSE, CLASSES, 0, 0, 0}}},
+    /* stem conv-GN-relu, three stages of one basic block (16, 32, 64
+     * channels; stages 2 and 3 stride 2 with a projection residual):
+     * conv3x3-GN-relu-conv3x3-GN-residual-relu, global average pool,
+     * dense 10, on 3x32x32. */
+    {"resnet", 3, 32, 32, 128, 32, 26,
+     {{S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 16, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 2, 0, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 32, 3, 2, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 32, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 9, 2, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 64, 3, 2, 1}, {S_GN, 4, 0, 0, 0}, {S_RELU, 0, 0, 0, 0},
+      {S_CONV, 64, 3, 1, 1}, {S_GN, 4, 0, 0, 0}, {S_RES, 16, 2, 0, 0},
+      {S_RELU, 0, 0, 0, 0},
+      {S_GAP, 0, 0, 0, 0}, {S_DENSE, CLASSES, 0, 0, 0}}},
+};
+#define NIMAGE_MODELS (int)(sizeof IMAGE_MODELS / sizeof IMAGE_MODELS[0])
+_Static_assert(NIMAGE_MODELS == NIMAGE_MODELS_LISTED,
+               "IMAGE_MODEL_NAMES lists IMAGE_MODELS's names");
+
+/* Per layer: its input shape (c, h, w) and, for conv/dense, its GEMM
+ * geometry. Derived here and checked against ibvi_layer_output_shape. */
+typedef struct layer_geom {
+    int kind;
+    int64_t c, h, w;          /* input shape */
+    int64_t oc, oh, ow;       /* output shape */
+    int64_t patch, positions, chunk; /* conv: K, HW, examples per chunk */
+    int64_t in, out;          /* dense: features */
+    int64_t params;
+    int dx; /* the backward forms the input gradient (lib/passes.c) */
+} layer_geom;
+
+static int model_geometry(const image_model *m, layer_geom *g)
+{
+    int64_t c = m->channels, h = m->height, w = m->width;
+    for (int i = 0; i < m->count; i++) {
+        const spec *s = &m->layers[i];
+        /* passes.c gives every layer but the first an input gradient; a
+         * projection also forms its skip's (residual.c), unless from = -1. */
+        layer_geom l = {.kind = s->kind, .c = c, .h = h, .w = w,
+                        .dx = s->kind == S_RES ? s->a >= 0 : i > 0};
+        switch (s->kind) {
+        case S_CONV:
+            l.oc = s->a;
+            l.oh = (h + 2 * s->d - s->b) / s->c + 1;
+            l.ow = (w + 2 * s->d - s->b) / s->c + 1;
+            l.patch = c * s->b * s->b;
+            l.positions = l.oh * l.ow;
+            {
+                const int64_t per = l.positions * (l.patch + l.oc);
+                l.chunk = per >= CONV_CHUNK_BUDGET ? 1 : CONV_CHUNK_BUDGET / per;
+            }
+            l.params = l.oc * l.patch + l.oc;
+            break;
+        case S_MAXPOOL:
+            l.oc = c;
+            l.oh = (h - s->b) / s->c + 1;
+            l.ow = (w - s->b) / s->c + 1;
+            break;
+        case S_DENSE:
+            l.in = c * h * w;
+            l.out = s->a;
+            l.oc = s->a, l.oh = 1, l.ow = 1;
+            l.params = l.out * l.in + l.out;
+            break;
+        case S_GN:
+            l.oc = c, l.oh = h, l.ow = w;
+            l.params = 2 * c;
+            break;
+        case S_GAP:
+            l.oc = c, l.oh = 1, l.ow = 1;
+            break;
+        case S_RES:
+            l.oc = c, l.oh = h, l.ow = w;
+            if (s->b >= 1) {
+                /* lib/residual.c: conv2d's math, 1x1 kernel, stride b, no
+                 * padding, from's channels to this input's, with bias. */
+                const int64_t sc = g[s->a].oc;
+                l.patch = sc;
+                l.positions = h * w;
+                const int64_t per = l.positions * (l.patch + l.oc);
+                l.chunk = per >= CONV_CHUNK_BUDGET ? 1 : CONV_CHUNK_BUDGET / per;
+                l.params = l.oc * sc + l.oc;
+            }
+            break;
+        default: /* relu */
+            l.oc = c, l.oh = h, l.ow = w;
+            break;
+        }
+        g[i] = l;
+        c = l.oc, h = l.oh, w = l.ow;
+    }
+    return m->count;
+}
+
+/* The first conv and the last dense layer get `rank`. */
+static ibvi_net *make_image_net(const image_model *m, int32_t rank,
+                                int32_t threads)
+{
+    ibvi_net *net;
+    check(ibvi_net_create_image(&net, m->channels, m->height, m->width, NULL),
+          "ibvi_net_create_image");
+    int first_conv = -1, last_dense = -1;
+    for (int i = 0; i < m->count; i++) {
+        if (m->layers[i].kind == S_CONV && first_conv < 0)
+            first_conv = i;
+        if (m->layers[i].kind == S_DENSE)
+            last_dense = i;
+    }
+    for (int i = 0; i < m->count; i++) {
+        const spec *s = &m->layers[i];
+        const int32_t r = i == first_conv || i == last_dense ? rank : 0;
+        switch (s->kind) {
+        case S_CONV:
+            check(ibvi_net_add_conv2d(net, s->a, s->b, s->c, s->d, r),
+                  "ibvi_net_add_conv2d");
+            break;
+        case S_MAXPOOL:
+            check(ibvi_net_add_maxpool(net, s->b, s->c), "ibvi_net_add_maxpool");
+            break;
+        case S_DENSE:
+            check(ibvi_net_add_dense(net, s->a, r), "ibvi_net_add_dense");
+            break;
+        case S_GN:
+            check(ibvi_net_add_groupnorm(net, s->a, 1e-5f),
+                  "ibvi_net_add_groupnorm");
+            break;
+        case S_RES:
+            check(ibvi_net_add_residual(net, s->a, s->b),
+                  "ibvi_net_add_residual");
+            break;
+        case S_GAP:
+            check(ibvi_net_add_global_avgpool(net),
+                  "ibvi_net_add_global_avgpool");
+            break;
+        default:
+            check(ibvi_net_add_activation(net, IBVI_ACT_RELU), "add_activation");
+            break;
+        }
+    }
+    check(ibvi_net_init(net, IBVI_PARAM_MUP, NET_SEED), "ibvi_net_init");
+    check(ibvi_net_set_threads(net, threads), "ibvi_net_set_threads");
+    /* The GEMM shapes below come from model_geometry: check its shapes. */
+    layer_geom g[MAX_SPECS];
+    model_geometry(m, g);
+    for (int i = 0; i < m->count; i++) {
+        ibvi_layer *layer;
+        int32_t c, h, w;
+        check(ibvi_net_layer(net, i, &layer), "ibvi_net_layer");
+        check(ibvi_layer_output_shape(layer, &c, &h, &w), "output_shape");
+        if (c != g[i].oc || h != g[i].oh || w != g[i].ow ||
+            ibvi_layer_param_count(layer) != g[i].params) {
+            fprintf(stderr, "ibvi_bench: %s layer %d: shape %dx%dx%d, "
+                            "expected %lldx%lldx%lld\n", m->name, i, c, h, w,
+                    (long long)g[i].oc, (long long)g[i].oh, (long long)g[i].ow);
+            exit(1);
+        }
+    }
+    return net;
+}
+
+/* A convolution's GEMMs: conv2d, or a residual's projection. */
+static int conv_like(const layer_geom *l)
+{
+    return l->kind == S_CONV || (l->kind == S_RES && l->patch > 0);
+}
+
+/* One GEMM call of the step, with its operands. */
+typedef struct gemm_call {
+    int ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float *c;
+    float beta;
+} gemm_call;
+
+#define MAX_CALLS 4096
+
+typedef struct image_gemm_ctx {
+    int32_t threads;
+    int ncalls, ncopies;
+    gemm_call *calls;
+    /* The im2col-equivalent copies: col[i] <- src[i], bytes[i]. */
+    float **copy_dst, **copy_src;
+    int64_t *copy_floats;
+    float *bufs[8 * MAX_SPECS];
+    int nbufs;
+} image_gemm_ctx;
+
+static float *ctx_buffer(image_gemm_ctx *g, int64_t floats, uint64_t *s)
+{
+    float *p = xmalloc((size_t)floats * sizeof(float));
+    fill(p, floats, s);
+    g->bufs[g->nbufs++] = p;
+    return p;
+}
+
+static void add_call(image_gemm_ctx *g, gemm_call c)
+{
+    if (g->ncalls == MAX_CALLS) {
+        fprintf(stderr, "ibvi_bench: too many GEMM calls\n");
+        exit(1);
+    }
+    g->calls[g->ncalls++] = c;
+}
+
+static void add_copy(image_gemm_ctx *g, float *dst, float *src, int64_t n)
+{
+    g->copy_dst[g->ncopies] = dst;
+    g->copy_src[g->ncopies] = src;
+    g->copy_floats[g->ncopies++] = n;
+}
+
+/* The GEMMs of one standard training step on `rows` examples, in the
+ * library's order and with its arguments:
+ *   conv (lib/conv2d.c), per chunk of nb examples, ld = nb * HW:
+ *     forward  Y_col (c_out x ld) = W (c_out x K) X_col (K x ld)
+ *     backward dW (c_out x K) += dY_col (c_out x ld) X_col^T   (beta 0 on
+ *              the first chunk, 1 after)
+ *              dX_col (K x ld) = W^T dY_col              (not layer 0)
+ *   dense (lib/dense.c): Y = X W^T; dW = dY^T X; dX = dY W (not layer 0).
+ *   a residual's projection (lib/residual.c) runs conv2d's GEMMs with a
+ *   1x1 kernel: K = the skip's channels, HW = the output's positions.
+ * Each chunk's im2col (forward, and again before dW) is a copy of K x ld
+ * floats into X_col. */
+static void image_gemms_build(image_gemm_ctx *g, const image_model *m,
+                              int64_t rows, int32_t threads)
+{
+    memset(g, 0, sizeof *g);
+    g->threads = threads;
+    g->calls = xmalloc(MAX_CALLS * sizeof *g->calls);
+    g->copy_dst = xmalloc(MAX_CALLS * sizeof *g->copy_dst);
+    g->copy_src = xmalloc(MAX_CALLS * sizeof *g->copy_src);
+    g->copy_floats = xmalloc(MAX_CALLS * sizeof *g->copy_floats);
+    layer_geom geo[MAX_SPECS];
+    const int n = model_geometry(m, geo);
+    uint64_t s = DATA_SEED + 3;
+    /* Per weight layer: W, dW, and the work buffers. */
+    float *w[MAX_SPECS] = {0}, *dw[MAX_SPECS] = {0}, *col[MAX_SPECS] = {0},
+          *ycol[MAX_SPECS] = {0}, *src[MAX_SPECS] = {0}, *x[MAX_SPECS] = {0},
+          *y[MAX_SPECS] = {0}, *dx[MAX_SPECS] = {0};
+    for (int i = 0; i < n; i++) {
+        const layer_geom *l = &geo[i];
+        if (conv_like(l)) {
+            const int64_t nb = rows < l->chunk ? rows : l->chunk;
+            w[i] = ctx_buffer(g, l->oc * l->patch, &s);
+            dw[i] = ctx_buffer(g, l->oc * l->patch, &s);
+            col[i] = ctx_buffer(g, l->patch * nb * l->positions, &s);
+            src[i] = ctx_buffer(g, l->patch * nb * l->positions, &s);
+            ycol[i] = ctx_buffer(g, l->oc * nb * l->positions, &s);
+        } else if (l->kind == S_DENSE) {
+            w[i] = ctx_buffer(g, l->out * l->in, &s);
+            dw[i] = ctx_buffer(g, l->out * l->in, &s);
+            x[i] = ctx_buffer(g, rows * l->in, &s);
+            y[i] = ctx_buffer(g, rows * l->out, &s); /* also dY */
+            dx[i] = ctx_buffer(g, rows * l->in, &s);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const layer_geom *l = &geo[i];
+        if (conv_like(l))
+            for (int64_t r0 = 0; r0 < rows; r0 += l->chunk) {
+                const int64_t nb = rows - r0 < l->chunk ? rows - r0 : l->chunk;
+                const int64_t ld = nb * l->positions;
+                add_copy(g, col[i], src[i], l->patch * ld);
+                add_call(g, (gemm_call){0, 0, l->oc, ld, l->patch, l->patch,
+                                        ld, ld, w[i], col[i], ycol[i], 0.0f});
+            }
+        else if (l->kind == S_DENSE)
+            add_call(g, (gemm_call){0, 1, rows, l->out, l->in, l->in, l->in,
+                                    l->out, x[i], w[i], y[i], 0.0f});
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        const layer_geom *l = &geo[i];
+        if (conv_like(l))
+            for (int64_t r0 = 0; r0 < rows; r0 += l->chunk) {
+                const int64_t nb = rows - r0 < l->chunk ? rows - r0 : l->chunk;
+                const int64_t ld = nb * l->positions;
+                add_copy(g, col[i], src[i], l->patch * ld);
+                add_call(g, (gemm_call){0, 1, l->oc, l->patch, ld, ld, ld,
+                                        l->patch, ycol[i], col[i], dw[i],
+                                        r0 == 0 ? 0.0f : 1.0f});
+                if (l->dx)
+                    add_call(g, (gemm_call){1, 0, l->patch, ld, l->oc,
+                                            l->patch, ld, ld, w[i], ycol[i],
+                                            col[i], 0.0f});
+            }
+        else if (l->kind == S_DENSE) {
+            add_call(g, (gemm_call){1, 0, l->out, l->in, rows, l->out, l->in,
+                                    l->in, y[i], x[i], dw[i], 0.0f});
+            if (l->dx)
+                add_call(g, (gemm_call){0, 0, rows, l->in, l->out, l->out,
+                                        l->in, l->in, y[i], w[i], dx[i],
+                                        0.0f});
+        }
+    }
+}
+
+static void image_gemms_free(image_gemm_ctx *g)
+{
+    for (int b = 0; b < g->nbufs; b++)
+        free(g->bufs[b]);
+    free(g->calls), free(g->copy_dst), free(g->copy_src), free(g->copy_floats);
+}
+
+static void image_gemms_run(void *p)
+{
+    image_gemm_ctx *g = p;
+    for (int i = 0; i < g->ncalls; i++) {
+        const gemm_call *c = &g->calls[i];
+        sgemm(g->threads, c->ta, c->tb, c->m, c->n, c->k, c->a, c->lda, c->b,
+              c->ldb, c->beta, c->c, c->ldc);
+    }
+}
+
+static void image_copies_run(void *p)
+{
+    image_gemm_ctx *g = p;
+    for (int i = 0; i < g->ncopies; i++)
+        memcpy(g->copy_dst[i], g->copy_src[i],
+               (size_t)g->copy_floats[i] * sizeof(float));
+}
+
+/* Multiply-adds of the model's conv and dense GEMMs per example. */
+static double model_macs(const image_model *m)
+{
+    layer_geom g[MAX_SPECS];
+    const int n = model_geometry(m, g);
+    double macs = 0.0;
+    for (int i = 0; i < n; i++)
+        if (conv_like(&g[i]))
+            macs += (double)g[i].oc * g[i].patch * g[i].positions;
+        else if (g[i].kind == S_DENSE)
+            macs += (double)g[i].in * g[i].out;
+    return macs;
+}
+
+/* The flop floor of K samples relative to the mean network. The first
+ * conv is variational and lib/predictor.c has no low-rank identity for
+ * convolutions, so every layer runs K passes of its own weights, and each
+ * variational layer samples K x P x R once per run: K + K sum(P R) / (n x
+ * per-example multiply-adds). */
+static double image_floor(const image_model *m, int32_t K, int64_t n)
+{
+    layer_geom g[MAX_SPECS];
+    const int count = model_geometry(m, g);
+    int first_conv = -1, last_dense = -1;
+    for (int i = 0; i < count; i++) {
+        if (g[i].kind == S_CONV && first_conv < 0)
+            first_conv = i;
+        if (g[i].kind == S_DENSE)
+            last_dense = i;
+    }
+    double pr = 0.0;
+    if (first_conv >= 0)
+        pr += (double)g[first_conv].params * IMAGE_RANK;
+    if (last_dense >= 0)
+        pr += (double)g[last_dense].params * IMAGE_RANK;
+    return K + K * pr / ((double)n * model_macs(m));
+}
+
+typedef struct image_result {
+    int model;
+    int32_t threads;
+    int64_t batch, calls;
+    double standard, ibvi, gemm, copy, det, sampled, floor;
+    double cpu_standard, cpu_ibvi, cpu_gemm; /* process CPU time */
+    int64_t predict_n;
+} image_result;
+
+/* Rounds of (GEMMs, standard step, IBVI step, im2col copies), keeping each
+ * one's minimum: on a shared machine the load drifts over seconds, and
+ * interleaving puts each ratio's two sides under the same load. */
+#define IMAGE_ROUNDS 8
+#define IMAGE_ROUNDS_QUICK 2
+
+static double keep_min(double best, double t) { return t < best ? t : best; }
+
+static int run_images(const options *o, image_result *out)
+{
+    int n = 0;
+    for (int mi = 0; mi < NIMAGE_MODELS; mi++) {
+        if (!(o->models & (1u << mi)))
+            continue;
+        const image_model *m = &IMAGE_MODELS[mi];
+        const int64_t dim = (int64_t)m->channels * m->height * m->width;
+        dataset d = make_data_dim(IMAGE_DATA, dim);
+        const int64_t pn = o->quick ? m->predict_quick : m->predict;
+        dataset pd = make_data_dim(pn, dim);
+        float *probs = xmalloc((size_t)pn * CLASSES * sizeof(float));
+        for (int ti = 0; ti < o->nthreads; ti++) {
+            const int32_t t = o->threads[ti];
+            image_result r = {.model = mi, .threads = t, .batch = IMAGE_BATCH,
+                              .predict_n = pn, .standard = INFINITY,
+                              .ibvi = INFINITY, .gemm = INFINITY,
+                              .copy = INFINITY, .det = INFINITY,
+                              .cpu_standard = INFINITY, .cpu_ibvi = INFINITY,
+                              .cpu_gemm = INFINITY};
+            image_gemm_ctx g;
+            image_gemms_build(&g, m, IMAGE_BATCH, t);
+            r.calls = g.ncalls;
+            step_ctx std, var;
+            setup_trainer(&std, make_image_net(m, 0, t), IMAGE_BATCH, &d);
+            setup_trainer(&var, make_image_net(m, IMAGE_RANK, t), IMAGE_BATCH,
+                          &d);
+            const int rounds = o->quick ? IMAGE_ROUNDS_QUICK : IMAGE_ROUNDS;
+            for (int k = 0; k < rounds; k++) {
+                r.gemm = keep_min(r.gemm, time_calls(image_gemms_run, &g));
+                r.cpu_gemm = keep_min(r.cpu_gemm, last_cpu_seconds);
+                r.standard = keep_min(r.standard, time_calls(one_step, &std));
+                r.cpu_standard = keep_min(r.cpu_standard, last_cpu_seconds);
+                r.ibvi = keep_min(r.ibvi, time_calls(one_step, &var));
+                r.cpu_ibvi = keep_min(r.cpu_ibvi, last_cpu_seconds);
+                r.copy = keep_min(r.copy, time_calls(image_copies_run, &g));
+            }
+            free_trainer(&std);
+            free_trainer(&var);
+            image_gemms_free(&g);
+            /* The mean network and the K samples, twice each (the K samples once
+             * in --quick), alternating. */
+            ibvi_net *net = make_image_net(m, IMAGE_RANK, t);
+            r.det = time_predictor(net, 1, 1, &pd, probs);
+            r.sampled = time_predictor(net, IMAGE_K, 0, &pd, probs);
+            r.det = keep_min(r.det, time_predictor(net, 1, 1, &pd, probs));
+            if (!o->quick)
+                r.sampled = keep_min(
+                    r.sampled, time_predictor(net, IMAGE_K, 0, &pd, probs));
+            r.floor = image_floor(m, IMAGE_K, pn);
+            ibvi_net_free(net);
+            out[n++] = r;
+            fprintf(stderr, ".");
+        }
+        free(probs);
+        free_data(&pd);
+        free_data(&d);
+    }
+    fprintf(stderr, "\n");
+    return n;
+}
+
+static void print_images(const image_result *r, int n)
+{
+    if (n == 0)
+        return; /* --models none */
+    printf("\n6. Image networks, batch %d, SGD momentum 0.9, muP, softmax xent;"
+           " ibvi = rank %d on the first\n"
+           "   conv and the last dense layer. GEMM ms = BLIS sgemm time of the"
+           " step's conv (chunked im2col\n"
+           "   shapes of lib/conv2d.c) and dense GEMMs; GEMM%% = GEMM ms / step"
+           " ms; copy%% = a memcpy of every\n"
+           "   X_col im2col writes / step ms (a floor for im2col's share);"
+           " K=%d x det = ibvi_predictor_run\n"
+           "   time / the mean network's, floor x = the GEMMs' multiply-adds"
+           " (+ sampling) / the mean network's\n",
+           IMAGE_BATCH, IMAGE_RANK, IMAGE_K);
+    printf("   %-8s %3s %9s %9s %6s %8s %6s %6s %6s %6s %9s %7s %7s\n", "model",
+           "thr", "std ms", "ibvi ms", "x std", "GEMM ms", "GEMM%", "ibvi%",
+           "copy%", "calls", "det ms", "x det", "floor x");
+    for (int i = 0; i < n; i++) {
+        const image_result *s = &r[i];
+        printf("   %-8s %3d %9.3f %9.3f %6.3f %8.3f %6.1f %6.1f %6.1f %6lld "
+               "%9.3f %7.2f %7.2f\n",
+               IMAGE_MODELS[s->model].name, s->threads, 1e3 * s->standard,
+               1e3 * s->ibvi, s->ibvi / s->standard, 1e3 * s->gemm,
+               100 * s->gemm / s->standard, 100 * s->gemm / s->ibvi,
+               100 * s->copy / s->standard, (long long)s->calls, 1e3 * s->det,
+               s->sampled / s->det, s->floor);
+        if (s->threads == 1)
+            printf("   %-8s %3s %9.3f %9.3f %6.3f %8.3f %6.1f %6.1f "
+                   "(process CPU time, 1 thread)\n",
+                   IMAGE_MODELS[s->model].name, "cpu", 1e3 * s->cpu_standard,
+                   1e3 * s->cpu_ibvi, s->cpu_ibvi / s->cpu_standard,
+                   1e3 * s->cpu_gemm, 100 * s->cpu_gemm / s->cpu_standard,
+                   100 * s->cpu_gemm / s->cpu_ibvi);
+    }
+    printf("   (prediction over");
+    for (int i = 0; i < n; i++)
+        if (i == 0 || r[i].model != r[i - 1].model)
+            printf(" %lld inputs (%s)", (long long)r[i].predict_n,
+                   IMAGE_MODELS[r[i].model].name);
+    printf("; targets: x std <= 1.15, GEMM%% >= 70;\n"
+           "   the cpu rows: the same minima in process CPU time, which leaves "
+           "out the time other jobs\n"
+           "   held the core; not shown for 2+ threads, where it adds the "
+           "threads' times)\n");
+}
+
+static void write_images_json(FILE *f, const image_result *r, int n)
+{
+    fprintf(f, "  \"image_networks\": {\"batch\": %d, \"rank\": %d, "
+               "\"rank_layers\": \"first conv and last dense\", "
+               "\"K\": %d,\n"
+               "    \"gemm_definition\": \"BLIS sgemm time of the standard "
+               "step's GEMMs: conv forward, dW and dX (not the first layer) "
+               "per im2col chunk as lib/conv2d.c calls them, and the dense "
+               "layers' (sup off, same threads)\",\n"
+               "    \"im2col_copy_definition\": \"memcpy of the column matrix "
+               "(K x nb*HW floats) once per im2col the step runs (forward and "
+               "dW, per chunk): a floor, im2col itself is not timed\",\n"
+               "    \"floor_definition\": \"multiply-adds of the conv and dense "
+               "GEMMs for K samples plus sampling K x P x R, relative to the "
+               "mean network's\",\n"
+               "    \"runs\": [\n",
+            IMAGE_BATCH, IMAGE_RANK, IMAGE_K);
+    for (int i = 0; i < n; i++) {
+        const image_result *s = &r[i];
+        fprintf(f, "      {\"model\": \"%s\", \"threads\": %d, "
+                   "\"standard_step_s\": %.6g, \"ibvi_step_s\": %.6g, "
+                   "\"ibvi_ratio_to_standard\": %.6g, \"gemm_s\": %.6g, "
+                   "\"gemm_calls\": %lld, \"gemm_fraction_standard\": %.6g, "
+                   "\"gemm_fraction_ibvi\": %.6g, \"im2col_copy_s\": %.6g, "
+                   "\"im2col_copy_fraction\": %.6g, \"predict_inputs\": %lld, "
+                   "\"deterministic_s\": %.6g, \"sampled_s\": %.6g, "
+                   "\"sampled_relative\": %.6g, \"floor_relative\": %.6g, "
+                   "\"cpu_standard_step_s\": %.6g, \"cpu_ibvi_step_s\": %.6g, "
+                   "\"cpu_gemm_s\": %.6g}%s\n",
+                IMAGE_MODELS[s->model].name, s->threads, s->standard, s->ibvi,
+                s->ibvi / s->standard, s->gemm, (long long)s->calls,
+                s->gemm / s->standard, s->gemm / s->ibvi, s->copy,
+                s->copy / s->standard, (long long)s->predict_n, s->det,
+                s->sampled, s->sampled / s->det, s->floor, s->cpu_standard,
+                s->cpu_ibvi, s->cpu_gemm, i + 1 < n ? "," : "");
+    }
+    fprintf(f, "  ]},\n");
+}
+
 /* ---- output ---------------------------------------------------------------------- */
 
 static void print_header(const options *o, const char *arch)
@@ -734,6 +1370,7 @@ static void print_steps(const step_result *r, int n)
 static void write_json(const options *o, const char *arch,
                        const double *bandwidth, const step_result *steps,
                        int nsteps, const predict_result *pred, int npred,
+                       const image_result *img, int nimg,
                        const memory_result *m)
 {
     FILE *f = fopen(o->json, "w");
@@ -781,6 +1418,7 @@ static void write_json(const options *o, const char *arch,
     }
     fprintf(f, "  ],\n");
     write_prediction_json(f, o->threads[0], pred, npred);
+    write_images_json(f, img, nimg);
     fprintf(f, "  \"memory\": {\"width\": %d, \"rank_first\": %d, "
                "\"rank_last\": %d, \"batch\": %lld, \"threads\": %d, "
                "\"dataset_examples\": %lld, \"steps\": %lld, "
@@ -849,6 +1487,12 @@ int main(int argc, char **argv)
      * benchmark's own BLIS calls (the GEMM limit) then run on the same. */
     const char *arch = ibvi_kernel_name();
 
+    if (o.images_only) {
+        print_header(&o, arch);
+        image_result img[MAX_IMAGE];
+        print_images(img, run_images(&o, img));
+        return 0;
+    }
     memory_result mem = measure_memory(o.threads[0]);
     print_header(&o, arch);
 
@@ -901,9 +1545,18 @@ int main(int argc, char **argv)
         printf(" %d", o.threads[t]);
     printf(" (steps, GEMM limit, triad); prediction and memory: %d\n",
            o.threads[0]);
+    fflush(stdout);
+
+    image_result img[MAX_IMAGE];
+    const double t_images = now();
+    const int nimg = run_images(&o, img);
+    print_images(img, nimg);
+    if (nimg > 0)
+        printf("   (point 6 took %.1f s)\n", now() - t_images);
 
     if (o.json)
-        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred, &mem);
+        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred, img, nimg,
+                   &mem);
     free(steps);
     return 0;
 }
