@@ -195,9 +195,5 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_skip_and_kept_scratch_gradients);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    const int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_run_suite(s);
 }
