@@ -31,8 +31,9 @@
  * sigmoid, regression, heteroscedastic), whose accumulation runs along
  * rows in vectorised blocks, in double (through the last layer kind's
  * forward_by_class, or transposed from its forward). run and
- * run_regression share the one chunk loop (predict). A ReLU after a layer whose kind has forward_relu (dense: fused
- * with its bias) is done there; other activations are applied in place.
+ * run_regression share the one chunk loop (predict). A ReLU after a layer
+ * whose kind has forward_relu (dense: fused with its bias) is done there;
+ * other activations are applied in place.
  * The element-wise kernels are plain C loops that GCC vectorises (see
  * lib/meson.build): no intrinsics, no target flags.
  *
@@ -357,8 +358,8 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
     if (base)
         p->acc = (double *)(base + total);
     int64_t acc = 0;
-    for (int32_t kind = IBVI_HEAD_SOFTMAX; kind <= IBVI_HEAD_HETEROSCEDASTIC;
-         kind++) {
+    /* Every head of the table (the kinds are 0, 1, ...). */
+    for (int32_t kind = 0; ibvi__head_of(kind); kind++) {
         const int64_t doubles =
             ibvi__head_of(kind)->doubles((int32_t)classes, batch);
         acc = doubles > acc ? doubles : acc;
