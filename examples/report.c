@@ -39,6 +39,11 @@ void report_print_table(const report *r, FILE *out)
             "train s");
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
+        if (m->diverged) {
+            fprintf(out, "%-12s diverged (%s): not evaluated\n", m->name,
+                    m->divergence);
+            continue;
+        }
         const scores c = report_corruption_mean(m);
         fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
                      "| %9.2f %9.4f %9.2f | %8.1f\n",
@@ -55,9 +60,13 @@ void report_print_table(const report *r, FILE *out)
     fprintf(out, "\n");
     for (int c = 0; c < r->corruption_count; c++) {
         fprintf(out, "%-14s", r->corruption_names[c]);
-        for (int i = 0; i < r->method_count; i++)
-            fprintf(out, "   %7.4f (%6.2f)", r->methods[i].corruption[c].nll,
-                    100 * r->methods[i].corruption[c].accuracy);
+        for (int i = 0; i < r->method_count; i++) {
+            if (r->methods[i].diverged)
+                fprintf(out, " %18s", "diverged");
+            else
+                fprintf(out, "   %7.4f (%6.2f)", r->methods[i].corruption[c].nll,
+                        100 * r->methods[i].corruption[c].accuracy);
+        }
         fprintf(out, "\n");
     }
 }
@@ -94,9 +103,29 @@ static void json_number(FILE *f, const char *key, double v)
         fprintf(f, ", \"%s\": %.6f", key, v);
 }
 
+/* A diverged method: its name, why, and every metric null. */
+static void json_diverged_method(FILE *f, const method_result *m)
+{
+    static const char *const keys[] = {
+        "accuracy", "nll", "ece", "mce", "brier", "ece_adaptive", "aurc",
+        "ood_auroc", "aupr_in", "aupr_out", "fpr95", "temperature"};
+    fprintf(f, "    {\"name\": \"%s\", \"diverged\": true, \"divergence\": "
+               "\"%s\",\n     ", m->name, m->divergence);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        fprintf(f, "\"%s\": null, ", keys[k]);
+    fprintf(f, "\"train_seconds\": %.3f,\n     \"reliability\": null, "
+               "\"corruptions\": {}, \"corruption_mean\": {\"accuracy\": null, "
+               "\"nll\": null, \"ece\": null, \"mce\": null, \"brier\": null}}",
+            m->train_seconds);
+}
+
 static void json_method(FILE *f, const report *r, const method_result *m)
 {
-    fprintf(f, "    {\"name\": \"%s\", ", m->name);
+    if (m->diverged) {
+        json_diverged_method(f, m);
+        return;
+    }
+    fprintf(f, "    {\"name\": \"%s\", \"diverged\": false, ", m->name);
     json_scores(f, &m->test);
     json_number(f, "ece_adaptive", m->ece_adaptive);
     json_number(f, "aurc", m->aurc);
@@ -153,6 +182,12 @@ static void svg_panel(FILE *f, const method_result *m, double x0, double y0)
     const double size = 300, left = 50, top = 40;
     const double px = x0 + left, py = y0 + top;
     const double bin_width = size / IBVI_METRICS_BINS;
+    if (m->diverged) {
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+                   "font-weight='bold'>%s: diverged, not evaluated</text>\n",
+                px + size / 2, y0 + 22, m->name);
+        return;
+    }
     fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
                "font-weight='bold'>%s: ECE = %.2f%%</text>\n",
             px + size / 2, y0 + 22, m->name, 100 * m->test.ece);
@@ -206,7 +241,7 @@ static void svg_risk_panel(FILE *f, const report *r, double x0, double y0)
     const double px = x0 + left, py = y0 + top;
     double rmax = 0.0;
     for (int i = 0; i < r->method_count; i++)
-        for (int k = 0; k < REPORT_RISK_POINTS; k++)
+        for (int k = 0; k < REPORT_RISK_POINTS && !r->methods[i].diverged; k++)
             if (r->methods[i].risk[k] > rmax)
                 rmax = r->methods[i].risk[k];
     /* The risk axis: up to the largest risk, rounded up to a tenth. */
@@ -231,6 +266,8 @@ static void svg_risk_panel(FILE *f, const report *r, double x0, double y0)
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
         const char *color = colors[i % 8];
+        if (m->diverged)
+            continue;
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' "
                    "points='", color);
         for (int k = 0; k < REPORT_RISK_POINTS; k++) {

@@ -39,6 +39,11 @@ typedef struct method_result {
     double bin_confidence[IBVI_METRICS_BINS];
     int corruption_count;
     scores corruption[REPORT_MAX_CORRUPTIONS];
+    /* The training diverged (docs/concepts.md, "Learning rates and
+     * divergence"): then no metric above was measured; the table, the
+     * JSON and the SVG say "diverged" and why (divergence). */
+    int diverged;
+    char divergence[160];
 } method_result;
 
 typedef struct report {
