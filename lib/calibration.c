@@ -179,3 +179,138 @@ int ibvi_temperature_apply(float *probs, const float *logits, int64_t n,
     }
     return IBVI_OK;
 }
+
+/* ---- the noise std of a regression ---------------------------------------- */
+
+/* The objective of ibvi_fit_noise_std at a = sigma^2 (lower is better):
+ * sum_i [log(v_i + a) + r_i^2 / (v_i + a)], in double. */
+typedef struct noise_data {
+    const float *mean, *var, *targets;
+    int64_t count;
+} noise_data;
+
+static double noise_nll(const noise_data *x, double a)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < x->count; i++) {
+        const double d = (double)x->targets[i] - x->mean[i];
+        const double s = (double)x->var[i] + a;
+        total += log(s) + d * d / s;
+    }
+    return total;
+}
+
+#define NOISE_GRID 121       /* grid points in log sigma^2 */
+#define NOISE_SPAN 60.0      /* the grid covers [A e^-60, A] at most */
+#define GOLDEN_STEPS 200
+
+int ibvi_fit_noise_std(const float *mean, const float *var_epistemic,
+                       const float *targets, int64_t n, int32_t dims,
+                       float *noise_std)
+{
+    static const char fn[] = "ibvi_fit_noise_std";
+    IBVI_CHECK_NOT_NULL(fn, mean);
+    IBVI_CHECK_NOT_NULL(fn, targets);
+    IBVI_CHECK_NOT_NULL(fn, noise_std);
+    if (n < 1 || dims < 1)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: n = %lld, dims = %ld, expected both >= 1", fn,
+                          (long long)n, (long)dims);
+    if (n > INT64_MAX / 8 / dims)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: n x dims = %lld x %ld overflows", fn,
+                          (long long)n, (long)dims);
+    const int64_t count = n * dims;
+    if (!ibvi__all_finite(mean, count))
+        return ibvi__fail(IBVI_ERR_NONFINITE, "%s: mean holds NaN or infinity",
+                          fn);
+    if (!ibvi__all_finite(targets, count))
+        return ibvi__fail(IBVI_ERR_NONFINITE,
+                          "%s: targets hold NaN or infinity", fn);
+    int epistemic = 0;
+    if (var_epistemic) {
+        if (!ibvi__all_finite(var_epistemic, count))
+            return ibvi__fail(IBVI_ERR_NONFINITE,
+                              "%s: var_epistemic holds NaN or infinity", fn);
+        for (int64_t i = 0; i < count; i++) {
+            if (var_epistemic[i] < 0.0f)
+                return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                                  "%s: var_epistemic[%lld] = %g, expected "
+                                  ">= 0", fn, (long long)i,
+                                  (double)var_epistemic[i]);
+            epistemic |= var_epistemic[i] > 0.0f;
+        }
+    }
+    if (!epistemic) {
+        /* The closed form: sigma^2 = mean squared residual. */
+        double total = 0.0;
+        for (int64_t i = 0; i < count; i++) {
+            const double d = (double)targets[i] - mean[i];
+            total += d * d;
+        }
+        *noise_std = (float)sqrt(total / (double)count);
+        return IBVI_OK;
+    }
+    /* Every term log(v + a) + r^2 / (v + a) falls for a < r^2 - v and
+     * rises after: every minimum lies in [L, A], the least and the largest
+     * r^2 - v (a >= 0). */
+    const noise_data x = {mean, var_epistemic, targets, count};
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < count; i++) {
+        const double d = (double)targets[i] - mean[i];
+        const double excess = d * d - var_epistemic[i];
+        lo = excess < lo ? excess : lo;
+        hi = excess > hi ? excess : hi;
+    }
+    double best_a = 0.0;
+    if (hi > 0.0) {
+        /* The grid in u = log a, then golden-section search between the
+         * best point's neighbours. */
+        const double u_hi = log(hi);
+        const double u_lo = lo > hi * exp(-NOISE_SPAN) ? log(lo)
+                                                       : u_hi - NOISE_SPAN;
+        const double step = (u_hi - u_lo) / (NOISE_GRID - 1);
+        int best = 0;
+        double best_f = INFINITY;
+        for (int g = 0; g < NOISE_GRID; g++) {
+            const double f = noise_nll(&x, exp(u_lo + g * step));
+            if (f < best_f) {
+                best_f = f;
+                best = g;
+            }
+        }
+        double a = u_lo + (best > 0 ? best - 1 : 0) * step;
+        double b = u_lo + (best < NOISE_GRID - 1 ? best + 1 : best) * step;
+        const double ratio = 0.6180339887498949;
+        double c = b - ratio * (b - a), d = a + ratio * (b - a);
+        double fc = noise_nll(&x, exp(c));
+        double fd = noise_nll(&x, exp(d));
+        for (int it = 0; it < GOLDEN_STEPS && b - a > 1e-15 * (1.0 + fabs(a));
+             it++) {
+            if (fc <= fd) {
+                b = d;
+                d = c;
+                fd = fc;
+                c = b - ratio * (b - a);
+                fc = noise_nll(&x, exp(c));
+            } else {
+                a = c;
+                c = d;
+                fc = fd;
+                d = a + ratio * (b - a);
+                fd = noise_nll(&x, exp(d));
+            }
+        }
+        const double u = fc <= fd ? c : d;
+        const double fu = fc <= fd ? fc : fd;
+        best_a = fu <= best_f ? exp(u) : exp(u_lo + best * step);
+        /* sigma = 0 when that is better still (every v > 0 there: some v
+         * is > 0, and a v = 0 with r = 0 makes a -> 0 ever better, a v = 0
+         * with r != 0 ever worse; log(0) covers both). */
+        const double f0 = noise_nll(&x, 0.0);
+        if (f0 < (fu <= best_f ? fu : best_f))
+            best_a = 0.0;
+    }
+    *noise_std = (float)sqrt(best_a);
+    return IBVI_OK;
+}

@@ -16,11 +16,12 @@ int ibvi__loss_check(const char *fn, int32_t kind, int64_t rows,
                      const float *targets, int64_t n)
 {
     if (kind != IBVI_LOSS_SOFTMAX_XENT && kind != IBVI_LOSS_SQUARED &&
-        kind != IBVI_LOSS_BINARY_XENT)
+        kind != IBVI_LOSS_BINARY_XENT && kind != IBVI_LOSS_GAUSSIAN_NLL)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: loss kind = %d, expected "
-                          "IBVI_LOSS_SOFTMAX_XENT (0), IBVI_LOSS_SQUARED (1) "
-                          "or IBVI_LOSS_BINARY_XENT (2)", fn, (int)kind);
+                          "IBVI_LOSS_SOFTMAX_XENT (0), IBVI_LOSS_SQUARED (1), "
+                          "IBVI_LOSS_BINARY_XENT (2) or "
+                          "IBVI_LOSS_GAUSSIAN_NLL (3)", fn, (int)kind);
     if (uses_labels(kind))
         IBVI_CHECK_NOT_NULL(fn, labels);
     else
@@ -46,6 +47,14 @@ int ibvi__loss_check(const char *fn, int32_t kind, int64_t rows,
                                   (int)cols - 1);
     } else if (kind == IBVI_LOSS_SQUARED) {
         if (!ibvi__all_finite(targets, n * cols))
+            return ibvi__fail(IBVI_ERR_NONFINITE,
+                              "%s: targets hold NaN or infinity", fn);
+    } else if (kind == IBVI_LOSS_GAUSSIAN_NLL) {
+        if (cols % 2 != 0)
+            return ibvi__fail(IBVI_ERR_SHAPE,
+                              "%s: cols = %d, expected an even number (D "
+                              "means, then D log-variances)", fn, (int)cols);
+        if (!ibvi__all_finite(targets, n * (cols / 2)))
             return ibvi__fail(IBVI_ERR_NONFINITE,
                               "%s: targets hold NaN or infinity", fn);
     } else {
@@ -157,6 +166,42 @@ static int binary_xent(const char *fn, const float *logits, int64_t rows,
     return finish(fn, total, rows, loss);
 }
 
+/* The clamp of the log-variances (loss.h) keeps exp(-c) finite: the
+ * gradient never overflows however far s strays, and outside the range the
+ * loss is flat in s (zero gradient). */
+static int gaussian_nll(const char *fn, const float *outputs, int64_t rows,
+                        int32_t cols, const float *targets, int64_t n,
+                        float *loss, float *grad)
+{
+    const int32_t dims = cols / 2;
+    const double scale = 1.0 / (double)rows;
+    const double log_2pi = 1.8378770664093453;
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *m = outputs + r * cols, *s = m + dims;
+        const float *t = targets + (r % n) * dims;
+        for (int32_t j = 0; j < dims; j++) {
+            const int inside = s[j] >= IBVI_LOG_VAR_MIN &&
+                               s[j] <= IBVI_LOG_VAR_MAX;
+            const double c = inside ? (double)s[j]
+                             : s[j] < IBVI_LOG_VAR_MIN ? IBVI_LOG_VAR_MIN
+                                                       : IBVI_LOG_VAR_MAX;
+            const double diff = (double)t[j] - m[j];
+            const double precision = exp(-c);
+            const double q = diff * diff * precision;
+            /* A non-finite s would be clamped to a finite loss: add it,
+             * so the loss is not finite either (IBVI_ERR_NONFINITE). */
+            total += 0.5 * (log_2pi + c + q) + (isfinite(s[j]) ? 0.0 : s[j]);
+            if (grad) {
+                grad[r * cols + j] = (float)(-scale * diff * precision);
+                grad[r * cols + dims + j] =
+                    inside ? (float)(0.5 * scale * (1.0 - q)) : 0.0f;
+            }
+        }
+    }
+    return finish(fn, total, rows, loss);
+}
+
 int ibvi__loss_eval(const char *fn, int32_t kind, const float *outputs,
                     int64_t rows, int32_t cols, const int32_t *labels,
                     const float *targets, int64_t n, float *loss, float *grad)
@@ -166,6 +211,8 @@ int ibvi__loss_eval(const char *fn, int32_t kind, const float *outputs,
         return softmax_xent(fn, outputs, rows, cols, labels, n, loss, grad);
     case IBVI_LOSS_SQUARED:
         return squared(fn, outputs, rows, cols, targets, n, loss, grad);
+    case IBVI_LOSS_GAUSSIAN_NLL:
+        return gaussian_nll(fn, outputs, rows, cols, targets, n, loss, grad);
     default:
         return binary_xent(fn, outputs, rows, cols, targets, n, loss, grad);
     }
@@ -208,6 +255,14 @@ int ibvi_loss_binary_xent(const float *logits, int64_t rows, int32_t cols,
 {
     return checked_loss("ibvi_loss_binary_xent", IBVI_LOSS_BINARY_XENT,
                         logits, rows, cols, NULL, targets, n, loss, grad);
+}
+
+int ibvi_loss_gaussian_nll(const float *outputs, int64_t rows, int32_t cols,
+                           const float *targets, int64_t n, float *loss,
+                           float *grad)
+{
+    return checked_loss("ibvi_loss_gaussian_nll", IBVI_LOSS_GAUSSIAN_NLL,
+                        outputs, rows, cols, NULL, targets, n, loss, grad);
 }
 
 int ibvi_loss(int32_t kind, const float *outputs, int64_t rows, int32_t cols,

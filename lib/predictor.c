@@ -53,6 +53,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "head.h"
 #include "ibvi/predictor.h"
 #include "kernels.h"
 #include "network.h"
@@ -66,6 +67,9 @@ struct ibvi_predictor {
     int32_t samples;      /* K */
     int32_t mean_network; /* 1: z = 0, one sample */
     float temperature;
+    const ibvi__head_ops *head; /* what a run averages (head.h) */
+    int32_t head_kind;
+    float noise_std;      /* IBVI_HEAD_REGRESSION's sigma */
     int64_t batch;
     float *noise;         /* count x K x noise_size, drawn at creation */
     int32_t fan_out;      /* index of the first variational layer, or -1 */
@@ -91,11 +95,9 @@ struct ibvi_predictor {
      * rows are shared, K * n after the fan-out). */
     float **kept;
     int64_t *kept_rows;
-    double *prob_sum;     /* classes x batch (class-major, as the logits) */
-    double *entropy_sum;  /* batch */
-    double *shifted;      /* classes x batch: (logit - row max) / T */
-    double *exps;         /* classes x batch: their exponentials */
-    double *row_max, *row_z, *row_dot; /* batch each: per-row softmax sums */
+    double *acc;          /* the head's accumulators: the most any head asks
+                             for this network's outputs and batch (head.h),
+                             so changing the head never allocates */
     /* Per layer: K x P materialised weights in the workspace, or NULL when
      * the layer never materialises (rank 0, or the identity always wins). */
     float **sampled;
@@ -350,17 +352,17 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         if (materialises)
             total += padded((int64_t)K * l->params);
     }
-    if (base) {
-        p->prob_sum = (double *)(base + total);
-        p->entropy_sum = p->prob_sum + padded(batch * classes);
-        p->shifted = p->entropy_sum + padded(batch);
-        p->exps = p->shifted + padded(batch * classes);
-        p->row_max = p->exps + padded(batch * classes);
-        p->row_z = p->row_max + padded(batch);
-        p->row_dot = p->row_z + padded(batch);
+    if (base)
+        p->acc = (double *)(base + total);
+    int64_t acc = 0;
+    for (int32_t kind = IBVI_HEAD_SOFTMAX; kind <= IBVI_HEAD_HETEROSCEDASTIC;
+         kind++) {
+        const int64_t doubles =
+            ibvi__head_of(kind)->doubles((int32_t)classes, batch);
+        acc = doubles > acc ? doubles : acc;
     }
-    /* The double buffers count twice: they hold 8-byte values. */
-    return total + 2 * (3 * padded(batch * classes) + 4 * padded(batch));
+    /* The accumulators count twice: they hold 8-byte values. */
+    return total + 2 * padded(acc);
 }
 
 static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
@@ -444,6 +446,8 @@ static int create(const char *fn, ibvi_predictor **out, ibvi_net *const *nets,
     p->count = count;
     p->samples = samples;
     p->temperature = 1.0f;
+    p->head = ibvi__head_of(IBVI_HEAD_SOFTMAX);
+    p->head_kind = IBVI_HEAD_SOFTMAX;
     p->noise = noise;
     p->fan_out = first_variational(nets[0]);
     ibvi_rng rng;
@@ -492,6 +496,13 @@ void ibvi_predictor_free(ibvi_predictor *p)
 
 /* ---- settings ------------------------------------------------------------ */
 
+/* The outputs' count of the first network: every member has it. */
+static int32_t network_outputs(const ibvi_predictor *p)
+{
+    const ibvi_net *first = p->nets[0];
+    return first->layers[first->layer_count - 1]->outputs;
+}
+
 int ibvi_predictor_set_batch_size(ibvi_predictor *p, int64_t batch)
 {
     static const char fn[] = "ibvi_predictor_set_batch_size";
@@ -523,8 +534,76 @@ int ibvi_predictor_set_temperature(ibvi_predictor *p, float temperature)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: temperature = %g, expected a finite value > 0",
                           fn, (double)temperature);
+    if (p->head->regression && temperature != 1.0f)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: temperature = %g with the %s head: a "
+                          "temperature scales logits (softmax and sigmoid "
+                          "heads), a regression head takes only 1", fn,
+                          (double)temperature, p->head->name);
     p->temperature = temperature;
     return IBVI_OK;
+}
+
+int ibvi_head_options_init(ibvi_head_options *opts, int32_t kind)
+{
+    static const char fn[] = "ibvi_head_options_init";
+    IBVI_CHECK_NOT_NULL(fn, opts);
+    if (!ibvi__head_of(kind))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: kind = %d, expected IBVI_HEAD_SOFTMAX (0), "
+                          "_SIGMOID (1), _REGRESSION (2) or "
+                          "_HETEROSCEDASTIC (3)", fn, (int)kind);
+    opts->version = IBVI_HEAD_OPTIONS_VERSION;
+    opts->kind = kind;
+    opts->noise_std = 0.0f;
+    return IBVI_OK;
+}
+
+int ibvi_predictor_set_head(ibvi_predictor *p, const ibvi_head_options *opts)
+{
+    static const char fn[] = "ibvi_predictor_set_head";
+    IBVI_CHECK_NOT_NULL(fn, p);
+    IBVI_CHECK_NOT_NULL(fn, opts);
+    if (opts->version != IBVI_HEAD_OPTIONS_VERSION)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: opts->version = %u, expected "
+                          "IBVI_HEAD_OPTIONS_VERSION (%d): fill the options "
+                          "with ibvi_head_options_init", fn,
+                          (unsigned)opts->version, IBVI_HEAD_OPTIONS_VERSION);
+    const ibvi__head_ops *head = ibvi__head_of(opts->kind);
+    if (!head)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: opts->kind = %d, expected IBVI_HEAD_SOFTMAX "
+                          "(0), _SIGMOID (1), _REGRESSION (2) or "
+                          "_HETEROSCEDASTIC (3)", fn, (int)opts->kind);
+    if (!(opts->noise_std >= 0.0f) || !isfinite(opts->noise_std))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: opts->noise_std = %g, expected a finite value "
+                          ">= 0", fn, (double)opts->noise_std);
+    int status = head->check(network_outputs(p), fn);
+    if (status < 0)
+        return status;
+    if (head->regression && p->temperature != 1.0f)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the temperature is %g: a regression head "
+                          "takes none (set it back to 1 first)", fn,
+                          (double)p->temperature);
+    p->head = head;
+    p->head_kind = opts->kind;
+    p->noise_std = opts->noise_std;
+    return IBVI_OK;
+}
+
+int32_t ibvi_predictor_head(const ibvi_predictor *p)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_predictor_head", p);
+    return p->head_kind;
+}
+
+int32_t ibvi_predictor_output_dim(const ibvi_predictor *p)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_predictor_output_dim", p);
+    return p->head->dim(network_outputs(p));
 }
 
 int32_t ibvi_predictor_samples(const ibvi_predictor *p)
@@ -859,66 +938,11 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
     return (logits){input, blocks, classes * n, n};
 }
 
-/* sum += e scale */
-static void scaled_column(double *restrict sum, const double *restrict e,
-                          const double *restrict scale, int64_t n)
+/* Both runs, after their own checks: x and n are checked here. Runs the
+ * members chunk by chunk and hands every sample block to the head. */
+static int predict(ibvi_predictor *p, const char *fn, const float *x,
+                   int64_t n, ibvi__head_out out)
 {
-    for (int64_t i = 0; i < n; i++)
-        sum[i] += e[i] * scale[i];
-}
-
-/* Adds weight * softmax(f / T) of each of n rows (f: one class-major block,
- * class stride cs) to prob_sum and weight * its entropy to entropy_sum, all
- * in double and, but for one log per row, along rows in vector blocks
- * (the library's softmax kernel, softmax.c, over the block's n rows):
- *   H = log Z - sum_c e_c s_c / Z,    p_c = e_c / Z. */
-static void accumulate(ibvi_predictor *p, const float *f, int64_t cs,
-                       int64_t n, int32_t classes, double weight)
-{
-    double *z = p->row_z;
-    ibvi__softmax_max(f, cs, n, classes, p->row_max, z, p->row_dot);
-    ibvi__softmax_sums(f, cs, n, 0, classes, p->row_max,
-                       1.0 / p->temperature, p->shifted, p->exps, z,
-                       p->row_dot);
-    for (int64_t row = 0; row < n; row++) {
-        p->entropy_sum[row] += weight * (log(z[row]) - p->row_dot[row] / z[row]);
-        z[row] = weight / z[row]; /* now the scale of row's probabilities */
-    }
-    for (int32_t c = 0; c < classes; c++)
-        scaled_column(p->prob_sum + c * n, p->exps + c * n, z, n);
-}
-
-/* Writes the chunk's outputs from the class-major sums. */
-static void finish_rows(const ibvi_predictor *p, int64_t n, int32_t classes,
-                        float *probs, float *predictive, float *expected,
-                        float *mutual)
-{
-    for (int64_t row = 0; row < n; row++) {
-        double h = 0.0;
-        for (int32_t c = 0; c < classes; c++) {
-            const double sum = p->prob_sum[c * n + row];
-            probs[row * classes + c] = (float)sum;
-            if (sum > 0.0)
-                h -= sum * log(sum);
-        }
-        const double e = p->entropy_sum[row];
-        if (predictive)
-            predictive[row] = (float)h;
-        if (expected)
-            expected[row] = (float)e;
-        if (mutual)
-            mutual[row] = (float)(h > e ? h - e : 0.0);
-    }
-}
-
-int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
-                       float *probs, float *predictive_entropy,
-                       float *expected_entropy, float *mutual_information)
-{
-    static const char fn[] = "ibvi_predictor_run";
-    IBVI_CHECK_NOT_NULL(fn, p);
-    IBVI_CHECK_NOT_NULL(fn, x);
-    IBVI_CHECK_NOT_NULL(fn, probs);
     const ibvi_net *first = p->nets[0];
     if (n <= 0 || n > INT64_MAX / first->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n = %lld, expected > 0",
@@ -926,7 +950,12 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
     if (!ibvi__all_finite(x, n * first->input_dim))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
-    const int32_t classes = first->layers[first->layer_count - 1]->outputs;
+    const int32_t classes = network_outputs(p);
+    const int32_t K = p->mean_network ? 1 : p->samples;
+    const int32_t cols = p->head->dim(classes);
+    const ibvi__head_ops *head = p->head;
+    if (out.samples)
+        out.sample_stride = n * cols;
     /* The part of the per-run preparations each chunk carries (see
      * identity_macs): ensemble members take turns in the buffers. */
     const int64_t chunks = (n + p->batch - 1) / p->batch;
@@ -937,8 +966,23 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
     for (int64_t start = 0; start < n; start += p->batch) {
         const int64_t rows = n - start < p->batch ? n - start : p->batch;
         const float *chunk = x + start * first->input_dim;
-        memset(p->prob_sum, 0, (size_t)(rows * classes) * sizeof(double));
-        memset(p->entropy_sum, 0, (size_t)rows * sizeof(double));
+        const ibvi__head_run run = {p->acc, rows, p->batch, classes,
+                                    1.0 / p->temperature,
+                                    (double)p->noise_std * p->noise_std};
+        ibvi__head_out part = out;
+#define ADVANCE(ptr, per_row)                                                 \
+    if (part.ptr)                                                             \
+        part.ptr += start * (per_row);
+        ADVANCE(probs, cols);
+        ADVANCE(predictive, 1);
+        ADVANCE(expected, 1);
+        ADVANCE(mutual, 1);
+        ADVANCE(mean, cols);
+        ADVANCE(var_epistemic, cols);
+        ADVANCE(var_aleatoric, cols);
+        ADVANCE(samples, cols);
+#undef ADVANCE
+        head->begin(&run);
         for (int32_t m = 0; m < p->count; m++) {
             const ibvi_net *net = p->nets[m];
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
@@ -947,19 +991,55 @@ int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
              * too large for them): report it instead of returning NaN. */
             if (!ibvi__all_finite(f.values, (int64_t)f.blocks * rows * classes))
                 return ibvi__fail(IBVI_ERR_NONFINITE,
-                                  "%s: the logits of network %d overflow "
+                                  "%s: the %s of network %d overflow "
                                   "(NaN or infinity) for inputs %lld..%lld",
-                                  fn, (int)m, (long long)start,
+                                  fn, head->regression ? "outputs" : "logits",
+                                  (int)m, (long long)start,
                                   (long long)(start + rows - 1));
             const double weight = 1.0 / ((double)p->count * f.blocks);
+            /* One block stands for K equal samples when no layer depended
+             * on z. */
+            const int32_t copies = f.blocks == K ? 1 : K;
             for (int32_t k = 0; k < f.blocks; k++)
-                accumulate(p, f.values + k * f.block_stride, f.class_stride,
-                           rows, classes, weight);
+                head->add(&run, f.values + k * f.block_stride, f.class_stride,
+                          weight, (int64_t)m * K + (int64_t)k * copies, copies,
+                          &part);
         }
-        finish_rows(p, rows, classes, probs + start * classes,
-                    predictive_entropy ? predictive_entropy + start : NULL,
-                    expected_entropy ? expected_entropy + start : NULL,
-                    mutual_information ? mutual_information + start : NULL);
+        head->finish(&run, &part);
     }
     return IBVI_OK;
+}
+
+int ibvi_predictor_run(ibvi_predictor *p, const float *x, int64_t n,
+                       float *probs, float *predictive_entropy,
+                       float *expected_entropy, float *mutual_information)
+{
+    static const char fn[] = "ibvi_predictor_run";
+    IBVI_CHECK_NOT_NULL(fn, p);
+    IBVI_CHECK_NOT_NULL(fn, x);
+    IBVI_CHECK_NOT_NULL(fn, probs);
+    if (p->head->regression)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the predictor has the %s head: use "
+                          "ibvi_predictor_run_regression", fn, p->head->name);
+    const ibvi__head_out out = {probs, predictive_entropy, expected_entropy,
+                                mutual_information, NULL, NULL, NULL, NULL, 0};
+    return predict(p, fn, x, n, out);
+}
+
+int ibvi_predictor_run_regression(ibvi_predictor *p, const float *x,
+                                  int64_t n, float *mean, float *var_epistemic,
+                                  float *var_aleatoric, float *samples)
+{
+    static const char fn[] = "ibvi_predictor_run_regression";
+    IBVI_CHECK_NOT_NULL(fn, p);
+    IBVI_CHECK_NOT_NULL(fn, x);
+    if (!p->head->regression)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the predictor has the %s head: use "
+                          "ibvi_predictor_run, or select a regression head "
+                          "(ibvi_predictor_set_head)", fn, p->head->name);
+    const ibvi__head_out out = {NULL, NULL, NULL, NULL, mean, var_epistemic,
+                                var_aleatoric, samples, 0};
+    return predict(p, fn, x, n, out);
 }

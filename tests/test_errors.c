@@ -471,14 +471,14 @@ START_TEST(test_unknown_kinds)
     float a, b, loss;
     EXPECT_ERR(ibvi_layer_lr_multipliers(l0, 2, &a, &b), A);
     EXPECT_ERR(ibvi_layer_lr_multipliers(l0, -1, &a, &b), A);
-    EXPECT_ERR(ibvi_loss(3, k_targets, 2, 2, k_labels, k_targets, 2, &loss,
+    EXPECT_ERR(ibvi_loss(4, k_targets, 2, 2, k_labels, k_targets, 2, &loss,
                          NULL),
                A);
     EXPECT_ERR(ibvi_loss(-1, k_targets, 2, 2, k_labels, k_targets, 2, &loss,
                          NULL),
                A);
     CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_ADAM, 0.1f));
-    EXPECT_ERR(ibvi_train_step(net, opt, k_x, 2, 1, 3, k_labels, k_targets,
+    EXPECT_ERR(ibvi_train_step(net, opt, k_x, 2, 1, 4, k_labels, k_targets,
                                &loss),
                A);
     ck_assert_int_eq(ibvi_optimizer_step_count(opt), 0);

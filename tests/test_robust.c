@@ -1103,7 +1103,7 @@ static void sw_train_step(void)
     EXPECT(fn,
            ibvi_train_step(F.net, F.sgd, F.x, 2, 1, X, bad_labels, NULL,
                            &loss), A);
-    EXPECT(fn, ibvi_train_step(F.net, F.sgd, F.x, 2, 1, 3, F.labels,
+    EXPECT(fn, ibvi_train_step(F.net, F.sgd, F.x, 2, 1, 4, F.labels,
                                         t, &loss), A);
     EXPECT(fn,
            ibvi_train_step(F.net, F.sgd, F.x, 2, 1, X, NULL, t, &loss), A);
@@ -1195,10 +1195,34 @@ static void sw_loss_binary_xent(void)
     }
 }
 
+static void sw_loss_gaussian_nll(void)
+{
+    const char *fn = "ibvi_loss_gaussian_nll";
+    sweep_loss_common(IBVI_LOSS_GAUSSIAN_NLL);
+    float f[6] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}, t[2] = {0, NAN};
+    float loss, g[6];
+    /* cols odd: not D means and D log-variances */
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 3, t, 2, &loss, NULL), SH);
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 1, t, 2, &loss, NULL), SH);
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g), NF);
+    t[1] = -INFINITY;
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g), NF);
+    t[1] = 0.0f;
+    /* an infinite log-variance is not clamped into a finite loss */
+    f[3] = INFINITY;
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g), NF);
+    f[3] = -INFINITY;
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g), NF);
+    f[3] = NAN;
+    EXPECT(fn, ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g), NF);
+    f[3] = 0.4f;
+    CK_OK(ibvi_loss_gaussian_nll(f, 2, 2, t, 2, &loss, g));
+}
+
 static void sw_loss(void)
 {
     float f[4] = {0.1f, 0.2f, 0.3f, 0.4f}, t[4] = {0}, loss;
-    const int32_t bad[] = {-1, 3, INT32_MAX};
+    const int32_t bad[] = {-1, 4, INT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         EXPECT("ibvi_loss", ibvi_loss(bad[i], f, 2, 2, F.labels, t, 2, &loss,
                                       NULL), A);
@@ -1306,6 +1330,105 @@ static void sw_predictor_run(void)
            NF);
     EXPECT(fn, ibvi_predictor_run(F.pred, F.inf_x, 3, probs, NULL, NULL, NULL),
            NF);
+}
+
+static void sw_head_options_init(void)
+{
+    const char *fn = "ibvi_head_options_init";
+    ibvi_head_options o = {77, 55, 3.0f};
+    EXPECT(fn, ibvi_head_options_init(NULL, IBVI_HEAD_SOFTMAX), A);
+    const int32_t bad[] = {-1, 4, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_head_options_init(&o, bad[i]), A);
+    ck_assert(o.version == 77 && o.kind == 55 && o.noise_std == 3.0f);
+}
+
+static void sw_predictor_set_head(void)
+{
+    const char *fn = "ibvi_predictor_set_head";
+    ibvi_head_options o;
+    CK_OK(ibvi_head_options_init(&o, IBVI_HEAD_REGRESSION));
+    EXPECT(fn, ibvi_predictor_set_head(NULL, &o), A);
+    EXPECT(fn, ibvi_predictor_set_head(F.pred, NULL), A);
+    const uint32_t versions[] = {0, 2, UINT32_MAX};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        o.version = versions[i];
+        EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), A);
+    }
+    o.version = IBVI_HEAD_OPTIONS_VERSION;
+    const int32_t kinds[] = {-1, 4, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        o.kind = kinds[i];
+        EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), A);
+    }
+    o.kind = IBVI_HEAD_REGRESSION;
+    const float stds[] = {-1.0f, -1e-30f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof stds / sizeof stds[0]; i++) {
+        o.noise_std = stds[i];
+        EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), A);
+    }
+    o.noise_std = 0.5f;
+    o.kind = IBVI_HEAD_SIGMOID; /* F.net has 2 outputs */
+    EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), SH);
+    CK_OK(ibvi_predictor_set_temperature(F.pred, 2.0f));
+    o.kind = IBVI_HEAD_REGRESSION;
+    EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), ST);
+    o.kind = IBVI_HEAD_HETEROSCEDASTIC;
+    EXPECT(fn, ibvi_predictor_set_head(F.pred, &o), ST);
+    ck_assert_int_eq(ibvi_predictor_head(F.pred), IBVI_HEAD_SOFTMAX);
+    CK_OK(ibvi_predictor_set_temperature(F.pred, 1.0f));
+    CK_OK(ibvi_predictor_set_head(F.pred, &o));
+    EXPECT("ibvi_predictor_set_temperature",
+           ibvi_predictor_set_temperature(F.pred, 2.0f), ST);
+    /* heteroscedastic on an odd number of outputs */
+    ibvi_net *three = build(3, 0, 3, 1, 1, 6);
+    ibvi_predictor *p = NULL;
+    CK_OK(ibvi_predictor_create(&p, three, 2, 1));
+    EXPECT(fn, ibvi_predictor_set_head(p, &o), SH);
+    ibvi_predictor_free(p);
+    ibvi_net_free(three);
+}
+
+static void sw_predictor_head(void)
+{
+    EXPECT("ibvi_predictor_head", ibvi_predictor_head(NULL), A);
+    ck_assert_int_eq(ibvi_predictor_head(F.pred), IBVI_HEAD_SOFTMAX);
+}
+
+static void sw_predictor_output_dim(void)
+{
+    EXPECT("ibvi_predictor_output_dim", ibvi_predictor_output_dim(NULL), A);
+    ck_assert_int_eq(ibvi_predictor_output_dim(F.pred), 2);
+}
+
+static void sw_predictor_run_regression(void)
+{
+    const char *fn = "ibvi_predictor_run_regression";
+    float mean[8 * 2];
+    /* the softmax head */
+    EXPECT(fn, ibvi_predictor_run_regression(F.pred, F.x, 2, mean, NULL, NULL,
+                                             NULL), ST);
+    ibvi_head_options o;
+    CK_OK(ibvi_head_options_init(&o, IBVI_HEAD_REGRESSION));
+    CK_OK(ibvi_predictor_set_head(F.pred, &o));
+    EXPECT("ibvi_predictor_run",
+           ibvi_predictor_run(F.pred, F.x, 2, mean, NULL, NULL, NULL), ST);
+    EXPECT(fn, ibvi_predictor_run_regression(NULL, F.x, 2, mean, NULL, NULL,
+                                             NULL), A);
+    EXPECT(fn, ibvi_predictor_run_regression(F.pred, NULL, 2, mean, NULL,
+                                             NULL, NULL), A);
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_predictor_run_regression(F.pred, F.x, bad_n[i], mean,
+                                                 NULL, NULL, NULL), A);
+    EXPECT(fn, ibvi_predictor_run_regression(F.pred, F.nan_x, 3, mean, NULL,
+                                             NULL, NULL), NF);
+    EXPECT(fn, ibvi_predictor_run_regression(F.pred, F.inf_x, 3, mean, NULL,
+                                             NULL, NULL), NF);
+    /* every output may be NULL */
+    CK_OK(ibvi_predictor_run_regression(F.pred, F.x, 2, NULL, NULL, NULL,
+                                        NULL));
+    CK_OK(ibvi_head_options_init(&o, IBVI_HEAD_SOFTMAX));
+    CK_OK(ibvi_predictor_set_head(F.pred, &o));
 }
 
 /* ---- metrics ---- */
@@ -1685,6 +1808,36 @@ static void sw_temperature_fit(void)
     ck_assert(t == 3.0f);
 }
 
+static void sw_fit_noise_std(void)
+{
+    const char *fn = "ibvi_fit_noise_std";
+    float m[4] = {0, 1, 2, 3}, v[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    float t[4] = {0.5f, 1.5f, 1.0f, 3.0f}, sigma = 7.0f;
+    EXPECT(fn, ibvi_fit_noise_std(NULL, v, t, 2, 2, &sigma), A);
+    EXPECT(fn, ibvi_fit_noise_std(m, v, NULL, 2, 2, &sigma), A);
+    EXPECT(fn, ibvi_fit_noise_std(m, v, t, 2, 2, NULL), A);
+    const int64_t bad_rows[] = {0, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad_rows / sizeof bad_rows[0]; i++)
+        EXPECT(fn, ibvi_fit_noise_std(m, v, t, bad_rows[i], 2, &sigma), A);
+    const int32_t bad_dims[] = {0, -1, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad_dims / sizeof bad_dims[0]; i++)
+        EXPECT(fn, ibvi_fit_noise_std(m, v, t, 2, bad_dims[i], &sigma), A);
+    v[2] = -0.5f;
+    EXPECT(fn, ibvi_fit_noise_std(m, v, t, 2, 2, &sigma), A);
+    v[2] = NAN;
+    EXPECT(fn, ibvi_fit_noise_std(m, v, t, 2, 2, &sigma), NF);
+    v[2] = 0.3f;
+    m[1] = INFINITY;
+    EXPECT(fn, ibvi_fit_noise_std(m, v, t, 2, 2, &sigma), NF);
+    m[1] = 1.0f;
+    t[3] = NAN;
+    EXPECT(fn, ibvi_fit_noise_std(m, NULL, t, 2, 2, &sigma), NF);
+    ck_assert(sigma == 7.0f);
+    t[3] = 3.0f;
+    CK_OK(ibvi_fit_noise_std(m, v, t, 2, 2, &sigma));
+    ck_assert(sigma >= 0.0f && isfinite(sigma));
+}
+
 static void sw_temperature_apply(void)
 {
     const char *fn = "ibvi_temperature_apply";
@@ -2040,6 +2193,13 @@ static const api_row api_table[] = {
     ROW(predictor_samples),
     ROW(predictor_noise),
     ROW(predictor_run),
+    ROW(head_options_init),
+    ROW(predictor_set_head),
+    ROW(predictor_head),
+    ROW(predictor_output_dim),
+    ROW(predictor_run_regression),
+    ROW(loss_gaussian_nll),
+    ROW(fit_noise_std),
     ROW(metrics_create),
     ROW(metrics_free),
     ROW(metrics_reset),

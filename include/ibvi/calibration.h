@@ -1,10 +1,12 @@
 /*
- * libibvi - temperature scaling (Guo et al., 2017), the post-hoc
- * calibration baseline of docs/concepts.md ("The baselines"): one scalar
- * T > 0 divides the logits of every input, p = softmax(f(x) / T). T is
- * fitted on held-out data by minimising the negative log-likelihood; it
- * changes confidences but never the predicted class (argmax is invariant to
- * T > 0).
+ * libibvi - post-hoc calibration: temperature scaling (Guo et al., 2017),
+ * and the noise std of a regression (ibvi_fit_noise_std, at the end).
+ *
+ * Temperature scaling is the post-hoc calibration baseline of
+ * docs/concepts.md ("The baselines"): one scalar T > 0 divides the logits
+ * of every input, p = softmax(f(x) / T). T is fitted on held-out data by
+ * minimising the negative log-likelihood; it changes confidences but never
+ * the predicted class (argmax is invariant to T > 0).
  *
  * Logits are row-major n x classes floats; labels are n int32 values in
  * [0, classes). Sums run in double, sequentially: the results do not depend
@@ -67,6 +69,31 @@ IBVI_API int ibvi_temperature_fit(float *temperature, const float *logits,
 IBVI_API int ibvi_temperature_apply(float *probs, const float *logits,
                                     int64_t n, int32_t classes,
                                     float temperature);
+
+/* Fits the homoscedastic noise std sigma of a regression (the
+ * IBVI_HEAD_REGRESSION head's noise_std, predictor.h) on held-out data, as
+ * the temperature is fitted for a classifier: sigma maximises the Gaussian
+ * likelihood of the targets under N(mean, var_epistemic + sigma^2), i.e.
+ * minimises
+ *     NLL(sigma) = sum_i [log(v_i + sigma^2) + (t_i - m_i)^2 / (v_i + sigma^2)]
+ * over every input and dimension (n x dims values each).
+ *  - var_epistemic NULL or all zero: the exact closed form
+ *    sigma^2 = mean of (t_i - m_i)^2, computed in double.
+ *  - Otherwise a 1-D maximisation in log sigma: every minimum lies in
+ *    [L, A] with A = max_i ((t_i - m_i)^2 - v_i) and L = min_i of the same
+ *    (each term falls below it and rises above it); sigma = 0 when A <= 0
+ *    (the epistemic variance already covers every residual). A grid of 121
+ *    points in log sigma^2 over [max(L, A e^-60), A] picks the best point,
+ *    then golden-section search refines it between its neighbours to
+ *    double precision (the result is rounded to float). Deterministic.
+ * mean, targets: n x dims floats, finite; var_epistemic: n x dims floats,
+ * finite and >= 0, or NULL. n >= 1, dims >= 1.
+ * noise_std: receives sigma (>= 0).
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG or IBVI_ERR_NONFINITE (then
+ * *noise_std is unchanged). */
+IBVI_API int ibvi_fit_noise_std(const float *mean, const float *var_epistemic,
+                                const float *targets, int64_t n, int32_t dims,
+                                float *noise_std);
 
 #ifdef __cplusplus
 }

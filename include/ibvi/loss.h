@@ -27,8 +27,16 @@ extern "C" {
 typedef enum ibvi_loss_kind {
     IBVI_LOSS_SOFTMAX_XENT = 0, /* classification, int32 labels in [0, C) */
     IBVI_LOSS_SQUARED = 1,      /* regression, float targets              */
-    IBVI_LOSS_BINARY_XENT = 2   /* independent binary outputs, targets in [0, 1] */
+    IBVI_LOSS_BINARY_XENT = 2,  /* independent binary outputs, targets in [0, 1] */
+    IBVI_LOSS_GAUSSIAN_NLL = 3  /* outputs rows x 2D: D means then D
+                                   log-variances; float targets n x D      */
 } ibvi_loss_kind;
+
+/* The range the Gaussian NLL (and the heteroscedastic prediction head,
+ * predictor.h) clamps a log-variance to: variances from about 2e-9 to
+ * 5e8. */
+#define IBVI_LOG_VAR_MIN (-20.0f)
+#define IBVI_LOG_VAR_MAX 20.0f
 
 /* Softmax cross-entropy: mean over rows of -log softmax(f_r)[label].
  * logits: rows x classes; labels: n values in [0, classes). Computed with a
@@ -49,6 +57,24 @@ IBVI_API int ibvi_loss_squared(const float *outputs, int64_t rows,
 IBVI_API int ibvi_loss_binary_xent(const float *logits, int64_t rows,
                                    int32_t cols, const float *targets,
                                    int64_t n, float *loss, float *grad);
+
+/* Gaussian negative log-likelihood of a heteroscedastic regression: each
+ * output row holds D means m_j then D log-variances s_j (cols = 2D, even),
+ * targets are n x D (finite, else IBVI_ERR_NONFINITE). With
+ * c_j = clamp(s_j, IBVI_LOG_VAR_MIN, IBVI_LOG_VAR_MAX):
+ *     loss = mean over rows of sum_j 0.5 [log(2 pi) + c_j
+ *                                        + (t_j - m_j)^2 exp(-c_j)],
+ *     dloss/dm_j = -(t_j - m_j) exp(-c_j) / rows,
+ *     dloss/ds_j = 0.5 [1 - (t_j - m_j)^2 exp(-c_j)] / rows inside the
+ *                  range (its ends included), 0 outside it.
+ * The clamp is what keeps the gradient stable: exp(-c) never overflows
+ * and the mean's gradient is at most e^20 times the residual, however far
+ * a log-variance strays; outside the range the loss no longer depends on
+ * s (zero gradient), so a log-variance that left it stays where it is
+ * while its mean keeps training. */
+IBVI_API int ibvi_loss_gaussian_nll(const float *outputs, int64_t rows,
+                                    int32_t cols, const float *targets,
+                                    int64_t n, float *loss, float *grad);
 
 /* Any of the above by kind: labels is used by IBVI_LOSS_SOFTMAX_XENT and
  * targets by the others; the unused one may be NULL. */

@@ -28,8 +28,9 @@ from ._errors import (ChecksumError, Error, FileError, FormatError,
                       InvalidArgument, NonFiniteError, OutOfMemory, ShapeError,
                       StateError, Status, UnsupportedError, VersionError,
                       clear_error, error_class, last_error, status_string)
-from ._loss import (LossKind, LossResult, loss, loss_binary_xent,
-                    loss_softmax_xent, loss_squared)
+from ._loss import (LOG_VAR_MAX, LOG_VAR_MIN, LossKind, LossResult, loss,
+                    loss_binary_xent, loss_gaussian_nll, loss_softmax_xent,
+                    loss_squared)
 from ._metrics import (METRICS_BINS, TEMPERATURE_MAX, TEMPERATURE_MIN, Bins,
                        Metrics, auroc, entropy, temperature_apply,
                        temperature_fit)
@@ -39,7 +40,17 @@ from ._metrics import (aupr_in, aupr_out, fpr_at_tpr, normal_quantile,
 from ._net import (Activation, ImageShape, Layer, LayerKind, LayerShape, Net,
                    Param, Role)
 from ._optim import Optimizer, OptimizerKind, train_step
-from ._predictor import Prediction, Predictor
+from ._predictor import (HEAD_OPTIONS_VERSION, HeadKind, Prediction,
+                         Predictor, fit_noise_std)
+
+#: ibvi_head_kind of predictor.h (Predictor.set_head).
+HEAD_SOFTMAX, HEAD_SIGMOID, HEAD_REGRESSION, HEAD_HETEROSCEDASTIC = (
+    HeadKind.SOFTMAX, HeadKind.SIGMOID, HeadKind.REGRESSION,
+    HeadKind.HETEROSCEDASTIC)
+#: ibvi_loss_kind of loss.h, as module constants.
+LOSS_SOFTMAX_XENT, LOSS_SQUARED, LOSS_BINARY_XENT, LOSS_GAUSSIAN_NLL = (
+    LossKind.SOFTMAX_XENT, LossKind.SQUARED, LossKind.BINARY_XENT,
+    LossKind.GAUSSIAN_NLL)
 
 #: Version of this Python package (follows the C library's IBVI_VERSION_*).
 __version__ = "0.3.0"
@@ -56,7 +67,7 @@ library_path = _lib.path
 
 
 for _cls in (Activation, Allocator, Bins, ChecksumError, CountingAllocator, Error,
-             ImageShape,
+             HeadKind, ImageShape,
              FileError, FormatError, InvalidArgument, Layer, LayerKind,
              LayerShape, LossKind, LossResult, Metrics, Net, NonFiniteError,
              Optimizer, OptimizerKind, OutOfMemory, Param, Prediction,
@@ -122,4 +133,8 @@ __all__ = [
     "aupr_in", "aupr_out", "fpr_at_tpr", "normal_quantile",
     "regression_calibration_error", "regression_coverage", "regression_crps",
     "regression_nll", "regression_rmse",
+    "HEAD_HETEROSCEDASTIC", "HEAD_OPTIONS_VERSION", "HEAD_REGRESSION",
+    "HEAD_SIGMOID", "HEAD_SOFTMAX", "HeadKind", "LOG_VAR_MAX", "LOG_VAR_MIN",
+    "LOSS_BINARY_XENT", "LOSS_GAUSSIAN_NLL", "LOSS_SOFTMAX_XENT",
+    "LOSS_SQUARED", "fit_noise_std", "loss_gaussian_nll",
 ]

@@ -119,6 +119,7 @@ PROTOTYPES = {
     "ibvi_loss_softmax_xent": (STATUS, [F, c_int64, c_int32, I32P, c_int64, F, F]),
     "ibvi_loss_squared": (STATUS, [F, c_int64, c_int32, F, c_int64, F, F]),
     "ibvi_loss_binary_xent": (STATUS, [F, c_int64, c_int32, F, c_int64, F, F]),
+    "ibvi_loss_gaussian_nll": (STATUS, [F, c_int64, c_int32, F, c_int64, F, F]),
     "ibvi_loss": (STATUS, [c_int32, F, c_int64, c_int32, I32P, F, c_int64, F, F]),
     # optimizer.h
     "ibvi_optimizer_create": (STATUS, [HP, H, c_int32, c_float]),
@@ -142,6 +143,11 @@ PROTOTYPES = {
     "ibvi_predictor_samples": (VALUE32, [H]),
     "ibvi_predictor_noise": (STATUS, [H, F, c_int64]),
     "ibvi_predictor_run": (STATUS, [H, F, c_int64, F, F, F, F]),
+    "ibvi_head_options_init": (STATUS, [H, c_int32]),  # ibvi_head_options *
+    "ibvi_predictor_set_head": (STATUS, [H, H]),  # const ibvi_head_options *
+    "ibvi_predictor_head": (VALUE32, [H]),
+    "ibvi_predictor_output_dim": (VALUE32, [H]),
+    "ibvi_predictor_run_regression": (STATUS, [H, F, c_int64, F, F, F, F]),
     # metrics.h
     "ibvi_metrics_create": (STATUS, [HP, c_int32, AP]),
     "ibvi_metrics_free": (None, [H]),
@@ -173,6 +179,7 @@ PROTOTYPES = {
     # calibration.h
     "ibvi_temperature_fit": (STATUS, [F, F, c_int64, c_int32, I32P]),
     "ibvi_temperature_apply": (STATUS, [F, F, c_int64, c_int32, c_float]),
+    "ibvi_fit_noise_std": (STATUS, [F, F, F, c_int64, c_int32, F]),
     # io.h
     "ibvi_net_save": (STATUS, [H, H, c_char_p]),
     "ibvi_net_load": (STATUS, [HP, HP, c_char_p, AP]),

@@ -16,6 +16,12 @@ class LossKind(Enum):
     SOFTMAX_XENT = 0
     SQUARED = 1
     BINARY_XENT = 2
+    GAUSSIAN_NLL = 3
+
+
+#: IBVI_LOG_VAR_MIN, IBVI_LOG_VAR_MAX of loss.h: the range the Gaussian NLL
+#: (and the heteroscedastic head) clamps a log-variance to.
+LOG_VAR_MIN, LOG_VAR_MAX = -20.0, 20.0
 
 
 LossResult = collections.namedtuple("LossResult", "loss grad")
@@ -79,6 +85,21 @@ def loss_binary_xent(logits, targets, grad=True):
         fp(logits), rows, cols, fp(t), t.shape[0], l, g), logits, grad)
 
 
+def loss_gaussian_nll(outputs, targets, grad=True):
+    """Gaussian NLL of a heteroscedastic regression: outputs (rows, 2D), D
+    means then D log-variances (clamped to [LOG_VAR_MIN, LOG_VAR_MAX], zero
+    gradient outside), targets (n, D)."""
+    fn = "loss_gaussian_nll"
+    outputs = _util.matrix(outputs, fn, "outputs")
+    rows, cols = outputs.shape
+    if cols % 2:
+        raise binding_error(ShapeError, fn, "outputs has %d columns, expected "
+                            "an even number (D means, D log-variances)" % cols)
+    t = _targets(targets, cols // 2, fn)
+    return _call(fn, lambda l, g: lib.ibvi_loss_gaussian_nll(
+        fp(outputs), rows, cols, fp(t), t.shape[0], l, g), outputs, grad)
+
+
 def loss(kind, outputs, labels=None, targets=None, grad=True):
     """Any loss by kind (ibvi_loss): labels for SOFTMAX_XENT, targets for the
     others. Returns LossResult(loss, grad)."""
@@ -91,7 +112,8 @@ def loss(kind, outputs, labels=None, targets=None, grad=True):
         labels = _util.vector(_util.i32(labels, fn, "labels"), fn, "labels", np.int32)
         n = labels.size
     if targets is not None:
-        targets = _targets(targets, cols, fn)
+        tcols = cols // 2 if kind == LossKind.GAUSSIAN_NLL and cols % 2 == 0 else cols
+        targets = _targets(targets, tcols, fn)
         if labels is not None and targets.shape[0] != n:
             raise binding_error(ShapeError, fn, "labels and targets disagree on n")
         n = targets.shape[0]

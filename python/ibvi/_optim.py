@@ -180,7 +180,8 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
     samples, the loss, backward and one update of `opt` (bound to `net`).
 
     x: (n, input_dim) or NCHW (n, *net.input_shape). labels: n ints (softmax cross-entropy) or targets:
-    (n, output_dim) floats (squared error, binary cross-entropy). loss: a
+    (n, output_dim) floats (squared error, binary cross-entropy; (n,
+    output_dim / 2) for the Gaussian NLL). loss: a
     LossKind or name; by default SOFTMAX_XENT with labels, SQUARED with
     targets. Returns the minibatch loss (a float). A non-finite loss raises
     NonFiniteError (its ``.loss`` holds the value) and changes nothing.
@@ -208,7 +209,10 @@ def train_step(net, opt, x, labels=None, targets=None, samples=1, loss=None):
                 raise binding_error(ShapeError, fn, "labels has shape %s, "
                                     "expected (%d,)" % (labels.shape, n))
         if targets is not None:
-            targets = _targets(targets, net.output_dim, fn)
+            cols = net.output_dim
+            if kind == LossKind.GAUSSIAN_NLL and cols % 2 == 0:
+                cols //= 2  # D means and D log-variances: targets (n, D)
+            targets = _targets(targets, cols, fn)
             if targets.shape[0] != n:
                 raise binding_error(ShapeError, fn, "targets has %d rows, x has "
                                     "%d" % (targets.shape[0], n))

@@ -1,20 +1,39 @@
 """Predictive averaging over K weight samples, ensembles (predictor.h)."""
 
 import collections
-from ctypes import byref, c_void_p
+import ctypes
+from ctypes import byref, c_float, c_int32, c_uint32, c_void_p
 
 from . import _util
-from ._errors import InvalidArgument, binding_error
+from ._errors import InvalidArgument, ShapeError, binding_error
 from ._lib import lib
-from ._util import Handle, Resource, fp
+from ._util import Enum, Handle, Resource, as_enum, fp
+
+
+class HeadKind(Enum):
+    """ibvi_head_kind: what a predictor averages over its samples."""
+    SOFTMAX = 0
+    SIGMOID = 1
+    REGRESSION = 2
+    HETEROSCEDASTIC = 3
+
+
+#: IBVI_HEAD_OPTIONS_VERSION of predictor.h (the ibvi_head_options layout).
+HEAD_OPTIONS_VERSION = 1
+
+
+class _HeadOptions(ctypes.Structure):
+    """struct ibvi_head_options of predictor.h (version 1)."""
+    _fields_ = [("version", c_uint32), ("kind", c_int32),
+                ("noise_std", c_float)]
 
 Prediction = collections.namedtuple(
     "Prediction", "probs predictive_entropy expected_entropy mutual_information")
 Prediction.__doc__ = """The result of Predictor.run(): probs (n, classes), the
-average of the K sampled softmax outputs, and three (n,) arrays (None when
-not requested): the predictive entropy H[p], the expected entropy
-(1/K) sum_k H[p_k] and the mutual information (their difference, the
-epistemic part). Natural logarithms."""
+average of the K sampled softmax outputs (the sigmoid head: (n, 2), [1 - p,
+p]), and three (n,) arrays (None when not requested): the predictive entropy
+H[p], the expected entropy (1/K) sum_k H[p_k] and the mutual information
+(their difference, the epistemic part). Natural logarithms."""
 
 
 class Predictor(Handle):
@@ -100,6 +119,33 @@ class Predictor(Handle):
         with self._use() as h:
             lib.ibvi_predictor_set_mean_network(h, 1 if on else 0)
 
+    def set_head(self, kind, noise_std=0.0):
+        """Selects what a run averages (ibvi_predictor_set_head): kind is an
+        ibvi.HEAD_* value, a HeadKind or its name ("softmax", "sigmoid",
+        "regression", "heteroscedastic"); noise_std (>= 0) is the
+        regression head's homoscedastic sigma (see ibvi.fit_noise_std).
+        Softmax and sigmoid heads predict with run(), regression heads with
+        run_regression()."""
+        fn = "Predictor.set_head"
+        kind = as_enum(HeadKind, kind, fn, "kind")
+        opts = _HeadOptions(HEAD_OPTIONS_VERSION, int(kind),
+                            _util.cfloat(noise_std, fn, "noise_std"))
+        with self._use() as h:
+            lib.ibvi_predictor_set_head(h, byref(opts))
+
+    @property
+    def head(self):
+        """The current head, a HeadKind."""
+        with self._use() as h:
+            return HeadKind(lib.ibvi_predictor_head(h))
+
+    @property
+    def output_dim(self):
+        """Columns of a run's per-input results: the classes (softmax), 2
+        (sigmoid), D (regression heads)."""
+        with self._use() as h:
+            return int(lib.ibvi_predictor_output_dim(h))
+
     def set_temperature(self, temperature):
         """Divide every sample's logits by temperature (> 0) before softmax."""
         t = _util.cfloat(temperature, "Predictor.set_temperature", "temperature")
@@ -130,13 +176,35 @@ class Predictor(Handle):
             net = self._nets[0]
             x = net._rows(x, fn)
             n = x.shape[0]
-            probs = _util.out_array(out, (n, net.output_dim), fn)
+            probs = _util.out_array(
+                out, (n, int(lib.ibvi_predictor_output_dim(h))), fn)
             if uncertainty:
                 pe, ee, mi = (_util.empty((n,), fn, "entropies") for _ in range(3))
             else:
                 pe = ee = mi = None
             lib.ibvi_predictor_run(h, fp(x), n, fp(probs), fp(pe), fp(ee), fp(mi))
         return Prediction(probs, pe, ee, mi)
+
+    def run_regression(self, x, samples=False):
+        """Predicts x with a regression head (ibvi_predictor_run_regression).
+        Returns a dict of (n, D) float32 arrays: mean, var_epistemic (the
+        spread of the K sample means), var_aleatoric (noise_std^2 or the
+        mean of the heteroscedastic variances) and var (their sum, the
+        predictive variance); with samples=True also samples (K, n, D):
+        every sample's means (K counts all members' samples)."""
+        fn = "Predictor.run_regression"
+        with self._use() as h:
+            net = self._nets[0]
+            x = net._rows(x, fn)
+            n = x.shape[0]
+            d = int(lib.ibvi_predictor_output_dim(h))
+            mean, ve, va = (_util.empty((n, d), fn, "out") for _ in range(3))
+            k = len(self._nets) * int(lib.ibvi_predictor_samples(h))
+            raw = _util.empty((k, n, d), fn, "samples") if samples else None
+            lib.ibvi_predictor_run_regression(h, fp(x), n, fp(mean), fp(ve),
+                                              fp(va), fp(raw))
+        return {"mean": mean, "var_epistemic": ve, "var_aleatoric": va,
+                "var": ve + va, "samples": raw}
 
     def predict_proba(self, x, out=None):
         """The predictive probabilities only, (n, classes)."""
@@ -146,5 +214,37 @@ class Predictor(Handle):
         with _util.Hold(self._lockset):
             if self.closed:
                 return "<ibvi.Predictor (closed)>"
-            return "<ibvi.Predictor %d net(s), K=%d>" % (len(self._nets),
-                                                         self.samples)
+            return "<ibvi.Predictor %d net(s), K=%d, %s head>" % (
+                len(self._nets), self.samples, self.head.name.lower())
+
+
+def fit_noise_std(mean, var_epistemic, targets):
+    """The homoscedastic noise std sigma (ibvi_fit_noise_std, calibration.h)
+    maximising the Gaussian likelihood of targets under N(mean,
+    var_epistemic + sigma^2), fitted on held-out data; var_epistemic may be
+    None (then sigma^2 is the mean squared residual, exactly). The arrays
+    are (n, D) or (n,), all of one shape. Set it with
+    Predictor.set_head(HEAD_REGRESSION, noise_std=sigma)."""
+    fn = "fit_noise_std"
+    m = _util.f32(mean, fn, "mean")
+    t = _util.f32(targets, fn, "targets")
+    if m.ndim == 1:
+        m = m.reshape(-1, 1)
+    if t.ndim == 1:
+        t = t.reshape(-1, 1)
+    if m.ndim != 2 or t.shape != m.shape:
+        raise binding_error(ShapeError, fn, "mean %s and targets %s: expected "
+                            "one shape (n, D)" % (m.shape, t.shape))
+    v = None
+    if var_epistemic is not None:
+        v = _util.f32(var_epistemic, fn, "var_epistemic")
+        if v.ndim == 1:
+            v = v.reshape(-1, 1)
+        if v.shape != m.shape:
+            raise binding_error(ShapeError, fn, "var_epistemic has shape %s, "
+                                "expected %s" % (v.shape, m.shape))
+    n = _util.cint(m.shape[0], _util.INT64, fn, "n")
+    d = _util.cint(m.shape[1], _util.INT32, fn, "dims")
+    sigma = c_float()
+    lib.ibvi_fit_noise_std(fp(m), fp(v), fp(t), n, d, byref(sigma))
+    return sigma.value
