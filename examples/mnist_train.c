@@ -28,6 +28,7 @@
 
 #include "corrupt.h"
 #include "dataset.h"
+#include "divergence.h"
 #include "report.h"
 
 #define MAX_HIDDEN 8
@@ -350,17 +351,8 @@ static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
             loss, rate);
 }
 
-/* The divergence rule (docs/concepts.md, "Learning rates and divergence"):
- * a run has diverged when a training step's loss is not finite (the library
- * refuses the step and changes nothing), when an epoch's mean training loss
- * exceeds DIVERGENCE_FACTOR times the loss of the first step, or when the
- * mean of an epoch after the first exceeds the first step's loss (a whole
- * epoch left the network worse than untrained). Training stops there and
- * the network is not evaluated. */
-#define DIVERGENCE_FACTOR 1.5
-
 /* Trains with SGD + momentum and a cosine learning-rate schedule; returns
- * the training time in seconds. On divergence, stops, writes the reason
+ * the training time in seconds. On divergence (the rule of divergence.h), stops, writes the reason
  * to `divergence` (else leaves it empty) and says so on stderr. */
 static double train_network(ibvi_net *net, const config *c, const dataset *train,
                             const char *name, uint64_t seed, char *divergence,
@@ -407,8 +399,7 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
                                                IBVI_LOSS_SOFTMAX_XENT, y, NULL,
                                                &loss);
             if (status == IBVI_ERR_NONFINITE) {
-                snprintf(divergence, divergence_size,
-                         "epoch %d: non-finite training loss", epoch);
+                divergence_nonfinite(divergence, divergence_size, epoch);
                 break;
             }
             if (status < 0)
@@ -427,15 +418,8 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
             break;
         }
         const double rate = seen / (now_seconds() - epoch_start);
-        if (loss_sum / seen > DIVERGENCE_FACTOR * first_loss)
-            snprintf(divergence, divergence_size,
-                     "epoch %d: mean training loss %.4g > %.1f x the first "
-                     "step's %.4g", epoch, loss_sum / seen, DIVERGENCE_FACTOR,
-                     first_loss);
-        else if (epoch > 1 && loss_sum / seen > first_loss)
-            snprintf(divergence, divergence_size,
-                     "epoch %d: mean training loss %.4g > the first step's %.4g",
-                     epoch, loss_sum / seen, first_loss);
+        divergence_epoch(divergence, divergence_size, epoch, loss_sum / seen,
+                         first_loss);
         if (c->progress) {
             progress_bar(name, epoch, c->epochs, seen, train->count,
                          loss_sum / seen, rate);

@@ -314,3 +314,72 @@ int report_write_svg(const report *r, const char *path)
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;
 }
+
+/* ---- predictive bands ------------------------------------------------------ */
+
+static double clip(double v, double lo, double hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static void svg_band_panel(FILE *f, const report_band *b, double x0, double y0,
+                           double xmin, double xmax, double ymin, double ymax)
+{
+    const double size_w = 340, size_h = 260, left = 45, top = 40;
+    const double px = x0 + left, py = y0 + top;
+#define SX(v) (px + (clip(v, xmin, xmax) - xmin) / (xmax - xmin) * size_w)
+#define SY(v) (py + size_h - (clip(v, ymin, ymax) - ymin) / (ymax - ymin) * size_h)
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+               "font-weight='bold'>%s</text>\n", px + size_w / 2, y0 + 22,
+            b->title);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+               "fill='white' stroke='black'/>\n", px, py, size_w, size_h);
+    for (int t = 0; t <= 4; t++) {
+        const double vx = xmin + t * (xmax - xmin) / 4;
+        const double vy = ymin + t * (ymax - ymin) / 4;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n",
+                px, SY(vy), px + size_w, SY(vy));
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>"
+                   "%.1f</text>\n", px - 5, SY(vy) + 4, vy);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>"
+                   "%.1f</text>\n", SX(vx), py + size_h + 15, vx);
+    }
+    /* The band: upper edge left to right, lower edge back. */
+    fprintf(f, "<polygon fill='#4a78c2' fill-opacity='0.3' stroke='none' points='");
+    for (int i = 0; i < b->grid; i++)
+        fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->hi[i]));
+    for (int i = b->grid - 1; i >= 0; i--)
+        fprintf(f, " %.1f,%.1f", SX(b->x[i]), SY(b->lo[i]));
+    fprintf(f, "'/>\n<polyline fill='none' stroke='#1f3f7a' stroke-width='2' "
+               "points='");
+    for (int i = 0; i < b->grid; i++)
+        fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->mean[i]));
+    fprintf(f, "'/>\n");
+    for (int i = 0; i < b->points; i++)
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='#e0474c'/>\n",
+                SX(b->px[i]), SY(b->py[i]));
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>x"
+               "</text>\n", px + size_w / 2, py + size_h + 32);
+#undef SX
+#undef SY
+}
+
+int report_write_band_svg(const char *path, const char *caption,
+                          const report_band *panels, int count, double xmin,
+                          double xmax, double ymin, double ymax)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    const double panel_w = 400, panel_h = 340;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' "
+               "height='%.0f' font-family='sans-serif'>\n", panel_w * count,
+            panel_h + 30);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
+    for (int i = 0; i < count; i++)
+        svg_band_panel(f, &panels[i], i * panel_w, 0, xmin, xmax, ymin, ymax);
+    fprintf(f, "<text x='10' y='%.0f' font-size='12'>%s</text>\n",
+            panel_h + 20, caption);
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0 ? 0 : -1;
+}

@@ -63,4 +63,24 @@ void report_print_table(const report *r, FILE *out);
 int report_write_json(const report *r, const char *path);
 int report_write_svg(const report *r, const char *path);
 
+/* ---- predictive bands of a 1-D regression (examples/regression.c) ------ */
+
+/* One panel: the predictive mean and a central interval [lo, hi] on a grid
+ * of x values, drawn as a line in a shaded band, with the training points
+ * as dots. Arrays are borrowed for the call. */
+typedef struct report_band {
+    const char *title;
+    int grid;                           /* points of the x grid */
+    const double *x, *mean, *lo, *hi;   /* grid values */
+    int points;                         /* training points */
+    const double *px, *py;
+} report_band;
+
+/* Writes the panels side by side, each over the window [xmin, xmax] x
+ * [ymin, ymax] (values outside are clipped to it), with a caption below.
+ * Returns 0, or -1 with errno set when the file cannot be written. */
+int report_write_band_svg(const char *path, const char *caption,
+                          const report_band *panels, int count, double xmin,
+                          double xmax, double ymin, double ymax);
+
 #endif /* IBVI_EXAMPLES_REPORT_H */
