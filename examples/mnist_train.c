@@ -113,7 +113,9 @@ static void usage(FILE *out)
         "  --json FILE         write all results as JSON (docs/json-schema.md)\n"
         "  --svg FILE          write reliability diagrams and risk-coverage\n"
         "                      curves as SVG\n"
-        "  --save FILE         save the trained IBVI network\n");
+        "  --save FILE         save the trained IBVI network\n"
+        "A network whose training diverges (docs/concepts.md, \"Learning rates\n"
+        "and divergence\") stops training and is reported as diverged.\n");
 }
 
 static int parse_widths(config *c, const char *text)

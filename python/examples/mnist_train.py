@@ -38,7 +38,10 @@ EVALUATED_CORRUPTIONS = [mnist_data.ROTATE, mnist_data.SHEAR, mnist_data.SCALE,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A network whose training diverges (docs/concepts.md, \"Learning "
+               "rates and divergence\") stops training and is reported as diverged.")
     p.add_argument("--data", required=True, help="training/test IDX files (e.g. data/fashion)")
     p.add_argument("--ood", help="out-of-distribution test set (e.g. data/mnist)")
     p.add_argument("--methods", default="standard,ibvi,temp",
