@@ -354,8 +354,9 @@ static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
 }
 
 /* Trains with SGD + momentum and a cosine learning-rate schedule; returns
- * the training time in seconds. On divergence (the rule of divergence.h), stops, writes the reason
- * to `divergence` (else leaves it empty) and says so on stderr. */
+ * the training time in seconds. On divergence (the rule of divergence.h),
+ * stops, writes the reason to `divergence` (else leaves it empty) and says
+ * so on stderr. */
 static double train_network(ibvi_net *net, const config *c, const dataset *train,
                             const char *name, uint64_t seed, char *divergence,
                             size_t divergence_size)
