@@ -422,7 +422,8 @@ static double train_network(ibvi_net *net, const config *c, const data *train,
 static void predict(ibvi_predictor *pred, const data *d, float *mean, float *var,
                     float *var_epistemic)
 {
-    float *ep = xmalloc((size_t)d->n * sizeof *ep), *al = xmalloc((size_t)d->n * sizeof *al);
+    float *ep = xmalloc((size_t)d->n * sizeof *ep);
+    float *al = xmalloc((size_t)d->n * sizeof *al);
     CHECK(ibvi_predictor_run_regression(pred, d->x, d->n, mean, ep, al, NULL));
     for (int64_t i = 0; i < d->n; i++)
         var[i] = ep[i] + al[i];
@@ -467,7 +468,8 @@ static void score(ibvi_predictor *pred, const data *test, const scaling *s,
                   result *r)
 {
     const int64_t n = test->n;
-    float *mean = xmalloc((size_t)n * sizeof *mean), *var = xmalloc((size_t)n * sizeof *var);
+    float *mean = xmalloc((size_t)n * sizeof *mean);
+    float *var = xmalloc((size_t)n * sizeof *var);
     float *y = xmalloc((size_t)n * sizeof *y);
     predict(pred, test, mean, var, NULL);
     for (int64_t i = 0; i < n; i++) {
@@ -513,7 +515,8 @@ static void toy_curve(ibvi_predictor *pred, const data *train, result *r,
     /* grid index of x: (x + 2) / 4 * (TOY_GRID - 1) */
     r->std_gap = sqrt(ep[(TOY_GRID - 1) / 2]);
     r->std_far = 0.5 * (sqrt(ep[0]) + sqrt(ep[TOY_GRID - 1]));
-    float *tm = xmalloc((size_t)train->n * sizeof *tm), *tv = xmalloc((size_t)train->n * sizeof *tv);
+    float *tm = xmalloc((size_t)train->n * sizeof *tm);
+    float *tv = xmalloc((size_t)train->n * sizeof *tv);
     float *tep = xmalloc((size_t)train->n * sizeof *tep);
     predict(pred, train, tm, tv, tep);
     r->std_data = 0;
@@ -727,7 +730,8 @@ static int write_json(const char *path, const config *c, const result *r,
                "\"seed\": %llu, \"train_points\": %lld, \"validation_points\": "
                "%lld, \"test_points\": %lld},\n  \"methods\": [\n",
             c->hidden_count, c->hidden[0],
-            c->activation == IBVI_ACT_TANH ? "tanh" : "relu", c->rank, c->ensemble, c->epochs,
+            c->activation == IBVI_ACT_TANH ? "tanh" : "relu", c->rank, c->ensemble,
+            c->epochs,
             (double)c->lr, (double)c->momentum, c->batch, c->test_samples,
             (unsigned long long)c->seed, (long long)n_train, (long long)n_val,
             (long long)n_test);
