@@ -803,9 +803,11 @@ int main(int argc, char **argv)
     int count = 0;
     double curves[METHOD_COUNT][3][TOY_GRID];
     report_band bands[METHOD_COUNT];
-    double grid_x[TOY_GRID], px[64], py[64];
-    for (int i = 0; i < TOY_GRID; i++)
+    double grid_x[TOY_GRID], truth[TOY_GRID], px[64], py[64];
+    for (int i = 0; i < TOY_GRID; i++) {
         grid_x[i] = -2.0 + 4.0 * i / (TOY_GRID - 1);
+        truth[i] = sin(3.0 * grid_x[i]);
+    }
     for (int64_t i = 0; toy && i < train.n && i < 64; i++) {
         px[i] = train.x[i];
         py[i] = train.y[i];
@@ -857,14 +859,15 @@ int main(int argc, char **argv)
                           curves[count][2]);
                 bands[count] = (report_band){r->name, TOY_GRID, grid_x,
                                              curves[count][0], curves[count][1],
-                                             curves[count][2], (int)train.n, px, py};
+                                             curves[count][2], truth, (int)train.n,
+                                             px, py};
             }
             ibvi_predictor_free(pred);
         } else {
             fprintf(stderr, "regression: %s diverged (%s): not evaluated; try a "
                             "lower --lr (docs/concepts.md)\n", r->name, r->divergence);
             bands[count] = (report_band){r->name, 0, grid_x, NULL, NULL, NULL,
-                                         (int)train.n, px, py};
+                                         NULL, (int)train.n, px, py};
         }
         for (int i = 0; i < members; i++)
             ibvi_net_free(nets[i]);
@@ -881,7 +884,7 @@ int main(int argc, char **argv)
         char caption[256];
         snprintf(caption, sizeof caption,
                  "Predictive mean (line) and 95%% interval (band) on x in [-2, 2]; "
-                 "red: the %lld training points, y = sin(3x) + noise",
+                 "red: the %lld training points, y = sin(3x) + noise; dashed: sin(3x)",
                  (long long)train.n);
         if (report_write_band_svg(c.svg_path, caption, bands, count, -2, 2, -3,
                                   3) < 0) {

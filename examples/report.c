@@ -355,6 +355,13 @@ static void svg_band_panel(FILE *f, const report_band *b, double x0, double y0,
     for (int i = 0; i < b->grid; i++)
         fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->mean[i]));
     fprintf(f, "'/>\n");
+    if (b->truth) {
+        fprintf(f, "<polyline fill='none' stroke='black' stroke-width='1' "
+                   "stroke-dasharray='4,3' points='");
+        for (int i = 0; i < b->grid; i++)
+            fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->truth[i]));
+        fprintf(f, "'/>\n");
+    }
     for (int i = 0; i < b->points; i++)
         fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='#e0474c'/>\n",
                 SX(b->px[i]), SY(b->py[i]));

@@ -67,11 +67,13 @@ int report_write_svg(const report *r, const char *path);
 
 /* One panel: the predictive mean and a central interval [lo, hi] on a grid
  * of x values, drawn as a line in a shaded band, with the training points
- * as dots. Arrays are borrowed for the call. */
+ * as dots and, if given, the true function dashed. Arrays are borrowed for
+ * the call. */
 typedef struct report_band {
     const char *title;
     int grid;                           /* points of the x grid */
     const double *x, *mean, *lo, *hi;   /* grid values */
+    const double *truth;                /* the true function on the grid, or NULL */
     int points;                         /* training points */
     const double *px, *py;
 } report_band;

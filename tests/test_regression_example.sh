@@ -53,5 +53,6 @@ print("regression ok:", {n: round(m["rmse"], 2) for n, m in zip(names, d["method
 PY
 test "$(grep -c '<polygon' "$work/t.svg")" -eq 3
 test "$(grep -c '<circle' "$work/t.svg")" -eq 120
+test "$(grep -c "stroke-dasharray='4,3'" "$work/t.svg")" -eq 3
 grep -q "ibvi</text>" "$work/t.svg"
 echo "regression example ok"
