@@ -10,6 +10,15 @@
  * below the prior's, since 20 points pin down 20 of the 41 directions);
  * the program prints both and the mean fit.
  *
+ * Prediction goes through a predictor with the regression head
+ * (predictor.h): it draws its SAMPLES weight samples once from its own
+ * seed, so predicting never touches the training noise stream, and it
+ * reads the network's current weights at each run, so the one predictor
+ * serves before and after training. It reports per input the predictive
+ * mean, the epistemic variance (the spread of the sampled models) and the
+ * aleatoric one (the noise std, fitted here on the training points with
+ * ibvi_fit_noise_std; a real program fits it on held-out data).
+ *
  * Build: meson compile -C build; run: ./build/examples/linear_regression
  *
  * SPDX-License-Identifier: MIT
@@ -43,20 +52,15 @@ static void features(float x, float *phi)
     }
 }
 
-/* Mean and standard deviation of the model's output at x over SAMPLES
- * weight samples. */
-static void predict(ibvi_net *net, float x, float *mean, float *std)
+/* The predictive mean at x and the epistemic and aleatoric variances. */
+static void predict(ibvi_predictor *pred, float x, float *mean, float *var_e,
+                    float *var_a)
 {
-    float phi[FEATURES], out[SAMPLES];
+    float phi[FEATURES];
     features(x, phi);
-    check(ibvi_net_forward(net, phi, 1, SAMPLES, out), "forward");
-    double sum = 0, sum2 = 0;
-    for (int s = 0; s < SAMPLES; s++) {
-        sum += out[s];
-        sum2 += (double)out[s] * out[s];
-    }
-    *mean = (float)(sum / SAMPLES);
-    *std = (float)sqrt(fmax(sum2 / SAMPLES - (sum / SAMPLES) * (sum / SAMPLES), 0));
+    check(ibvi_predictor_run_regression(pred, phi, 1, mean, var_e, var_a,
+                                        NULL),
+          "predict");
 }
 
 int main(void)
@@ -77,11 +81,19 @@ int main(void)
     check(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.02f), "optimizer");
     check(ibvi_optimizer_set_momentum(opt, 0.9f, 0), "momentum");
 
+    /* SAMPLES weight samples drawn once, with their own seed; the
+     * regression head's noise std is 0 until it is fitted below. */
+    ibvi_predictor *pred;
+    check(ibvi_predictor_create(&pred, net, SAMPLES, 11), "predictor");
+    ibvi_head_options head;
+    check(ibvi_head_options_init(&head, IBVI_HEAD_REGRESSION), "head options");
+    check(ibvi_predictor_set_head(pred, &head), "set_head");
+
     printf("x      prior std (before training)\n");
     for (float t = -3.0f; t <= 3.01f; t += 1.5f) {
-        float m, s;
-        predict(net, t, &m, &s);
-        printf("%+5.1f  %.3f\n", t, s);
+        float m, ve, va;
+        predict(pred, t, &m, &ve, &va);
+        printf("%+5.1f  %.3f\n", t, sqrt(ve));
     }
 
     /* The host-written loop: one weight sample per step, minibatches of 5. */
@@ -91,15 +103,29 @@ int main(void)
             check(ibvi_train_step(net, opt, x + b * FEATURES, 5, 1,
                                   IBVI_LOSS_SQUARED, NULL, y + b, &loss),
                   "train_step");
-    printf("\nfinal minibatch expected loss %.2e\n\n", loss);
+    printf("\nfinal minibatch expected loss %.2e\n", loss);
 
-    printf("x      target   mean     std   (data lies in [-1, 1])\n");
+    /* The likelihood's noise std: the sigma that makes the training
+     * targets most likely under N(mean, var_epistemic + sigma^2). */
+    float mean[POINTS], var_e[POINTS];
+    check(ibvi_predictor_run_regression(pred, x, POINTS, mean, var_e, NULL,
+                                        NULL),
+          "predict");
+    check(ibvi_fit_noise_std(mean, var_e, y, POINTS, 1, &head.noise_std),
+          "fit_noise_std");
+    check(ibvi_predictor_set_head(pred, &head), "set_head");
+    printf("fitted noise std %.4f\n\n", head.noise_std);
+
+    printf("x      target   mean    epistemic std  predictive std   "
+           "(data lies in [-1, 1])\n");
     for (float t = -3.0f; t <= 3.01f; t += 0.5f) {
-        float m, s;
-        predict(net, t, &m, &s);
-        printf("%+5.1f  %+6.3f  %+6.3f  %.3f%s\n", t, sinf(3.0f * t), m, s,
+        float m, ve, va;
+        predict(pred, t, &m, &ve, &va);
+        printf("%+5.1f  %+6.3f  %+6.3f  %.3f          %.3f%s\n", t,
+               sinf(3.0f * t), m, sqrt(ve), sqrt(ve + va),
                fabsf(t) <= 1.0f ? "  <- data" : "");
     }
+    ibvi_predictor_free(pred);
     ibvi_optimizer_free(opt);
     ibvi_net_free(net);
     return 0;
