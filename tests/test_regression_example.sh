@@ -6,7 +6,8 @@
 # (the target's std is about 77). toy: IBVI's and the ensemble's epistemic
 # std is larger in the gap between the clusters (x = 0) and far out
 # (|x| = 2) than at the training points, the standard network's is 0, and
-# the SVG draws bands and points for all three.
+# the SVG draws bands and points for all three. At lr 3 every method is
+# reported diverged.
 # Usage: test_regression_example.sh REGRESSION
 set -euo pipefail
 regression=$1
@@ -50,6 +51,17 @@ for name in ("ibvi", "ensemble-5"):
 print("regression ok:", {n: round(m["rmse"], 2) for n, m in zip(names, d["methods"])},
       {n: (round(m["epistemic_std_data"], 3), round(m["epistemic_std_gap"], 3),
            round(m["epistemic_std_far"], 3)) for n, m in by.items()})
+PY
+# At lr 3 every method diverges and is reported with null metrics.
+"$regression" --lr 3 --epochs 5 --json "$work/div.json" > "$work/div.txt" 2>&1
+/usr/bin/python3 - "$work/div.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert len(r["methods"]) == 6, r
+for m in r["methods"]:
+    assert m["diverged"] is True and m["rmse"] is None and m["nll"] is None, m
+    assert m["divergence"].startswith("member 0, " if "ensemble" in m["name"]
+                                      else "epochs 1-"), m
 PY
 test "$(grep -c '<polygon' "$work/t.svg")" -eq 3
 test "$(grep -c '<circle' "$work/t.svg")" -eq 120
