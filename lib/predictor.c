@@ -26,10 +26,12 @@
  * Both paths prepare once per run (the rearranged factor, the K samples):
  * they depend on the parameters, which may change between runs, not on x.
  *
- * The last layer writes its logits class-major (classes x n per sample), so
- * the softmax and its entropy run along rows in vectorised blocks, in
- * double (through its kind's forward_by_class, or transposed from its
- * forward). A ReLU after a layer whose kind has forward_relu (dense: fused
+ * The last layer writes its outputs class-major (outputs x n per sample),
+ * and each sample block goes to the predictor's head (head.h: softmax,
+ * sigmoid, regression, heteroscedastic), whose accumulation runs along
+ * rows in vectorised blocks, in double (through the last layer kind's
+ * forward_by_class, or transposed from its forward). run and
+ * run_regression share the one chunk loop (predict). A ReLU after a layer whose kind has forward_relu (dense: fused
  * with its bias) is done there; other activations are applied in place.
  * The element-wise kernels are plain C loops that GCC vectorises (see
  * lib/meson.build): no intrinsics, no target flags.

@@ -799,6 +799,67 @@ START_TEST(test_gaussian_nll_training)
 }
 END_TEST
 
+/* ibvi_train_step takes the Gaussian NLL: its loss is the loss of the
+ * forward it ran (same noise, two samples per target), and bad targets or
+ * an odd output count are refused before anything changes. */
+START_TEST(test_gaussian_nll_train_step)
+{
+    ibvi_net *net = mlp(3, 6, 4, 2, 1, 51), *odd = mlp(3, 6, 3, 2, 1, 52);
+    ibvi_optimizer *opt = NULL, *opt_odd = NULL;
+    CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.01f));
+    CK_OK(ibvi_optimizer_create(&opt_odd, odd, IBVI_OPT_SGD, 0.01f));
+    const int64_t n = 5;
+    float *x = inputs(net, n, 7), t[5 * 2];
+    tu_rng rng;
+    tu_rng_seed(&rng, 8);
+    tu_fill_normal_f(&rng, t, n * 2, 1.0);
+    uint64_t pos0, pos1;
+    CK_OK(ibvi_net_rng_position(net, &pos0));
+    float loss = 0.0f;
+    t[3] = NAN;
+    CK_STATUS(ibvi_train_step(net, opt, x, n, 2, IBVI_LOSS_GAUSSIAN_NLL, NULL,
+                              t, &loss), IBVI_ERR_NONFINITE);
+    t[3] = 0.5f;
+    CK_STATUS(ibvi_train_step(net, opt, x, n, 2, IBVI_LOSS_GAUSSIAN_NLL, NULL,
+                              NULL, &loss), IBVI_ERR_INVALID_ARG);
+    CK_STATUS(ibvi_train_step(odd, opt_odd, x, n, 2, IBVI_LOSS_GAUSSIAN_NLL,
+                              NULL, t, &loss), IBVI_ERR_SHAPE);
+    ck_assert(strncmp(ibvi_last_error(), "ibvi_train_step:", 16) == 0);
+    CK_OK(ibvi_net_rng_position(net, &pos1));
+    ck_assert(pos0 == pos1);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), 0);
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt_odd), 0);
+    /* the step's loss is the loss of its forward pass: the same forward
+     * (the step's noise) on a fresh network with the same seed, whose
+     * parameters are those before the step */
+    float *theta0 = tu_get_mean(tu_layer(net, 2), NULL);
+    CK_OK(ibvi_train_step(net, opt, x, n, 2, IBVI_LOSS_GAUSSIAN_NLL, NULL, t,
+                          &loss));
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), 1);
+    int64_t P;
+    float *theta1 = tu_get_mean(tu_layer(net, 2), &P);
+    ck_assert(memcmp(theta0, theta1, sizeof(float) * (size_t)P) != 0);
+    const int32_t ns = ibvi_net_noise_size(net);
+    float *z = alloc_f(2 * ns), out[2 * 5 * 4], again;
+    CK_OK(ibvi_net_last_noise(net, z, 2 * ns));
+    ibvi_net *fresh = mlp(3, 6, 4, 2, 1, 51);
+    CK_OK(ibvi_net_forward_noise(fresh, x, n, 2, z, 2 * ns, out));
+    CK_OK(ibvi_loss_gaussian_nll(out, 2 * n, 4, t, n, &again, NULL));
+    ck_assert_msg(fabsf(again - loss) <= 1e-6f * fabsf(loss),
+                  "train_step loss %.9g, forward + loss %.9g", (double)loss,
+                  (double)again);
+    free(theta0);
+    free(theta1);
+    free(z);
+    free(x);
+    ibvi_net_free(fresh);
+    ibvi_optimizer_free(opt);
+    ibvi_optimizer_free(opt_odd);
+    ibvi_net_free(net);
+    ibvi_net_free(odd);
+}
+END_TEST
+
 /* ---- ibvi_fit_noise_std ---------------------------------------------------- */
 
 static double noise_nll(const float *m, const float *v, const float *t,
@@ -928,6 +989,7 @@ int main(void)
     tcase_add_test(tc, test_gaussian_nll_gradient);
     tcase_add_test(tc, test_gaussian_nll_clamp);
     tcase_add_test(tc, test_gaussian_nll_training);
+    tcase_add_test(tc, test_gaussian_nll_train_step);
     tcase_add_test(tc, test_fit_noise_std_closed_form);
     tcase_add_test(tc, test_fit_noise_std_maximises_likelihood);
     tcase_add_test(tc, test_fit_then_predict);

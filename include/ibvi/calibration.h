@@ -85,7 +85,11 @@ IBVI_API int ibvi_temperature_apply(float *probs, const float *logits,
  *    (the epistemic variance already covers every residual). A grid of 121
  *    points in log sigma^2 over [max(L, A e^-60), A] picks the best point,
  *    then golden-section search refines it between its neighbours to
- *    double precision (the result is rounded to float). Deterministic.
+ *    double precision (the result is rounded to float): about 200 passes
+ *    over the data, no allocation. sigma is never below sqrt(A) e^-30 on
+ *    this path, except that 0 is returned when sigma = 0 itself is better
+ *    (the likelihood is unbounded as sigma -> 0 when some v_i and its
+ *    residual are both 0). Deterministic.
  * mean, targets: n x dims floats, finite; var_epistemic: n x dims floats,
  * finite and >= 0, or NULL. n >= 1, dims >= 1.
  * noise_std: receives sigma (>= 0).

@@ -11,12 +11,14 @@
  * Headers:
  *   common.h     versions, status codes, ibvi_last_error(), allocator
  *   net.h        networks, layers, forward and backward passes
- *   loss.h       losses and their gradients
+ *   loss.h       losses and their gradients (the Gaussian NLL included)
  *   optimizer.h  SGD (momentum, Nesterov), Adam, ibvi_train_step()
- *   predictor.h  predictive averaging over K samples, ensembles
+ *   predictor.h  predictive averaging over K samples, ensembles; heads:
+ *                softmax, sigmoid, (heteroscedastic) regression
  *   metrics.h    accuracy, NLL, Brier, ECE/MCE, OOD AUROC, entropy
  *   io.h         saving and loading networks and optimizers
- *   calibration.h temperature scaling: fit T, softmax(logits / T)
+ *   calibration.h temperature scaling: fit T, softmax(logits / T); the
+ *                regression noise std (ibvi_fit_noise_std)
  *   kernel.h     which BLIS kernel set runs, and how it was chosen
  *
  * A host-written training loop (error checks shortened to CHECK):

@@ -1,7 +1,10 @@
 /*
- * libibvi - predictive averaging: the probabilities of K sampled networks,
- * averaged, with the uncertainty measures of docs/concepts.md
- * ("Prediction and metrics").
+ * libibvi - predictive averaging: the outputs of K sampled networks,
+ * averaged by the predictor's head (softmax probabilities by default; a
+ * sigmoid for binary outputs; the mean and the epistemic and aleatoric
+ * variances of a regression, see "prediction heads" below), with the
+ * uncertainty measures of docs/concepts.md ("Prediction and metrics",
+ * "Prediction heads").
  *
  * A predictor borrows one network (or several of the same shape: a deep
  * ensemble) and draws its K weight samples once, at creation, from its own
