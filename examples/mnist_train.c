@@ -28,6 +28,7 @@
 
 #include "corrupt.h"
 #include "dataset.h"
+#include "divergence.h"
 #include "report.h"
 
 #define MAX_HIDDEN 8
@@ -112,7 +113,9 @@ static void usage(FILE *out)
         "  --json FILE         write all results as JSON (docs/json-schema.md)\n"
         "  --svg FILE          write reliability diagrams and risk-coverage\n"
         "                      curves as SVG\n"
-        "  --save FILE         save the trained IBVI network\n");
+        "  --save FILE         save the trained IBVI network\n"
+        "A network whose training diverges (docs/concepts.md, \"Learning rates\n"
+        "and divergence\") stops training and is reported as diverged.\n");
 }
 
 static int parse_widths(config *c, const char *text)
@@ -351,10 +354,14 @@ static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
 }
 
 /* Trains with SGD + momentum and a cosine learning-rate schedule; returns
- * the training time in seconds. */
+ * the training time in seconds. On divergence (the rule of divergence.h),
+ * stops, writes the reason to `divergence` (else leaves it empty) and says
+ * so on stderr. */
 static double train_network(ibvi_net *net, const config *c, const dataset *train,
-                            const char *name, uint64_t seed)
+                            const char *name, uint64_t seed, char *divergence,
+                            size_t divergence_size)
 {
+    divergence[0] = '\0';
     ibvi_optimizer *opt;
     CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, c->lr));
     CHECK(ibvi_optimizer_set_momentum(opt, c->momentum, 0));
@@ -374,7 +381,8 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
     const double total_steps = (double)steps_per_epoch * c->epochs;
     const double start = now_seconds();
     int64_t step = 0;
-    for (int epoch = 1; epoch <= c->epochs; epoch++) {
+    double first_loss = 0.0;
+    for (int epoch = 1; epoch <= c->epochs && !divergence[0]; epoch++) {
         shuffle(order, train->count, &shuffle_state);
         double loss_sum = 0, epoch_start = now_seconds();
         int64_t seen = 0;
@@ -390,15 +398,31 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
             CHECK(ibvi_optimizer_set_lr(
                 opt, (float)(c->lr * 0.5 * (1.0 + cos(3.14159265358979 * progress)))));
             float loss;
-            CHECK(ibvi_train_step(net, opt, x, n, c->train_samples,
-                                  IBVI_LOSS_SOFTMAX_XENT, y, NULL, &loss));
+            const int status = ibvi_train_step(net, opt, x, n, c->train_samples,
+                                               IBVI_LOSS_SOFTMAX_XENT, y, NULL,
+                                               &loss);
+            if (status == IBVI_ERR_NONFINITE) {
+                divergence_nonfinite(divergence, divergence_size, epoch);
+                break;
+            }
+            if (status < 0)
+                die("ibvi_train_step", status);
+            if (step == 1)
+                first_loss = loss;
             loss_sum += loss * (double)n;
             seen += n;
             if (c->progress && (b / c->batch) % 20 == 0)
                 progress_bar(name, epoch, c->epochs, seen, train->count,
                              loss_sum / seen, seen / (now_seconds() - epoch_start));
         }
+        if (divergence[0]) {
+            if (c->progress)
+                fputc('\n', stderr);
+            break;
+        }
         const double rate = seen / (now_seconds() - epoch_start);
+        divergence_epoch(divergence, divergence_size, epoch, loss_sum / seen,
+                         first_loss);
         if (c->progress) {
             progress_bar(name, epoch, c->epochs, seen, train->count,
                          loss_sum / seen, rate);
@@ -409,6 +433,10 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
         }
     }
     const double seconds = now_seconds() - start;
+    if (divergence[0])
+        fprintf(stderr, "mnist_train: %s diverged (%s): training stopped, not "
+                        "evaluated; try a lower --lr (docs/concepts.md)\n",
+                name, divergence);
     free(order);
     free(x);
     free(y);
@@ -563,6 +591,14 @@ static const char *base_name(const char *path)
     return slash && slash[1] ? slash + 1 : path;
 }
 
+/* A method whose network diverged (reason not empty) is reported as such,
+ * without metrics. */
+static void mark_diverged(method_result *m, const char *reason)
+{
+    m->diverged = reason[0] != '\0';
+    snprintf(m->divergence, sizeof m->divergence, "%s", reason);
+}
+
 static method_result *add_method(report *r, const char *name)
 {
     method_result *m = &r->methods[r->method_count++];
@@ -648,19 +684,31 @@ int main(int argc, char **argv)
     const int members = has_method(&c, "ensemble") ? c.ensemble : 1;
     ibvi_net *standard[REPORT_MAX_METHODS] = {0};
     double standard_seconds[REPORT_MAX_METHODS] = {0};
+    /* Why each standard network diverged, or "" (train_network). */
+    char standard_divergence[REPORT_MAX_METHODS][sizeof r.methods[0].divergence] =
+        {{0}};
+    /* The ensemble diverged if a member did: the first such member's reason. */
+    char ensemble_divergence[sizeof r.methods[0].divergence] = "";
     for (int i = 0; need_standard && i < members; i++) {
         char name[32];
         snprintf(name, sizeof name, i ? "member %d" : "standard", i);
         standard[i] = build_network(&c, &train, 0, c.seed + 100 * i);
         standard_seconds[i] = train_network(standard[i], &c, &train, name,
-                                            c.seed + 100 * i + 7);
+                                            c.seed + 100 * i + 7,
+                                            standard_divergence[i],
+                                            sizeof standard_divergence[i]);
+        if (standard_divergence[i][0] && !ensemble_divergence[0])
+            snprintf(ensemble_divergence, sizeof ensemble_divergence,
+                     "member %d, %.140s", i, standard_divergence[i]);
     }
     ibvi_predictor *pred;
     if (has_method(&c, "standard")) {
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "standard");
         m->train_seconds = standard_seconds[0];
-        evaluate(pred, &c, &test, ood_set, m);
+        mark_diverged(m, standard_divergence[0]);
+        if (!m->diverged)
+            evaluate(pred, &c, &test, ood_set, m);
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "temp")) {
@@ -670,10 +718,13 @@ int main(int argc, char **argv)
         }
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "temp-scaled");
-        m->temperature = fit_temperature(standard[0], &validation);
         m->train_seconds = standard_seconds[0];
-        CHECK(ibvi_predictor_set_temperature(pred, (float)m->temperature));
-        evaluate(pred, &c, &test, ood_set, m);
+        mark_diverged(m, standard_divergence[0]);
+        if (!m->diverged) {
+            m->temperature = fit_temperature(standard[0], &validation);
+            CHECK(ibvi_predictor_set_temperature(pred, (float)m->temperature));
+            evaluate(pred, &c, &test, ood_set, m);
+        }
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "ensemble")) {
@@ -683,17 +734,25 @@ int main(int argc, char **argv)
         method_result *m = add_method(&r, name);
         for (int i = 0; i < members; i++)
             m->train_seconds += standard_seconds[i];
-        evaluate(pred, &c, &test, ood_set, m);
+        mark_diverged(m, ensemble_divergence);
+        if (!m->diverged)
+            evaluate(pred, &c, &test, ood_set, m);
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "ibvi")) {
         ibvi_net *net = build_network(&c, &train, c.rank, c.seed);
         method_result *m = add_method(&r, "ibvi");
-        m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7);
+        char divergence[sizeof m->divergence];
+        m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
+                                         divergence, sizeof divergence);
+        mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
-        evaluate(pred, &c, &test, ood_set, m);
+        if (!m->diverged)
+            evaluate(pred, &c, &test, ood_set, m);
         ibvi_predictor_free(pred);
-        if (c.save_path) {
+        if (c.save_path && m->diverged) {
+            fprintf(stderr, "mnist_train: not saving the diverged IBVI network\n");
+        } else if (c.save_path) {
             CHECK(ibvi_net_save(net, NULL, c.save_path));
             fprintf(stderr, "saved the IBVI network to %s\n", c.save_path);
         }

@@ -39,6 +39,11 @@ void report_print_table(const report *r, FILE *out)
             "train s");
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
+        if (m->diverged) {
+            fprintf(out, "%-12s diverged (%s): not evaluated\n", m->name,
+                    m->divergence);
+            continue;
+        }
         const scores c = report_corruption_mean(m);
         fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
                      "| %9.2f %9.4f %9.2f | %8.1f\n",
@@ -55,9 +60,13 @@ void report_print_table(const report *r, FILE *out)
     fprintf(out, "\n");
     for (int c = 0; c < r->corruption_count; c++) {
         fprintf(out, "%-14s", r->corruption_names[c]);
-        for (int i = 0; i < r->method_count; i++)
-            fprintf(out, "   %7.4f (%6.2f)", r->methods[i].corruption[c].nll,
-                    100 * r->methods[i].corruption[c].accuracy);
+        for (int i = 0; i < r->method_count; i++) {
+            if (r->methods[i].diverged)
+                fprintf(out, " %18s", "diverged");
+            else
+                fprintf(out, "   %7.4f (%6.2f)", r->methods[i].corruption[c].nll,
+                        100 * r->methods[i].corruption[c].accuracy);
+        }
         fprintf(out, "\n");
     }
 }
@@ -94,9 +103,29 @@ static void json_number(FILE *f, const char *key, double v)
         fprintf(f, ", \"%s\": %.6f", key, v);
 }
 
+/* A diverged method: its name, why, and every metric null. */
+static void json_diverged_method(FILE *f, const method_result *m)
+{
+    static const char *const keys[] = {
+        "accuracy", "nll", "ece", "mce", "brier", "ece_adaptive", "aurc",
+        "ood_auroc", "aupr_in", "aupr_out", "fpr95", "temperature"};
+    fprintf(f, "    {\"name\": \"%s\", \"diverged\": true, \"divergence\": "
+               "\"%s\",\n     ", m->name, m->divergence);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        fprintf(f, "\"%s\": null, ", keys[k]);
+    fprintf(f, "\"train_seconds\": %.3f,\n     \"reliability\": null, "
+               "\"corruptions\": {}, \"corruption_mean\": {\"accuracy\": null, "
+               "\"nll\": null, \"ece\": null, \"mce\": null, \"brier\": null}}",
+            m->train_seconds);
+}
+
 static void json_method(FILE *f, const report *r, const method_result *m)
 {
-    fprintf(f, "    {\"name\": \"%s\", ", m->name);
+    if (m->diverged) {
+        json_diverged_method(f, m);
+        return;
+    }
+    fprintf(f, "    {\"name\": \"%s\", \"diverged\": false, ", m->name);
     json_scores(f, &m->test);
     json_number(f, "ece_adaptive", m->ece_adaptive);
     json_number(f, "aurc", m->aurc);
@@ -153,6 +182,12 @@ static void svg_panel(FILE *f, const method_result *m, double x0, double y0)
     const double size = 300, left = 50, top = 40;
     const double px = x0 + left, py = y0 + top;
     const double bin_width = size / IBVI_METRICS_BINS;
+    if (m->diverged) {
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+                   "font-weight='bold'>%s: diverged, not evaluated</text>\n",
+                px + size / 2, y0 + 22, m->name);
+        return;
+    }
     fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
                "font-weight='bold'>%s: ECE = %.2f%%</text>\n",
             px + size / 2, y0 + 22, m->name, 100 * m->test.ece);
@@ -206,7 +241,7 @@ static void svg_risk_panel(FILE *f, const report *r, double x0, double y0)
     const double px = x0 + left, py = y0 + top;
     double rmax = 0.0;
     for (int i = 0; i < r->method_count; i++)
-        for (int k = 0; k < REPORT_RISK_POINTS; k++)
+        for (int k = 0; k < REPORT_RISK_POINTS && !r->methods[i].diverged; k++)
             if (r->methods[i].risk[k] > rmax)
                 rmax = r->methods[i].risk[k];
     /* The risk axis: up to the largest risk, rounded up to a tenth. */
@@ -231,6 +266,8 @@ static void svg_risk_panel(FILE *f, const report *r, double x0, double y0)
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
         const char *color = colors[i % 8];
+        if (m->diverged)
+            continue;
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' "
                    "points='", color);
         for (int k = 0; k < REPORT_RISK_POINTS; k++) {
@@ -274,6 +311,82 @@ int report_write_svg(const report *r, const char *path)
     for (int i = 0; i < r->method_count; i++)
         svg_panel(f, &r->methods[i], i * panel_w, 0);
     svg_risk_panel(f, r, r->method_count * panel_w, 0);
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* ---- predictive bands ------------------------------------------------------ */
+
+static double clip(double v, double lo, double hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static void svg_band_panel(FILE *f, const report_band *b, double x0, double y0,
+                           double xmin, double xmax, double ymin, double ymax)
+{
+    const double size_w = 340, size_h = 260, left = 45, top = 40;
+    const double px = x0 + left, py = y0 + top;
+#define SX(v) (px + (clip(v, xmin, xmax) - xmin) / (xmax - xmin) * size_w)
+#define SY(v) (py + size_h - (clip(v, ymin, ymax) - ymin) / (ymax - ymin) * size_h)
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' text-anchor='middle' "
+               "font-weight='bold'>%s</text>\n", px + size_w / 2, y0 + 22,
+            b->title);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' "
+               "fill='white' stroke='black'/>\n", px, py, size_w, size_h);
+    for (int t = 0; t <= 4; t++) {
+        const double vx = xmin + t * (xmax - xmin) / 4;
+        const double vy = ymin + t * (ymax - ymin) / 4;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n",
+                px, SY(vy), px + size_w, SY(vy));
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>"
+                   "%.1f</text>\n", px - 5, SY(vy) + 4, vy);
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>"
+                   "%.1f</text>\n", SX(vx), py + size_h + 15, vx);
+    }
+    /* The band: upper edge left to right, lower edge back. */
+    fprintf(f, "<polygon fill='#4a78c2' fill-opacity='0.3' stroke='none' points='");
+    for (int i = 0; i < b->grid; i++)
+        fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->hi[i]));
+    for (int i = b->grid - 1; i >= 0; i--)
+        fprintf(f, " %.1f,%.1f", SX(b->x[i]), SY(b->lo[i]));
+    fprintf(f, "'/>\n<polyline fill='none' stroke='#1f3f7a' stroke-width='2' "
+               "points='");
+    for (int i = 0; i < b->grid; i++)
+        fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->mean[i]));
+    fprintf(f, "'/>\n");
+    if (b->truth) {
+        fprintf(f, "<polyline fill='none' stroke='black' stroke-width='1' "
+                   "stroke-dasharray='4,3' points='");
+        for (int i = 0; i < b->grid; i++)
+            fprintf(f, "%s%.1f,%.1f", i ? " " : "", SX(b->x[i]), SY(b->truth[i]));
+        fprintf(f, "'/>\n");
+    }
+    for (int i = 0; i < b->points; i++)
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='#e0474c'/>\n",
+                SX(b->px[i]), SY(b->py[i]));
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>x"
+               "</text>\n", px + size_w / 2, py + size_h + 32);
+#undef SX
+#undef SY
+}
+
+int report_write_band_svg(const char *path, const char *caption,
+                          const report_band *panels, int count, double xmin,
+                          double xmax, double ymin, double ymax)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    const double panel_w = 400, panel_h = 340;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' "
+               "height='%.0f' font-family='sans-serif'>\n", panel_w * count,
+            panel_h + 30);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n");
+    for (int i = 0; i < count; i++)
+        svg_band_panel(f, &panels[i], i * panel_w, 0, xmin, xmax, ymin, ymax);
+    fprintf(f, "<text x='10' y='%.0f' font-size='12'>%s</text>\n",
+            panel_h + 20, caption);
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;
 }

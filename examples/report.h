@@ -39,6 +39,11 @@ typedef struct method_result {
     double bin_confidence[IBVI_METRICS_BINS];
     int corruption_count;
     scores corruption[REPORT_MAX_CORRUPTIONS];
+    /* The training diverged (docs/concepts.md, "Learning rates and
+     * divergence"): then no metric above was measured; the table, the
+     * JSON and the SVG say "diverged" and why (divergence). */
+    int diverged;
+    char divergence[160];
 } method_result;
 
 typedef struct report {
@@ -57,5 +62,27 @@ void report_print_table(const report *r, FILE *out);
 /* Return 0, or -1 with errno set when the file cannot be written. */
 int report_write_json(const report *r, const char *path);
 int report_write_svg(const report *r, const char *path);
+
+/* ---- predictive bands of a 1-D regression (examples/regression.c) ------ */
+
+/* One panel: the predictive mean and a central interval [lo, hi] on a grid
+ * of x values, drawn as a line in a shaded band, with the training points
+ * as dots and, if given, the true function dashed. Arrays are borrowed for
+ * the call. */
+typedef struct report_band {
+    const char *title;
+    int grid;                           /* points of the x grid */
+    const double *x, *mean, *lo, *hi;   /* grid values */
+    const double *truth;                /* the true function on the grid, or NULL */
+    int points;                         /* training points */
+    const double *px, *py;
+} report_band;
+
+/* Writes the panels side by side, each over the window [xmin, xmax] x
+ * [ymin, ymax] (values outside are clipped to it), with a caption below.
+ * Returns 0, or -1 with errno set when the file cannot be written. */
+int report_write_band_svg(const char *path, const char *caption,
+                          const report_band *panels, int count, double xmin,
+                          double xmax, double ymin, double ymax);
 
 #endif /* IBVI_EXAMPLES_REPORT_H */

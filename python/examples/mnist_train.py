@@ -38,7 +38,10 @@ EVALUATED_CORRUPTIONS = [mnist_data.ROTATE, mnist_data.SHEAR, mnist_data.SCALE,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A network whose training diverges (docs/concepts.md, \"Learning "
+               "rates and divergence\") stops training and is reported as diverged.")
     p.add_argument("--data", required=True, help="training/test IDX files (e.g. data/fashion)")
     p.add_argument("--ood", help="out-of-distribution test set (e.g. data/mnist)")
     p.add_argument("--methods", default="standard,ibvi,temp",
@@ -129,8 +132,17 @@ def build_network(args, data, rank, seed):
     return net
 
 
+#: The divergence rule of the C program (docs/concepts.md, "Learning rates and
+#: divergence"): a non-finite step loss, an epoch's mean training loss above
+#: DIVERGENCE_FACTOR times the first step's loss, or the mean of an epoch
+#: after the first above the first step's loss.
+DIVERGENCE_FACTOR = 1.5
+
+
 def train_network(net, args, train, name, seed):
-    """SGD + momentum with a cosine learning-rate schedule; returns seconds."""
+    """SGD + momentum with a cosine learning-rate schedule; returns the
+    seconds and why the run diverged (None if it did not). A diverged run
+    stops training there."""
     opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
     net.reserve(args.batch, args.train_samples)
     order = list(range(train.count))
@@ -139,6 +151,7 @@ def train_network(net, args, train, name, seed):
     total_steps = steps_per_epoch * args.epochs
     progress = sys.stderr.isatty() and not args.no_progress
     start, step = time.monotonic(), 0
+    first_loss, divergence = 0.0, None
     for epoch in range(1, args.epochs + 1):
         state = mnist_data.shuffle(order, state)
         index = np.array(order)
@@ -147,20 +160,43 @@ def train_network(net, args, train, name, seed):
             batch = index[b:b + args.batch]
             opt.lr = args.lr * 0.5 * (1.0 + math.cos(3.14159265358979 * (step / total_steps)))
             step += 1
-            loss = opt.train_step(train.images[batch], labels=train.labels[batch],
-                                  samples=args.train_samples)
+            try:
+                loss = opt.train_step(train.images[batch], labels=train.labels[batch],
+                                      samples=args.train_samples)
+            except ibvi.NonFiniteError:
+                divergence = "epoch %d: non-finite training loss" % epoch
+                break
+            if step == 1:
+                first_loss = loss
             loss_sum += loss * len(batch)
             seen += len(batch)
             if progress and (b // args.batch) % 20 == 0:
                 print("\r%-12s epoch %2d/%-2d  %3d%%  loss %.4f" % (
                     name, epoch, args.epochs, 100 * seen // train.count,
                     loss_sum / seen), end="", file=sys.stderr)
+        if divergence:
+            if progress:
+                print(file=sys.stderr)
+            break
         rate = seen / (time.monotonic() - epoch_start)
+        if loss_sum / seen > DIVERGENCE_FACTOR * first_loss:
+            divergence = ("epoch %d: mean training loss %.4g > %.1f x the first "
+                          "step's %.4g" % (epoch, loss_sum / seen, DIVERGENCE_FACTOR,
+                                           first_loss))
+        elif epoch > 1 and loss_sum / seen > first_loss:
+            divergence = ("epoch %d: mean training loss %.4g > the first step's %.4g"
+                          % (epoch, loss_sum / seen, first_loss))
         print("%s%-12s epoch %2d/%-2d loss %.4f  %6.0f img/s" % (
             "\r" if progress else "", name, epoch, args.epochs, loss_sum / seen, rate),
             file=sys.stderr)
+        if divergence:
+            break
+    seconds = time.monotonic() - start
+    if divergence:
+        print("mnist_train.py: %s diverged (%s): training stopped, not evaluated; "
+              "try a lower --lr (docs/concepts.md)" % (name, divergence), file=sys.stderr)
     opt.close()
-    return time.monotonic() - start
+    return seconds, divergence
 
 
 def fit_temperature(net, validation):
@@ -173,10 +209,12 @@ def fit_temperature(net, validation):
 # ---- evaluation --------------------------------------------------------------
 
 class Method:
-    def __init__(self, name, predictor, seconds, temperature=1.0):
+    def __init__(self, name, predictor, seconds, temperature=1.0, divergence=None):
         self.name, self.predictor = name, predictor
         self.train_seconds, self.temperature = seconds, temperature
         self.corruptions = []
+        #: why the training diverged (then nothing is evaluated), or None
+        self.divergence = divergence
 
 
 def scores(metrics):
@@ -204,6 +242,7 @@ def predict_set(methods, data, corruption=mnist_data.IDENTITY, seed=0,
 
 
 def evaluate(methods, args, test, ood):
+    methods = [m for m in methods if m.divergence is None]
     in_metrics, in_entropy = predict_set(methods, test, want_entropy=True)
     for k, m in enumerate(methods):
         m.test = scores(in_metrics[k])
@@ -239,6 +278,9 @@ def print_table(methods, dataset, ood_name, corruption_names):
         "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "AUPR-in",
         "AUPR-out", "FPR95 %", "corr acc%", "corr NLL", "corr ECE%", "train s"))
     for m in methods:
+        if m.divergence:
+            print("%-12s diverged (%s): not evaluated" % (m.name, m.divergence))
+            continue
         c = corruption_mean(m)
         print("%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
               "| %9.2f %9.4f %9.2f | %8.1f" % (
@@ -255,6 +297,9 @@ def print_table(methods, dataset, ood_name, corruption_names):
     for k, name in enumerate(corruption_names):
         print("%-14s" % name, end="")
         for m in methods:
+            if m.divergence:
+                print(" %18s" % "diverged", end="")
+                continue
             print("   %7.4f (%6.2f)" % (m.corruptions[k]["nll"],
                                         100 * m.corruptions[k]["accuracy"]), end="")
         print()
@@ -264,7 +309,15 @@ def write_json(path, methods, args, dataset, ood_name, corruption_names, counts)
     def method(m):
         def number(v):
             return None if math.isnan(v) else v
-        d = {"name": m.name, **m.test,
+        if m.divergence:
+            none = dict.fromkeys(("accuracy", "nll", "ece", "mce", "brier"))
+            return {"name": m.name, "diverged": True, "divergence": m.divergence,
+                    **none, **dict.fromkeys(("ece_adaptive", "aurc", "ood_auroc",
+                                             "aupr_in", "aupr_out", "fpr95",
+                                             "temperature")),
+                    "train_seconds": m.train_seconds, "reliability": None,
+                    "corruptions": {}, "corruption_mean": none}
+        d = {"name": m.name, "diverged": False, **m.test,
              "ece_adaptive": m.ece_adaptive, "aurc": m.aurc,
              "ood_auroc": number(m.ood_auroc), "aupr_in": number(m.ood_aupr_in),
              "aupr_out": number(m.ood_aupr_out), "fpr95": number(m.ood_fpr95),
@@ -334,35 +387,44 @@ def main(argv=None):
     nets = []
     # Standard networks: member 0 is "standard", all of them the ensemble.
     members = args.ensemble if "ensemble" in args.methods else 1
-    standard, seconds = [], []
+    standard, seconds, diverged = [], [], []
     if {"standard", "temp", "ensemble"} & set(args.methods):
         for i in range(members):
             net = build_network(args, train, 0, args.seed + 100 * i)
-            seconds.append(train_network(net, args, train,
-                                         "member %d" % i if i else "standard",
-                                         args.seed + 100 * i + 7))
+            s, why = train_network(net, args, train, "member %d" % i if i else "standard",
+                                   args.seed + 100 * i + 7)
+            seconds.append(s)
+            diverged.append(why)
             standard.append(net)
     nets += standard
+    # The ensemble diverged if a member did: the first such member's reason.
+    ensemble_divergence = next(("member %d, %s" % (i, why)
+                                for i, why in enumerate(diverged) if why), None)
     if "standard" in args.methods:
         methods.append(Method("standard", ibvi.Predictor(standard[0], 1, args.seed),
-                              seconds[0]))
+                              seconds[0], divergence=diverged[0]))
     if "temp" in args.methods:
         if validation is None:
             sys.exit("mnist_train.py: temp needs --validation > 0")
-        t = fit_temperature(standard[0], validation)
         pred = ibvi.Predictor(standard[0], 1, args.seed)
-        pred.set_temperature(t)
-        methods.append(Method("temp-scaled", pred, seconds[0], t))
+        t = None
+        if diverged[0] is None:
+            t = fit_temperature(standard[0], validation)
+            pred.set_temperature(t)
+        methods.append(Method("temp-scaled", pred, seconds[0], t, diverged[0]))
     if "ensemble" in args.methods:
         methods.append(Method("ensemble-%d" % members,
                               ibvi.Predictor.ensemble(standard, 1, args.seed),
-                              sum(seconds)))
+                              sum(seconds), divergence=ensemble_divergence))
     if "ibvi" in args.methods:
         net = build_network(args, train, args.rank, args.seed)
-        s = train_network(net, args, train, "ibvi", args.seed + 7)
-        methods.append(Method("ibvi", ibvi.Predictor(net, args.test_samples, args.seed), s))
+        s, why = train_network(net, args, train, "ibvi", args.seed + 7)
+        methods.append(Method("ibvi", ibvi.Predictor(net, args.test_samples, args.seed),
+                              s, divergence=why))
         nets.append(net)
-        if args.save:
+        if args.save and why:
+            print("mnist_train.py: not saving the diverged IBVI network", file=sys.stderr)
+        elif args.save:
             net.save(args.save)
             print("saved the IBVI network to %s" % args.save, file=sys.stderr)
 

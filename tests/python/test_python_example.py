@@ -6,7 +6,8 @@ data/ if examples/prepare_data.sh made it, else Debian's
 dataset-fashion-mnist) and requires the two tables to be identical except
 for the training-time column: the metrics, the OOD AUROC, AUPR and FPR95
 and the eight
-corruptions, to the last printed digit.
+corruptions, to the last printed digit; and that both report diverged
+runs (docs/concepts.md, "Learning rates and divergence") alike.
 """
 import json
 import os
@@ -83,6 +84,44 @@ class Example(unittest.TestCase):
             self.assertEqual(pm["reliability"]["counts"], cm["reliability"]["counts"])
             self.assertEqual(sorted(pm["corruptions"]), sorted(cm["corruptions"]))
         self.assertEqual(pj["config"], cj["config"])
+        for m in cj["methods"]:
+            self.assertIs(m["diverged"], False, m["name"])
+
+    def test_diverged_runs_reported_alike(self):
+        """At lr 2.0 both programs find every network diverged, for the same
+        reason, and report it identically (table and JSON)."""
+        exe = os.environ.get("IBVI_MNIST_TRAIN")
+        if not exe:
+            self.skipTest("IBVI_MNIST_TRAIN is not set")
+        data, _ = data_dirs()
+        if data is None:
+            self.skipTest("no Fashion-MNIST")
+        options = ["--data", data, "--train-limit", "1500", "--test-limit", "500",
+                   "--lr", "2.0", "--epochs", "2", "--width", "48,32", "--rank", "3",
+                   "--test-samples", "4", "--threads", "1", "--no-progress",
+                   "--no-corruptions", "--methods", "standard,ibvi,temp,ensemble",
+                   "--ensemble", "2"]
+        with tempfile.TemporaryDirectory() as tmp:
+            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
+                               capture_output=True, text=True)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            py = subprocess.run([sys.executable, EXAMPLE] + options +
+                                ["--json", os.path.join(tmp, "py.json")],
+                                capture_output=True, text=True)
+            self.assertEqual(py.returncode, 0, py.stderr)
+            with open(os.path.join(tmp, "c.json")) as f:
+                cj = json.load(f)
+            with open(os.path.join(tmp, "py.json")) as f:
+                pj = json.load(f)
+        print(c.stdout)
+        self.assertEqual(py.stdout, c.stdout)
+        self.assertIn("ibvi diverged (epoch 1: ", c.stderr)
+        self.assertIn("ibvi diverged (epoch 1: ", py.stderr)
+        self.assertEqual(len(cj["methods"]), 4)
+        for pm, cm in zip(pj["methods"], cj["methods"]):
+            self.assertIs(cm["diverged"], True, cm["name"])
+            del pm["train_seconds"], cm["train_seconds"]
+            self.assertEqual(pm, cm)
 
 
 if __name__ == "__main__":
