@@ -22,11 +22,7 @@ DOC = os.path.join(ROOT, "docs", "python.md")
 
 #: (heading, index of the block in its section from 0): why it cannot run
 #: alone. Each entry is a fragment still fenced as ```python.
-FRAGMENTS = {
-    ("Prediction heads", 1): "fits sigma with x_val and y_val, which it does "
-                             "not define; 'Regression with uncertainty' is the "
-                             "complete program",
-}
+FRAGMENTS = {}
 
 
 def python_blocks(text):
