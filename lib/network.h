@@ -92,6 +92,11 @@ struct ibvi_layer {
      * this layer's incoming gradient when it gets here. NULL when 0. */
     int32_t skip_readers;
     float *grad_skip;
+
+    /* Bounds on |entries| of a host's gradients for this layer, indexed as
+     * grad_bound: measured by ibvi_optimizer_step_grads (distributed.c) in
+     * the host's buffer right before the step that uses them. */
+    double host_grad_bound[2 * IBVI__MAX_GROUPS];
 };
 
 struct ibvi_net {
@@ -182,6 +187,12 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
 
 /* The network an optimizer is bound to (optimizer.c). */
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);
+/* ibvi__optimizer_step from a host's gradients: grads is the flat buffer of
+ * include/ibvi/distributed.h (ibvi_net_param_count floats, finite), whose
+ * bounds per range the caller has stored in each layer's host_grad_bound.
+ * Needs no backward; draws no weights ahead (optimizer.c). */
+int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
+                              const float *grads);
 
 /* An optimizer's private state, for saving and loading (serialize.c). The
  * hyper-parameters are copies; `state` points at the optimizer's own

@@ -61,6 +61,9 @@ struct ibvi_optimizer {
     uint64_t bounds_version;
     /* During a step: samples to draw ahead (network.h), 0 for none. */
     int32_t presample;
+    /* During a step from a host's gradients (ibvi__optimizer_step_host):
+     * the flat buffer (distributed.h's layout), else NULL. */
+    const float *host_grads;
 };
 
 /* SGD's momentum at creation: the method's recipe (optimizer.h). */
@@ -124,6 +127,23 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
     }
     }
     return count;
+}
+
+/* For a step from a host's gradients: the layer's ranges read their
+ * gradients from its slice of the flat buffer (the mean's P floats, then
+ * the factor's P x R), stored, with the bounds distributed.c measured in
+ * that buffer (host_grad_bound, indexed like grad_bound). */
+static void host_ranges(const ibvi_layer *l, const float *host,
+                        param_range *ranges, int count)
+{
+    const int32_t G = l->group_count;
+    for (int k = 0; k < count; k++) {
+        const ibvi__param_group *grp = &l->groups[k % G];
+        ranges[k].grad = k < G ? host + grp->offset
+                               : host + l->params + grp->offset * l->rank;
+        ranges[k].fg = NULL;
+        ranges[k].grad_bound = l->host_grad_bound[k];
+    }
 }
 
 /* The gradient of range r's entries i .. i + len - 1: stored, or formed in
@@ -404,6 +424,7 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
     const int64_t second_offset = opt->kind == IBVI_OPT_ADAM
                                       ? opt->state_floats / 2 : 0;
     float *state = opt->state;
+    const float *host = opt->host_grads;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         if (l->params == 0)
@@ -411,6 +432,10 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
         const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(l);
         param_range ranges[RANGES_PER_LAYER];
         const int count = layer_ranges(l, opt->kind, &fg, ranges);
+        if (host) {
+            host_ranges(l, host, ranges, count);
+            host += l->params * (1 + (int64_t)l->rank);
+        }
         for (int k = 0; k < count; k++) {
             if (!visit(opt, i, k, &ranges[k], state, state + second_offset))
                 return i;
@@ -583,7 +608,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
     if (status < 0)
         return status;
     ibvi_net *net = opt->net;
-    if (!net->has_gradients)
+    if (!net->has_gradients && !opt->host_grads)
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: no gradients yet (call ibvi_net_backward "
                           "first)", fn);
@@ -591,7 +616,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
                      opt->bounds_version == net->param_version &&
                      walk_ranges(opt, bounds_prove_finite) < 0;
     if (fast) {
-        opt->presample = plan_presample(net);
+        opt->presample = opt->host_grads ? 0 : plan_presample(net);
         walk_ranges(opt, update_with_bounds);
     } else {
         /* Check that the update keeps every parameter and state value
@@ -605,7 +630,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
                 "optimizer state of layer %d NaN or infinite (learning rate "
                 "%g too large?); nothing changed", fn, (int)bad,
                 (double)opt->lr);
-        opt->presample = plan_presample(net);
+        opt->presample = opt->host_grads ? 0 : plan_presample(net);
         walk_ranges(opt, update_range);
         walk_ranges(opt, measure_bounds);
         opt->bounds_valid = 1;
@@ -620,6 +645,17 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
     /* A pending backward would use weights that no longer exist. */
     net->forward_valid = 0;
     return IBVI_OK;
+}
+
+/* A host's gradients come as one stored buffer; the factor ranges then
+ * read it like a mean range, so a step draws no weights ahead. */
+int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
+                              const float *grads)
+{
+    opt->host_grads = grads;
+    const int status = ibvi__optimizer_step(opt, fn);
+    opt->host_grads = NULL;
+    return status;
 }
 
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt) { return opt->net; }

@@ -18,6 +18,8 @@
  *   io.h         saving and loading networks and optimizers
  *   calibration.h temperature scaling: fit T, softmax(logits / T)
  *   kernel.h     which BLIS kernel set runs, and how it was chosen
+ *   distributed.h data parallel: flat parameters and gradients, host steps,
+ *                noise streams per process (docs/distributed.md)
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -61,5 +63,6 @@
 #include "io.h"
 #include "calibration.h"
 #include "kernel.h"
+#include "distributed.h"
 
 #endif /* IBVI_IBVI_H */
