@@ -150,18 +150,23 @@ int ibvi_optimizer_step_grads(ibvi_optimizer *opt, const float *grads,
     return ibvi__optimizer_step_host(opt, fn, grads);
 }
 
-int ibvi_net_set_noise_stream(ibvi_net *net, uint32_t stream)
+int ibvi_net_set_noise_stream(ibvi_net *net, uint64_t stream)
 {
-    int status = ibvi__net_check_ready(net, "ibvi_net_set_noise_stream");
+    static const char fn[] = "ibvi_net_set_noise_stream";
+    int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
+    if (stream > UINT32_MAX)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: stream = %llu, expected 0..2^32 - 1", fn,
+                          (unsigned long long)stream);
     /* Weights a step drew ahead with the old stream's noise stay unused:
      * the next forward compares its noise with theirs (passes.c). */
-    net->noise_rng.substream = stream;
+    net->noise_rng.substream = (uint32_t)stream;
     return IBVI_OK;
 }
 
-int ibvi_net_noise_stream(const ibvi_net *net, uint32_t *stream)
+int ibvi_net_noise_stream(const ibvi_net *net, uint64_t *stream)
 {
     static const char fn[] = "ibvi_net_noise_stream";
     int status = ibvi__net_check_ready(net, fn);

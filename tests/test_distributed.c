@@ -378,10 +378,17 @@ START_TEST(test_rejections)
     CK_OK(ibvi_optimizer_step(opt));
 
     /* noise stream */
-    uint32_t stream;
+    uint64_t stream;
     CK_STATUS(ibvi_net_set_noise_stream(NULL, 1), IBVI_ERR_INVALID_ARG);
     assert_names("ibvi_net_set_noise_stream");
     CK_STATUS(ibvi_net_set_noise_stream(fresh, 1), IBVI_ERR_STATE);
+    CK_STATUS(ibvi_net_set_noise_stream(net, UINT64_C(1) << 32),
+              IBVI_ERR_INVALID_ARG);
+    assert_names("ibvi_net_set_noise_stream");
+    CK_STATUS(ibvi_net_set_noise_stream(net, UINT64_MAX),
+              IBVI_ERR_INVALID_ARG);
+    CK_OK(ibvi_net_noise_stream(net, &stream));
+    ck_assert_uint_eq(stream, 0); /* unchanged by the rejections */
     assert_names("ibvi_net_set_noise_stream");
     CK_STATUS(ibvi_net_noise_stream(NULL, &stream), IBVI_ERR_INVALID_ARG);
     assert_names("ibvi_net_noise_stream");
@@ -414,7 +421,7 @@ START_TEST(test_noise_streams)
     enum { DRAWS = 6 };
     ibvi_net *plain = build(11), *a = build(11), *b = build(11);
     float zp[5 * DRAWS], za[5 * DRAWS], zb[5 * DRAWS];
-    uint32_t stream = 7;
+    uint64_t stream = 7;
     CK_OK(ibvi_net_noise_stream(a, &stream));
     ck_assert_uint_eq(stream, 0);
     /* stream 0 is the default noise */

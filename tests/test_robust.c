@@ -2018,13 +2018,15 @@ static void sw_net_set_noise_stream(void)
     const char *fn = "ibvi_net_set_noise_stream";
     EXPECT(fn, ibvi_net_set_noise_stream(NULL, 1), A);
     EXPECT(fn, ibvi_net_set_noise_stream(F.fresh, 1), ST);
+    EXPECT(fn, ibvi_net_set_noise_stream(F.net, UINT64_C(1) << 32), A);
+    EXPECT(fn, ibvi_net_set_noise_stream(F.net, UINT64_MAX), A);
     CK_OK(ibvi_net_set_noise_stream(F.net, UINT32_MAX));
 }
 
 static void sw_net_noise_stream(void)
 {
     const char *fn = "ibvi_net_noise_stream";
-    uint32_t u;
+    uint64_t u;
     EXPECT(fn, ibvi_net_noise_stream(NULL, &u), A);
     EXPECT(fn, ibvi_net_noise_stream(F.fresh, &u), ST);
     EXPECT(fn, ibvi_net_noise_stream(F.net, NULL), A);

@@ -73,7 +73,8 @@ IBVI_API int ibvi_net_get_grads(const ibvi_net *net, float *grads,
 IBVI_API int ibvi_optimizer_step_grads(ibvi_optimizer *opt,
                                        const float *grads, int64_t len);
 
-/* The network's training-noise stream. Each (seed, stream) is its own
+/* The network's training-noise stream, 0 .. 2^32 - 1 (IBVI_ERR_INVALID_ARG
+ * above: the generator has 32 bits for it). Each (seed, stream) is its own
  * sequence of noise, none overlapping another (include/ibvi/net.h,
  * ibvi_net_rng_position): give rank w stream w, and the W ranks draw W
  * different weight samples per step, reproducibly. Stream 0 is the
@@ -85,8 +86,8 @@ IBVI_API int ibvi_optimizer_step_grads(ibvi_optimizer *opt,
  * store it, since it names a process of a job, not the model (a resumed
  * job sets each rank's stream again; docs/distributed.md). The
  * predictor's noise does not depend on it. Needs ibvi_net_init(). */
-IBVI_API int ibvi_net_set_noise_stream(ibvi_net *net, uint32_t stream);
-IBVI_API int ibvi_net_noise_stream(const ibvi_net *net, uint32_t *stream);
+IBVI_API int ibvi_net_set_noise_stream(ibvi_net *net, uint64_t stream);
+IBVI_API int ibvi_net_noise_stream(const ibvi_net *net, uint64_t *stream);
 
 #ifdef __cplusplus
 }

@@ -96,6 +96,13 @@ PROTOTYPES = {
     "ibvi_net_seed": (STATUS, [H, U64P]),
     "ibvi_net_rng_position": (STATUS, [H, U64P]),
     "ibvi_net_set_rng_position": (STATUS, [H, c_uint64]),
+    # distributed.h
+    "ibvi_net_get_params": (STATUS, [H, F, c_int64]),
+    "ibvi_net_set_params": (STATUS, [H, F, c_int64]),
+    "ibvi_net_get_grads": (STATUS, [H, F, c_int64]),
+    "ibvi_optimizer_step_grads": (STATUS, [H, F, c_int64]),
+    "ibvi_net_set_noise_stream": (STATUS, [H, c_uint64]),
+    "ibvi_net_noise_stream": (STATUS, [H, U64P]),
     "ibvi_net_layer": (STATUS, [H, c_int32, HP]),
     "ibvi_net_forward": (STATUS, [H, F, c_int64, c_int32, F]),
     "ibvi_net_forward_mean": (STATUS, [H, F, c_int64, F]),

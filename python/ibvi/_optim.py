@@ -151,6 +151,14 @@ class Optimizer(Handle):
         with self._use() as h:
             lib.ibvi_optimizer_step(h)
 
+    def step_grads(self, grads):
+        """One update from host-given gradients in Net.get_params' layout
+        (e.g. averaged over the processes of a data-parallel job) instead of
+        the network's own; the same update as step() on the same values."""
+        g = _util.f32(grads, "Optimizer.step_grads", "grads")
+        with self._use() as h:
+            lib.ibvi_optimizer_step_grads(h, fp(g), g.size)
+
     @property
     def step_count(self):
         with self._use() as h:
