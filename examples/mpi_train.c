@@ -88,6 +88,7 @@ typedef struct config {
     int64_t train_limit, test_limit;
     int corruptions, shuffle, check_sync;
     int poison_rank;        /* -1: none */
+    int sizes;              /* print the exchange's sizes and exit */
 } config;
 
 static void usage(FILE *out)
@@ -121,7 +122,11 @@ static void usage(FILE *out)
         "  --dump-params FILE  every rank writes its final parameters\n"
         "                      (ibvi_net_get_params, raw floats) to FILE.<rank>\n"
         "  --poison-rank R     put a NaN into rank R's first minibatch (to\n"
-        "                      test the failure path)\n");
+        "                      test the failure path)\n"
+        "  --sizes             print the floats a step exchanges for --model,\n"
+        "                      --rank and --train-samples on 28 x 28 images,\n"
+        "                      dense and factored (docs/distributed.md), and\n"
+        "                      exit (needs no --data)\n");
 }
 
 static int parse_widths(config *c, const char *text)
@@ -166,6 +171,7 @@ static int parse_options(config *c, int argc, char **argv)
         {"check-sync", no_argument, 0, 'c'},
         {"dump-params", required_argument, 0, 'D'},
         {"poison-rank", required_argument, 0, 'B'},
+        {"sizes", no_argument, 0, 'z'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt, bad = 0;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -198,6 +204,7 @@ static int parse_options(config *c, int argc, char **argv)
         case 'c': c->check_sync = 1; break;
         case 'D': c->dump_path = optarg; break;
         case 'B': c->poison_rank = atoi(optarg); break;
+        case 'z': c->sizes = 1; break;
         case 'h':
             if (rank_id == 0)
                 usage(stdout);
@@ -205,7 +212,7 @@ static int parse_options(config *c, int argc, char **argv)
         default: bad = 1;
         }
     }
-    if (bad || !c->data_dir || c->epochs < 0 || c->batch < 1 ||
+    if (bad || (!c->data_dir && !c->sizes) || c->epochs < 0 || c->batch < 1 ||
         c->rank < 0 || c->max_steps < 0 || c->train_samples < 1) {
         if (rank_id == 0)
             usage(stderr);
@@ -479,6 +486,67 @@ static int report_results(ibvi_net *net, const config *c,
     return status;
 }
 
+/* --sizes: per layer with parameters, what one step exchanges. Dense:
+ * the gradient of the mean and of the factor, P (1 + R) floats, in the
+ * allreduce. Factored: a variational layer's per-sample gradients G (M x P)
+ * and noise Z (M x R) instead, gathered from every rank (allgather), from
+ * which each rank forms dL/dmu = sum of all G rows and dL/dS = G^T Z over
+ * all W M samples; deterministic layers stay in the allreduce. Per-rank
+ * traffic of ring algorithms: allreduce of N floats sends 2 (W - 1) / W N,
+ * allgather of n floats per rank (W - 1) n. */
+static void print_sizes(const config *c)
+{
+    ibvi_net *net;
+    CHECK(model_create(&net, c->model, c->hidden, c->hidden_count, 28, 28, 10,
+                       c->rank));
+    CHECK(ibvi_net_init(net, c->parameterization, c->seed));
+    const int64_t M = c->train_samples;
+    int64_t dense = 0, det = 0, var = 0;
+    printf("%s, rank %d, M = %lld: per layer with parameters\n",
+           model_names[c->model], c->rank, (long long)M);
+    printf("%6s %-9s %10s %4s %12s %12s %12s\n", "layer", "kind", "P", "R",
+           "mean grad", "factor grad", "M (P + R)");
+    for (int32_t i = 0; i < ibvi_net_layer_count(net); i++) {
+        ibvi_layer *l;
+        CHECK(ibvi_net_layer(net, i, &l));
+        const int64_t P = ibvi_layer_param_count(l);
+        int32_t R;
+        CHECK(ibvi_layer_shape(l, NULL, NULL, &R));
+        if (P == 0)
+            continue;
+        static const char *const kinds[] = {"dense", "act", "conv2d", "maxpool",
+                                            "avgpool", "gap", "flatten",
+                                            "groupnorm", "residual"};
+        const int32_t kind = ibvi_layer_get_kind(l);
+        char factored[32] = "-";
+        if (R > 0)
+            snprintf(factored, sizeof factored, "%lld",
+                     (long long)(M * (P + R)));
+        printf("%6d %-9s %10lld %4d %12lld %12lld %12s\n", (int)i,
+               kind >= 0 && kind < 9 ? kinds[kind] : "?", (long long)P,
+               (int)R, (long long)P, (long long)(P * R), factored);
+        dense += P * (1 + R);
+        if (R > 0)
+            var += M * (P + R);
+        else
+            det += P;
+    }
+    printf("allreduce payload: %lld floats (%.2f MB) dense; factored: %lld "
+           "allreduced + %lld gathered per rank\n", (long long)dense,
+           4e-6 * (double)dense, (long long)det, (long long)var);
+    printf("%6s %16s %16s %8s\n", "W", "dense MB/rank", "factored MB/rank",
+           "ratio");
+    const int widths[] = {2, 4, 8, 16, 32, 64, 128};
+    for (int k = 0; k < 7; k++) {
+        const double W = widths[k];
+        const double a = 2 * (W - 1) / W * (double)dense;
+        const double b = 2 * (W - 1) / W * (double)det + (W - 1) * (double)var;
+        printf("%6d %16.2f %16.2f %8.2f\n", widths[k], 4e-6 * a, 4e-6 * b,
+               b / a);
+    }
+    ibvi_net_free(net);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -489,6 +557,12 @@ int main(int argc, char **argv)
     if (parsed != 0) {
         MPI_Finalize();
         return parsed == 1 ? 0 : 2;
+    }
+    if (c.sizes) {
+        if (rank_id == 0)
+            print_sizes(&c);
+        MPI_Finalize();
+        return 0;
     }
     dataset train_set;
     load_or_die(&train_set, c.data_dir, "train");

@@ -1,0 +1,48 @@
+#!/bin/sh
+# bench/mpi_scaling.sh - data-parallel scaling of mpi_train on one machine
+# (docs/distributed.md): the same steps of the same 128 images per step as
+#   1 process x 1 thread   (batch 128)
+#   1 process x 2 threads  (batch 128, two BLIS threads)
+#   2 ranks   x 1 thread   (batch 64 per rank, one allreduce per step)
+# for the MLP and LeNet-5, with the time per step, the ratios to 1 x 1 and
+# the share of a step spent in the allreduce. All runs in one invocation,
+# one after the other, so the ratios share the machine's state.
+#
+# usage: bench/mpi_scaling.sh BUILD_DIR [STEPS]
+# SPDX-License-Identifier: MIT
+set -eu
+build=${1:?build directory}
+steps=${2:-60}
+train=$build/examples/mpi_train
+data=${DATA:-/usr/share/datasets/fashion-mnist}
+[ -x "$train" ] || { echo "no $train (meson found no MPI?)" >&2; exit 1; }
+mpirun="mpirun --bind-to none"
+if mpirun --version 2>&1 | grep -q "Open MPI"; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    export OMPI_MCA_btl=self,vader
+    mpirun="$mpirun --oversubscribe"
+fi
+limit=$((steps * 128))
+
+# run MODEL RANKS THREADS BATCH -> "ms_per_step allreduce_percent"
+run() {
+    $mpirun -np "$2" "$train" --data "$data" --model "$1" --threads "$3" \
+        --batch "$4" --train-limit "$limit" --epochs 1 --steps "$steps" \
+        --no-corruptions --test-limit 100 --test-samples 1 2>&1 >/dev/null |
+        sed -n 's/.* \([0-9.]*\) ms per step, allreduce \([0-9.]*\)% .*(\([0-9]*\) floats.*/\1 \2 \3/p'
+}
+
+printf '%-8s %-16s %10s %8s %12s %14s\n' model layout "ms/step" "x 1x1" \
+    "allreduce %" "floats/step"
+for model in mlp lenet5; do
+    base=
+    for layout in "1 1 128" "1 2 128" "2 1 64"; do
+        set -- $layout
+        result=$(run "$model" "$1" "$2" "$3")
+        set -- $layout $result
+        [ -n "$base" ] || base=$4
+        ratio=$(awk -v a="$base" -v b="$4" 'BEGIN { printf "%.2f", a / b }')
+        printf '%-8s %-16s %10s %8s %12s %14s\n' "$model" \
+            "$1 rank x $2 thr" "$4" "$ratio" "$5" "$6"
+    done
+done
