@@ -125,7 +125,8 @@ static void usage(FILE *out)
         "                      test the failure path)\n"
         "  --sizes             print the floats a step exchanges for --model,\n"
         "                      --rank and --train-samples on 28 x 28 images,\n"
-        "                      dense and factored (docs/distributed.md), and\n"
+        "                      dense and factored (docs/distributed.md), time\n"
+        "                      both exchanges when run on 2 or more ranks, and\n"
         "                      exit (needs no --data)\n");
 }
 
@@ -494,6 +495,59 @@ static int report_results(ibvi_net *net, const config *c,
  * all W M samples; deterministic layers stay in the allreduce. Per-rank
  * traffic of ring algorithms: allreduce of N floats sends 2 (W - 1) / W N,
  * allgather of n floats per rank (W - 1) n. */
+/* Under mpirun with W > 1 ranks: the time of the two exchanges of a step
+ * on this communicator, the dense one (one allreduce of `dense` floats) and
+ * the factored one (an allreduce of the `det` deterministic floats and an
+ * allgather of `var` floats per rank), median of 21 rounds each. The
+ * payloads are zeros: this times the communication only. */
+static double median_of(double *t, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+            const double s = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = s;
+        }
+    return t[n / 2];
+}
+
+static void time_exchanges(int64_t dense, int64_t det, int64_t var)
+{
+    if (ranks < 2)
+        return;
+    enum { ROUNDS = 21 };
+    float *a = calloc((size_t)dense, sizeof *a);
+    float *d = calloc((size_t)det + 1, sizeof *d);
+    float *mine = calloc((size_t)var + 1, sizeof *mine);
+    float *all = calloc((size_t)(var * ranks) + 1, sizeof *all);
+    if (!a || !d || !mine || !all)
+        die("calloc", IBVI_ERR_NOMEM);
+    double t_dense[ROUNDS], t_fact[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = MPI_Wtime();
+        MPI_Allreduce(MPI_IN_PLACE, a, (int)dense, MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+        t_dense[r] = MPI_Wtime() - t0;
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        MPI_Allreduce(MPI_IN_PLACE, d, (int)det, MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+        MPI_Allgather(mine, (int)var, MPI_FLOAT, all, (int)var, MPI_FLOAT,
+                      MPI_COMM_WORLD);
+        t_fact[r] = MPI_Wtime() - t0;
+    }
+    if (rank_id == 0)
+        printf("measured on %d ranks (median of %d): dense allreduce %.3f ms, "
+               "factored allreduce + allgather %.3f ms\n", ranks, ROUNDS,
+               1e3 * median_of(t_dense, ROUNDS),
+               1e3 * median_of(t_fact, ROUNDS));
+    free(a);
+    free(d);
+    free(mine);
+    free(all);
+}
+
 static void print_sizes(const config *c)
 {
     ibvi_net *net;
@@ -502,9 +556,12 @@ static void print_sizes(const config *c)
     CHECK(ibvi_net_init(net, c->parameterization, c->seed));
     const int64_t M = c->train_samples;
     int64_t dense = 0, det = 0, var = 0;
-    printf("%s, rank %d, M = %lld: per layer with parameters\n",
+    FILE *out = rank_id == 0 ? stdout : NULL;
+    if (out)
+        fprintf(out, "%s, rank %d, M = %lld: per layer with parameters\n",
            model_names[c->model], c->rank, (long long)M);
-    printf("%6s %-9s %10s %4s %12s %12s %12s\n", "layer", "kind", "P", "R",
+    if (out)
+        fprintf(out, "%6s %-9s %10s %4s %12s %12s %12s\n", "layer", "kind", "P", "R",
            "mean grad", "factor grad", "M (P + R)");
     for (int32_t i = 0; i < ibvi_net_layer_count(net); i++) {
         ibvi_layer *l;
@@ -522,7 +579,8 @@ static void print_sizes(const config *c)
         if (R > 0)
             snprintf(factored, sizeof factored, "%lld",
                      (long long)(M * (P + R)));
-        printf("%6d %-9s %10lld %4d %12lld %12lld %12s\n", (int)i,
+        if (out)
+            fprintf(out, "%6d %-9s %10lld %4d %12lld %12lld %12s\n", (int)i,
                kind >= 0 && kind < 9 ? kinds[kind] : "?", (long long)P,
                (int)R, (long long)P, (long long)(P * R), factored);
         dense += P * (1 + R);
@@ -531,19 +589,25 @@ static void print_sizes(const config *c)
         else
             det += P;
     }
-    printf("allreduce payload: %lld floats (%.2f MB) dense; factored: %lld "
+    if (!out) {
+        time_exchanges(dense, det, var);
+        ibvi_net_free(net);
+        return;
+    }
+    fprintf(out, "allreduce payload: %lld floats (%.2f MB) dense; factored: %lld "
            "allreduced + %lld gathered per rank\n", (long long)dense,
            4e-6 * (double)dense, (long long)det, (long long)var);
-    printf("%6s %16s %16s %8s\n", "W", "dense MB/rank", "factored MB/rank",
+    fprintf(out, "%6s %16s %16s %8s\n", "W", "dense MB/rank", "factored MB/rank",
            "ratio");
     const int widths[] = {2, 4, 8, 16, 32, 64, 128};
     for (int k = 0; k < 7; k++) {
         const double W = widths[k];
         const double a = 2 * (W - 1) / W * (double)dense;
         const double b = 2 * (W - 1) / W * (double)det + (W - 1) * (double)var;
-        printf("%6d %16.2f %16.2f %8.2f\n", widths[k], 4e-6 * a, 4e-6 * b,
+        fprintf(out, "%6d %16.2f %16.2f %8.2f\n", widths[k], 4e-6 * a, 4e-6 * b,
                b / a);
     }
+    time_exchanges(dense, det, var);
     ibvi_net_free(net);
 }
 
@@ -559,8 +623,7 @@ int main(int argc, char **argv)
         return parsed == 1 ? 0 : 2;
     }
     if (c.sizes) {
-        if (rank_id == 0)
-            print_sizes(&c);
+        print_sizes(&c);
         MPI_Finalize();
         return 0;
     }
