@@ -187,12 +187,28 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
 
 /* The network an optimizer is bound to (optimizer.c). */
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);
-/* ibvi__optimizer_step from a host's gradients: grads is the flat buffer of
- * include/ibvi/distributed.h (ibvi_net_param_count floats, finite), whose
- * bounds per range the caller has stored in each layer's host_grad_bound.
- * Needs no backward; draws no weights ahead (optimizer.c). */
+/* A host's gradients for one step (distributed.c), in one of the two
+ * layouts of include/ibvi/distributed.h:
+ * - flat != NULL: the flat layout (ibvi_net_param_count floats);
+ * - else factored: `count` blocks of `len` floats each (per layer: a
+ *   deterministic layer's mean gradient, a variational layer's G, samples
+ *   x P, then Z, samples x R), with `mean` the means' gradients already
+ *   summed over the blocks and scaled (sum of P over the layers, in layer
+ *   order). A factor range then forms scale * sum over the blocks of
+ *   G^T Z, a chunk at a time.
+ * All values finite; the caller has stored the bounds per range in each
+ * layer's host_grad_bound. */
+typedef struct ibvi__host_grads {
+    const float *flat;
+    const float *blocks, *mean;
+    int32_t count, samples;
+    int64_t len;
+    float scale;
+} ibvi__host_grads;
+/* ibvi__optimizer_step from a host's gradients. Needs no backward; draws
+ * no weights ahead (optimizer.c). */
 int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
-                              const float *grads);
+                              const ibvi__host_grads *grads);
 
 /* An optimizer's private state, for saving and loading (serialize.c). The
  * hyper-parameters are copies; `state` points at the optimizer's own

@@ -516,6 +516,226 @@ START_TEST(test_set_params_then_step)
 }
 END_TEST
 
+/* ---- the factored layout ------------------------------------------------- */
+
+/* After backwards with one and three samples: the layout's size, G (whose
+ * rows sum to dL/dmu, in the backward's order) and Z (the forward's noise)
+ * of each variational layer, and the deterministic layer's dL/dmu. */
+START_TEST(test_factored_layout)
+{
+    const int32_t samples[] = {1, 3};
+    for (int s = 0; s < 2; s++) {
+        const int32_t S = samples[s];
+        ibvi_net *net = build(4);
+        float x[N * DIM];
+        int32_t y[N];
+        batch(2, x, y);
+        forward_backward(net, x, y, S);
+        /* conv: P 30, R 2; dense: P 224; dense: P 36, R 3 */
+        const int64_t len = S * (30 + 2) + 224 + S * (36 + 3);
+        ck_assert_int_eq(ibvi_net_grads_factored_size(net, S), len);
+        float *buf = malloc((size_t)len * sizeof *buf);
+        CK_OK(ibvi_net_get_grads_factored(net, buf, len));
+        float z[3 * 5], mean[224];
+        CK_OK(ibvi_net_last_noise(net, z, S * 5));
+        const int32_t layer[3] = {0, 3, 5};
+        const int64_t P[3] = {30, 224, 36};
+        const int32_t R[3] = {2, 0, 3}, z_off[3] = {0, 0, 2};
+        const float *part = buf;
+        for (int k = 0; k < 3; k++) {
+            CK_OK(ibvi_layer_get_grad_mean(tu_layer(net, layer[k]), mean,
+                                           P[k]));
+            const int32_t rows = R[k] > 0 ? S : 1;
+            for (int64_t p = 0; p < P[k]; p++) {
+                float sum = part[p];
+                for (int32_t m = 1; m < rows; m++)
+                    sum += part[m * P[k] + p];
+                ck_assert_msg(sum == mean[p], "layer %d: G's rows do not sum "
+                              "to dL/dmu", (int)layer[k]);
+            }
+            for (int32_t m = 0; m < S && R[k] > 0; m++)
+                for (int32_t r = 0; r < R[k]; r++)
+                    ck_assert(part[S * P[k] + m * R[k] + r] ==
+                              z[m * 5 + z_off[k] + r]);
+            part += R[k] > 0 ? S * (P[k] + R[k]) : P[k];
+        }
+        ck_assert_int_eq(part - buf, len);
+        free(buf);
+        ibvi_net_free(net);
+    }
+}
+END_TEST
+
+/* Per step, two networks play ranks 0 and 1 (stream w at the step's common
+ * position, the same minibatch); one steps from the two flat buffers
+ * added and halved, the other from the two factored blocks: the same
+ * saved bytes after every step, for every optimizer, one and three
+ * samples. One block alone gives ibvi_optimizer_step's result. */
+START_TEST(test_factored_step_matches_flat)
+{
+    const int32_t samples[] = {1, 3};
+    for (int c = 0; c < 4; c++)
+        for (int s = 0; s < 2; s++) {
+            const int32_t S = samples[s];
+            for (int W = 1; W <= 2; W++) {
+                ibvi_net *a = build(9), *b = build(9);
+                ibvi_optimizer *oa = make_opt(a, c), *ob = make_opt(b, c);
+                const int64_t total = ibvi_net_param_count(a);
+                const int64_t len = ibvi_net_grads_factored_size(b, S);
+                float *g = malloc((size_t)total * sizeof *g);
+                float *sum = malloc((size_t)total * sizeof *sum);
+                float *blocks = malloc((size_t)(2 * len) * sizeof *blocks);
+                for (int step = 0; step < 3; step++) {
+                    float x[N * DIM];
+                    int32_t y[N];
+                    batch(20 + step, x, y);
+                    uint64_t pa, pb;
+                    CK_OK(ibvi_net_rng_position(a, &pa));
+                    CK_OK(ibvi_net_rng_position(b, &pb));
+                    for (int w = 0; w < W; w++) {
+                        CK_OK(ibvi_net_set_noise_stream(a, (uint64_t)w));
+                        CK_OK(ibvi_net_set_rng_position(a, pa));
+                        forward_backward(a, x, y, S);
+                        CK_OK(ibvi_net_get_grads(a, g, total));
+                        for (int64_t i = 0; i < total; i++)
+                            sum[i] = w ? sum[i] + g[i] : g[i];
+                        CK_OK(ibvi_net_set_noise_stream(b, (uint64_t)w));
+                        CK_OK(ibvi_net_set_rng_position(b, pb));
+                        forward_backward(b, x, y, S);
+                        CK_OK(ibvi_net_get_grads_factored(b, blocks + w * len,
+                                                          len));
+                    }
+                    if (W == 1) {
+                        CK_OK(ibvi_optimizer_step(oa));
+                    } else {
+                        for (int64_t i = 0; i < total; i++)
+                            sum[i] *= 0.5f;
+                        CK_OK(ibvi_optimizer_step_grads(oa, sum, total));
+                    }
+                    CK_OK(ibvi_optimizer_step_factored(ob, blocks, W, len));
+                    int64_t la, lb;
+                    uint8_t *sa = saved(a, oa, &la), *sb = saved(b, ob, &lb);
+                    ck_assert_msg(la == lb && memcmp(sa, sb, (size_t)la) == 0,
+                                  "optimizer %d, %d samples, %d blocks: step "
+                                  "%d differs", c, S, W, step);
+                    free(sa);
+                    free(sb);
+                }
+                free(g);
+                free(sum);
+                free(blocks);
+                ibvi_optimizer_free(oa);
+                ibvi_optimizer_free(ob);
+                ibvi_net_free(a);
+                ibvi_net_free(b);
+            }
+        }
+}
+END_TEST
+
+START_TEST(test_factored_rejections)
+{
+    ibvi_net *net = build(12), *fresh;
+    CK_OK(ibvi_net_create(&fresh, 3, NULL));
+    CK_OK(ibvi_net_add_dense(fresh, 2, 1));
+    ibvi_optimizer *opt = make_opt(net, 1);
+    const int64_t len = ibvi_net_grads_factored_size(net, 1);
+    float *buf = calloc((size_t)(2 * len + 64), sizeof *buf);
+    const char *fn_size = "ibvi_net_grads_factored_size",
+               *fn_get = "ibvi_net_get_grads_factored",
+               *fn_step = "ibvi_optimizer_step_factored";
+
+    CK_STATUS(ibvi_net_grads_factored_size(NULL, 1), IBVI_ERR_INVALID_ARG);
+    assert_names(fn_size);
+    CK_STATUS(ibvi_net_grads_factored_size(fresh, 1), IBVI_ERR_STATE);
+    const int32_t bad_samples[] = {0, -1, 65537, INT32_MIN};
+    for (int k = 0; k < 4; k++) {
+        CK_STATUS(ibvi_net_grads_factored_size(net, bad_samples[k]),
+                  IBVI_ERR_INVALID_ARG);
+        assert_names(fn_size);
+    }
+    CK_STATUS(ibvi_net_get_grads_factored(net, buf, len), IBVI_ERR_STATE);
+    assert_names(fn_get);
+
+    float x[N * DIM];
+    int32_t y[N];
+    batch(3, x, y);
+    forward_backward(net, x, y, 1);
+    CK_OK(ibvi_optimizer_step(opt));
+    forward_backward(net, x, y, 1);
+    int64_t state_len;
+    uint8_t *state = saved(net, opt, &state_len);
+
+    CK_STATUS(ibvi_net_get_grads_factored(NULL, buf, len),
+              IBVI_ERR_INVALID_ARG);
+    assert_names(fn_get);
+    CK_STATUS(ibvi_net_get_grads_factored(fresh, buf, len), IBVI_ERR_STATE);
+    CK_STATUS(ibvi_net_get_grads_factored(net, NULL, len),
+              IBVI_ERR_INVALID_ARG);
+    const int64_t bad_len[] = {0, -1, len - 1, len + 1,
+                               ibvi_net_grads_factored_size(net, 2),
+                               INT64_MIN, INT64_MAX};
+    for (size_t k = 0; k < sizeof bad_len / sizeof bad_len[0]; k++) {
+        CK_STATUS(ibvi_net_get_grads_factored(net, buf, bad_len[k]),
+                  IBVI_ERR_SHAPE);
+        assert_names(fn_get);
+    }
+    CK_OK(ibvi_net_get_grads_factored(net, buf, len));
+    CK_OK(ibvi_net_get_grads_factored(net, buf + len, len));
+
+    CK_STATUS(ibvi_optimizer_step_factored(NULL, buf, 1, len),
+              IBVI_ERR_INVALID_ARG);
+    assert_names(fn_step);
+    CK_STATUS(ibvi_optimizer_step_factored(opt, NULL, 1, len),
+              IBVI_ERR_INVALID_ARG);
+    assert_names(fn_step);
+    const int32_t bad_count[] = {0, -1, INT32_MIN};
+    for (int k = 0; k < 3; k++) {
+        CK_STATUS(ibvi_optimizer_step_factored(opt, buf, bad_count[k], len),
+                  IBVI_ERR_INVALID_ARG);
+        assert_names(fn_step);
+    }
+    /* lengths that are the layout of no sample count (len + 1 floats is
+     * not; 224 + 3 (32 + 39) with S = 3 would be, with other blocks) */
+    const int64_t no_len[] = {0, -1, len - 1, len + 1, 224, INT64_MIN,
+                              INT64_MAX};
+    for (size_t k = 0; k < sizeof no_len / sizeof no_len[0]; k++) {
+        CK_STATUS(ibvi_optimizer_step_factored(opt, buf, 1, no_len[k]),
+                  IBVI_ERR_SHAPE);
+        assert_names(fn_step);
+    }
+    assert_same_state(net, opt, state, state_len, "a rejected shape");
+    /* a non-finite value in the second block, in G or in Z */
+    const int64_t where[] = {len + 0, len + 29, len + 30 + 1, 2 * len - 1};
+    for (int w = 0; w < 4; w++) {
+        const float keep = buf[where[w]];
+        buf[where[w]] = NAN;
+        CK_STATUS(ibvi_optimizer_step_factored(opt, buf, 2, len),
+                  IBVI_ERR_NONFINITE);
+        assert_names(fn_step);
+        buf[where[w]] = keep;
+        assert_same_state(net, opt, state, state_len, "a non-finite block");
+    }
+    /* an update that overflows: refused, nothing changed */
+    for (int64_t i = 0; i < 2 * len; i++)
+        buf[i] = 3e38f;
+    CK_OK(ibvi_optimizer_set_lr(opt, 1e30f));
+    CK_STATUS(ibvi_optimizer_step_factored(opt, buf, 2, len),
+              IBVI_ERR_NONFINITE);
+    CK_OK(ibvi_optimizer_set_lr(opt, 0.05f));
+    assert_same_state(net, opt, state, state_len, "an overflowing update");
+    /* and the valid blocks step */
+    CK_OK(ibvi_net_get_grads_factored(net, buf, len));
+    CK_OK(ibvi_optimizer_step_factored(opt, buf, 1, len));
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), 2);
+    free(state);
+    free(buf);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+    ibvi_net_free(fresh);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("distributed");
@@ -528,6 +748,9 @@ int main(void)
     tcase_add_test(tc, test_rejections);
     tcase_add_test(tc, test_noise_streams);
     tcase_add_test(tc, test_set_params_then_step);
+    tcase_add_test(tc, test_factored_layout);
+    tcase_add_test(tc, test_factored_step_matches_flat);
+    tcase_add_test(tc, test_factored_rejections);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -2032,6 +2032,46 @@ static void sw_net_noise_stream(void)
     EXPECT(fn, ibvi_net_noise_stream(F.net, NULL), A);
 }
 
+/* F.net factored, one sample: dense(3 -> 4, R2): 1 x (16 + 2); dense(4 ->
+ * 2, R1): 1 x (10 + 1) = 29 floats. */
+static void sw_net_grads_factored_size(void)
+{
+    const char *fn = "ibvi_net_grads_factored_size";
+    EXPECT(fn, ibvi_net_grads_factored_size(NULL, 1), A);
+    EXPECT(fn, ibvi_net_grads_factored_size(F.fresh, 1), ST);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        EXPECT(fn, ibvi_net_grads_factored_size(F.net, bad_samples[i]), A);
+    ck_assert_int_eq(ibvi_net_grads_factored_size(F.net, 1), 29);
+}
+
+static void sw_net_get_grads_factored(void)
+{
+    const char *fn = "ibvi_net_get_grads_factored";
+    EXPECT(fn, ibvi_net_get_grads_factored(NULL, F.buf, 29), A);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.fresh, F.buf, 29), ST);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.net, NULL, 29), A);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.other, F.buf, 29), ST);
+}
+
+static void sw_optimizer_step_factored(void)
+{
+    const char *fn = "ibvi_optimizer_step_factored";
+    memset(F.buf, 0, sizeof F.buf);
+    EXPECT(fn, ibvi_optimizer_step_factored(NULL, F.buf, 1, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, NULL, 1, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 0, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, -1, 29), A);
+    for (size_t i = 0; i < sizeof bad_flat_len / sizeof bad_flat_len[0]; i++)
+        EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 1,
+                                                bad_flat_len[i]),
+               IBVI_ERR_SHAPE);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 1, 28),
+           IBVI_ERR_SHAPE);
+    F.buf[40] = NAN; /* in the second block */
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 2, 29), NF);
+    ck_assert_int_eq(ibvi_optimizer_step_count(F.sgd), 0);
+}
+
 typedef struct api_row {
     const char *name;
     void (*sweep)(void);
@@ -2074,6 +2114,9 @@ static const api_row api_table[] = {
     ROW(optimizer_step_grads),
     ROW(net_set_noise_stream),
     ROW(net_noise_stream),
+    ROW(net_grads_factored_size),
+    ROW(net_get_grads_factored),
+    ROW(optimizer_step_factored),
     ROW(net_layer),
     ROW(net_forward),
     ROW(net_forward_mean),

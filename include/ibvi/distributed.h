@@ -89,6 +89,45 @@ IBVI_API int ibvi_optimizer_step_grads(ibvi_optimizer *opt,
 IBVI_API int ibvi_net_set_noise_stream(ibvi_net *net, uint64_t stream);
 IBVI_API int ibvi_net_noise_stream(const ibvi_net *net, uint64_t *stream);
 
+/* ---- The factored layout (docs/distributed.md, "The factored gradient")
+ * A variational layer's factor gradient dL/dS = G^T Z is R times its
+ * weights, but the backward holds it as G (the samples' gradients g_m,
+ * samples x P) and Z (their noise z_m, samples x R), with dL/dmu = sum_m
+ * g_m. The factored layout sends those: for every layer with parameters,
+ * in layer order, a deterministic layer's mean gradient (P floats), a
+ * variational layer's G (samples x P row-major) then Z (samples x R). After
+ * a backward through the mean network, samples = 1, G = dL/dmu and Z = 0.
+ * A host gathers the W ranks' blocks (an allgather instead of an
+ * allreduce: smaller while W x samples < 2 (1 + R)) and takes the step from
+ * all of them. */
+
+/* Floats of the factored layout after a backward with `samples` samples
+ * (1..IBVI_MAX_SAMPLES), or a negative status. */
+IBVI_API int64_t ibvi_net_grads_factored_size(const ibvi_net *net,
+                                              int32_t samples);
+
+/* The last backward's gradients in the factored layout; len must be
+ * ibvi_net_grads_factored_size(net, its samples) (IBVI_ERR_SHAPE else).
+ * IBVI_ERR_STATE before any backward since ibvi_net_init(). */
+IBVI_API int ibvi_net_get_grads_factored(const ibvi_net *net, float *buf,
+                                         int64_t len);
+
+/* One optimizer step from `count` (>= 1) blocks of the factored layout,
+ * len floats each, one after the other (an allgather's result): the
+ * gradients are the blocks' average, dL/dmu = (1/count) sum_b sum_m g_bm
+ * and dL/dS = (1/count) sum_b G_b^T Z_b, formed a chunk at a time as the
+ * step needs them (each block's sums in sample order, then the blocks in
+ * order: for the blocks of two ranks, bit for bit the gradients a host
+ * gets by adding the two ranks' ibvi_net_get_grads and scaling by 1/2).
+ * Every block must have the same sample count, which len gives
+ * (IBVI_ERR_SHAPE when no count gives len). Blocks holding NaN or infinity
+ * are refused (IBVI_ERR_NONFINITE); otherwise as
+ * ibvi_optimizer_step_grads. Allocates a buffer of the means' size (and
+ * one layer's) for the call (IBVI_ERR_NOMEM, nothing changed). */
+IBVI_API int ibvi_optimizer_step_factored(ibvi_optimizer *opt,
+                                          const float *blocks, int32_t count,
+                                          int64_t len);
+
 #ifdef __cplusplus
 }
 #endif

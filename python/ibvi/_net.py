@@ -416,6 +416,26 @@ class Net(Handle):
             lib.ibvi_net_get_grads(h, fp(out), out.size)
         return out
 
+    def grads_factored_size(self, samples):
+        """Floats of the factored gradient layout after a backward with
+        `samples` samples (include/ibvi/distributed.h)."""
+        samples = _util.cint(samples, INT32, "Net.grads_factored_size",
+                             "samples")
+        with self._use() as h:
+            return int(lib.ibvi_net_grads_factored_size(h, samples))
+
+    def get_grads_factored(self, samples, out=None):
+        """The last backward's gradients in the factored layout (per layer:
+        dL/dmu, or G then Z of a variational layer); `samples` is that
+        backward's sample count (1 after the mean network)."""
+        with self._use() as h:
+            n = int(lib.ibvi_net_grads_factored_size(
+                h, _util.cint(samples, INT32, "Net.get_grads_factored",
+                              "samples")))
+            out = _util.out_array(out, (n,), "Net.get_grads_factored")
+            lib.ibvi_net_get_grads_factored(h, fp(out), out.size)
+        return out
+
     def layer(self, index):
         """Layer `index` (0-based, activations included); negative indices
         count from the end."""

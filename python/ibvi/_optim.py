@@ -159,6 +159,17 @@ class Optimizer(Handle):
         with self._use() as h:
             lib.ibvi_optimizer_step_grads(h, fp(g), g.size)
 
+    def step_factored(self, blocks):
+        """One update from factored-layout blocks of several processes, an
+        array of shape (count, Net.grads_factored_size(samples)): their
+        average, the factor's G^T Z formed block by block."""
+        b = _util.f32(blocks, "Optimizer.step_factored", "blocks")
+        if b.ndim != 2:
+            raise binding_error(InvalidArgument, "Optimizer.step_factored",
+                                "blocks must be 2-D (count, len)")
+        with self._use() as h:
+            lib.ibvi_optimizer_step_factored(h, fp(b), b.shape[0], b.shape[1])
+
     @property
     def step_count(self):
         with self._use() as h:
