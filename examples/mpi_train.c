@@ -89,6 +89,7 @@ typedef struct config {
     int corruptions, shuffle, check_sync;
     int poison_rank;        /* -1: none */
     int sizes;              /* print the exchange's sizes and exit */
+    int factored;           /* --exchange factored */
 } config;
 
 static void usage(FILE *out)
@@ -123,6 +124,11 @@ static void usage(FILE *out)
         "                      (ibvi_net_get_params, raw floats) to FILE.<rank>\n"
         "  --poison-rank R     put a NaN into rank R's first minibatch (to\n"
         "                      test the failure path)\n"
+        "  --exchange dense|factored  the gradients as one allreduce of the\n"
+        "                      flat gradients (dense, default) or as a small\n"
+        "                      allreduce (loss, status) and an allgather of\n"
+        "                      the factored layout (G and Z of the variational\n"
+        "                      layers, docs/distributed.md)\n"
         "  --sizes             print the floats a step exchanges for --model,\n"
         "                      --rank and --train-samples on 28 x 28 images,\n"
         "                      dense and factored (docs/distributed.md), time\n"
@@ -173,6 +179,7 @@ static int parse_options(config *c, int argc, char **argv)
         {"dump-params", required_argument, 0, 'D'},
         {"poison-rank", required_argument, 0, 'B'},
         {"sizes", no_argument, 0, 'z'},
+        {"exchange", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt, bad = 0;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -206,6 +213,10 @@ static int parse_options(config *c, int argc, char **argv)
         case 'D': c->dump_path = optarg; break;
         case 'B': c->poison_rank = atoi(optarg); break;
         case 'z': c->sizes = 1; break;
+        case 'x':
+            bad |= strcmp(optarg, "dense") && strcmp(optarg, "factored");
+            c->factored = strcmp(optarg, "factored") == 0;
+            break;
         case 'h':
             if (rank_id == 0)
                 usage(stdout);
@@ -275,8 +286,17 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
     CHECK(ibvi_net_reserve(net, c->batch, c->train_samples));
     const int64_t P = ibvi_net_param_count(net);
     const int32_t classes = train_set->classes, dim = train_set->dim;
-    /* The one buffer of the allreduce: P gradients, the loss, the flag. */
+    /* The one buffer of the allreduce: P gradients, the loss, the flag
+     * (factored: only the loss and the flag, and the gathered blocks). */
     float *buf = xmalloc((size_t)(P + 2) * sizeof *buf);
+    const int64_t flen = c->factored
+                             ? ibvi_net_grads_factored_size(net,
+                                                            c->train_samples)
+                             : 0;
+    CHECK((int)(flen < 0 ? flen : 0));
+    float *fmine = c->factored ? xmalloc((size_t)flen * sizeof *fmine) : NULL;
+    float *fall = c->factored ? xmalloc((size_t)(flen * ranks) * sizeof *fall)
+                              : NULL;
     float *params = c->check_sync ? xmalloc((size_t)P * sizeof *params) : NULL;
     const int64_t rows = (int64_t)c->batch * c->train_samples;
     float *out = xmalloc((size_t)(rows * classes) * sizeof *out);
@@ -331,7 +351,9 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
                 status = ibvi_net_backward(net, grad, n * c->train_samples,
                                            classes);
             if (status >= 0)
-                status = ibvi_net_get_grads(net, buf, P);
+                status = c->factored ? ibvi_net_get_grads_factored(net, fmine,
+                                                                   flen)
+                                     : ibvi_net_get_grads(net, buf, P);
             if (status < 0) {
                 fprintf(stderr, "mpi_train: rank %d, step %lld: %s (%s)\n",
                         rank_id, (long long)step, ibvi_status_string(status),
@@ -339,12 +361,20 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
                 memset(buf, 0, (size_t)P * sizeof *buf);
                 loss = 0;
             }
-            buf[P] = loss;
-            buf[P + 1] = status < 0 ? 1.0f : 0.0f;
+            /* dense: the gradients travel with the loss and the flag;
+             * factored: those two first, then the blocks */
+            float *tail = c->factored ? buf : buf + P;
+            tail[0] = loss;
+            tail[1] = status < 0 ? 1.0f : 0.0f;
             const double t0 = now_seconds();
-            MPI_Allreduce(MPI_IN_PLACE, buf, (int)(P + 2), MPI_FLOAT, MPI_SUM,
-                          MPI_COMM_WORLD);
+            MPI_Allreduce(MPI_IN_PLACE, buf, (int)(c->factored ? 2 : P + 2),
+                          MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            if (c->factored && tail[1] == 0.0f)
+                MPI_Allgather(fmine, (int)flen, MPI_FLOAT, fall, (int)flen,
+                              MPI_FLOAT, MPI_COMM_WORLD);
             stats->allreduce_seconds += now_seconds() - t0;
+            buf[P] = tail[0];
+            buf[P + 1] = tail[1];
             if (buf[P + 1] != 0.0f) {
                 if (rank_id == 0)
                     fprintf(stderr, "mpi_train: %g rank(s) failed at step "
@@ -354,11 +384,15 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
                 break;
             }
             const float scale = 1.0f / (float)ranks;
-            for (int64_t i = 0; i < P; i++)
-                buf[i] *= scale;
             /* The same gradients, state and step on every rank: the same
              * parameters (a non-finite update fails on all of them). */
-            CHECK(ibvi_optimizer_step_grads(opt, buf, P));
+            if (c->factored) {
+                CHECK(ibvi_optimizer_step_factored(opt, fall, ranks, flen));
+            } else {
+                for (int64_t i = 0; i < P; i++)
+                    buf[i] *= scale;
+                CHECK(ibvi_optimizer_step_grads(opt, buf, P));
+            }
             loss_sum += buf[P] * scale;
             epoch_steps++;
             step++;
@@ -388,6 +422,8 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
     stats->steps = step;
     free(order);
     free(buf);
+    free(fmine);
+    free(fall);
     free(params);
     free(out);
     free(grad);
@@ -668,12 +704,15 @@ int main(int argc, char **argv)
             dump_params(net, c.dump_path);
         if (rank_id == 0) {
             fprintf(stderr, "trained %lld steps in %.2f s, %.1f ms per step, "
-                            "allreduce %.1f%% of it (%lld floats per step)\n",
+                            "allreduce %.1f%% of it (%lld floats per step "
+                            "and rank)\n",
                     (long long)st.steps, st.seconds,
                     st.steps ? 1e3 * st.seconds / (double)st.steps : 0.0,
                     st.seconds > 0 ? 100 * st.allreduce_seconds / st.seconds
                                    : 0.0,
-                    (long long)(P + 2));
+                    c.factored ? (long long)(ibvi_net_grads_factored_size(
+                                                 net, c.train_samples) + 2)
+                               : (long long)(P + 2));
             status = report_results(net, &c, &train_set, &st);
             if (c.save_path && status == 0) {
                 CHECK(ibvi_net_save(net, NULL, c.save_path));

@@ -10,7 +10,9 @@
 #       (--check-sync compares a checksum after each step; the final dumps
 #       are compared byte for byte);
 #   (c) a rank fed bad input (a NaN in its shard) ends the job with a clear
-#       error and a failing status, within a timeout, not a hang.
+#       error and a failing status, within a timeout, not a hang;
+#   and the factored exchange (--exchange factored) ends with the dense
+#   exchange's parameters, bit for bit.
 # Exit 77 (skipped) without MPI or without the data set.
 #
 # usage: test_mpi.sh [MPI_TRAIN TEST_MPI_REFERENCE]
@@ -45,19 +47,22 @@ mpi_env="ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 mpirun="env $mpi_env $mpirun"
 fail=0
 
-# run_pair NAME MODEL WIDTH RANK SAMPLES: (a) and (b) for one model.
-run_pair() {
+limit=512 batch=32 steps=8 lr=0.02 seed=3
+
+# run_mpi NAME MODEL WIDTH RANK SAMPLES [ARGS...]: a 2-rank run with
+# --check-sync, its dumps compared across the ranks (b). 0 when it ran.
+run_mpi() {
     name=$1 model=$2 width=$3 rank=$4 samples=$5
-    limit=512 batch=32 steps=8 lr=0.02 seed=3
+    shift 5
     if ! timeout 300 $mpirun "$train" --data "$data" --model "$model" \
         --width "$width,$width" --rank "$rank" --train-samples "$samples" \
         --train-limit $limit --batch $batch --epochs 1 --steps $steps \
         --lr $lr --seed $seed --no-shuffle --no-corruptions --test-limit 200 \
-        --test-samples 4 --check-sync --dump-params "$tmp/$name" \
+        --test-samples 4 --check-sync --dump-params "$tmp/$name" "$@" \
         > "$tmp/$name.out" 2> "$tmp/$name.err"; then
         echo "FAIL: $name: mpi_train failed:"; cat "$tmp/$name.err"
         fail=1
-        return
+        return 1
     fi
     if ! cmp -s "$tmp/$name.0" "$tmp/$name.1"; then
         echo "FAIL: $name: the ranks end with different parameters"
@@ -65,17 +70,36 @@ run_pair() {
     else
         echo "ok: $name: both ranks hold the same $(wc -c < "$tmp/$name.0") bytes of parameters (checked after each step)"
     fi
-    if ! "$reference" "$data" "$model" "$width" "$rank" "$samples" $limit \
-        $batch $steps $lr $seed 2 "$tmp/$name"; then
-        echo "FAIL: $name: the 2-rank run differs from the reference"
-        fail=1
-    fi
     grep -q '^ibvi ' "$tmp/$name.out" ||
         { echo "FAIL: $name: rank 0 printed no table"; cat "$tmp/$name.out"; fail=1; }
+    return 0
+}
+
+# run_pair NAME MODEL WIDTH RANK SAMPLES: (a) and (b) for one model.
+run_pair() {
+    run_mpi "$@" || return
+    if ! "$reference" "$data" "$2" "$3" "$4" "$5" $limit $batch $steps $lr \
+        $seed 2 "$tmp/$1"; then
+        echo "FAIL: $1: the 2-rank run differs from the reference"
+        fail=1
+    fi
 }
 
 run_pair mlp mlp 32 3 2
 run_pair lenet5 lenet5 8 2 1
+# The factored exchange (an allgather of G and Z) gives the dense
+# exchange's parameters bit for bit.
+for model in mlp lenet5; do
+    set -- $( [ $model = mlp ] && echo "32 3 2" || echo "8 2 1")
+    if run_mpi "$model-factored" $model "$1" "$2" "$3" --exchange factored; then
+        if cmp -s "$tmp/$model.0" "$tmp/$model-factored.0"; then
+            echo "ok: $model: the factored exchange ends with the dense exchange's parameters"
+        else
+            echo "FAIL: $model: the factored exchange differs from the dense one"
+            fail=1
+        fi
+    fi
+done
 
 # (c) bad input on rank 1 only.
 start=$(date +%s)
