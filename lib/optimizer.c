@@ -14,7 +14,10 @@
  * never stored: the pass forms it a chunk at a time in a small buffer
  * (ibvi__factor_grad_span) just before using it. While a chunk of S is in
  * L1 the pass also draws the next forward's weights from it (network.h,
- * "weights drawn ahead"), so the forward need not read S again.
+ * "weights drawn ahead"), so the forward need not read S again. A step
+ * from a host's gradients (distributed.c) reads them flat, stored, or
+ * factored, each factor chunk formed from several ranks' G and Z the same
+ * way, block by block (host_ranges, range_grad); it draws nothing ahead.
  *
  * A step that would make any value NaN or infinite must change nothing.
  * Checking that exactly costs a second pass over everything, so the
