@@ -29,12 +29,11 @@
 #include "corrupt.h"
 #include "dataset.h"
 #include "divergence.h"
+#include "evaluate.h"
+#include "models.h"
 #include "report.h"
 
 #define MAX_HIDDEN 8
-
-enum { MODEL_MLP, MODEL_LENET5, MODEL_RESNET };
-static const char *const model_names[] = {"mlp", "lenet5", "resnet"};
 
 typedef struct config {
     int model;              /* MODEL_MLP, MODEL_LENET5 or MODEL_RESNET */
@@ -190,10 +189,7 @@ static void parse_options(config *c, int argc, char **argv)
         case 'm': snprintf(c->methods, sizeof c->methods, "%s", optarg); break;
         case 'E': c->ensemble = atoi(optarg); break;
         case 'A':
-            c->model = -1;
-            for (int k = 0; k < 3; k++)
-                if (strcmp(optarg, model_names[k]) == 0)
-                    c->model = k;
+            c->model = model_parse(optarg);
             if (c->model < 0) {
                 fprintf(stderr, "mnist_train: --model is mlp, lenet5 or resnet\n");
                 exit(2);
@@ -262,80 +258,13 @@ static void shuffle(int64_t *order, int64_t n, uint64_t *state)
     }
 }
 
-/* LeNet-5 on 1 x 28 x 28: conv 6@5x5 pad 2 - relu - maxpool 2 - conv 16@5x5 -
- * relu - maxpool 2 - dense 120 - relu - dense 84 - relu - dense classes. The
- * dense layers read the 16 x 5 x 5 maps flat. */
-static void add_lenet5(ibvi_net *net, int32_t classes, int32_t rank)
-{
-    CHECK(ibvi_net_add_conv2d(net, 6, 5, 1, 2, rank));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    CHECK(ibvi_net_add_maxpool(net, 2, 2));
-    CHECK(ibvi_net_add_conv2d(net, 16, 5, 1, 0, 0));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    CHECK(ibvi_net_add_maxpool(net, 2, 2));
-    CHECK(ibvi_net_add_dense(net, 120, 0));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    CHECK(ibvi_net_add_dense(net, 84, 0));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    CHECK(ibvi_net_add_dense(net, classes, rank));
-}
-
-/* Group-norm groups of the ResNet: they must divide every stage's width
- * (16, 32, 64); 4 keeps at least 4 channels per group (docs/tutorial.md). */
-#define RESNET_GROUPS 4
-
-/* One basic block: conv3x3 (stride) - GN - relu - conv3x3 - GN - residual -
- * relu; the residual adds the block's input, through a 1x1 projection with
- * the block's stride when the width or the resolution changes. */
-static void add_basic_block(ibvi_net *net, int32_t channels, int32_t stride,
-                            int projection)
-{
-    const int32_t block_input = ibvi_net_layer_count(net) - 1;
-    CHECK(ibvi_net_add_conv2d(net, channels, 3, stride, 1, 0));
-    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    CHECK(ibvi_net_add_conv2d(net, channels, 3, 1, 1, 0));
-    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
-    CHECK(ibvi_net_add_residual(net, block_input, projection ? stride : 0));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-}
-
-/* A small CIFAR-style ResNet: stem conv 16@3x3 pad 1 - GN - relu, three
- * stages of one basic block (16, 32, 64 channels; the last two halve the
- * resolution with stride 2 and a projection), global average pool, dense. */
-static void add_resnet(ibvi_net *net, int32_t classes, int32_t rank)
-{
-    CHECK(ibvi_net_add_conv2d(net, 16, 3, 1, 1, rank));
-    CHECK(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
-    CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    add_basic_block(net, 16, 1, 0);
-    add_basic_block(net, 32, 2, 1);
-    add_basic_block(net, 64, 2, 1);
-    CHECK(ibvi_net_add_global_avgpool(net));
-    CHECK(ibvi_net_add_dense(net, classes, rank));
-}
-
-/* The network of --model; rank on the first and last layers with weights
- * (0: the standard network, the same architecture). mlp: 784-W-...-W-10
- * with ReLU. */
+/* The network of --model (models.h), initialised. */
 static ibvi_net *build_network(const config *c, const dataset *d,
                                int32_t rank, uint64_t seed)
 {
     ibvi_net *net;
-    if (c->model == MODEL_MLP) {
-        CHECK(ibvi_net_create(&net, d->dim, NULL));
-        for (int i = 0; i < c->hidden_count; i++) {
-            CHECK(ibvi_net_add_dense(net, c->hidden[i], i == 0 ? rank : 0));
-            CHECK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-        }
-        CHECK(ibvi_net_add_dense(net, d->classes, rank));
-    } else {
-        CHECK(ibvi_net_create_image(&net, 1, d->rows, d->cols, NULL));
-        if (c->model == MODEL_LENET5)
-            add_lenet5(net, d->classes, rank);
-        else
-            add_resnet(net, d->classes, rank);
-    }
+    CHECK(model_create(&net, c->model, c->hidden, c->hidden_count, d->rows,
+                       d->cols, d->classes, rank));
     CHECK(ibvi_net_init(net, c->parameterization, seed));
     CHECK(ibvi_net_set_threads(net, c->threads));
     return net;
@@ -444,112 +373,9 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
     return seconds;
 }
 
-/* ---- evaluation ------------------------------------------------------------ */
+/* ---- evaluation (evaluate.c) ---------------------------------------------- */
 
 enum { CHUNK = 1000 };
-
-static scores read_scores(const ibvi_metrics *m)
-{
-    scores s;
-    CHECK(ibvi_metrics_accuracy(m, &s.accuracy));
-    CHECK(ibvi_metrics_nll(m, &s.nll));
-    CHECK(ibvi_metrics_ece(m, &s.ece));
-    CHECK(ibvi_metrics_mce(m, &s.mce));
-    CHECK(ibvi_metrics_brier(m, &s.brier));
-    return s;
-}
-
-/* Runs the predictor over a data set (corrupted with `corruption` unless it
- * is CORRUPT_IDENTITY) into metrics and, if entropy is not NULL, the
- * predictive entropy of every image. */
-static void predict_set(ibvi_predictor *pred, const dataset *d, int corruption,
-                        uint64_t seed, ibvi_metrics *metrics, float *entropy)
-{
-    const int32_t classes = d->classes;
-    float *probs = malloc((size_t)CHUNK * classes * sizeof *probs);
-    float *images = malloc((size_t)CHUNK * d->dim * sizeof *images);
-    if (!probs || !images) {
-        fprintf(stderr, "mnist_train: out of memory\n");
-        exit(1);
-    }
-    for (int64_t start = 0; start < d->count; start += CHUNK) {
-        const int64_t n = d->count - start < CHUNK ? d->count - start : CHUNK;
-        const float *x = d->images + start * d->dim;
-        if (corruption != CORRUPT_IDENTITY) {
-            int status = corrupt_apply_ex(corruption, x, images, n, d->rows,
-                                          d->cols, seed, start);
-            if (status < 0) {
-                fprintf(stderr, "mnist_train: corruption %s failed\n",
-                        corrupt_name(corruption));
-                exit(1);
-            }
-            x = images;
-        }
-        CHECK(ibvi_predictor_run(pred, x, n, probs,
-                                 entropy ? entropy + start : NULL, NULL, NULL));
-        if (metrics)
-            CHECK(ibvi_metrics_add(metrics, probs, n, d->labels + start));
-    }
-    free(probs);
-    free(images);
-}
-
-/* The corruptions evaluated (examples/corrupt.h defines them). */
-static const int evaluated_corruptions[] = {
-    CORRUPT_ROTATE, CORRUPT_SHEAR, CORRUPT_SCALE, CORRUPT_TRANSLATE,
-    CORRUPT_BRIGHTNESS, CORRUPT_STRIPE, CORRUPT_SHOT_NOISE,
-    CORRUPT_IMPULSE_NOISE};
-#define EVALUATED_CORRUPTIONS \
-    (int)(sizeof evaluated_corruptions / sizeof evaluated_corruptions[0])
-
-static void evaluate(ibvi_predictor *pred, const config *c, const dataset *test,
-                     const dataset *ood, method_result *out)
-{
-    ibvi_metrics *metrics;
-    CHECK(ibvi_metrics_create(&metrics, test->classes, NULL));
-    float *in_entropy = malloc((size_t)test->count * sizeof(float));
-    float *out_entropy = ood ? malloc((size_t)ood->count * sizeof(float)) : NULL;
-    if (!in_entropy || (ood && !out_entropy)) {
-        fprintf(stderr, "mnist_train: out of memory\n");
-        exit(1);
-    }
-    predict_set(pred, test, CORRUPT_IDENTITY, 0, metrics, in_entropy);
-    out->test = read_scores(metrics);
-    CHECK(ibvi_metrics_bins(metrics, out->bin_counts, out->bin_accuracy,
-                            out->bin_confidence, IBVI_METRICS_BINS));
-    CHECK(ibvi_metrics_ece_adaptive(metrics, &out->ece_adaptive,
-                                    IBVI_METRICS_BINS));
-    CHECK(ibvi_metrics_aurc(metrics, &out->aurc));
-    double coverage[REPORT_RISK_POINTS];
-    for (int k = 0; k < REPORT_RISK_POINTS; k++)
-        coverage[k] = (k + 1.0) / REPORT_RISK_POINTS;
-    CHECK(ibvi_metrics_risk_coverage(metrics, out->risk, coverage,
-                                     REPORT_RISK_POINTS));
-    out->ood_auroc = out->ood_aupr_in = out->ood_aupr_out = NAN;
-    out->ood_fpr95 = NAN;
-    if (ood) {
-        /* Predictive entropy is the OOD score of all four metrics. */
-        predict_set(pred, ood, CORRUPT_IDENTITY, 0, NULL, out_entropy);
-        CHECK(ibvi_auroc(&out->ood_auroc, in_entropy, test->count, out_entropy,
-                         ood->count));
-        CHECK(ibvi_aupr_in(&out->ood_aupr_in, in_entropy, test->count,
-                           out_entropy, ood->count, NULL));
-        CHECK(ibvi_aupr_out(&out->ood_aupr_out, in_entropy, test->count,
-                            out_entropy, ood->count, NULL));
-        CHECK(ibvi_fpr_at_tpr(&out->ood_fpr95, in_entropy, test->count,
-                              out_entropy, ood->count, 0.95, NULL));
-    }
-    out->corruption_count = 0;
-    for (int k = 0; c->corruptions && k < EVALUATED_CORRUPTIONS; k++) {
-        CHECK(ibvi_metrics_reset(metrics));
-        predict_set(pred, test, evaluated_corruptions[k], c->seed + 1000 + k,
-                    metrics, NULL);
-        out->corruption[out->corruption_count++] = read_scores(metrics);
-    }
-    free(in_entropy);
-    free(out_entropy);
-    ibvi_metrics_free(metrics);
-}
 
 /* Temperature scaling: T fitted on the validation logits of the mean net. */
 static float fit_temperature(ibvi_net *net, const dataset *validation)
@@ -708,7 +534,7 @@ int main(int argc, char **argv)
         m->train_seconds = standard_seconds[0];
         mark_diverged(m, standard_divergence[0]);
         if (!m->diverged)
-            evaluate(pred, &c, &test, ood_set, m);
+            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "temp")) {
@@ -723,7 +549,7 @@ int main(int argc, char **argv)
         if (!m->diverged) {
             m->temperature = fit_temperature(standard[0], &validation);
             CHECK(ibvi_predictor_set_temperature(pred, (float)m->temperature));
-            evaluate(pred, &c, &test, ood_set, m);
+            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
         }
         ibvi_predictor_free(pred);
     }
@@ -736,7 +562,7 @@ int main(int argc, char **argv)
             m->train_seconds += standard_seconds[i];
         mark_diverged(m, ensemble_divergence);
         if (!m->diverged)
-            evaluate(pred, &c, &test, ood_set, m);
+            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "ibvi")) {
@@ -748,7 +574,7 @@ int main(int argc, char **argv)
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
-            evaluate(pred, &c, &test, ood_set, m);
+            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
         ibvi_predictor_free(pred);
         if (c.save_path && m->diverged) {
             fprintf(stderr, "mnist_train: not saving the diverged IBVI network\n");

@@ -92,6 +92,11 @@ struct ibvi_layer {
      * this layer's incoming gradient when it gets here. NULL when 0. */
     int32_t skip_readers;
     float *grad_skip;
+
+    /* Bounds on |entries| of a host's gradients for this layer, indexed as
+     * grad_bound: measured by ibvi_optimizer_step_grads (distributed.c) in
+     * the host's buffer right before the step that uses them. */
+    double host_grad_bound[2 * IBVI__MAX_GROUPS];
 };
 
 struct ibvi_net {
@@ -182,6 +187,28 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
 
 /* The network an optimizer is bound to (optimizer.c). */
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);
+/* A host's gradients for one step (distributed.c), in one of the two
+ * layouts of include/ibvi/distributed.h:
+ * - flat != NULL: the flat layout (ibvi_net_param_count floats);
+ * - else factored: `count` blocks of `len` floats each (per layer: a
+ *   deterministic layer's mean gradient, a variational layer's G, samples
+ *   x P, then Z, samples x R), with `mean` the means' gradients already
+ *   summed over the blocks and scaled (sum of P over the layers, in layer
+ *   order). A factor range then forms scale * sum over the blocks of
+ *   G^T Z, a chunk at a time.
+ * All values finite; the caller has stored the bounds per range in each
+ * layer's host_grad_bound. */
+typedef struct ibvi__host_grads {
+    const float *flat;
+    const float *blocks, *mean;
+    int32_t count, samples;
+    int64_t len;
+    float scale;
+} ibvi__host_grads;
+/* ibvi__optimizer_step from a host's gradients. Needs no backward; draws
+ * no weights ahead (optimizer.c). */
+int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
+                              const ibvi__host_grads *grads);
 
 /* An optimizer's private state, for saving and loading (serialize.c). The
  * hyper-parameters are copies; `state` points at the optimizer's own

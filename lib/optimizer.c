@@ -14,7 +14,10 @@
  * never stored: the pass forms it a chunk at a time in a small buffer
  * (ibvi__factor_grad_span) just before using it. While a chunk of S is in
  * L1 the pass also draws the next forward's weights from it (network.h,
- * "weights drawn ahead"), so the forward need not read S again.
+ * "weights drawn ahead"), so the forward need not read S again. A step
+ * from a host's gradients (distributed.c) reads them flat, stored, or
+ * factored, each factor chunk formed from several ranks' G and Z the same
+ * way, block by block (host_ranges, range_grad); it draws nothing ahead.
  *
  * A step that would make any value NaN or infinite must change nothing.
  * Checking that exactly costs a second pass over everything, so the
@@ -61,6 +64,9 @@ struct ibvi_optimizer {
     uint64_t bounds_version;
     /* During a step: samples to draw ahead (network.h), 0 for none. */
     int32_t presample;
+    /* During a step from a host's gradients (ibvi__optimizer_step_host),
+     * else NULL. */
+    const ibvi__host_grads *host_grads;
 };
 
 /* SGD's momentum at creation: the method's recipe (optimizer.h). */
@@ -89,6 +95,10 @@ typedef struct param_range {
     float mult;
     int64_t count;
     double grad_bound;
+    /* A factor range of a host's factored gradients: its layer's G in
+     * block 0 (the next blocks follow at hb->len), else NULL. */
+    const ibvi__host_grads *hb;
+    const float *hb_g;
 } param_range;
 
 /* Fills ranges (at most RANGES_PER_LAYER) for a layer with parameters:
@@ -104,7 +114,8 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
         const float mult = kind == IBVI_OPT_SGD ? grp->sgd_mult : grp->adam_mult;
         ranges[count++] = (param_range){l, l->mean + grp->offset,
                                         l->grad_mean + grp->offset, NULL, 0,
-                                        mult, grp->count, l->grad_bound[g]};
+                                        mult, grp->count, l->grad_bound[g],
+                                        NULL, NULL};
     }
     switch ((ibvi__covariance)l->covariance) {
     case IBVI__COV_NONE:
@@ -118,12 +129,61 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
             ranges[count++] = (param_range){l, l->factor + grp->offset * R,
                                             NULL, fg, grp->offset * R,
                                             mult / (float)R, grp->count * R,
-                                            l->grad_bound[G + g]};
+                                            l->grad_bound[G + g], NULL, NULL};
         }
         break;
     }
     }
     return count;
+}
+
+/* For a step from a host's gradients: the layer's ranges read their
+ * gradients from its slices of the host's buffers, with the bounds
+ * distributed.c measured in them (host_grad_bound, indexed like
+ * grad_bound). Flat: the mean's P floats, then the factor's P x R, stored.
+ * Factored: the means' summed gradients (mean), stored; the factor's
+ * formed from the blocks' G and Z (range_grad). */
+static void host_ranges(const ibvi_layer *l, const ibvi__host_grads *h,
+                        const float *flat, const float *mean,
+                        const float *block, param_range *ranges, int count)
+{
+    const int32_t G = l->group_count;
+    for (int k = 0; k < count; k++) {
+        const ibvi__param_group *grp = &l->groups[k % G];
+        if (h->flat)
+            ranges[k].grad = k < G ? flat + grp->offset
+                                   : flat + l->params + grp->offset * l->rank;
+        else if (k < G)
+            ranges[k].grad = mean + grp->offset;
+        else {
+            ranges[k].grad = NULL;
+            ranges[k].hb = h;
+            ranges[k].hb_g = block;
+        }
+        ranges[k].fg = NULL;
+        ranges[k].grad_bound = l->host_grad_bound[k];
+    }
+}
+
+/* Entries first .. first + n - 1 of scale * sum over the host's blocks of
+ * G^T Z for range r, into buf; tmp holds a chunk. */
+static void host_factor_span(const param_range *r, int64_t first, int64_t n,
+                             float *buf, float *tmp)
+{
+    const ibvi__host_grads *h = r->hb;
+    const ibvi_layer *l = r->layer;
+    const int64_t P = l->params;
+    for (int32_t b = 0; b < h->count; b++) {
+        const float *g = r->hb_g + b * h->len;
+        const ibvi__factor_grad fg = {g, g + h->samples * P, P, l->rank,
+                                      h->samples, l->rank};
+        ibvi__factor_grad_span(&fg, first, n, b ? tmp : buf);
+        if (b)
+            for (int64_t k = 0; k < n; k++)
+                buf[k] += tmp[k];
+    }
+    for (int64_t k = 0; k < n; k++)
+        buf[k] *= h->scale;
 }
 
 /* The gradient of range r's entries i .. i + len - 1: stored, or formed in
@@ -133,6 +193,11 @@ static const float *range_grad(const param_range *r, int64_t i, int64_t len,
 {
     if (r->grad)
         return r->grad + i;
+    if (r->hb) {
+        float tmp[CHUNK];
+        host_factor_span(r, r->first + i, len, buf, tmp);
+        return buf;
+    }
     ibvi__factor_grad_span(r->fg, r->first + i, len, buf);
     return buf;
 }
@@ -404,6 +469,10 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
     const int64_t second_offset = opt->kind == IBVI_OPT_ADAM
                                       ? opt->state_floats / 2 : 0;
     float *state = opt->state;
+    const ibvi__host_grads *host = opt->host_grads;
+    const float *flat = host ? host->flat : NULL;
+    const float *mean = host ? host->mean : NULL;
+    const float *block = host ? host->blocks : NULL;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         if (l->params == 0)
@@ -411,6 +480,16 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
         const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(l);
         param_range ranges[RANGES_PER_LAYER];
         const int count = layer_ranges(l, opt->kind, &fg, ranges);
+        if (host) {
+            const int64_t P = l->params, R = l->rank;
+            host_ranges(l, host, flat, mean, block, ranges, count);
+            if (flat)
+                flat += P * (1 + R);
+            else {
+                mean += P;
+                block += R > 0 ? host->samples * (P + R) : P;
+            }
+        }
         for (int k = 0; k < count; k++) {
             if (!visit(opt, i, k, &ranges[k], state, state + second_offset))
                 return i;
@@ -583,7 +662,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
     if (status < 0)
         return status;
     ibvi_net *net = opt->net;
-    if (!net->has_gradients)
+    if (!net->has_gradients && !opt->host_grads)
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: no gradients yet (call ibvi_net_backward "
                           "first)", fn);
@@ -591,7 +670,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
                      opt->bounds_version == net->param_version &&
                      walk_ranges(opt, bounds_prove_finite) < 0;
     if (fast) {
-        opt->presample = plan_presample(net);
+        opt->presample = opt->host_grads ? 0 : plan_presample(net);
         walk_ranges(opt, update_with_bounds);
     } else {
         /* Check that the update keeps every parameter and state value
@@ -605,7 +684,7 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
                 "optimizer state of layer %d NaN or infinite (learning rate "
                 "%g too large?); nothing changed", fn, (int)bad,
                 (double)opt->lr);
-        opt->presample = plan_presample(net);
+        opt->presample = opt->host_grads ? 0 : plan_presample(net);
         walk_ranges(opt, update_range);
         walk_ranges(opt, measure_bounds);
         opt->bounds_valid = 1;
@@ -620,6 +699,17 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
     /* A pending backward would use weights that no longer exist. */
     net->forward_valid = 0;
     return IBVI_OK;
+}
+
+/* A host's gradients: the ranges read the host's buffers (host_ranges),
+ * and a step draws no weights ahead. */
+int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
+                              const ibvi__host_grads *grads)
+{
+    opt->host_grads = grads;
+    const int status = ibvi__optimizer_step(opt, fn);
+    opt->host_grads = NULL;
+    return status;
 }
 
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt) { return opt->net; }

@@ -48,12 +48,14 @@ void ibvi__rng_seed(ibvi_rng *rng, uint64_t seed, uint32_t stream)
     rng->key[1] = (uint32_t)(seed >> 32);
     rng->stream = stream;
     rng->counter = 0;
+    rng->substream = 0;
 }
 
 static void next_block(ibvi_rng *rng, uint32_t out[4])
 {
     uint32_t counter[4] = {(uint32_t)rng->counter,
-                           (uint32_t)(rng->counter >> 32), rng->stream, 0};
+                           (uint32_t)(rng->counter >> 32), rng->stream,
+                           rng->substream};
     ibvi__philox4x32(rng->key, counter, out);
     rng->counter++;
 }

@@ -1,10 +1,11 @@
 /*
  * libibvi - counter-based random numbers (Philox 4x32-10).
  *
- * A stream is a key (from the seed and a stream id) and a 64-bit counter.
- * Block c of a stream is Philox(key, c): four 32-bit words that depend only
- * on (key, c), so any position can be reached directly, results do not
- * depend on threads, and there is no global state.
+ * A stream is a key (from the seed), a stream id, a substream and a 64-bit
+ * counter. Block c is Philox(key, (c, stream id, substream)): four 32-bit
+ * words that depend only on those, so any position can be reached
+ * directly, results do not depend on threads, there is no global state,
+ * and streams of different (stream id, substream) never overlap.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -17,11 +18,14 @@ typedef struct ibvi_rng {
     uint32_t key[2];
     uint32_t stream;   /* third counter word: separates streams of one seed */
     uint64_t counter;  /* next block to draw                                */
+    uint32_t substream;/* fourth counter word: a host's stream of one stream
+                          id (ibvi_net_set_noise_stream), 0 by default     */
 } ibvi_rng;
 
 /* Stream ids used by the library. */
 enum { IBVI_STREAM_INIT = 1, IBVI_STREAM_NOISE = 2, IBVI_STREAM_PREDICT = 3 };
 
+/* Position 0 of (seed, stream), substream 0. */
 void ibvi__rng_seed(ibvi_rng *rng, uint64_t seed, uint32_t stream);
 
 /* Fills out[0..n) with N(0, std^2) values (Box-Muller on one Philox block

@@ -2114,6 +2114,117 @@ static void sw_net_add_residual(void)
     EXPECT(fn, ibvi_net_add_residual(F.net, -1, 1), ST);
 }
 
+/* ---- data parallel (distributed.h) ----------------------------------- */
+
+static const int64_t bad_flat_len[] = {0, -1, 67, 69, INT64_MIN, INT64_MAX};
+
+/* The four flat-buffer functions on F.net (68 floats: 16 x 3 + 10 x 2). */
+static void sweep_flat(const char *fn, int which)
+{
+    ck_assert_int_eq(ibvi_net_param_count(F.net), 68);
+    for (int k = 0; k < 3 + 6; k++) {
+        ibvi_net *net = k == 0 ? NULL : k == 1 ? F.fresh : F.net;
+        float *buf = k == 2 ? NULL : F.buf;
+        const int64_t len = k < 3 ? 68 : bad_flat_len[k - 3];
+        const int want = k == 1 ? ST : k < 3 ? A : IBVI_ERR_SHAPE;
+        if (which == 3 && k == 1)
+            continue; /* an optimizer's network is initialised */
+        switch (which) {
+        case 0: EXPECT(fn, ibvi_net_get_params(net, buf, len), want); break;
+        case 1: EXPECT(fn, ibvi_net_set_params(net, buf, len), want); break;
+        case 2: EXPECT(fn, ibvi_net_get_grads(net, buf, len), want); break;
+        default:
+            EXPECT(fn, ibvi_optimizer_step_grads(net ? F.sgd : NULL, buf,
+                                                 len), want);
+        }
+    }
+}
+
+static void sw_net_get_params(void) { sweep_flat("ibvi_net_get_params", 0); }
+
+static void sw_net_set_params(void)
+{
+    sweep_flat("ibvi_net_set_params", 1);
+    CK_OK(ibvi_net_get_params(F.net, F.buf, 68));
+    F.buf[67] = NAN;
+    EXPECT("ibvi_net_set_params", ibvi_net_set_params(F.net, F.buf, 68), NF);
+}
+
+static void sw_net_get_grads(void)
+{
+    sweep_flat("ibvi_net_get_grads", 2);
+    EXPECT("ibvi_net_get_grads", ibvi_net_get_grads(F.other, F.buf, 68), ST);
+}
+
+static void sw_optimizer_step_grads(void)
+{
+    sweep_flat("ibvi_optimizer_step_grads", 3);
+    for (int i = 0; i < 68; i++)
+        F.buf[i] = i == 20 ? INFINITY : 0.0f;
+    EXPECT("ibvi_optimizer_step_grads",
+           ibvi_optimizer_step_grads(F.sgd, F.buf, 68), NF);
+    ck_assert_int_eq(ibvi_optimizer_step_count(F.sgd), 0);
+}
+
+static void sw_net_set_noise_stream(void)
+{
+    const char *fn = "ibvi_net_set_noise_stream";
+    EXPECT(fn, ibvi_net_set_noise_stream(NULL, 1), A);
+    EXPECT(fn, ibvi_net_set_noise_stream(F.fresh, 1), ST);
+    EXPECT(fn, ibvi_net_set_noise_stream(F.net, UINT64_C(1) << 32), A);
+    EXPECT(fn, ibvi_net_set_noise_stream(F.net, UINT64_MAX), A);
+    CK_OK(ibvi_net_set_noise_stream(F.net, UINT32_MAX));
+}
+
+static void sw_net_noise_stream(void)
+{
+    const char *fn = "ibvi_net_noise_stream";
+    uint64_t u;
+    EXPECT(fn, ibvi_net_noise_stream(NULL, &u), A);
+    EXPECT(fn, ibvi_net_noise_stream(F.fresh, &u), ST);
+    EXPECT(fn, ibvi_net_noise_stream(F.net, NULL), A);
+}
+
+/* F.net factored, one sample: dense(3 -> 4, R2): 1 x (16 + 2); dense(4 ->
+ * 2, R1): 1 x (10 + 1) = 29 floats. */
+static void sw_net_grads_factored_size(void)
+{
+    const char *fn = "ibvi_net_grads_factored_size";
+    EXPECT(fn, ibvi_net_grads_factored_size(NULL, 1), A);
+    EXPECT(fn, ibvi_net_grads_factored_size(F.fresh, 1), ST);
+    for (size_t i = 0; i < sizeof bad_samples / sizeof bad_samples[0]; i++)
+        EXPECT(fn, ibvi_net_grads_factored_size(F.net, bad_samples[i]), A);
+    ck_assert_int_eq(ibvi_net_grads_factored_size(F.net, 1), 29);
+}
+
+static void sw_net_get_grads_factored(void)
+{
+    const char *fn = "ibvi_net_get_grads_factored";
+    EXPECT(fn, ibvi_net_get_grads_factored(NULL, F.buf, 29), A);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.fresh, F.buf, 29), ST);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.net, NULL, 29), A);
+    EXPECT(fn, ibvi_net_get_grads_factored(F.other, F.buf, 29), ST);
+}
+
+static void sw_optimizer_step_factored(void)
+{
+    const char *fn = "ibvi_optimizer_step_factored";
+    memset(F.buf, 0, sizeof F.buf);
+    EXPECT(fn, ibvi_optimizer_step_factored(NULL, F.buf, 1, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, NULL, 1, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 0, 29), A);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, -1, 29), A);
+    for (size_t i = 0; i < sizeof bad_flat_len / sizeof bad_flat_len[0]; i++)
+        EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 1,
+                                                bad_flat_len[i]),
+               IBVI_ERR_SHAPE);
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 1, 28),
+           IBVI_ERR_SHAPE);
+    F.buf[40] = NAN; /* in the second block */
+    EXPECT(fn, ibvi_optimizer_step_factored(F.sgd, F.buf, 2, 29), NF);
+    ck_assert_int_eq(ibvi_optimizer_step_count(F.sgd), 0);
+}
+
 typedef struct api_row {
     const char *name;
     void (*sweep)(void);
@@ -2150,6 +2261,15 @@ static const api_row api_table[] = {
     ROW(net_seed),
     ROW(net_rng_position),
     ROW(net_set_rng_position),
+    ROW(net_get_params),
+    ROW(net_set_params),
+    ROW(net_get_grads),
+    ROW(optimizer_step_grads),
+    ROW(net_set_noise_stream),
+    ROW(net_noise_stream),
+    ROW(net_grads_factored_size),
+    ROW(net_get_grads_factored),
+    ROW(optimizer_step_factored),
     ROW(net_layer),
     ROW(net_forward),
     ROW(net_forward_mean),

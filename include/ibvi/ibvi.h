@@ -20,6 +20,8 @@
  *   calibration.h temperature scaling: fit T, softmax(logits / T); the
  *                regression noise std (ibvi_fit_noise_std)
  *   kernel.h     which BLIS kernel set runs, and how it was chosen
+ *   distributed.h data parallel: flat parameters and gradients, host steps,
+ *                noise streams per process (docs/distributed.md)
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -63,5 +65,6 @@
 #include "io.h"
 #include "calibration.h"
 #include "kernel.h"
+#include "distributed.h"
 
 #endif /* IBVI_IBVI_H */

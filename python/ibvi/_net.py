@@ -374,6 +374,68 @@ class Net(Handle):
         with self._use() as h:
             lib.ibvi_net_set_rng_position(h, position)
 
+    @property
+    def noise_stream(self):
+        """The training-noise stream (docs/distributed.md): 0 by default,
+        one per process of a data-parallel job; settable (0 .. 2^32 - 1,
+        runtime only: init() and loading reset it to 0)."""
+        v = c_uint64()
+        with self._use() as h:
+            lib.ibvi_net_noise_stream(h, byref(v))
+        return v.value
+
+    @noise_stream.setter
+    def noise_stream(self, stream):
+        stream = _util.cint(stream, UINT64, "Net.noise_stream", "stream")
+        with self._use() as h:
+            lib.ibvi_net_set_noise_stream(h, stream)
+
+    def get_params(self, out=None):
+        """Every mean and factor as one flat float32 array of param_count
+        values (include/ibvi/distributed.h: per layer with parameters, its
+        mean, then its factor row-major)."""
+        with self._use() as h:
+            out = _util.out_array(out, (int(lib.ibvi_net_param_count(h)),),
+                                  "Net.get_params")
+            lib.ibvi_net_get_params(h, fp(out), out.size)
+        return out
+
+    def set_params(self, params):
+        """Sets every mean and factor from a flat array (get_params' layout);
+        NaN/inf raise NonFiniteError and change nothing."""
+        p = _util.f32(params, "Net.set_params", "params")
+        with self._use() as h:
+            lib.ibvi_net_set_params(h, fp(p), p.size)
+
+    def get_grads(self, out=None):
+        """The last backward's gradients in get_params' layout (the factor's
+        G^T Z formed); StateError before any backward."""
+        with self._use() as h:
+            out = _util.out_array(out, (int(lib.ibvi_net_param_count(h)),),
+                                  "Net.get_grads")
+            lib.ibvi_net_get_grads(h, fp(out), out.size)
+        return out
+
+    def grads_factored_size(self, samples):
+        """Floats of the factored gradient layout after a backward with
+        `samples` samples (include/ibvi/distributed.h)."""
+        samples = _util.cint(samples, INT32, "Net.grads_factored_size",
+                             "samples")
+        with self._use() as h:
+            return int(lib.ibvi_net_grads_factored_size(h, samples))
+
+    def get_grads_factored(self, samples, out=None):
+        """The last backward's gradients in the factored layout (per layer:
+        dL/dmu, or G then Z of a variational layer); `samples` is that
+        backward's sample count (1 after the mean network)."""
+        with self._use() as h:
+            n = int(lib.ibvi_net_grads_factored_size(
+                h, _util.cint(samples, INT32, "Net.get_grads_factored",
+                              "samples")))
+            out = _util.out_array(out, (n,), "Net.get_grads_factored")
+            lib.ibvi_net_get_grads_factored(h, fp(out), out.size)
+        return out
+
     def layer(self, index):
         """Layer `index` (0-based, activations included); negative indices
         count from the end."""

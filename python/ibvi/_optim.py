@@ -151,6 +151,25 @@ class Optimizer(Handle):
         with self._use() as h:
             lib.ibvi_optimizer_step(h)
 
+    def step_grads(self, grads):
+        """One update from host-given gradients in Net.get_params' layout
+        (e.g. averaged over the processes of a data-parallel job) instead of
+        the network's own; the same update as step() on the same values."""
+        g = _util.f32(grads, "Optimizer.step_grads", "grads")
+        with self._use() as h:
+            lib.ibvi_optimizer_step_grads(h, fp(g), g.size)
+
+    def step_factored(self, blocks):
+        """One update from factored-layout blocks of several processes, an
+        array of shape (count, Net.grads_factored_size(samples)): their
+        average, the factor's G^T Z formed block by block."""
+        b = _util.f32(blocks, "Optimizer.step_factored", "blocks")
+        if b.ndim != 2:
+            raise binding_error(InvalidArgument, "Optimizer.step_factored",
+                                "blocks must be 2-D (count, len)")
+        with self._use() as h:
+            lib.ibvi_optimizer_step_factored(h, fp(b), b.shape[0], b.shape[1])
+
     @property
     def step_count(self):
         with self._use() as h:
