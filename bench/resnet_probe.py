@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""resnet_probe.py - diagnose IBVI training of the mnist_train ResNet (issue 11).
+
+Trains the ResNet of examples/mnist_train.c (add_resnet) on the first N
+Fashion-MNIST training images with the example's loop (SGD, momentum 0.9,
+batch 128, cosine schedule, per-epoch splitmix64 shuffle) and prints, per
+epoch, the mean training loss, then the test accuracy of the mean network
+(z = 0) next to the K-sample predictive accuracy. Optionally logs, for the
+first steps, the gradient norms of every layer's mean and factor and the
+scale of the first conv's sampled output against its mean's.
+
+Not a test and not part of the library: a probe for docs/results.md.
+
+    PYTHONPATH=python /usr/bin/python3 bench/resnet_probe.py --data data/fashion \
+        --n 5000 --epochs 3 --rank-first 10 --rank-last 10
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+sys.path.insert(0, os.path.join(HERE, "..", "python", "examples"))
+
+import ibvi  # noqa: E402
+from mnist_data import Dataset, shuffle  # noqa: E402
+
+GROUPS = 4
+
+
+def add_block(net, channels, stride, projection):
+    start = net.layer_count - 1
+    (net.add_conv2d(channels, 3, stride=stride, padding=1)
+     .add_groupnorm(GROUPS, 1e-5).add_activation("relu")
+     .add_conv2d(channels, 3, padding=1).add_groupnorm(GROUPS, 1e-5)
+     .add_residual(start, stride if projection else 0)
+     .add_activation("relu"))
+
+
+def build(args, rows, cols, rank_first, rank_last, seed):
+    net = ibvi.Net.image(1, rows, cols)
+    (net.add_conv2d(16, 3, padding=1, rank=rank_first)
+     .add_groupnorm(GROUPS, 1e-5).add_activation("relu"))
+    add_block(net, 16, 1, False)
+    add_block(net, 32, 2, True)
+    add_block(net, 64, 2, True)
+    net.add_global_avgpool().add_dense(10, rank_last)
+    net.init(args.param, seed)
+    net.threads = 1
+    return net
+
+
+def var_layers(net):
+    return [l for l in net.layers if l.kind in (ibvi.LayerKind.DENSE,
+                                                 ibvi.LayerKind.CONV2D)
+            and l.rank > 0]
+
+
+def apply_overrides(args, net):
+    """--factor-scale / --zero-bias-factor: edit the prior's factor."""
+    for l in var_layers(net):
+        s = l.get_factor()
+        s *= args.factor_scale
+        if args.zero_bias_factor:
+            c = l.output_shape.channels
+            s[s.shape[0] - c:] = 0
+        l.set_factor(s)
+
+
+def norms(net):
+    out = []
+    for i, l in enumerate(net.layers):
+        if l.param_count == 0:
+            continue
+        gm = float(np.linalg.norm(l.get_grad_mean()))
+        gf = float(np.linalg.norm(l.get_grad_factor())) if l.rank else 0.0
+        out.append((i, l.kind.name.lower(), gm, gf))
+    return out
+
+
+def stem_scale(net, x):
+    """||S z|| conv output / ||mu|| conv output for the first conv over x,
+    with 8 draws of z: runs a 1-layer copy of the stem."""
+    first = net.layer(0)
+    if first.rank == 0:
+        return float("nan")
+    stem = ibvi.Net.image(1, 28, 28).add_conv2d(16, 3, padding=1,
+                                               rank=first.rank)
+    stem.init("sp", 0)
+    stem.layer(0).set_mean(first.get_mean())
+    stem.layer(0).set_factor(first.get_factor())
+    mean = stem.forward_mean(x)
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(8):
+        z = rng.standard_normal((1, first.rank)).astype(np.float32)
+        ratios.append(np.linalg.norm(stem.forward_noise(x, z) - mean) /
+                      np.linalg.norm(mean))
+    stem.close()
+    return float(np.mean(ratios))
+
+
+def evaluate(net, test, k, seed):
+    pm = net.predictor(1, seed)
+    pm.set_mean_network(True)
+    mean_acc = float(np.mean(np.argmax(pm.predict_proba(test.images), 1)
+                             == test.labels))
+    pm.close()
+    if not var_layers(net):
+        return mean_acc, mean_acc, float("nan")
+    pk = net.predictor(k, seed)
+    probs = pk.predict_proba(test.images)
+    pk.close()
+    acc = float(np.mean(np.argmax(probs, 1) == test.labels))
+    nll = float(np.mean(-np.log(np.maximum(probs[np.arange(test.count),
+                                                 test.labels], 1e-12))))
+    return mean_acc, acc, nll
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--n", type=int, default=5000, help="training images")
+    p.add_argument("--test", type=int, default=1000, help="test images")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--samples", type=int, default=1, help="M per step")
+    p.add_argument("--k", type=int, default=8, help="K at test time")
+    p.add_argument("--rank-first", type=int, default=10)
+    p.add_argument("--rank-last", type=int, default=10)
+    p.add_argument("--param", choices=("mup", "sp"), default="mup")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--factor-scale", type=float, default=1.0,
+                   help="multiply the prior factor of every variational layer")
+    p.add_argument("--zero-bias-factor", action="store_true",
+                   help="zero the bias rows of every factor at init")
+    p.add_argument("--log-steps", type=int, default=0,
+                   help="print per-layer gradient norms for the first N steps")
+    p.add_argument("--log-every", type=int, default=0,
+                   help="print the running loss every N steps")
+    args = p.parse_args()
+
+    train = Dataset.load(args.data, "train")
+    train.limit(args.n)
+    test = Dataset.load(args.data, "t10k")
+    test.limit(args.test)
+    net = build(args, train.rows, train.cols, args.rank_first, args.rank_last,
+                args.seed)
+    apply_overrides(args, net)
+    opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
+    net.reserve(args.batch, args.samples)
+    print("# n %d epochs %d lr %g M %d ranks %d/%d %s seed %d factor-scale %g%s"
+          % (args.n, args.epochs, args.lr, args.samples, args.rank_first,
+             args.rank_last, args.param, args.seed, args.factor_scale,
+             " zero-bias-factor" if args.zero_bias_factor else ""))
+    if var_layers(net):
+        print("# stem |S z x| / |mu x| at init: %.3f"
+              % stem_scale(net, train.images[:256]))
+    order = list(range(train.count))
+    state = args.seed
+    steps_per_epoch = (train.count + args.batch - 1) // args.batch
+    total = steps_per_epoch * args.epochs
+    step = 0
+    start = time.time()
+    for epoch in range(1, args.epochs + 1):
+        state = shuffle(order, state)
+        idx = np.array(order)
+        loss_sum, seen, window = 0.0, 0, []
+        for b in range(0, train.count, args.batch):
+            rows = idx[b:b + args.batch]
+            x, y = train.images[rows], train.labels[rows]
+            opt.lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            loss = opt.train_step(x, labels=y, samples=args.samples)
+            if step < args.log_steps:
+                # train_step leaves the gradients of this step's backward.
+                parts = " ".join("%d:%s %.3g/%.3g" % t for t in norms(net))
+                print("step %3d loss %.4f | grad |mean|/|factor| %s"
+                      % (step, loss, parts))
+            step += 1
+            loss_sum += loss * len(rows)
+            seen += len(rows)
+            window.append(loss)
+            if args.log_every and step % args.log_every == 0:
+                print("  step %d loss(last %d) %.4f" % (step, len(window),
+                                                       np.mean(window)))
+                window = []
+        mean_acc, acc, nll = evaluate(net, test, args.k, args.seed)
+        extra = ""
+        if var_layers(net):
+            extra = " stem-ratio %.3f" % stem_scale(net, train.images[:256])
+        print("epoch %d loss %.4f mean-net acc %.4f K=%d acc %.4f nll %.4f%s "
+              "(%.0f s)" % (epoch, loss_sum / seen, mean_acc, args.k, acc, nll,
+                             extra, time.time() - start))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
