@@ -63,6 +63,13 @@ def var_layers(net):
 
 def apply_overrides(args, net):
     """--factor-scale / --zero-bias-factor: edit the prior's factor."""
+    if args.zero_hidden_bias:
+        for l in net.layers:
+            if l.kind in (ibvi.LayerKind.CONV2D, ibvi.LayerKind.RESIDUAL) \
+                    and l.index > 0 and l.param_count:
+                theta = l.get_mean()
+                theta[theta.size - l.output_shape.channels:] = 0
+                l.set_mean(theta)
     for l in var_layers(net):
         s = l.get_factor()
         s *= args.factor_scale
@@ -105,6 +112,18 @@ def stem_scale(net, x):
     return float(np.mean(ratios))
 
 
+def factor_norms(net):
+    """RMS of the weight rows and the bias rows of each variational layer's
+    factor (the prior's: weight std / sqrt(R) and bias std / sqrt(R))."""
+    parts = []
+    for l in var_layers(net):
+        s = l.get_factor()
+        c = l.output_shape.channels
+        parts.append("L%d S_w %.3g S_b %.3g" % (
+            l.index, np.sqrt(np.mean(s[:-c] ** 2)), np.sqrt(np.mean(s[-c:] ** 2))))
+    return " ".join(parts)
+
+
 def evaluate(net, test, k, seed):
     pm = net.predictor(1, seed)
     pm.set_mean_network(True)
@@ -125,7 +144,9 @@ def evaluate(net, test, k, seed):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
-    p.add_argument("--n", type=int, default=5000, help="training images")
+    p.add_argument("--n", type=int, default=5000,
+                   help="training images (mnist_train --train-limit L trains "
+                        "on L - L/12: give 18334 for L = 20000)")
     p.add_argument("--test", type=int, default=1000, help="test images")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=0.05)
@@ -141,6 +162,9 @@ def main():
                    help="multiply the prior factor of every variational layer")
     p.add_argument("--zero-bias-factor", action="store_true",
                    help="zero the bias rows of every factor at init")
+    p.add_argument("--zero-hidden-bias", action="store_true",
+                   help="zero the mean biases of the convs and projections "
+                        "after the stem at init")
     p.add_argument("--log-steps", type=int, default=0,
                    help="print per-layer gradient norms for the first N steps")
     p.add_argument("--log-every", type=int, default=0,
@@ -159,12 +183,13 @@ def main():
     print("# n %d epochs %d lr %g M %d ranks %d/%d %s seed %d factor-scale %g%s"
           % (args.n, args.epochs, args.lr, args.samples, args.rank_first,
              args.rank_last, args.param, args.seed, args.factor_scale,
-             " zero-bias-factor" if args.zero_bias_factor else ""))
+             " zero-bias-factor" if args.zero_bias_factor else "")
+          + (" zero-hidden-bias" if args.zero_hidden_bias else ""))
     if var_layers(net):
         print("# stem |S z x| / |mu x| at init: %.3f"
               % stem_scale(net, train.images[:256]))
     order = list(range(train.count))
-    state = args.seed
+    state = args.seed + 7  # mnist_train.c shuffles with seed + 7
     steps_per_epoch = (train.count + args.batch - 1) // args.batch
     total = steps_per_epoch * args.epochs
     step = 0
@@ -188,13 +213,14 @@ def main():
             seen += len(rows)
             window.append(loss)
             if args.log_every and step % args.log_every == 0:
-                print("  step %d loss(last %d) %.4f" % (step, len(window),
-                                                       np.mean(window)))
+                print("  step %d loss(last %d) %.4f %s" % (
+                    step, len(window), np.mean(window), factor_norms(net)))
                 window = []
         mean_acc, acc, nll = evaluate(net, test, args.k, args.seed)
         extra = ""
         if var_layers(net):
-            extra = " stem-ratio %.3f" % stem_scale(net, train.images[:256])
+            extra = " stem-ratio %.3f %s" % (stem_scale(net, train.images[:256]),
+                                              factor_norms(net))
         print("epoch %d loss %.4f mean-net acc %.4f K=%d acc %.4f nll %.4f%s "
               "(%.0f s)" % (epoch, loss_sum / seen, mean_acc, args.k, acc, nll,
                              extra, time.time() - start))
