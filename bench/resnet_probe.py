@@ -124,6 +124,85 @@ def factor_norms(net):
     return " ".join(parts)
 
 
+def pooled_features(net, x):
+    """The global-average-pooled features (the last dense layer's input) of
+    the mean network: a copy of the body ending in an identity dense."""
+    body = ibvi.Net.image(1, 28, 28)
+    (body.add_conv2d(16, 3, padding=1).add_groupnorm(GROUPS, 1e-5)
+     .add_activation("relu"))
+    add_block(body, 16, 1, False)
+    add_block(body, 32, 2, True)
+    add_block(body, 64, 2, True)
+    body.add_global_avgpool().add_dense(64)
+    body.init("sp", 0)
+    last = body.layer_count - 1
+    for i, l in enumerate(body.layers):
+        if l.param_count and i < last:
+            l.set_mean(net.layer(i).get_mean())
+    body.layer(last).set_mean(np.concatenate(
+        [np.eye(64).ravel(), np.zeros(64)]).astype(np.float32))
+    f = body.forward_mean(x)
+    body.close()
+    return f
+
+
+def feature_stats(net, x):
+    f = pooled_features(net, x)
+    m = np.abs(f.mean(0)).mean()
+    s = f.std(0).mean()
+    return ("pooled features: mean |.| %.3f, std across inputs %.3f (%.3f of "
+            "the mean), dead %d/64" % (m, s, s / m, int((f.max(0) <= 0).sum())))
+
+
+def consistency_check(net, x, y):
+    """train_step's loss and gradients against forward_noise with the step's
+    own noise, loss and backward; the applied SGD multipliers against
+    lr_multipliers (factor: / R). Plain SGD at a tiny lr (x, y: a batch)."""
+    lr = 1e-30
+    for m in (1, 3):
+        opt = ibvi.Optimizer.sgd(net, lr, momentum=0.0)
+        loss = opt.train_step(x, labels=y, samples=m)
+        z = net.last_noise(m)
+        got = [(l.get_grad_mean(), l.get_grad_factor() if l.rank else None)
+               for l in net.layers if l.param_count]
+        r = ibvi.loss("softmax_xent", net.forward_noise(x, z),
+                      labels=np.tile(y, m))
+        net.backward(r.grad)
+        worst = 0.0
+        for (a, af), l in zip(got, [l for l in net.layers if l.param_count]):
+            b = l.get_grad_mean()
+            worst = max(worst, np.abs(a - b).max() / (np.abs(b).max() + 1e-30))
+            if af is not None:
+                bf = l.get_grad_factor()
+                worst = max(worst, np.abs(af - bf).max() /
+                            (np.abs(bf).max() + 1e-30))
+        print("check M=%d: train_step loss %.6f, forward_noise + loss %.6f; "
+              "gradients: max relative difference %.2e" % (m, loss, r.loss, worst))
+        opt.close()
+    lr = 1e-3
+    opt = ibvi.Optimizer.sgd(net, lr, momentum=0.0)
+    layers = [l for l in net.layers if l.param_count]
+    before = [(l.get_mean(), l.get_factor() if l.rank else None) for l in layers]
+    opt.train_step(x, labels=y)
+    def med(d, g, part):
+        d, g = d[part].ravel(), g[part].ravel()
+        ok = np.abs(g) > 1e-2 * np.abs(g).max()
+        return float(np.median(d[ok] / g[ok]))
+    for l, (m0, f0) in zip(layers, before):
+        c = l.output_shape.channels
+        w, b = slice(0, l.param_count - c), slice(l.param_count - c, None)
+        g, d = l.get_grad_mean(), (m0 - l.get_mean()) / lr
+        line = ("check layer %2d %-9s sgd multipliers (w, b) %.4g %.4g: applied "
+                "(median) %.4g %.4g" % ((l.index, l.kind.name.lower())
+                                        + l.lr_multipliers("sgd")
+                                        + (med(d, g, w), med(d, g, b))))
+        if f0 is not None:
+            gf, df = l.get_grad_factor(), (f0 - l.get_factor()) / lr
+            line += "; factor %.4g %.4g" % (med(df, gf, w), med(df, gf, b))
+        print(line)
+    opt.close()
+
+
 def evaluate(net, test, k, seed):
     pm = net.predictor(1, seed)
     pm.set_mean_network(True)
@@ -165,6 +244,12 @@ def main():
     p.add_argument("--zero-hidden-bias", action="store_true",
                    help="zero the mean biases of the convs and projections "
                         "after the stem at init")
+    p.add_argument("--feature-stats", type=int, default=0,
+                   help="print the pooled features' statistics every 10 steps "
+                        "for the first N steps")
+    p.add_argument("--check", action="store_true",
+                   help="check train_step against forward_noise/loss/backward "
+                        "and the applied multipliers on one batch, then exit")
     p.add_argument("--log-steps", type=int, default=0,
                    help="print per-layer gradient norms for the first N steps")
     p.add_argument("--log-every", type=int, default=0,
@@ -178,6 +263,9 @@ def main():
     net = build(args, train.rows, train.cols, args.rank_first, args.rank_last,
                 args.seed)
     apply_overrides(args, net)
+    if args.check:
+        consistency_check(net, train.images[:64], train.labels[:64])
+        return
     opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
     net.reserve(args.batch, args.samples)
     print("# n %d epochs %d lr %g M %d ranks %d/%d %s seed %d factor-scale %g%s"
@@ -203,6 +291,9 @@ def main():
             x, y = train.images[rows], train.labels[rows]
             opt.lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = opt.train_step(x, labels=y, samples=args.samples)
+            if step < args.feature_stats and step % 10 == 0:
+                print("step %3d loss %.4f %s" % (step, loss, feature_stats(
+                    net, train.images[:256])))
             if step < args.log_steps:
                 # train_step leaves the gradients of this step's backward.
                 parts = " ".join("%d:%s %.3g/%.3g" % t for t in norms(net))
