@@ -246,7 +246,8 @@ def main():
                         "after the stem at init")
     p.add_argument("--feature-stats", type=int, default=0,
                    help="print the pooled features' statistics every 10 steps "
-                        "for the first N steps")
+                        "(256 training images, mean network) up to step N "
+                        "(a multiple of 10), then exit")
     p.add_argument("--check", action="store_true",
                    help="check train_step against forward_noise/loss/backward "
                         "and the applied multipliers on one batch, then exit")
@@ -291,9 +292,11 @@ def main():
             x, y = train.images[rows], train.labels[rows]
             opt.lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = opt.train_step(x, labels=y, samples=args.samples)
-            if step < args.feature_stats and step % 10 == 0:
+            if step <= args.feature_stats and step % 10 == 0:
                 print("step %3d loss %.4f %s" % (step, loss, feature_stats(
                     net, train.images[:256])))
+                if step == args.feature_stats:
+                    return
             if step < args.log_steps:
                 # train_step leaves the gradients of this step's backward.
                 parts = " ".join("%d:%s %.3g/%.3g" % t for t in norms(net))
