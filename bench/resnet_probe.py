@@ -244,7 +244,7 @@ def main():
     p.add_argument("--zero-hidden-bias", action="store_true",
                    help="zero the mean biases of the convs and projections "
                         "after the stem at init")
-    p.add_argument("--feature-stats", type=int, default=0,
+    p.add_argument("--feature-stats", type=int, default=-1,
                    help="print the pooled features' statistics every 10 steps "
                         "(256 training images, mean network) up to step N "
                         "(a multiple of 10), then exit")
@@ -292,7 +292,7 @@ def main():
             x, y = train.images[rows], train.labels[rows]
             opt.lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = opt.train_step(x, labels=y, samples=args.samples)
-            if step <= args.feature_stats and step % 10 == 0:
+            if 0 <= step <= args.feature_stats and step % 10 == 0:
                 print("step %3d loss %.4f %s" % (step, loss, feature_stats(
                     net, train.images[:256])))
                 if step == args.feature_stats:
