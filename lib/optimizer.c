@@ -423,7 +423,7 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
 }
 
 /* ---- the passes over one range, split across the network's threads ------
- * A range is cut into blocks of range_chunk entries (whole rows of S for a
+ * A range is cut into blocks of pass_block entries (whole rows of S for a
  * factor range); ibvi__parallel_for hands each thread a contiguous run of
  * blocks (parallel.h), and every block is processed exactly as a single
  * thread would, so the values do not depend on the thread count. */
