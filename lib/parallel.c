@@ -21,41 +21,57 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "internal.h"
 #include "parallel.h"
 
-/* Polls of a flag before sleeping: about 20 microseconds. */
-#define SPIN_POLLS 2000
+/* Polls of a flag before sleeping. A worker polls briefly (a few
+ * microseconds): a GEMM on BLIS's threads usually follows a pass, and a
+ * polling worker would take a core from it; a job finds it asleep, and
+ * the caller runs the chunks it does not get to. The caller waits longer
+ * for chunks a worker is running. */
+#define WORKER_POLLS 100
+#define CALLER_POLLS 20000
 
 #define MAX_WORKERS (IBVI__PARALLEL_MAX_CHUNKS - 1)
 
+/* The job being run: written by its caller while no chunk of the previous
+ * job is running, read by whoever claims one of its chunks. */
 typedef struct job {
     ibvi__range_fn fn;
     void *ctx;
     int64_t n;
     int32_t chunks;
-    atomic_int pending; /* workers still running their chunk */
 } job;
 
-typedef struct worker {
-    pthread_t thread;
-    int32_t chunk;       /* the chunk it runs of every job: its index + 1 */
-    _Atomic(job *) task; /* set by the caller, cleared by the worker */
-    atomic_int stop;
-} worker;
+/* The claim word: job generation << 16 | chunks << 8 | next unclaimed
+ * chunk. A thread runs chunk c after moving `next` from c to c + 1 with a
+ * compare-and-swap, so every chunk runs once, on whichever thread gets
+ * there first: the caller takes the chunks of a worker that is slow to
+ * wake instead of waiting for it. */
+#define WORD(gen, chunks, next)                                               \
+    ((uint64_t)(gen) << 16 | (uint64_t)(chunks) << 8 | (uint64_t)(next))
+#define WORD_NEXT(w) ((int32_t)((w) & 0xff))
+#define WORD_CHUNKS(w) ((int32_t)(((w) >> 8) & 0xff))
+#define WORD_GEN(w) ((w) >> 16)
 
 static struct {
     pthread_mutex_t owner;  /* held by the call that uses the workers */
     pthread_mutex_t sleep;  /* guards the two condition variables */
-    pthread_cond_t wake, done;
+    pthread_cond_t wake, done_cv;
     pthread_once_t once;
     int32_t started;        /* workers running (the owner's) */
     int32_t closed;         /* unloaded: no more workers */
-    worker workers[MAX_WORKERS];
+    job job;
+    _Atomic uint64_t word;
+    atomic_int done;        /* chunks of the job that have returned */
+    atomic_int sleepers;    /* workers asleep on `wake` */
+    atomic_int stop;
+    pthread_t threads[MAX_WORKERS];
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
           PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_ONCE_INIT, 0, 0, {{0}}};
+          PTHREAD_ONCE_INIT, 0, 0, {0}, 0, 0, 0, 0, {0}};
 
 /* 1 on a thread running a chunk: a call from there runs inline. */
 static _Thread_local int in_chunk;
@@ -97,37 +113,68 @@ static void run_chunk(const job *j, int32_t c)
         j->fn(j->ctx, begin, end);
 }
 
+/* Claims the next chunk of the current job: its index, or -1 when every
+ * chunk is taken (*seen then holds the claim word). */
+static int32_t claim(uint64_t *seen)
+{
+    uint64_t w = atomic_load_explicit(&pool.word, memory_order_acquire);
+    for (;;) {
+        if (WORD_NEXT(w) >= WORD_CHUNKS(w)) {
+            *seen = w;
+            return -1;
+        }
+        if (atomic_compare_exchange_weak_explicit(&pool.word, &w, w + 1,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return WORD_NEXT(w);
+    }
+}
+
+/* Runs claimed chunks until none is left. The thread that returns the
+ * job's last chunk wakes the caller, should it sleep. */
+static void run_claimed(void)
+{
+    uint64_t seen;
+    int32_t c;
+    while ((c = claim(&seen)) >= 0) {
+        const int32_t chunks = pool.job.chunks;
+        run_chunk(&pool.job, c);
+        if (atomic_fetch_add_explicit(&pool.done, 1, memory_order_acq_rel) +
+                1 == chunks) {
+            pthread_mutex_lock(&pool.sleep);
+            pthread_cond_broadcast(&pool.done_cv);
+            pthread_mutex_unlock(&pool.sleep);
+        }
+    }
+}
+
 static void *worker_main(void *arg)
 {
-    worker *w = arg;
+    (void)arg;
     in_chunk = 1;
     for (;;) {
-        job *j = NULL;
-        for (int i = 0; i < SPIN_POLLS; i++) {
-            j = atomic_load_explicit(&w->task, memory_order_acquire);
-            if (j || atomic_load_explicit(&w->stop, memory_order_acquire))
-                break;
+        run_claimed();
+        uint64_t seen;
+        if (claim(&seen) >= 0)
+            continue; /* cannot happen: run_claimed took them all */
+        /* Wait for the next job: a new claim word. */
+        int changed = 0;
+        for (int i = 0; i < WORKER_POLLS && !changed; i++) {
+            changed = atomic_load_explicit(&pool.word, memory_order_acquire) !=
+                          seen ||
+                      atomic_load_explicit(&pool.stop, memory_order_acquire);
             cpu_relax();
         }
-        if (!j) {
+        if (!changed) {
             pthread_mutex_lock(&pool.sleep);
-            while (!(j = atomic_load_explicit(&w->task,
-                                              memory_order_acquire)) &&
-                   !atomic_load_explicit(&w->stop, memory_order_acquire))
+            atomic_fetch_add(&pool.sleepers, 1);
+            while (atomic_load(&pool.word) == seen && !atomic_load(&pool.stop))
                 pthread_cond_wait(&pool.wake, &pool.sleep);
+            atomic_fetch_sub(&pool.sleepers, 1);
             pthread_mutex_unlock(&pool.sleep);
         }
-        if (!j)
-            return NULL; /* stop */
-        atomic_store_explicit(&w->task, NULL, memory_order_relaxed);
-        run_chunk(j, w->chunk);
-        /* The last one wakes the caller; j may be gone right after. */
-        if (atomic_fetch_sub_explicit(&j->pending, 1,
-                                      memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool.sleep);
-            pthread_cond_broadcast(&pool.done);
-            pthread_mutex_unlock(&pool.sleep);
-        }
+        if (atomic_load_explicit(&pool.stop, memory_order_acquire))
+            return NULL;
     }
 }
 
@@ -137,8 +184,9 @@ static void reset_in_child(void)
     pthread_mutex_init(&pool.owner, NULL);
     pthread_mutex_init(&pool.sleep, NULL);
     pthread_cond_init(&pool.wake, NULL);
-    pthread_cond_init(&pool.done, NULL);
+    pthread_cond_init(&pool.done_cv, NULL);
     pool.started = 0;
+    atomic_store(&pool.sleepers, 0);
 }
 
 static void register_fork_handler(void)
@@ -146,24 +194,19 @@ static void register_fork_handler(void)
     pthread_atfork(NULL, NULL, reset_in_child);
 }
 
-/* Starts workers until `wanted` run (the owner holds the pool); returns
- * how many of them the call may use: wanted, or fewer when no more could
- * be started. */
-static int32_t start_workers(int32_t wanted)
+/* Starts workers until `wanted` run (the owner holds the pool); stops
+ * early when one cannot be started: the caller runs what they leave. */
+static void start_workers(int32_t wanted)
 {
     if (pool.closed)
-        return 0;
+        return;
     pthread_once(&pool.once, register_fork_handler);
     while (pool.started < wanted) {
-        worker *w = &pool.workers[pool.started];
-        w->chunk = pool.started + 1;
-        atomic_init(&w->task, NULL);
-        atomic_init(&w->stop, 0);
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        if (pthread_create(&pool.threads[pool.started], NULL, worker_main,
+                           NULL) != 0)
             break;
         pool.started++;
     }
-    return pool.started < wanted ? pool.started : wanted;
 }
 
 /* Unloading the library (or the process exiting): join the workers, so
@@ -171,13 +214,12 @@ static int32_t start_workers(int32_t wanted)
 __attribute__((destructor)) static void close_pool(void)
 {
     pthread_mutex_lock(&pool.owner);
-    for (int32_t i = 0; i < pool.started; i++)
-        atomic_store_explicit(&pool.workers[i].stop, 1, memory_order_release);
+    atomic_store(&pool.stop, 1);
     pthread_mutex_lock(&pool.sleep);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.sleep);
     for (int32_t i = 0; i < pool.started; i++)
-        pthread_join(pool.workers[i].thread, NULL);
+        pthread_join(pool.threads[i], NULL);
     pool.started = 0;
     pool.closed = 1;
     pthread_mutex_unlock(&pool.owner);
@@ -195,8 +237,8 @@ static void run_inline(const job *j)
 void ibvi__parallel_for(int32_t threads, int64_t n, int64_t grain,
                         ibvi__range_fn fn, void *ctx)
 {
-    job j = {.fn = fn, .ctx = ctx, .n = n,
-             .chunks = ibvi__parallel_chunks(threads, n, grain)};
+    const job j = {.fn = fn, .ctx = ctx, .n = n,
+                   .chunks = ibvi__parallel_chunks(threads, n, grain)};
     if (j.chunks <= 1) {
         if (n > 0)
             fn(ctx, 0, n);
@@ -206,33 +248,38 @@ void ibvi__parallel_for(int32_t threads, int64_t n, int64_t grain,
         run_inline(&j);
         return;
     }
-    const int32_t workers = start_workers(j.chunks - 1);
-    atomic_init(&j.pending, workers);
-    for (int32_t i = 0; i < workers; i++)
-        atomic_store_explicit(&pool.workers[i].task, &j,
-                              memory_order_release);
-    if (workers > 0) {
+    start_workers(j.chunks - 1);
+    if (pool.started == 0) {
+        pthread_mutex_unlock(&pool.owner);
+        run_inline(&j);
+        return;
+    }
+    /* No chunk of the previous job runs now: publish this one. */
+    pool.job = j;
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    const uint64_t gen =
+        WORD_GEN(atomic_load_explicit(&pool.word, memory_order_relaxed)) + 1;
+    atomic_store(&pool.word, WORD(gen, j.chunks, 0));
+    if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.sleep);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.sleep);
     }
-    /* Chunk 0, and any whose worker could not be started. */
     in_chunk = 1;
-    run_chunk(&j, 0);
-    for (int32_t c = workers + 1; c < j.chunks; c++)
-        run_chunk(&j, c);
+    run_claimed();
     in_chunk = 0;
-    int left = 1;
-    for (int i = 0; i < SPIN_POLLS; i++) {
-        left = atomic_load_explicit(&j.pending, memory_order_acquire);
-        if (left == 0)
-            break;
+    /* What is left runs on workers that are awake. */
+    int finished = 0;
+    for (int i = 0; i < CALLER_POLLS && !finished; i++) {
+        finished = atomic_load_explicit(&pool.done, memory_order_acquire) ==
+                   j.chunks;
         cpu_relax();
     }
-    if (left != 0) {
+    if (!finished) {
         pthread_mutex_lock(&pool.sleep);
-        while (atomic_load_explicit(&j.pending, memory_order_acquire) != 0)
-            pthread_cond_wait(&pool.done, &pool.sleep);
+        while (atomic_load_explicit(&pool.done, memory_order_acquire) !=
+               j.chunks)
+            pthread_cond_wait(&pool.done_cv, &pool.sleep);
         pthread_mutex_unlock(&pool.sleep);
     }
     pthread_mutex_unlock(&pool.owner);
