@@ -32,7 +32,7 @@
  * the caller runs the chunks it does not get to. The caller waits longer
  * for chunks a worker is running. */
 #define WORKER_POLLS 100
-#define CALLER_POLLS 20000
+#define CALLER_POLLS 2000
 
 #define MAX_WORKERS (IBVI__PARALLEL_MAX_CHUNKS - 1)
 

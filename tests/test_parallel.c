@@ -110,7 +110,7 @@ START_TEST(test_chunks_cover_exactly_once)
 {
     static const int64_t grains[] = {1, 2, 3, 7, 64, 1000, 4096};
     record *r = new_record();
-    for (int32_t threads = 1; threads <= 9; threads++)
+    for (int32_t threads = 1; threads <= 6; threads++)
         for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
             for (int64_t n = 0; n <= 70; n++)
                 check_split(r, threads, n, grains[g]);
