@@ -130,13 +130,13 @@ static int32_t claim(uint64_t *seen)
     }
 }
 
-/* Runs claimed chunks until none is left. The thread that returns the
- * job's last chunk wakes the caller, should it sleep. */
-static void run_claimed(void)
+/* Runs claimed chunks until none is left (*seen: the claim word then).
+ * The thread that returns the job's last chunk wakes the caller, should it
+ * sleep. */
+static void run_claimed(uint64_t *seen)
 {
-    uint64_t seen;
     int32_t c;
-    while ((c = claim(&seen)) >= 0) {
+    while ((c = claim(seen)) >= 0) {
         const int32_t chunks = pool.job.chunks;
         run_chunk(&pool.job, c);
         if (atomic_fetch_add_explicit(&pool.done, 1, memory_order_acq_rel) +
@@ -153,10 +153,8 @@ static void *worker_main(void *arg)
     (void)arg;
     in_chunk = 1;
     for (;;) {
-        run_claimed();
         uint64_t seen;
-        if (claim(&seen) >= 0)
-            continue; /* cannot happen: run_claimed took them all */
+        run_claimed(&seen);
         /* Wait for the next job: a new claim word. */
         int changed = 0;
         for (int i = 0; i < WORKER_POLLS && !changed; i++) {
@@ -265,8 +263,9 @@ void ibvi__parallel_for(int32_t threads, int64_t n, int64_t grain,
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.sleep);
     }
+    uint64_t seen;
     in_chunk = 1;
-    run_claimed();
+    run_claimed(&seen);
     in_chunk = 0;
     /* What is left runs on workers that are awake. */
     int finished = 0;
