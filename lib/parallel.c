@@ -5,13 +5,11 @@
  * the largest thread count asked for, minus the calling thread) and joined
  * when the library is unloaded. A call takes the pool with a trylock, so
  * two host threads never share workers: the one that finds it busy runs
- * its chunks itself. The caller hands chunk i (i >= 1) to worker i - 1
- * through that worker's slot (an atomic pointer to the job, on the
- * caller's stack), runs chunk 0, and waits until every worker it used has
- * counted the job's `pending` down. Workers and a waiting caller spin for
- * a short while (the passes of one step follow each other closely) and
- * then sleep on a condition variable; the spin is kept short because a
- * GEMM (BLIS's own threads) usually runs next.
+ * its chunks itself. The caller publishes the job (a claim word, below),
+ * wakes sleeping workers, and then claims and runs chunks like any worker;
+ * it waits only for chunks already running elsewhere. Workers poll for a
+ * new job for a few microseconds and then sleep on a condition variable:
+ * a GEMM on BLIS's own threads usually follows a pass.
  *
  * After fork() the child has no workers: an atfork handler resets the pool
  * there (the parent's workers are not the child's to join).
