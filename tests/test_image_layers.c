@@ -687,6 +687,46 @@ START_TEST(global_avgpool)
 }
 END_TEST
 
+/* The 2x2, stride 2 path (lib/pool.c runs it apart from the general loops):
+ * the same tie and NaN rules, every dx value written (dx starts as
+ * garbage; the column and row no window covers get 0), and a -0 dy lands
+ * as +0, as the general path's 0 + dy does. */
+START_TEST(maxpool_2x2_ties_nan_and_cover)
+{
+    ibvi__pool2d_geom g;
+    ck_assert_int_eq(ibvi__pool2d_geometry(&g, 1, 3, 5, 2, 2, 2, 2, "t"), 0);
+    ck_assert_int_eq(g.h_out, 1);
+    ck_assert_int_eq(g.w_out, 2);
+    /* Window 0: ties 4 at (0,1) and (1,0): (0,1) wins. Window 1: NaN at
+     * (1,2) after a larger value: the NaN wins; row 2 and column 4 lie
+     * outside every window. */
+    const float x[15] = {1, 4, 9, 2, 100, 4, 3, NAN, 8, 100,
+                         100, 100, 100, 100, 100};
+    float y[2], dy[2] = {-0.0f, 7}, dx[15];
+    ibvi__maxpool_forward(&g, x, y, 1);
+    ck_assert_float_eq(y[0], 4.0f);
+    ck_assert(isnan(y[1]));
+    for (int i = 0; i < 15; i++)
+        dx[i] = 1e30f;
+    ibvi__maxpool_backward(&g, x, dy, dx, 1);
+    const float want[15] = {0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 15; i++) {
+        ck_assert_msg(dx[i] == want[i], "dx[%d] = %g, want %g", i,
+                      (double)dx[i], (double)want[i]);
+        ck_assert_msg(!signbit(dx[i]), "dx[%d] is -0", i);
+    }
+    /* A window of equal values and one starting with NaN: the first tap. */
+    const float x2[8] = {5, 5, NAN, 1, 5, 5, 2, NAN};
+    ck_assert_int_eq(ibvi__pool2d_geometry(&g, 1, 2, 4, 2, 2, 2, 2, "t"), 0);
+    dy[0] = 3;
+    ibvi__maxpool_backward(&g, x2, dy, dx, 1);
+    const float want2[8] = {3, 0, 7, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(dx[i] == want2[i], "dx[%d] = %g, want %g", i,
+                      (double)dx[i], (double)want2[i]);
+}
+END_TEST
+
 START_TEST(maxpool_ties_and_nan)
 {
     ibvi__pool2d_geom g;
@@ -902,6 +942,7 @@ static Suite *image_suite(void)
     tcase_add_test(pool, pool_against_reference_and_fd);
     tcase_add_test(pool, global_avgpool);
     tcase_add_test(pool, maxpool_ties_and_nan);
+    tcase_add_test(pool, maxpool_2x2_ties_nan_and_cover);
     tcase_add_test(pool, pool_geometry_errors);
     suite_add_tcase(s, pool);
     TCase *gn = tcase_create("groupnorm");
