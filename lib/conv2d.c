@@ -294,6 +294,19 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
         const int64_t ld = nb * HW;
         float *col = scratch, *ycol = scratch + K * ld;
         im2col(g, input + r0 * g->in_size, nb, col);
+        if (nb == 1) {
+            /* One example: Y_col is its output (c_out x HW), so the GEMM
+             * writes there and the bias is added in place. */
+            float *restrict y = output + r0 * g->out_size;
+            ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld,
+                       0.0f, y, ld);
+            for (int64_t o = 0; o < co; o++) {
+                const float bo = bias[o];
+                for (int64_t p = 0; p < HW; p++)
+                    y[o * HW + p] += bo;
+            }
+            continue;
+        }
         ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
                    ycol, ld);
         for (int64_t b = 0; b < nb; b++)
@@ -307,38 +320,54 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
     }
 }
 
+/* The sum of src[0..n) as gather_dy adds it up: eight running sums, so
+ * the reduction vectorises (a single float sum would not without
+ * reassociation) and stays in one fixed order; with dst, the values are
+ * copied there in the same pass. */
+static inline float run_sum(const float *restrict src, float *restrict dst,
+                            int64_t n)
+{
+    const int64_t bulk = n & ~(int64_t)7;
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (dst)
+        for (int64_t p = 0; p < bulk; p += 8)
+            for (int k = 0; k < 8; k++) {
+                const float v = src[p + k];
+                dst[p + k] = v;
+                lane[k] += v;
+            }
+    else
+        for (int64_t p = 0; p < bulk; p += 8)
+            for (int k = 0; k < 8; k++)
+                lane[k] += src[p + k];
+    float sum = 0.0f;
+    for (int64_t p = bulk; p < n; p++) {
+        if (dst)
+            dst[p] = src[p];
+        sum += src[p];
+    }
+    for (int k = 0; k < 8; k++)
+        sum += lane[k];
+    return sum;
+}
+
 /* dY_col (c_out x ld) from nb examples of dy (NCHW), and when bias is not
- * NULL, bias[o] += the sum of channel o's values. Eight running sums per
- * run, so the reduction vectorises (a single float sum would not without
- * reassociation) and stays in order. */
+ * NULL, bias[o] += the sum of channel o's values. dycol NULL: one example
+ * (nb = 1), whose dy is its dY_col already; only the sums are taken. */
 static void gather_dy(const ibvi__conv2d_geom *g, const float *dy, int64_t nb,
                       float *dycol, float *bias)
 {
     const int64_t HW = g->positions, ld = nb * HW;
-    const int64_t bulk = HW & ~(int64_t)7;
     for (int64_t b = 0; b < nb; b++)
         for (int64_t o = 0; o < g->c_out; o++) {
             const float *restrict src = dy + b * g->out_size + o * HW;
-            float *restrict dst = dycol + o * ld + b * HW;
+            float *restrict dst = dycol ? dycol + o * ld + b * HW : NULL;
             if (!bias) {
-                memcpy(dst, src, (size_t)HW * sizeof(float));
+                if (dst)
+                    memcpy(dst, src, (size_t)HW * sizeof(float));
                 continue;
             }
-            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int64_t p = 0; p < bulk; p += 8)
-                for (int k = 0; k < 8; k++) {
-                    const float v = src[p + k];
-                    dst[p + k] = v;
-                    lane[k] += v;
-                }
-            float sum = 0.0f;
-            for (int64_t p = bulk; p < HW; p++) {
-                dst[p] = src[p];
-                sum += src[p];
-            }
-            for (int k = 0; k < 8; k++)
-                sum += lane[k];
-            bias[o] += sum;
+            bias[o] += run_sum(src, dst, HW);
         }
 }
 
@@ -356,8 +385,12 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
     for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
         const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
         const int64_t ld = nb * HW;
-        float *col = scratch, *dycol = scratch + K * ld;
-        gather_dy(g, grad_output + r0 * g->out_size, nb, dycol, grad_bias);
+        float *col = scratch;
+        /* One example's dy is its dY_col (c_out x HW): no copy. */
+        float *gathered = nb == 1 ? NULL : scratch + K * ld;
+        const float *dycol =
+            gathered ? gathered : grad_output + r0 * g->out_size;
+        gather_dy(g, grad_output + r0 * g->out_size, nb, gathered, grad_bias);
         if (grad_theta) {
             im2col(g, input + r0 * g->in_size, nb, col);
             ibvi__gemm(threads, 0, 1, co, K, ld, 1.0f, dycol, ld, col, ld,
