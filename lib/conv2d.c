@@ -180,6 +180,15 @@ static inline void add_run(float *restrict d, const float *restrict s,
         d[q] += s[q];
 }
 
+/* Stride 1 and the output as wide as the input (a "same" convolution:
+ * 2 pad_w = kw - 1): then a tap's output position p*w_out + q reads input
+ * index p*w_out + q + (i - pad_h)*w_in + j - pad_w, one offset for the
+ * whole plane, so a tap's rows are one contiguous run (im2col, col2im). */
+static int is_flat(const ibvi__conv2d_geom *g)
+{
+    return g->stride_h == 1 && g->stride_w == 1 && g->w_in == g->w_out;
+}
+
 /* X_col (K x ld) for nb examples starting at x; ld = nb * positions. */
 IBVI_INLINE_RUNS
 static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
@@ -188,6 +197,7 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
     const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
     const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
     const int64_t ld = nb * HW;
+    const int flat = is_flat(g);
     for (int64_t c = 0; c < g->c_in; c++)
         for (int64_t i = 0; i < g->kh; i++) {
             int64_t p_lo, p_hi;
@@ -196,13 +206,31 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
                 int64_t q_lo, q_hi;
                 valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
                 const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
+                const int64_t offset = (i - g->pad_h) * W + shift;
                 float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
                 for (int64_t b = 0; b < nb; b++) {
                     const float *plane = x + b * g->in_size + c * H * W;
                     float *dst = row + b * HW;
                     if (p_lo > 0)
                         memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
-                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                    if (flat && p_lo < p_hi) {
+                        /* Input and output rows have one width and stride
+                         * 1: this tap's values are the plane shifted by a
+                         * constant, one copy from the first valid value to
+                         * the last, then the columns that wrapped around a
+                         * row's end (the padding) are set to 0. */
+                        const int64_t first = p_lo * wo + q_lo;
+                        const int64_t last = (p_hi - 1) * wo + q_hi;
+                        memcpy(dst + first, plane + first + offset,
+                               (size_t)(last - first) * sizeof(float));
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            float *restrict d = dst + p * wo;
+                            for (int64_t q = 0; q < q_lo; q++)
+                                d[q] = 0.0f;
+                            for (int64_t q = q_hi; q < wo; q++)
+                                d[q] = 0.0f;
+                        }
+                    } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
                         /* Whole runs (no padding in this tap's columns):
                          * offsets that step, nothing recomputed per run
                          * (measured 2x faster on 10-value runs). */
@@ -238,14 +266,19 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
 }
 
 /* dx (nb x in_size) = col2im(col): the adjoint of im2col, each column entry
- * added to the input value it was copied from. */
+ * added to the input value it was copied from. In a flat convolution
+ * (is_flat) the entries of the columns that wrap around a row's end (they
+ * belong to the padding) are set to 0 in col first, so each tap is one
+ * contiguous add; dx starts at +0 and a sum that starts at +0 is never -0,
+ * so adding those zeros changes no bit. */
 IBVI_INLINE_RUNS
-static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
+static void col2im(const ibvi__conv2d_geom *g, float *col, int64_t nb,
                    float *dx)
 {
     const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
     const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
     const int64_t ld = nb * HW;
+    const int flat = is_flat(g);
     memset(dx, 0, (size_t)(nb * g->in_size) * sizeof(float));
     for (int64_t c = 0; c < g->c_in; c++)
         for (int64_t i = 0; i < g->kh; i++) {
@@ -255,11 +288,24 @@ static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
                 int64_t q_lo, q_hi;
                 valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
                 const int64_t shift = j - g->pad_w;
-                const float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                const int64_t offset = (i - g->pad_h) * W + shift;
+                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
                 for (int64_t b = 0; b < nb; b++) {
                     float *plane = dx + b * g->in_size + c * H * W;
-                    const float *src = row + b * HW;
-                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                    float *src = row + b * HW;
+                    if (flat && p_lo < p_hi) {
+                        const int64_t first = p_lo * wo + q_lo;
+                        const int64_t last = (p_hi - 1) * wo + q_hi;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            float *restrict s = src + p * wo;
+                            for (int64_t q = 0; q < q_lo; q++)
+                                s[q] = 0.0f;
+                            for (int64_t q = q_hi; q < wo; q++)
+                                s[q] = 0.0f;
+                        }
+                        add_run(plane + first + offset, src + first,
+                                last - first);
+                    } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
                         int64_t to = (p_lo * sh - g->pad_h + i) * W + shift;
                         for (int64_t p = p_lo; p < p_hi; p++) {
                             add_run(plane + to, src + p * wo, wo);

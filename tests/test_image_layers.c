@@ -226,6 +226,12 @@ static const conv_case conv_grid[] = {
     {1, 1, 1, 2, 1, 1, 1, 1, 0, 0},  /* one pixel */
     {2, 7, 6, 3, 3, 3, 2, 1, 0, 0},  /* stride 2 down, 1 across, whole runs */
     {2, 12, 12, 6, 5, 5, 1, 1, 2, 2},
+    /* "Same" width at stride 1 (lib/conv2d.c's flat path: one run per
+     * tap): 3x3 pad 1 on a non-square input, rows that shrink (kh 3, ph 0)
+     * under a 5-wide kernel with pad 2, a 1x3 kernel. */
+    {3, 7, 6, 2, 3, 3, 1, 1, 1, 1},
+    {2, 6, 7, 3, 3, 5, 1, 1, 0, 2},
+    {1, 4, 9, 2, 1, 3, 1, 1, 0, 1},
 };
 
 static void make_geom(ibvi__conv2d_geom *g, const conv_case *c)
