@@ -249,6 +249,10 @@ static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
                             if (sw == 1)
                                 copy_run(d + q_lo, src + q_lo + shift,
                                          q_hi - q_lo);
+                            else if (sw == 2) /* a constant stride
+                                                 vectorises */
+                                for (int64_t q = q_lo; q < q_hi; q++)
+                                    d[q] = src[2 * q + shift];
                             else
                                 for (int64_t q = q_lo; q < q_hi; q++)
                                     d[q] = src[q * sw + shift];
