@@ -189,102 +189,105 @@ static int is_flat(const ibvi__conv2d_geom *g)
     return g->stride_h == 1 && g->stride_w == 1 && g->w_in == g->w_out;
 }
 
-/* X_col (K x ld) for nb examples starting at x; ld = nb * positions. */
+/* Rows t0 .. t1-1 of X_col (K x ld) for nb examples starting at x; ld =
+ * nb * positions. Row t = (c*kh + i)*kw + j is tap (i, j) of channel c. */
 IBVI_INLINE_RUNS
-static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
-                   float *col)
+static void im2col_rows(const ibvi__conv2d_geom *g, const float *x,
+                        int64_t nb, float *col, int64_t t0, int64_t t1)
 {
     const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
     const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
     const int64_t ld = nb * HW;
     const int flat = is_flat(g);
-    for (int64_t c = 0; c < g->c_in; c++)
-        for (int64_t i = 0; i < g->kh; i++) {
-            int64_t p_lo, p_hi;
-            valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
-            for (int64_t j = 0; j < g->kw; j++) {
-                int64_t q_lo, q_hi;
-                valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
-                const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
-                const int64_t offset = (i - g->pad_h) * W + shift;
-                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
-                for (int64_t b = 0; b < nb; b++) {
-                    const float *plane = x + b * g->in_size + c * H * W;
-                    float *dst = row + b * HW;
-                    if (p_lo > 0)
-                        memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
-                    if (flat && p_lo < p_hi) {
-                        /* Input and output rows have one width and stride
-                         * 1: this tap's values are the plane shifted by a
-                         * constant, one copy from the first valid value to
-                         * the last, then the columns that wrapped around a
-                         * row's end (the padding) are set to 0. */
-                        const int64_t first = p_lo * wo + q_lo;
-                        const int64_t last = (p_hi - 1) * wo + q_hi;
-                        memcpy(dst + first, plane + first + offset,
-                               (size_t)(last - first) * sizeof(float));
-                        for (int64_t p = p_lo; p < p_hi; p++) {
-                            float *restrict d = dst + p * wo;
-                            for (int64_t q = 0; q < q_lo; q++)
-                                d[q] = 0.0f;
-                            for (int64_t q = q_hi; q < wo; q++)
-                                d[q] = 0.0f;
-                        }
-                    } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
-                        /* Whole runs (no padding in this tap's columns):
-                         * offsets that step, nothing recomputed per run
-                         * (measured 2x faster on 10-value runs). */
-                        int64_t from = (p_lo * sh - g->pad_h + i) * W + shift;
-                        for (int64_t p = p_lo; p < p_hi; p++) {
-                            copy_run(dst + p * wo, plane + from, wo);
-                            from += sh * W;
-                        }
-                    } else {
-                        for (int64_t p = p_lo; p < p_hi; p++) {
-                            const float *restrict src =
-                                plane + (p * sh - g->pad_h + i) * W;
-                            float *restrict d = dst + p * wo;
-                            for (int64_t q = 0; q < q_lo; q++)
-                                d[q] = 0.0f;
-                            if (sw == 1)
-                                copy_run(d + q_lo, src + q_lo + shift,
-                                         q_hi - q_lo);
-                            else if (sw == 2) /* a constant stride
-                                                 vectorises */
-                                for (int64_t q = q_lo; q < q_hi; q++)
-                                    d[q] = src[2 * q + shift];
-                            else
-                                for (int64_t q = q_lo; q < q_hi; q++)
-                                    d[q] = src[q * sw + shift];
-                            for (int64_t q = q_hi; q < wo; q++)
-                                d[q] = 0.0f;
-                        }
-                    }
-                    if (p_hi < g->h_out)
-                        memset(dst + p_hi * wo, 0,
-                               (size_t)((g->h_out - p_hi) * wo) *
-                                   sizeof(float));
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t c = t / (g->kh * g->kw), i = t / g->kw % g->kh;
+        const int64_t j = t % g->kw;
+        int64_t p_lo, p_hi;
+        valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
+        int64_t q_lo, q_hi;
+        valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
+        const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
+        const int64_t offset = (i - g->pad_h) * W + shift;
+        float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *plane = x + b * g->in_size + c * H * W;
+            float *dst = row + b * HW;
+            if (p_lo > 0)
+                memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
+            if (flat && p_lo < p_hi) {
+                /* Input and output rows have one width and stride
+                 * 1: this tap's values are the plane shifted by a
+                 * constant, one copy from the first valid value to
+                 * the last, then the columns that wrapped around a
+                 * row's end (the padding) are set to 0. */
+                const int64_t first = p_lo * wo + q_lo;
+                const int64_t last = (p_hi - 1) * wo + q_hi;
+                memcpy(dst + first, plane + first + offset,
+                       (size_t)(last - first) * sizeof(float));
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    float *restrict d = dst + p * wo;
+                    for (int64_t q = 0; q < q_lo; q++)
+                        d[q] = 0.0f;
+                    for (int64_t q = q_hi; q < wo; q++)
+                        d[q] = 0.0f;
+                }
+            } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                /* Whole runs (no padding in this tap's columns):
+                 * offsets that step, nothing recomputed per run
+                 * (measured 2x faster on 10-value runs). */
+                int64_t from = (p_lo * sh - g->pad_h + i) * W + shift;
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    copy_run(dst + p * wo, plane + from, wo);
+                    from += sh * W;
+                }
+            } else {
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    const float *restrict src =
+                        plane + (p * sh - g->pad_h + i) * W;
+                    float *restrict d = dst + p * wo;
+                    for (int64_t q = 0; q < q_lo; q++)
+                        d[q] = 0.0f;
+                    if (sw == 1)
+                        copy_run(d + q_lo, src + q_lo + shift,
+                                 q_hi - q_lo);
+                    else if (sw == 2) /* a constant stride
+                                         vectorises */
+                        for (int64_t q = q_lo; q < q_hi; q++)
+                            d[q] = src[2 * q + shift];
+                    else
+                        for (int64_t q = q_lo; q < q_hi; q++)
+                            d[q] = src[q * sw + shift];
+                    for (int64_t q = q_hi; q < wo; q++)
+                        d[q] = 0.0f;
                 }
             }
+            if (p_hi < g->h_out)
+                memset(dst + p_hi * wo, 0,
+                       (size_t)((g->h_out - p_hi) * wo) *
+                           sizeof(float));
         }
+    }
 }
 
-/* dx (nb x in_size) = col2im(col): the adjoint of im2col, each column entry
- * added to the input value it was copied from. In a flat convolution
+/* Channels c0 .. c1-1 of dx (nb x in_size) = col2im(col): the adjoint of
+ * im2col, each column entry added to the input value it was copied from;
+ * channel c reads only X_col's rows of channel c. In a flat convolution
  * (is_flat) the entries of the columns that wrap around a row's end (they
  * belong to the padding) are set to 0 in col first, so each tap is one
  * contiguous add; dx starts at +0 and a sum that starts at +0 is never -0,
  * so adding those zeros changes no bit. */
 IBVI_INLINE_RUNS
-static void col2im(const ibvi__conv2d_geom *g, float *col, int64_t nb,
-                   float *dx)
+static void col2im_channels(const ibvi__conv2d_geom *g, float *col,
+                            int64_t nb, float *dx, int64_t c0, int64_t c1)
 {
     const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
     const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
     const int64_t ld = nb * HW;
     const int flat = is_flat(g);
-    memset(dx, 0, (size_t)(nb * g->in_size) * sizeof(float));
-    for (int64_t c = 0; c < g->c_in; c++)
+    for (int64_t b = 0; b < nb; b++)
+        memset(dx + b * g->in_size + c0 * H * W, 0,
+               (size_t)((c1 - c0) * H * W) * sizeof(float));
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t i = 0; i < g->kh; i++) {
             int64_t p_lo, p_hi;
             valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
@@ -331,6 +334,18 @@ static void col2im(const ibvi__conv2d_geom *g, float *col, int64_t nb,
                 }
             }
         }
+}
+
+static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
+                   float *col)
+{
+    im2col_rows(g, x, nb, col, 0, g->patch);
+}
+
+static void col2im(const ibvi__conv2d_geom *g, float *col, int64_t nb,
+                   float *dx)
+{
+    col2im_channels(g, col, nb, dx, 0, g->c_in);
 }
 
 void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
