@@ -25,6 +25,7 @@
 #include "internal.h"
 #include "kernels.h"
 #include "network.h"
+#include "parallel.h"
 
 /* Scratch per chunk, in floats: X_col and Y_col (or dY_col). 1 MiB, about
  * a core's L2, so the GEMMs read X_col from cache where im2col left it:
@@ -336,53 +337,21 @@ static void col2im_channels(const ibvi__conv2d_geom *g, float *col,
         }
 }
 
-static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
-                   float *col)
+/* Channels o0 .. o1-1 of y (nb examples, NCHW) = Y_col (c_out x nb*HW)
+ * plus the bias. ycol may be y itself (one example: in place). */
+static void scatter_channels(const ibvi__conv2d_geom *g, const float *ycol,
+                             int64_t nb, float *y, const float *bias,
+                             int64_t o0, int64_t o1)
 {
-    im2col_rows(g, x, nb, col, 0, g->patch);
-}
-
-static void col2im(const ibvi__conv2d_geom *g, float *col, int64_t nb,
-                   float *dx)
-{
-    col2im_channels(g, col, nb, dx, 0, g->c_in);
-}
-
-void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
-                          const float *theta, const float *input,
-                          float *output, int64_t rows, float *scratch)
-{
-    const int64_t K = g->patch, HW = g->positions, co = g->c_out;
-    const float *bias = theta + co * K;
-    for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
-        const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
-        const int64_t ld = nb * HW;
-        float *col = scratch, *ycol = scratch + K * ld;
-        im2col(g, input + r0 * g->in_size, nb, col);
-        if (nb == 1) {
-            /* One example: Y_col is its output (c_out x HW), so the GEMM
-             * writes there and the bias is added in place. */
-            float *restrict y = output + r0 * g->out_size;
-            ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld,
-                       0.0f, y, ld);
-            for (int64_t o = 0; o < co; o++) {
-                const float bo = bias[o];
-                for (int64_t p = 0; p < HW; p++)
-                    y[o * HW + p] += bo;
-            }
-            continue;
+    const int64_t HW = g->positions, ld = nb * HW;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t o = o0; o < o1; o++) {
+            const float *s = ycol + o * ld + b * HW;
+            float *d = y + b * g->out_size + o * HW;
+            const float bo = bias[o];
+            for (int64_t p = 0; p < HW; p++)
+                d[p] = s[p] + bo;
         }
-        ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
-                   ycol, ld);
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t o = 0; o < co; o++) {
-                const float *restrict s = ycol + o * ld + b * HW;
-                float *restrict d = output + (r0 + b) * g->out_size + o * HW;
-                const float bo = bias[o];
-                for (int64_t p = 0; p < HW; p++)
-                    d[p] = s[p] + bo;
-            }
-    }
 }
 
 /* The sum of src[0..n) as gather_dy adds it up: eight running sums, so
@@ -416,15 +385,17 @@ static inline float run_sum(const float *restrict src, float *restrict dst,
     return sum;
 }
 
-/* dY_col (c_out x ld) from nb examples of dy (NCHW), and when bias is not
- * NULL, bias[o] += the sum of channel o's values. dycol NULL: one example
- * (nb = 1), whose dy is its dY_col already; only the sums are taken. */
-static void gather_dy(const ibvi__conv2d_geom *g, const float *dy, int64_t nb,
-                      float *dycol, float *bias)
+/* Channels o0 .. o1-1 of dY_col (c_out x ld) from nb examples of dy
+ * (NCHW), and when bias is not NULL, bias[o] += the sum of channel o's
+ * values, example by example. dycol NULL: one example (nb = 1), whose dy
+ * is its dY_col already; only the sums are taken. */
+static void gather_channels(const ibvi__conv2d_geom *g, const float *dy,
+                            int64_t nb, float *dycol, float *bias, int64_t o0,
+                            int64_t o1)
 {
     const int64_t HW = g->positions, ld = nb * HW;
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t o = 0; o < g->c_out; o++) {
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t b = 0; b < nb; b++) {
             const float *restrict src = dy + b * g->out_size + o * HW;
             float *restrict dst = dycol ? dycol + o * ld + b * HW : NULL;
             if (!bias) {
@@ -434,6 +405,105 @@ static void gather_dy(const ibvi__conv2d_geom *g, const float *dy, int64_t nb,
             }
             bias[o] += run_sum(src, dst, HW);
         }
+}
+
+/* ---- the passes around the GEMMs, split across threads ----------------------
+ * Each pass is split into ranges whose outputs are disjoint (X_col's rows,
+ * dx's channels, the output's and dY_col's channels), and every value is
+ * computed as one thread computes it, so the result is the same bits for
+ * any thread count (lib/parallel.h). */
+
+typedef enum conv_pass { IM2COL, COL2IM, SCATTER, GATHER } conv_pass;
+
+typedef struct conv_job {
+    const ibvi__conv2d_geom *g;
+    conv_pass pass;
+    int64_t nb;
+    const float *in;  /* im2col: x; scatter: Y_col; gather: dy    */
+    float *col;       /* im2col: X_col (out); col2im: dX_col (in) */
+    float *out;       /* col2im: dx; scatter: y; gather: dY_col   */
+    const float *bias; /* scatter                                 */
+    float *sums;      /* gather: the bias gradient, or NULL       */
+} conv_job;
+
+static void conv_span(void *arg, int64_t i0, int64_t i1)
+{
+    const conv_job *j = arg;
+    switch (j->pass) {
+    case IM2COL:
+        im2col_rows(j->g, j->in, j->nb, j->col, i0, i1);
+        break;
+    case COL2IM:
+        col2im_channels(j->g, j->col, j->nb, j->out, i0, i1);
+        break;
+    case SCATTER:
+        scatter_channels(j->g, j->in, j->nb, j->out, j->bias, i0, i1);
+        break;
+    case GATHER:
+        gather_channels(j->g, j->in, j->nb, j->out, j->sums, i0, i1);
+        break;
+    }
+}
+
+/* Runs the pass over [0, n) with at least grain floats written per range
+ * (lib/parallel.h's grain for passes of a few operations per float). */
+static void conv_run(int32_t threads, const conv_job *j, int64_t n,
+                     int64_t floats_per_index)
+{
+    ibvi__parallel_for(ibvi__threads_in_effect(threads), n,
+                       IBVI__PARALLEL_GRAIN_FLOATS / floats_per_index + 1,
+                       conv_span, (void *)j);
+}
+
+static void im2col(int32_t threads, const ibvi__conv2d_geom *g,
+                   const float *x, int64_t nb, float *col)
+{
+    const conv_job j = {.g = g, .pass = IM2COL, .nb = nb, .in = x, .col = col};
+    conv_run(threads, &j, g->patch, nb * g->positions);
+}
+
+static void col2im(int32_t threads, const ibvi__conv2d_geom *g, float *col,
+                   int64_t nb, float *dx)
+{
+    const conv_job j = {.g = g, .pass = COL2IM, .nb = nb, .col = col, .out = dx};
+    conv_run(threads, &j, g->c_in, nb * g->positions * g->kh * g->kw);
+}
+
+static void scatter_y(int32_t threads, const ibvi__conv2d_geom *g,
+                      const float *ycol, int64_t nb, float *y,
+                      const float *bias)
+{
+    const conv_job j = {.g = g, .pass = SCATTER, .nb = nb, .in = ycol,
+                        .out = y, .bias = bias};
+    conv_run(threads, &j, g->c_out, nb * g->positions);
+}
+
+static void gather_dy(int32_t threads, const ibvi__conv2d_geom *g,
+                      const float *dy, int64_t nb, float *dycol, float *bias)
+{
+    const conv_job j = {.g = g, .pass = GATHER, .nb = nb, .in = dy,
+                        .out = dycol, .sums = bias};
+    conv_run(threads, &j, g->c_out, nb * g->positions);
+}
+
+void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
+                          const float *theta, const float *input,
+                          float *output, int64_t rows, float *scratch)
+{
+    const int64_t K = g->patch, HW = g->positions, co = g->c_out;
+    const float *bias = theta + co * K;
+    for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
+        const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
+        const int64_t ld = nb * HW;
+        float *col = scratch;
+        /* One example: Y_col is its output (c_out x HW), so the GEMM
+         * writes there and the bias is added in place. */
+        float *ycol = nb == 1 ? output + r0 * g->out_size : scratch + K * ld;
+        im2col(threads, g, input + r0 * g->in_size, nb, col);
+        ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
+                   ycol, ld);
+        scatter_y(threads, g, ycol, nb, output + r0 * g->out_size, bias);
+    }
 }
 
 void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
@@ -455,16 +525,17 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
         float *gathered = nb == 1 ? NULL : scratch + K * ld;
         const float *dycol =
             gathered ? gathered : grad_output + r0 * g->out_size;
-        gather_dy(g, grad_output + r0 * g->out_size, nb, gathered, grad_bias);
+        gather_dy(threads, g, grad_output + r0 * g->out_size, nb, gathered,
+                  grad_bias);
         if (grad_theta) {
-            im2col(g, input + r0 * g->in_size, nb, col);
+            im2col(threads, g, input + r0 * g->in_size, nb, col);
             ibvi__gemm(threads, 0, 1, co, K, ld, 1.0f, dycol, ld, col, ld,
                        r0 == 0 ? 0.0f : 1.0f, grad_theta, K);
         }
         if (grad_input) {
             ibvi__gemm(threads, 1, 0, K, ld, co, 1.0f, theta, K, dycol, ld,
                        0.0f, col, ld);
-            col2im(g, col, nb, grad_input + r0 * g->in_size);
+            col2im(threads, g, col, nb, grad_input + r0 * g->in_size);
         }
     }
 }

@@ -453,33 +453,45 @@ START_TEST(conv_null_outputs)
 }
 END_TEST
 
-/* Two BLIS threads give the same values as one, up to the GEMM's order of
- * summation. */
+/* Two threads give the same values as one, up to the GEMM's order of
+ * summation: LeNet's second layer (its passes too small to split), and a
+ * layer whose im2col, col2im and the copies around the GEMMs are split
+ * across the two threads (lib/conv2d.c; at least 2 x 32768 floats per
+ * pass), in chunks of one and of three examples. */
 START_TEST(conv_two_threads)
 {
     seed(8);
-    const conv_case cc = {6, 14, 14, 16, 5, 5, 1, 1, 0, 0}; /* LeNet's 2nd */
-    ibvi__conv2d_geom g;
-    make_geom(&g, &cc);
-    const int64_t rows = 9, nx = rows * g.in_size, ny = rows * g.out_size;
-    float *theta = random_floats(g.params), *x = random_floats(nx);
-    float *dy = random_floats(ny);
-    float *scratch = scratch_alloc(ibvi__conv2d_scratch_floats(&g, rows));
-    float *y1 = filled(ny, 0.0f), *y2 = filled(ny, 0.0f);
-    float *dx1 = filled(nx, 0.0f), *dx2 = filled(nx, 0.0f);
-    float *dt1 = filled(g.params, 0.0f), *dt2 = filled(g.params, 0.0f);
-    ibvi__conv2d_forward(1, &g, theta, x, y1, rows, scratch);
-    ibvi__conv2d_backward(1, &g, theta, x, dy, dx1, dt1, rows, scratch);
-    ibvi__conv2d_forward(2, &g, theta, x, y2, rows, scratch);
-    ibvi__conv2d_backward(2, &g, theta, x, dy, dx2, dt2, rows, scratch);
-    for (int64_t i = 0; i < ny; i++)
-        ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f * (1.0f + fabsf(y1[i])));
-    for (int64_t i = 0; i < nx; i++)
-        ck_assert_float_eq_tol(dx1[i], dx2[i], 1e-4f * (1.0f + fabsf(dx1[i])));
-    for (int64_t i = 0; i < g.params; i++)
-        ck_assert_float_eq_tol(dt1[i], dt2[i], 1e-4f * (1.0f + fabsf(dt1[i])));
-    free(theta), free(x), free(dy), free(scratch), free(y1), free(y2);
-    free(dx1), free(dx2), free(dt1), free(dt2);
+    const conv_case cases[] = {{6, 14, 14, 16, 5, 5, 1, 1, 0, 0},
+                               {16, 32, 32, 32, 3, 3, 1, 1, 1, 1},
+                               {16, 32, 32, 32, 3, 3, 1, 1, 1, 1}};
+    for (int k = 0; k < 3; k++) {
+        ibvi__conv2d_geom g;
+        make_geom(&g, &cases[k]);
+        if (k == 2)
+            g.chunk = 3;
+        const int64_t rows = k == 0 ? 9 : 4;
+        const int64_t nx = rows * g.in_size, ny = rows * g.out_size;
+        float *theta = random_floats(g.params), *x = random_floats(nx);
+        float *dy = random_floats(ny);
+        float *scratch = scratch_alloc(ibvi__conv2d_scratch_floats(&g, rows));
+        float *y1 = filled(ny, 0.0f), *y2 = filled(ny, 0.0f);
+        float *dx1 = filled(nx, 0.0f), *dx2 = filled(nx, 0.0f);
+        float *dt1 = filled(g.params, 0.0f), *dt2 = filled(g.params, 0.0f);
+        ibvi__conv2d_forward(1, &g, theta, x, y1, rows, scratch);
+        ibvi__conv2d_backward(1, &g, theta, x, dy, dx1, dt1, rows, scratch);
+        ibvi__conv2d_forward(2, &g, theta, x, y2, rows, scratch);
+        ibvi__conv2d_backward(2, &g, theta, x, dy, dx2, dt2, rows, scratch);
+        for (int64_t i = 0; i < ny; i++)
+            ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f * (1.0f + fabsf(y1[i])));
+        for (int64_t i = 0; i < nx; i++)
+            ck_assert_float_eq_tol(dx1[i], dx2[i],
+                                   1e-4f * (1.0f + fabsf(dx1[i])));
+        for (int64_t i = 0; i < g.params; i++)
+            ck_assert_float_eq_tol(dt1[i], dt2[i],
+                                   1e-4f * (1.0f + fabsf(dt1[i])));
+        free(theta), free(x), free(dy), free(scratch), free(y1), free(y2);
+        free(dx1), free(dx2), free(dt1), free(dt2);
+    }
 }
 END_TEST
 
