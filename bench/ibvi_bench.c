@@ -22,7 +22,13 @@
  *      section's comment), for the models --models selects (default all).
  *
  * Usage: ibvi_bench [--quick] [--threads 1,2] [--models lenet5,resnet|all|none]
- *                   [--images-only | --json FILE]
+ *                   [--images-only | --json FILE | --profile-steps N]
+ *
+ * --profile-steps N runs nothing but N standard training steps (batch 128,
+ * after one warm-up step) of each model --models selects, on the first
+ * --threads entry, and prints their mean time: a workload for a profiler,
+ * e.g. `perf record ./build/bench/ibvi_bench --profile-steps 200 --models
+ * lenet5 --threads 1` (docs/performance.md, "Image networks").
  *
  * SPDX-License-Identifier: MIT
  */
@@ -490,18 +496,20 @@ typedef struct options {
     const char *json;
     unsigned models; /* bit i: IMAGE_MODELS[i] (point 6) */
     int images_only; /* point 6 alone, no JSON */
+    long profile_steps; /* > 0: only that many steps per model */
 } options;
 
 static void usage(void)
 {
     fprintf(stderr, "usage: ibvi_bench [--quick] [--threads 1,2] "
-                    "[--models lenet5,resnet|all|none] [--images-only | --json FILE]\n");
+                    "[--models lenet5,resnet|all|none] [--images-only | --json FILE |\n"
+                    "                  --profile-steps N]\n");
     exit(2);
 }
 
 static options parse_args(int argc, char **argv)
 {
-    options o = {0, {1, 2}, 2, NULL, ~0u, 0};
+    options o = {0, {1, 2}, 2, NULL, ~0u, 0, 0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             o.quick = 1;
@@ -519,6 +527,10 @@ static options parse_args(int argc, char **argv)
                 usage();
         } else if (strcmp(argv[i], "--images-only") == 0) {
             o.images_only = 1;
+        } else if (strcmp(argv[i], "--profile-steps") == 0 && i + 1 < argc) {
+            o.profile_steps = strtol(argv[++i], NULL, 10);
+            if (o.profile_steps < 1)
+                usage();
         } else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc) {
             o.models = 0;
             for (char *tok = strtok(argv[++i], ","); tok; tok = strtok(NULL, ",")) {
@@ -535,7 +547,7 @@ static options parse_args(int argc, char **argv)
             usage();
         }
     }
-    if (o.images_only && o.json)
+    if ((o.images_only || o.profile_steps) && o.json)
         usage(); /* the JSON's other keys would be missing */
     return o;
 }
@@ -1245,6 +1257,32 @@ static int run_images(const options *o, image_result *out)
     return n;
 }
 
+/* --profile-steps: N standard steps of each selected model, nothing else. */
+static void profile_images(const options *o)
+{
+    for (int mi = 0; mi < NIMAGE_MODELS; mi++) {
+        if (!(o->models & (1u << mi)))
+            continue;
+        const image_model *m = &IMAGE_MODELS[mi];
+        dataset d = make_data_dim(IMAGE_DATA,
+                                  (int64_t)m->channels * m->height * m->width);
+        step_ctx c;
+        setup_trainer(&c, make_image_net(m, 0, o->threads[0]), IMAGE_BATCH,
+                      &d);
+        one_step(&c);
+        const double t0 = now(), c0 = cpu_now();
+        for (long k = 0; k < o->profile_steps; k++)
+            one_step(&c);
+        const double steps = (double)o->profile_steps;
+        printf("%s: %ld standard steps, batch %d, %d thread(s): %.3f ms per "
+               "step (%.3f ms process CPU time)\n", m->name,
+               o->profile_steps, IMAGE_BATCH, (int)o->threads[0],
+               1e3 * (now() - t0) / steps, 1e3 * (cpu_now() - c0) / steps);
+        free_trainer(&c);
+        free_data(&d);
+    }
+}
+
 static void print_images(const image_result *r, int n)
 {
     if (n == 0)
@@ -1522,6 +1560,10 @@ int main(int argc, char **argv)
      * benchmark's own BLIS calls (the GEMM limit) then run on the same. */
     const char *arch = ibvi_kernel_name();
 
+    if (o.profile_steps) {
+        profile_images(&o);
+        return 0;
+    }
     if (o.images_only) {
         print_header(&o, arch);
         image_result img[MAX_IMAGE];

@@ -25,6 +25,7 @@
 #include "internal.h"
 #include "kernels.h"
 #include "network.h"
+#include "parallel.h"
 
 /* Scratch per chunk, in floats: X_col and Y_col (or dY_col). 1 MiB, about
  * a core's L2, so the GEMMs read X_col from cache where im2col left it:
@@ -180,74 +181,114 @@ static inline void add_run(float *restrict d, const float *restrict s,
         d[q] += s[q];
 }
 
-/* X_col (K x ld) for nb examples starting at x; ld = nb * positions. */
-IBVI_INLINE_RUNS
-static void im2col(const ibvi__conv2d_geom *g, const float *x, int64_t nb,
-                   float *col)
+/* Stride 1 and the output as wide as the input (a "same" convolution:
+ * 2 pad_w = kw - 1): then a tap's output position p*w_out + q reads input
+ * index p*w_out + q + (i - pad_h)*w_in + j - pad_w, one offset for the
+ * whole plane, so a tap's rows are one contiguous run (im2col, col2im). */
+static int is_flat(const ibvi__conv2d_geom *g)
 {
-    const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
-    const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
-    const int64_t ld = nb * HW;
-    for (int64_t c = 0; c < g->c_in; c++)
-        for (int64_t i = 0; i < g->kh; i++) {
-            int64_t p_lo, p_hi;
-            valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
-            for (int64_t j = 0; j < g->kw; j++) {
-                int64_t q_lo, q_hi;
-                valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
-                const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
-                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
-                for (int64_t b = 0; b < nb; b++) {
-                    const float *plane = x + b * g->in_size + c * H * W;
-                    float *dst = row + b * HW;
-                    if (p_lo > 0)
-                        memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
-                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
-                        /* Whole runs (no padding in this tap's columns):
-                         * offsets that step, nothing recomputed per run
-                         * (measured 2x faster on 10-value runs). */
-                        int64_t from = (p_lo * sh - g->pad_h + i) * W + shift;
-                        for (int64_t p = p_lo; p < p_hi; p++) {
-                            copy_run(dst + p * wo, plane + from, wo);
-                            from += sh * W;
-                        }
-                    } else {
-                        for (int64_t p = p_lo; p < p_hi; p++) {
-                            const float *restrict src =
-                                plane + (p * sh - g->pad_h + i) * W;
-                            float *restrict d = dst + p * wo;
-                            for (int64_t q = 0; q < q_lo; q++)
-                                d[q] = 0.0f;
-                            if (sw == 1)
-                                copy_run(d + q_lo, src + q_lo + shift,
-                                         q_hi - q_lo);
-                            else
-                                for (int64_t q = q_lo; q < q_hi; q++)
-                                    d[q] = src[q * sw + shift];
-                            for (int64_t q = q_hi; q < wo; q++)
-                                d[q] = 0.0f;
-                        }
-                    }
-                    if (p_hi < g->h_out)
-                        memset(dst + p_hi * wo, 0,
-                               (size_t)((g->h_out - p_hi) * wo) *
-                                   sizeof(float));
-                }
-            }
-        }
+    return g->stride_h == 1 && g->stride_w == 1 && g->w_in == g->w_out;
 }
 
-/* dx (nb x in_size) = col2im(col): the adjoint of im2col, each column entry
- * added to the input value it was copied from. */
+/* Rows t0 .. t1-1 of X_col (K x ld) for nb examples starting at x; ld =
+ * nb * positions. Row t = (c*kh + i)*kw + j is tap (i, j) of channel c. */
 IBVI_INLINE_RUNS
-static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
-                   float *dx)
+static void im2col_rows(const ibvi__conv2d_geom *g, const float *x,
+                        int64_t nb, float *col, int64_t t0, int64_t t1)
 {
     const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
     const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
     const int64_t ld = nb * HW;
-    memset(dx, 0, (size_t)(nb * g->in_size) * sizeof(float));
-    for (int64_t c = 0; c < g->c_in; c++)
+    const int flat = is_flat(g);
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t c = t / (g->kh * g->kw), i = t / g->kw % g->kh;
+        const int64_t j = t % g->kw;
+        int64_t p_lo, p_hi;
+        valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
+        int64_t q_lo, q_hi;
+        valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
+        const int64_t shift = j - g->pad_w; /* iw = q*sw + shift */
+        const int64_t offset = (i - g->pad_h) * W + shift;
+        float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *plane = x + b * g->in_size + c * H * W;
+            float *dst = row + b * HW;
+            if (p_lo > 0)
+                memset(dst, 0, (size_t)(p_lo * wo) * sizeof(float));
+            if (flat && p_lo < p_hi) {
+                /* Input and output rows have one width and stride
+                 * 1: this tap's values are the plane shifted by a
+                 * constant, one copy from the first valid value to
+                 * the last, then the columns that wrapped around a
+                 * row's end (the padding) are set to 0. */
+                const int64_t first = p_lo * wo + q_lo;
+                const int64_t last = (p_hi - 1) * wo + q_hi;
+                memcpy(dst + first, plane + first + offset,
+                       (size_t)(last - first) * sizeof(float));
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    float *restrict d = dst + p * wo;
+                    for (int64_t q = 0; q < q_lo; q++)
+                        d[q] = 0.0f;
+                    for (int64_t q = q_hi; q < wo; q++)
+                        d[q] = 0.0f;
+                }
+            } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                /* Whole runs (no padding in this tap's columns):
+                 * offsets that step, nothing recomputed per run
+                 * (measured 2x faster on 10-value runs). */
+                int64_t from = (p_lo * sh - g->pad_h + i) * W + shift;
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    copy_run(dst + p * wo, plane + from, wo);
+                    from += sh * W;
+                }
+            } else {
+                for (int64_t p = p_lo; p < p_hi; p++) {
+                    const float *restrict src =
+                        plane + (p * sh - g->pad_h + i) * W;
+                    float *restrict d = dst + p * wo;
+                    for (int64_t q = 0; q < q_lo; q++)
+                        d[q] = 0.0f;
+                    if (sw == 1)
+                        copy_run(d + q_lo, src + q_lo + shift,
+                                 q_hi - q_lo);
+                    else if (sw == 2) /* a constant stride
+                                         vectorises */
+                        for (int64_t q = q_lo; q < q_hi; q++)
+                            d[q] = src[2 * q + shift];
+                    else
+                        for (int64_t q = q_lo; q < q_hi; q++)
+                            d[q] = src[q * sw + shift];
+                    for (int64_t q = q_hi; q < wo; q++)
+                        d[q] = 0.0f;
+                }
+            }
+            if (p_hi < g->h_out)
+                memset(dst + p_hi * wo, 0,
+                       (size_t)((g->h_out - p_hi) * wo) *
+                           sizeof(float));
+        }
+    }
+}
+
+/* Channels c0 .. c1-1 of dx (nb x in_size) = col2im(col): the adjoint of
+ * im2col, each column entry added to the input value it was copied from;
+ * channel c reads only X_col's rows of channel c. In a flat convolution
+ * (is_flat) the entries of the columns that wrap around a row's end (they
+ * belong to the padding) are set to 0 in col first, so each tap is one
+ * contiguous add; dx starts at +0 and a sum that starts at +0 is never -0,
+ * so adding those zeros changes no bit. */
+IBVI_INLINE_RUNS
+static void col2im_channels(const ibvi__conv2d_geom *g, float *col,
+                            int64_t nb, float *dx, int64_t c0, int64_t c1)
+{
+    const int64_t H = g->h_in, W = g->w_in, HW = g->positions;
+    const int64_t wo = g->w_out, sh = g->stride_h, sw = g->stride_w;
+    const int64_t ld = nb * HW;
+    const int flat = is_flat(g);
+    for (int64_t b = 0; b < nb; b++)
+        memset(dx + b * g->in_size + c0 * H * W, 0,
+               (size_t)((c1 - c0) * H * W) * sizeof(float));
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t i = 0; i < g->kh; i++) {
             int64_t p_lo, p_hi;
             valid_range(H, g->h_out, sh, g->pad_h, i, &p_lo, &p_hi);
@@ -255,11 +296,24 @@ static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
                 int64_t q_lo, q_hi;
                 valid_range(W, wo, sw, g->pad_w, j, &q_lo, &q_hi);
                 const int64_t shift = j - g->pad_w;
-                const float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                const int64_t offset = (i - g->pad_h) * W + shift;
+                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
                 for (int64_t b = 0; b < nb; b++) {
                     float *plane = dx + b * g->in_size + c * H * W;
-                    const float *src = row + b * HW;
-                    if (sw == 1 && q_lo == 0 && q_hi == wo) {
+                    float *src = row + b * HW;
+                    if (flat && p_lo < p_hi) {
+                        const int64_t first = p_lo * wo + q_lo;
+                        const int64_t last = (p_hi - 1) * wo + q_hi;
+                        for (int64_t p = p_lo; p < p_hi; p++) {
+                            float *restrict s = src + p * wo;
+                            for (int64_t q = 0; q < q_lo; q++)
+                                s[q] = 0.0f;
+                            for (int64_t q = q_hi; q < wo; q++)
+                                s[q] = 0.0f;
+                        }
+                        add_run(plane + first + offset, src + first,
+                                last - first);
+                    } else if (sw == 1 && q_lo == 0 && q_hi == wo) {
                         int64_t to = (p_lo * sh - g->pad_h + i) * W + shift;
                         for (int64_t p = p_lo; p < p_hi; p++) {
                             add_run(plane + to, src + p * wo, wo);
@@ -283,6 +337,155 @@ static void col2im(const ibvi__conv2d_geom *g, const float *col, int64_t nb,
         }
 }
 
+/* Channels o0 .. o1-1 of y (nb examples, NCHW) = Y_col (c_out x nb*HW)
+ * plus the bias. ycol may be y itself (one example: in place). */
+static void scatter_channels(const ibvi__conv2d_geom *g, const float *ycol,
+                             int64_t nb, float *y, const float *bias,
+                             int64_t o0, int64_t o1)
+{
+    const int64_t HW = g->positions, ld = nb * HW;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t o = o0; o < o1; o++) {
+            const float *s = ycol + o * ld + b * HW;
+            float *d = y + b * g->out_size + o * HW;
+            const float bo = bias[o];
+            for (int64_t p = 0; p < HW; p++)
+                d[p] = s[p] + bo;
+        }
+}
+
+/* The sum of src[0..n) as gather_dy adds it up: eight running sums, so
+ * the reduction vectorises (a single float sum would not without
+ * reassociation) and stays in one fixed order; with dst, the values are
+ * copied there in the same pass. */
+static inline float run_sum(const float *restrict src, float *restrict dst,
+                            int64_t n)
+{
+    const int64_t bulk = n & ~(int64_t)7;
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (dst)
+        for (int64_t p = 0; p < bulk; p += 8)
+            for (int k = 0; k < 8; k++) {
+                const float v = src[p + k];
+                dst[p + k] = v;
+                lane[k] += v;
+            }
+    else
+        for (int64_t p = 0; p < bulk; p += 8)
+            for (int k = 0; k < 8; k++)
+                lane[k] += src[p + k];
+    float sum = 0.0f;
+    for (int64_t p = bulk; p < n; p++) {
+        if (dst)
+            dst[p] = src[p];
+        sum += src[p];
+    }
+    for (int k = 0; k < 8; k++)
+        sum += lane[k];
+    return sum;
+}
+
+/* Channels o0 .. o1-1 of dY_col (c_out x ld) from nb examples of dy
+ * (NCHW), and when bias is not NULL, bias[o] += the sum of channel o's
+ * values, example by example. dycol NULL: one example (nb = 1), whose dy
+ * is its dY_col already; only the sums are taken. */
+static void gather_channels(const ibvi__conv2d_geom *g, const float *dy,
+                            int64_t nb, float *dycol, float *bias, int64_t o0,
+                            int64_t o1)
+{
+    const int64_t HW = g->positions, ld = nb * HW;
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *restrict src = dy + b * g->out_size + o * HW;
+            float *restrict dst = dycol ? dycol + o * ld + b * HW : NULL;
+            if (!bias) {
+                if (dst)
+                    memcpy(dst, src, (size_t)HW * sizeof(float));
+                continue;
+            }
+            bias[o] += run_sum(src, dst, HW);
+        }
+}
+
+/* ---- the passes around the GEMMs, split across threads ----------------------
+ * Each pass is split into ranges whose outputs are disjoint (X_col's rows,
+ * dx's channels, the output's and dY_col's channels), and every value is
+ * computed as one thread computes it, so the result is the same bits for
+ * any thread count (lib/parallel.h). */
+
+typedef enum conv_pass { IM2COL, COL2IM, SCATTER, GATHER } conv_pass;
+
+typedef struct conv_job {
+    const ibvi__conv2d_geom *g;
+    conv_pass pass;
+    int64_t nb;
+    const float *in;  /* im2col: x; scatter: Y_col; gather: dy    */
+    float *col;       /* im2col: X_col (out); col2im: dX_col (in) */
+    float *out;       /* col2im: dx; scatter: y; gather: dY_col   */
+    const float *bias; /* scatter                                 */
+    float *sums;      /* gather: the bias gradient, or NULL       */
+} conv_job;
+
+static void conv_span(void *arg, int64_t i0, int64_t i1)
+{
+    const conv_job *j = arg;
+    switch (j->pass) {
+    case IM2COL:
+        im2col_rows(j->g, j->in, j->nb, j->col, i0, i1);
+        break;
+    case COL2IM:
+        col2im_channels(j->g, j->col, j->nb, j->out, i0, i1);
+        break;
+    case SCATTER:
+        scatter_channels(j->g, j->in, j->nb, j->out, j->bias, i0, i1);
+        break;
+    case GATHER:
+        gather_channels(j->g, j->in, j->nb, j->out, j->sums, i0, i1);
+        break;
+    }
+}
+
+/* Runs the pass over [0, n) with at least grain floats written per range
+ * (lib/parallel.h's grain for passes of a few operations per float). */
+static void conv_run(int32_t threads, const conv_job *j, int64_t n,
+                     int64_t floats_per_index)
+{
+    ibvi__parallel_for(ibvi__threads_in_effect(threads), n,
+                       IBVI__PARALLEL_GRAIN_FLOATS / floats_per_index + 1,
+                       conv_span, (void *)j);
+}
+
+static void im2col(int32_t threads, const ibvi__conv2d_geom *g,
+                   const float *x, int64_t nb, float *col)
+{
+    const conv_job j = {.g = g, .pass = IM2COL, .nb = nb, .in = x, .col = col};
+    conv_run(threads, &j, g->patch, nb * g->positions);
+}
+
+static void col2im(int32_t threads, const ibvi__conv2d_geom *g, float *col,
+                   int64_t nb, float *dx)
+{
+    const conv_job j = {.g = g, .pass = COL2IM, .nb = nb, .col = col, .out = dx};
+    conv_run(threads, &j, g->c_in, nb * g->positions * g->kh * g->kw);
+}
+
+static void scatter_y(int32_t threads, const ibvi__conv2d_geom *g,
+                      const float *ycol, int64_t nb, float *y,
+                      const float *bias)
+{
+    const conv_job j = {.g = g, .pass = SCATTER, .nb = nb, .in = ycol,
+                        .out = y, .bias = bias};
+    conv_run(threads, &j, g->c_out, nb * g->positions);
+}
+
+static void gather_dy(int32_t threads, const ibvi__conv2d_geom *g,
+                      const float *dy, int64_t nb, float *dycol, float *bias)
+{
+    const conv_job j = {.g = g, .pass = GATHER, .nb = nb, .in = dy,
+                        .out = dycol, .sums = bias};
+    conv_run(threads, &j, g->c_out, nb * g->positions);
+}
+
 void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
                           const float *theta, const float *input,
                           float *output, int64_t rows, float *scratch)
@@ -292,54 +495,15 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
     for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
         const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
         const int64_t ld = nb * HW;
-        float *col = scratch, *ycol = scratch + K * ld;
-        im2col(g, input + r0 * g->in_size, nb, col);
+        float *col = scratch;
+        /* One example: Y_col is its output (c_out x HW), so the GEMM
+         * writes there and the bias is added in place. */
+        float *ycol = nb == 1 ? output + r0 * g->out_size : scratch + K * ld;
+        im2col(threads, g, input + r0 * g->in_size, nb, col);
         ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
                    ycol, ld);
-        for (int64_t b = 0; b < nb; b++)
-            for (int64_t o = 0; o < co; o++) {
-                const float *restrict s = ycol + o * ld + b * HW;
-                float *restrict d = output + (r0 + b) * g->out_size + o * HW;
-                const float bo = bias[o];
-                for (int64_t p = 0; p < HW; p++)
-                    d[p] = s[p] + bo;
-            }
+        scatter_y(threads, g, ycol, nb, output + r0 * g->out_size, bias);
     }
-}
-
-/* dY_col (c_out x ld) from nb examples of dy (NCHW), and when bias is not
- * NULL, bias[o] += the sum of channel o's values. Eight running sums per
- * run, so the reduction vectorises (a single float sum would not without
- * reassociation) and stays in order. */
-static void gather_dy(const ibvi__conv2d_geom *g, const float *dy, int64_t nb,
-                      float *dycol, float *bias)
-{
-    const int64_t HW = g->positions, ld = nb * HW;
-    const int64_t bulk = HW & ~(int64_t)7;
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t o = 0; o < g->c_out; o++) {
-            const float *restrict src = dy + b * g->out_size + o * HW;
-            float *restrict dst = dycol + o * ld + b * HW;
-            if (!bias) {
-                memcpy(dst, src, (size_t)HW * sizeof(float));
-                continue;
-            }
-            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int64_t p = 0; p < bulk; p += 8)
-                for (int k = 0; k < 8; k++) {
-                    const float v = src[p + k];
-                    dst[p + k] = v;
-                    lane[k] += v;
-                }
-            float sum = 0.0f;
-            for (int64_t p = bulk; p < HW; p++) {
-                dst[p] = src[p];
-                sum += src[p];
-            }
-            for (int k = 0; k < 8; k++)
-                sum += lane[k];
-            bias[o] += sum;
-        }
 }
 
 void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
@@ -356,17 +520,22 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
     for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
         const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
         const int64_t ld = nb * HW;
-        float *col = scratch, *dycol = scratch + K * ld;
-        gather_dy(g, grad_output + r0 * g->out_size, nb, dycol, grad_bias);
+        float *col = scratch;
+        /* One example's dy is its dY_col (c_out x HW): no copy. */
+        float *gathered = nb == 1 ? NULL : scratch + K * ld;
+        const float *dycol =
+            gathered ? gathered : grad_output + r0 * g->out_size;
+        gather_dy(threads, g, grad_output + r0 * g->out_size, nb, gathered,
+                  grad_bias);
         if (grad_theta) {
-            im2col(g, input + r0 * g->in_size, nb, col);
+            im2col(threads, g, input + r0 * g->in_size, nb, col);
             ibvi__gemm(threads, 0, 1, co, K, ld, 1.0f, dycol, ld, col, ld,
                        r0 == 0 ? 0.0f : 1.0f, grad_theta, K);
         }
         if (grad_input) {
             ibvi__gemm(threads, 1, 0, K, ld, co, 1.0f, theta, K, dycol, ld,
                        0.0f, col, ld);
-            col2im(g, col, nb, grad_input + r0 * g->in_size);
+            col2im(threads, g, col, nb, grad_input + r0 * g->in_size);
         }
     }
 }

@@ -66,9 +66,47 @@ int ibvi__pool2d_global_geometry(ibvi__pool2d_geom *g, int64_t c, int64_t h,
  * taps are visited tap by tap across the row rather than window by window,
  * which does not change the maximum; a NaN, once taken, stays (v > NaN is
  * false), so a window with a NaN outputs NaN. */
+/* 2x2 windows, stride 2 (LeNet's pools, and most CNNs'): one pass over
+ * each pair of input rows, the four taps in the same row-major order as
+ * the general loops below, so the results are the same bits. */
+static int is_2x2_stride_2(const ibvi__pool2d_geom *g)
+{
+    return g->kh == 2 && g->kw == 2 && g->stride_h == 2 && g->stride_w == 2;
+}
+
+/* The max of best and v as the general forward takes it: v when larger, or
+ * when v is NaN. */
+static inline float take_max(float best, float v)
+{
+    return ((v > best) | (v != v)) ? v : best;
+}
+
+static void maxpool_forward_2x2(const ibvi__pool2d_geom *g, const float *input,
+                                float *output, int64_t rows)
+{
+    const int64_t planes = rows * g->c, W = g->w_in, wo = g->w_out;
+    const int64_t plane_in = g->h_in * W, plane_out = g->h_out * wo;
+    for (int64_t k = 0; k < planes; k++)
+        for (int64_t p = 0; p < g->h_out; p++) {
+            const float *restrict x0 = input + k * plane_in + 2 * p * W;
+            const float *restrict x1 = x0 + W;
+            float *restrict y = output + k * plane_out + p * wo;
+            for (int64_t q = 0; q < wo; q++) {
+                float best = x0[2 * q];
+                best = take_max(best, x0[2 * q + 1]);
+                best = take_max(best, x1[2 * q]);
+                y[q] = take_max(best, x1[2 * q + 1]);
+            }
+        }
+}
+
 void ibvi__maxpool_forward(const ibvi__pool2d_geom *g, const float *input,
                            float *output, int64_t rows)
 {
+    if (is_2x2_stride_2(g)) {
+        maxpool_forward_2x2(g, input, output, rows);
+        return;
+    }
     const int64_t planes = rows * g->c, plane_in = g->h_in * g->w_in;
     const int64_t plane_out = g->h_out * g->w_out, wo = g->w_out;
     const int64_t sw = g->stride_w;
@@ -99,10 +137,83 @@ void ibvi__maxpool_forward(const ibvi__pool2d_geom *g, const float *input,
  * is the first NaN. So ties go to the first maximum in row-major order, a
  * NaN to the first NaN, and nothing replaces a NaN once taken. Branch-free:
  * which tap wins is a coin flip. */
+/* All ones when the backward's argmax moves from b to v (v larger, or v
+ * the first NaN), else 0. */
+static inline uint32_t take_mask(float b, float v)
+{
+    return (uint32_t)0 - (uint32_t)((v > b) | ((v != v) & (b == b)));
+}
+
+static inline float keep_if(uint32_t mask, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits &= mask;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static inline float select_mask(uint32_t mask, float v, float b)
+{
+    uint32_t vb, bb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&bb, &b, sizeof bb);
+    bb = (vb & mask) | (bb & ~mask);
+    memcpy(&b, &bb, sizeof b);
+    return b;
+}
+
+/* The 2x2, stride 2 backward: the windows tile the input, so each input
+ * value is written once, dy where it is its window's argmax (the general
+ * rule: first maximum in row-major order, first NaN) and 0 elsewhere, with
+ * no memset and no scatter; the rows and columns no window covers get 0.
+ * dy + 0 is what the general path adds into its zeroed dx (a -0 dy gives
+ * +0 there too), so both give the same bits. */
+static void maxpool_backward_2x2(const ibvi__pool2d_geom *g, const float *input,
+                                 const float *grad_output, float *grad_input,
+                                 int64_t rows)
+{
+    const int64_t planes = rows * g->c, W = g->w_in, H = g->h_in;
+    const int64_t wo = g->w_out, ho = g->h_out;
+    const int64_t plane_in = H * W, plane_out = ho * wo;
+    for (int64_t k = 0; k < planes; k++) {
+        for (int64_t p = 0; p < ho; p++) {
+            const float *restrict x0 = input + k * plane_in + 2 * p * W;
+            const float *restrict x1 = x0 + W;
+            const float *restrict dy = grad_output + k * plane_out + p * wo;
+            float *restrict d0 = grad_input + k * plane_in + 2 * p * W;
+            float *restrict d1 = d0 + W;
+            for (int64_t q = 0; q < wo; q++) {
+                const float a = x0[2 * q], b = x0[2 * q + 1];
+                const float c = x1[2 * q], e = x1[2 * q + 1];
+                const uint32_t t1 = take_mask(a, b);
+                const float m1 = select_mask(t1, b, a);
+                const uint32_t t2 = take_mask(m1, c);
+                const float m2 = select_mask(t2, c, m1);
+                const uint32_t t3 = take_mask(m2, e);
+                const float v = dy[q] + 0.0f;
+                d1[2 * q + 1] = keep_if(t3, v);
+                d1[2 * q] = keep_if(t2 & ~t3, v);
+                d0[2 * q + 1] = keep_if(t1 & ~t2 & ~t3, v);
+                d0[2 * q] = keep_if(~(t1 | t2 | t3), v);
+            }
+            for (int64_t j = 2 * wo; j < W; j++)
+                d0[j] = d1[j] = 0.0f;
+        }
+        if (2 * ho < H)
+            memset(grad_input + k * plane_in + 2 * ho * W, 0,
+                   (size_t)((H - 2 * ho) * W) * sizeof(float));
+    }
+}
+
 void ibvi__maxpool_backward(const ibvi__pool2d_geom *g, const float *input,
                             const float *grad_output, float *grad_input,
                             int64_t rows)
 {
+    if (is_2x2_stride_2(g)) {
+        maxpool_backward_2x2(g, input, grad_output, grad_input, rows);
+        return;
+    }
     const int64_t planes = rows * g->c, plane_in = g->h_in * g->w_in;
     const int64_t plane_out = g->h_out * g->w_out, wo = g->w_out;
     const int64_t sw = g->stride_w;

@@ -226,6 +226,12 @@ static const conv_case conv_grid[] = {
     {1, 1, 1, 2, 1, 1, 1, 1, 0, 0},  /* one pixel */
     {2, 7, 6, 3, 3, 3, 2, 1, 0, 0},  /* stride 2 down, 1 across, whole runs */
     {2, 12, 12, 6, 5, 5, 1, 1, 2, 2},
+    /* "Same" width at stride 1 (lib/conv2d.c's flat path: one run per
+     * tap): 3x3 pad 1 on a non-square input, rows that shrink (kh 3, ph 0)
+     * under a 5-wide kernel with pad 2, a 1x3 kernel. */
+    {3, 7, 6, 2, 3, 3, 1, 1, 1, 1},
+    {2, 6, 7, 3, 3, 5, 1, 1, 0, 2},
+    {1, 4, 9, 2, 1, 3, 1, 1, 0, 1},
 };
 
 static void make_geom(ibvi__conv2d_geom *g, const conv_case *c)
@@ -447,33 +453,45 @@ START_TEST(conv_null_outputs)
 }
 END_TEST
 
-/* Two BLIS threads give the same values as one, up to the GEMM's order of
- * summation. */
+/* Two threads give the same values as one, up to the GEMM's order of
+ * summation: LeNet's second layer (its passes too small to split), and a
+ * layer whose im2col, col2im and the copies around the GEMMs are split
+ * across the two threads (lib/conv2d.c; at least 2 x 32768 floats per
+ * pass), in chunks of one and of three examples. */
 START_TEST(conv_two_threads)
 {
     seed(8);
-    const conv_case cc = {6, 14, 14, 16, 5, 5, 1, 1, 0, 0}; /* LeNet's 2nd */
-    ibvi__conv2d_geom g;
-    make_geom(&g, &cc);
-    const int64_t rows = 9, nx = rows * g.in_size, ny = rows * g.out_size;
-    float *theta = random_floats(g.params), *x = random_floats(nx);
-    float *dy = random_floats(ny);
-    float *scratch = scratch_alloc(ibvi__conv2d_scratch_floats(&g, rows));
-    float *y1 = filled(ny, 0.0f), *y2 = filled(ny, 0.0f);
-    float *dx1 = filled(nx, 0.0f), *dx2 = filled(nx, 0.0f);
-    float *dt1 = filled(g.params, 0.0f), *dt2 = filled(g.params, 0.0f);
-    ibvi__conv2d_forward(1, &g, theta, x, y1, rows, scratch);
-    ibvi__conv2d_backward(1, &g, theta, x, dy, dx1, dt1, rows, scratch);
-    ibvi__conv2d_forward(2, &g, theta, x, y2, rows, scratch);
-    ibvi__conv2d_backward(2, &g, theta, x, dy, dx2, dt2, rows, scratch);
-    for (int64_t i = 0; i < ny; i++)
-        ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f * (1.0f + fabsf(y1[i])));
-    for (int64_t i = 0; i < nx; i++)
-        ck_assert_float_eq_tol(dx1[i], dx2[i], 1e-4f * (1.0f + fabsf(dx1[i])));
-    for (int64_t i = 0; i < g.params; i++)
-        ck_assert_float_eq_tol(dt1[i], dt2[i], 1e-4f * (1.0f + fabsf(dt1[i])));
-    free(theta), free(x), free(dy), free(scratch), free(y1), free(y2);
-    free(dx1), free(dx2), free(dt1), free(dt2);
+    const conv_case cases[] = {{6, 14, 14, 16, 5, 5, 1, 1, 0, 0},
+                               {16, 32, 32, 32, 3, 3, 1, 1, 1, 1},
+                               {16, 32, 32, 32, 3, 3, 1, 1, 1, 1}};
+    for (int k = 0; k < 3; k++) {
+        ibvi__conv2d_geom g;
+        make_geom(&g, &cases[k]);
+        if (k == 2)
+            g.chunk = 3;
+        const int64_t rows = k == 0 ? 9 : 4;
+        const int64_t nx = rows * g.in_size, ny = rows * g.out_size;
+        float *theta = random_floats(g.params), *x = random_floats(nx);
+        float *dy = random_floats(ny);
+        float *scratch = scratch_alloc(ibvi__conv2d_scratch_floats(&g, rows));
+        float *y1 = filled(ny, 0.0f), *y2 = filled(ny, 0.0f);
+        float *dx1 = filled(nx, 0.0f), *dx2 = filled(nx, 0.0f);
+        float *dt1 = filled(g.params, 0.0f), *dt2 = filled(g.params, 0.0f);
+        ibvi__conv2d_forward(1, &g, theta, x, y1, rows, scratch);
+        ibvi__conv2d_backward(1, &g, theta, x, dy, dx1, dt1, rows, scratch);
+        ibvi__conv2d_forward(2, &g, theta, x, y2, rows, scratch);
+        ibvi__conv2d_backward(2, &g, theta, x, dy, dx2, dt2, rows, scratch);
+        for (int64_t i = 0; i < ny; i++)
+            ck_assert_float_eq_tol(y1[i], y2[i], 1e-4f * (1.0f + fabsf(y1[i])));
+        for (int64_t i = 0; i < nx; i++)
+            ck_assert_float_eq_tol(dx1[i], dx2[i],
+                                   1e-4f * (1.0f + fabsf(dx1[i])));
+        for (int64_t i = 0; i < g.params; i++)
+            ck_assert_float_eq_tol(dt1[i], dt2[i],
+                                   1e-4f * (1.0f + fabsf(dt1[i])));
+        free(theta), free(x), free(dy), free(scratch), free(y1), free(y2);
+        free(dx1), free(dx2), free(dt1), free(dt2);
+    }
 }
 END_TEST
 
@@ -684,6 +702,46 @@ START_TEST(global_avgpool)
         ck_assert_float_eq_tol(dx[i], dy[(i / 60) * 3 + (i % 60) / 20] / 20.0f,
                                1e-6f);
     free(c.x);
+}
+END_TEST
+
+/* The 2x2, stride 2 path (lib/pool.c runs it apart from the general loops):
+ * the same tie and NaN rules, every dx value written (dx starts as
+ * garbage; the column and row no window covers get 0), and a -0 dy lands
+ * as +0, as the general path's 0 + dy does. */
+START_TEST(maxpool_2x2_ties_nan_and_cover)
+{
+    ibvi__pool2d_geom g;
+    ck_assert_int_eq(ibvi__pool2d_geometry(&g, 1, 3, 5, 2, 2, 2, 2, "t"), 0);
+    ck_assert_int_eq(g.h_out, 1);
+    ck_assert_int_eq(g.w_out, 2);
+    /* Window 0: ties 4 at (0,1) and (1,0): (0,1) wins. Window 1: NaN at
+     * (1,2) after a larger value: the NaN wins; row 2 and column 4 lie
+     * outside every window. */
+    const float x[15] = {1, 4, 9, 2, 100, 4, 3, NAN, 8, 100,
+                         100, 100, 100, 100, 100};
+    float y[2], dy[2] = {-0.0f, 7}, dx[15];
+    ibvi__maxpool_forward(&g, x, y, 1);
+    ck_assert_float_eq(y[0], 4.0f);
+    ck_assert(isnan(y[1]));
+    for (int i = 0; i < 15; i++)
+        dx[i] = 1e30f;
+    ibvi__maxpool_backward(&g, x, dy, dx, 1);
+    const float want[15] = {0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 15; i++) {
+        ck_assert_msg(dx[i] == want[i], "dx[%d] = %g, want %g", i,
+                      (double)dx[i], (double)want[i]);
+        ck_assert_msg(!signbit(dx[i]), "dx[%d] is -0", i);
+    }
+    /* A window of equal values and one starting with NaN: the first tap. */
+    const float x2[8] = {5, 5, NAN, 1, 5, 5, 2, NAN};
+    ck_assert_int_eq(ibvi__pool2d_geometry(&g, 1, 2, 4, 2, 2, 2, 2, "t"), 0);
+    dy[0] = 3;
+    ibvi__maxpool_backward(&g, x2, dy, dx, 1);
+    const float want2[8] = {3, 0, 7, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(dx[i] == want2[i], "dx[%d] = %g, want %g", i,
+                      (double)dx[i], (double)want2[i]);
 }
 END_TEST
 
@@ -902,6 +960,7 @@ static Suite *image_suite(void)
     tcase_add_test(pool, pool_against_reference_and_fd);
     tcase_add_test(pool, global_avgpool);
     tcase_add_test(pool, maxpool_ties_and_nan);
+    tcase_add_test(pool, maxpool_2x2_ties_nan_and_cover);
     tcase_add_test(pool, pool_geometry_errors);
     suite_add_tcase(s, pool);
     TCase *gn = tcase_create("groupnorm");
