@@ -29,7 +29,7 @@ SONAME = "libibvi.so.0"
 #: ABI major version (the N of libibvi.so.N) the binding expects.
 EXPECTED_MAJOR = 0
 #: The oldest library version (IBVI_VERSION_NUMBER) whose API the binding uses.
-MIN_VERSION_NUMBER = 300  # 0.3.0 (the image layers, the new metrics)
+MIN_VERSION_NUMBER = 400  # 0.4.0 (prediction heads, distributed.h, mean-field VI)
 
 
 class ibvi_allocator(ctypes.Structure):
