@@ -358,7 +358,16 @@ typedef struct layer_desc {
     int64_t kh, kw, sh, sw, ph, pw;
     int64_t groups, from, projection;
     float eps;
+    /* The covariance field after the kind's (version 2, kinds with
+     * parameters; absent: the family the rank implies): family, init_sigma */
+    int64_t family;
+    float init_sigma;
 } layer_desc;
+
+/* The covariance field of a record: int32 family, float init_sigma. This
+ * library writes it for diagonal layers only (required = length, so an
+ * older library refuses them: "needs a newer libibvi"). */
+#define COV_FIELD_BYTES 8
 
 /* What a layer's check knows: the shape of its input and the output
  * shapes of the layers before it (outs[-1] is the network's input). */
@@ -477,6 +486,8 @@ static void dense_put_params(sink *s, const ibvi_layer *l)
 {
     put_floats(s, l->mean, l->params);
     put_floats(s, l->factor, l->params * l->rank);
+    if (l->covariance == IBVI__COV_DIAGONAL)
+        put_floats(s, l->rho, l->params);
 }
 
 static int dense_get_params(ibvi_layer *l, reader *r, float *block)
@@ -489,6 +500,11 @@ static int dense_get_params(ibvi_layer *l, reader *r, float *block)
         if (!get_floats(r, block, count))
             return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
         status = ibvi_layer_set_factor(l, block, count);
+    }
+    if (status >= 0 && l->covariance == IBVI__COV_DIAGONAL) {
+        if (!get_floats(r, block, l->params))
+            return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
+        status = ibvi_layer_set_rho(l, block, l->params);
     }
     return status;
 }
@@ -834,6 +850,12 @@ static const layer_codec layer_codecs[] = {
      residual_check, residual_add, theta_put_params, theta_get_params},
 };
 
+/* Whether records of the codec's kind may carry the covariance field. */
+static int codec_has_theta(const layer_codec *c)
+{
+    return c->put_params != activation_put_params;
+}
+
 static const layer_codec *codec_for(int64_t kind)
 {
     for (size_t i = 0; i < sizeof layer_codecs / sizeof layer_codecs[0]; i++)
@@ -859,8 +881,10 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
     lo->arch_bytes = V2_ARCH_FIXED;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        lo->param_floats += l->params * (1 + l->rank);
-        lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes;
+        lo->param_floats += l->params + ibvi__covariance_floats(l);
+        lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes +
+                          (l->covariance == IBVI__COV_DIAGONAL
+                               ? COV_FIELD_BYTES : 0);
     }
     lo->parm_bytes = 4 * lo->param_floats;
     lo->optm_bytes = 0;
@@ -906,12 +930,18 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const layer_codec *c = codec_for(l->kind);
-        uint8_t fields[64];
+        uint8_t fields[64 + COV_FIELD_BYTES];
         c->encode(l, fields);
+        int32_t bytes = c->field_bytes;
+        if (l->covariance == IBVI__COV_DIAGONAL) {
+            store_u32(fields + bytes, (uint32_t)l->covariance);
+            store_u32(fields + bytes + 4, float_bits(l->init_sigma));
+            bytes += COV_FIELD_BYTES;
+        }
         put_u32(s, (uint32_t)c->kind);
-        put_u64(s, (uint64_t)(V2_RECORD_BYTES + c->field_bytes)); /* length */
-        put_u64(s, (uint64_t)(V2_RECORD_BYTES + c->field_bytes)); /* required */
-        put(s, fields, (size_t)c->field_bytes);
+        put_u64(s, (uint64_t)(V2_RECORD_BYTES + bytes)); /* length */
+        put_u64(s, (uint64_t)(V2_RECORD_BYTES + bytes)); /* required */
+        put(s, fields, (size_t)bytes);
     }
 
     put_section(s, "PARM", lo->parm_bytes);
@@ -1351,6 +1381,40 @@ static int check_input_dim(int64_t input_dim, const char *where)
     return IBVI_OK;
 }
 
+/* The covariance field of a record (d->family >= 0), against the layer
+ * its kind's check described in sh: the family the rank implies, or the
+ * diagonal family (rank 0, rho after the mean in PARM, P noise values). */
+static int check_covariance(layer_desc *d, int64_t budget, layer_shape *sh,
+                            const char *where, int32_t index)
+{
+    if (d->family < 0)
+        return IBVI_OK;
+    const int64_t P = sh->param_floats / (1 + d->rank);
+    if (d->family != IBVI__COV_DIAGONAL) {
+        if (d->family != (d->rank > 0 ? IBVI__COV_LOWRANK : IBVI__COV_NONE))
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: covariance family %lld with "
+                              "rank %lld", where, (long)index,
+                              (long long)d->family, (long long)d->rank);
+        return IBVI_OK;
+    }
+    if (d->rank != 0 || P == 0 || !(d->init_sigma > 0.0f) ||
+        !(d->init_sigma <= 1.0f) || d->kind == IBVI_LAYER_RESIDUAL)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: a diagonal covariance with rank "
+                          "%lld, %lld parameters and init_sigma %g is "
+                          "invalid", where, (long)index, (long long)d->rank,
+                          (long long)P, (double)d->init_sigma);
+    if (P > budget - sh->param_floats)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: 2 x %lld parameters do not fit in "
+                          "the rest of the file", where, (long)index,
+                          (long long)P);
+    sh->param_floats = 2 * P;
+    sh->noise = P;
+    return IBVI_OK;
+}
+
 /* Reads the framing of layer record `index` at the cursor into d and
  * *codec: version 1, the fixed 16-byte record; version 2, a record of its
  * own length whose kind-specific fields its codec decodes (bytes past the
@@ -1360,7 +1424,7 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
                       const layer_codec **codec, const char *where,
                       int32_t index)
 {
-    *d = (layer_desc){.outputs = OUTPUTS_IMPLIED};
+    *d = (layer_desc){.outputs = OUTPUTS_IMPLIED, .family = -1};
     if (version == 1) {
         d->kind = get_i32(r);
         d->activation = get_i32(r);
@@ -1404,13 +1468,27 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
                           "%s: needs a newer libibvi: unknown layer kind %lu "
                           "(layer %ld)", where, (unsigned long)kind,
                           (long)index);
-    const uint64_t known = V2_RECORD_BYTES + (uint64_t)(*codec)->field_bytes;
+    uint64_t known = V2_RECORD_BYTES + (uint64_t)(*codec)->field_bytes;
     if (length < known)
         return ibvi__fail(IBVI_ERR_FORMAT,
                           "%s: layer %ld (%s): the record has %llu bytes, its "
                           "fields need %llu", where, (long)index,
                           (*codec)->name, (unsigned long long)length,
                           (unsigned long long)known);
+    /* The covariance field, when the record requires it (bytes past
+     * `required` are a later library's ignorable fields). A family this
+     * library does not know leaves it unknown: the required count then
+     * exceeds what this library knows, below. */
+    d->family = -1; /* the rank's (the codec's check) */
+    if (codec_has_theta(*codec) && required >= known + COV_FIELD_BYTES) {
+        const uint8_t *f = r->p + start + known;
+        const int32_t family = to_i32(load_u32(f));
+        if (family >= 0 && family < IBVI__COV_COUNT) {
+            d->family = family;
+            d->init_sigma = bits_float(load_u32(f + 4));
+            known += COV_FIELD_BYTES;
+        }
+    }
     if (required > known)
         return ibvi__fail(IBVI_ERR_VERSION,
                           "%s: needs a newer libibvi: layer %ld (%s) has %llu "
@@ -1478,6 +1556,8 @@ static int check_layers(reader *r, model_info *m, int64_t budget,
         status = next_layer(r, m->version, &d, &last, where, i);
         if (status >= 0)
             status = last->check(&d, &in, budget - floats, &sh, where, i);
+        if (status >= 0)
+            status = check_covariance(&d, budget - floats, &sh, where, i);
         if (status < 0)
             break;
         cur = sh.out;
@@ -1905,7 +1985,13 @@ static int build_net(reader *r, const model_info *m,
         layer_desc d;
         const layer_codec *c = NULL;
         status = next_layer(r, m->version, &d, &c, where, i);
-        if (status >= 0 && (status = c->add(net, &d)) < 0)
+        if (status >= 0 && (status = c->add(net, &d)) >= 0 &&
+            d.family == IBVI__COV_DIAGONAL) {
+            ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+            o.init_sigma = d.init_sigma;
+            status = ibvi_net_set_covariance(net, i, &o);
+        }
+        if (status < 0)
             status = rebuild_failure(status, where, "layer", (long)i);
     }
     if (status >= 0) {
