@@ -228,6 +228,7 @@ typedef struct ibvi__optimizer_info {
     int64_t steps;
     int64_t state_floats;
     float *state;
+    float kl_weight; /* ibvi_optimizer_set_kl_weight */
 } ibvi__optimizer_info;
 void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
                               ibvi__optimizer_info *out);

@@ -769,7 +769,8 @@ void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
         .kind = opt->kind, .lr = opt->lr, .momentum = opt->momentum,
         .nesterov = opt->nesterov, .beta1 = opt->beta1, .beta2 = opt->beta2,
         .eps = opt->eps, .steps = opt->steps,
-        .state_floats = opt->state_floats, .state = opt->state};
+        .state_floats = opt->state_floats, .state = opt->state,
+        .kl_weight = opt->kl_weight};
 }
 
 void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps)

@@ -46,6 +46,8 @@
 #define V2_ARCH_FIXED 16       /* C, H, W, layer count                */
 #define V2_RECORD_BYTES 20     /* layer record: kind, length, required */
 #define OPTM_FIXED_BYTES 44    /* both versions                       */
+#define OPTM_KL_BYTES 4        /* v2: float kl_weight after the state,
+                                  written when it is not 0 (required)  */
 #define MAX_THREADS 1024       /* range of the stored thread preference */
 #define MAX_WIDTH 100000000    /* input_dim and outputs, as in net.c   */
 #define ROW_BASE ((int64_t)1 << 20) /* activations per row: at most     */
@@ -891,7 +893,8 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
     if (opt) {
         ibvi__optimizer_info info;
         ibvi__optimizer_get_info(opt, &info);
-        lo->optm_bytes = OPTM_FIXED_BYTES + 4 * info.state_floats;
+        lo->optm_bytes = OPTM_FIXED_BYTES + 4 * info.state_floats +
+                         (info.kl_weight != 0.0f ? OPTM_KL_BYTES : 0);
     }
     lo->total = PREAMBLE_BYTES + 3 * V2_SECTION_BYTES + V2_HEAD_BYTES +
                 lo->arch_bytes + lo->parm_bytes +
@@ -962,6 +965,8 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
         put_u64(s, (uint64_t)info.steps);
         put_u64(s, (uint64_t)info.state_floats);
         put_floats(s, info.state, info.state_floats);
+        if (info.kl_weight != 0.0f)
+            put_f32(s, info.kl_weight);
     }
 
     uint8_t b[4];
@@ -1253,7 +1258,7 @@ typedef struct model_info {
     int64_t parm_pos;      /* offset of the first parameter      */
     int has_opt;
     int32_t opt_kind, nesterov;
-    float lr, momentum, beta1, beta2, eps;
+    float lr, momentum, beta1, beta2, eps, kl_weight;
     int64_t steps, state_floats;
     int64_t state_pos;     /* offset of the first state float    */
 } model_info;
@@ -1646,6 +1651,14 @@ static int check_optimizer(reader *r, int64_t base, model_info *m,
     m->state_floats = expected;
     m->state_pos = base + r->pos;
     r->pos += 4 * expected;
+    m->kl_weight = 0.0f;
+    if (m->version >= 2 && remaining(r) >= OPTM_KL_BYTES) {
+        m->kl_weight = get_f32(r);
+        if (!(m->kl_weight >= 0.0f) || !isfinite(m->kl_weight))
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: optimizer KL weight %g is out of range "
+                              "(finite, >= 0)", where, (double)m->kl_weight);
+    }
     return IBVI_OK;
 }
 
@@ -2047,6 +2060,8 @@ static int build_optimizer(reader *r, const model_info *m, ibvi_net *net,
                                                    m->nesterov)
                      : ibvi_optimizer_set_adam(opt, m->beta1, m->beta2,
                                                m->eps);
+    if (status >= 0)
+        status = ibvi_optimizer_set_kl_weight(opt, m->kl_weight);
     if (status < 0) {
         ibvi_optimizer_free(opt);
         return rebuild_failure(status, where, "optimizer of kind",
