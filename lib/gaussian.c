@@ -35,20 +35,32 @@ double ibvi__rounding_slack(double terms)
     return exp(terms * 0x1p-24 * 1.0001);
 }
 
+void ibvi__softplus_sigmoid(float x, float *softplus, float *sigmoid)
+{
+    /* One exponential for both. log(1 + e^x) is x itself above 20 (e^-20
+     * is below float's epsilon relative to x) and e^x below -20
+     * (log1p(e^x) = e^x to float precision). */
+    if (x > 20.0f) {
+        *softplus = x;
+        *sigmoid = 1.0f / (1.0f + expf(-x));
+        return;
+    }
+    const float e = expf(x);
+    *softplus = x < -20.0f ? e : log1pf(e);
+    *sigmoid = e / (1.0f + e);
+}
+
 float ibvi__softplus(float x)
 {
-    /* log(1 + e^x): x itself above 20 (e^-20 is below float's epsilon
-     * relative to x), e^x below -20 (log1p(e^x) = e^x to float precision). */
     if (x > 20.0f)
         return x;
-    if (x < -20.0f)
-        return expf(x);
-    return log1pf(expf(x));
+    const float e = expf(x);
+    return x < -20.0f ? e : log1pf(e);
 }
 
 float ibvi__sigmoid(float x)
 {
-    if (x >= 0.0f)
+    if (x > 20.0f)
         return 1.0f / (1.0f + expf(-x));
     const float e = expf(x);
     return e / (1.0f + e);

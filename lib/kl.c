@@ -40,13 +40,6 @@ double ibvi__layer_kl(const ibvi_layer *l)
     return total;
 }
 
-/* 1 / s sigmoid(rho) for s = softplus(rho): sigmoid(rho) / softplus(rho),
- * which tends to 1 as rho -> -inf (both ~ e^rho) and never exceeds it. */
-static float inv_sigma_sigmoid(float rho, float s)
-{
-    return rho < -20.0f ? 1.0f : ibvi__sigmoid(rho) / s;
-}
-
 void ibvi__kl_grad_span(const ibvi_layer *l, int32_t g, int part,
                         float weight, const float *grad, int64_t first,
                         int64_t n, float *out)
@@ -63,10 +56,12 @@ void ibvi__kl_grad_span(const ibvi_layer *l, int32_t g, int part,
     }
     const float *rho = l->rho + base;
     for (int64_t i = 0; i < n; i++) {
-        const float s = ibvi__softplus(rho[i]);
-        const float d = s * inv_var * ibvi__sigmoid(rho[i]) -
-                        inv_sigma_sigmoid(rho[i], s);
-        out[i] = grad[i] + weight * d;
+        float s, sig;
+        ibvi__softplus_sigmoid(rho[i], &s, &sig);
+        /* sigmoid / softplus tends to 1 as rho -> -inf (both ~ e^rho)
+         * and never exceeds it; below -20 softplus is e^rho exactly. */
+        const float inv = rho[i] < -20.0f ? 1.0f : sig / s;
+        out[i] = grad[i] + weight * (s * inv_var * sig - inv);
     }
 }
 

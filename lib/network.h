@@ -274,6 +274,8 @@ int64_t ibvi__covariance_floats(const ibvi_layer *l);
  * float, stable for every finite x (gaussian.c: the one implementation). */
 float ibvi__softplus(float x);
 float ibvi__sigmoid(float x);
+/* Both at once (one exponential), bitwise the values of the two above. */
+void ibvi__softplus_sigmoid(float x, float *softplus, float *sigmoid);
 
 /* ---- the KL of the diagonal layers (kl.c) --------------------------------- */
 

@@ -592,9 +592,15 @@ static int32_t plan_presample(ibvi_net *net)
     if (!net->noise_from_rng || net->noise_samples < 1 ||
         net->noise_size == 0 || net->noise_samples > net->ws_samples)
         return 0;
-    for (int32_t i = 0; i < net->layer_count; i++)
+    int lowrank = 0; /* only low-rank layers draw ahead (diagonal ones
+                        sample in the forward's one element-wise pass) */
+    for (int32_t i = 0; i < net->layer_count; i++) {
         if (net->layers[i]->rank > CHUNK)
             return 0;
+        lowrank |= net->layers[i]->covariance == IBVI__COV_LOWRANK;
+    }
+    if (!lowrank)
+        return 0;
     ibvi_rng ahead = net->noise_rng;
     ibvi__rng_normal(&ahead, net->presample_noise,
                      (int64_t)net->noise_samples * net->noise_size, 1.0f);
