@@ -1367,6 +1367,41 @@ static void print_steps(const step_result *r, int n)
     }
 }
 
+/* Issue 15's target, as ratios within this run: for each width, batch and
+ * network measured with 1 and 2 threads, the 2-thread speed-up of the step
+ * (1-thread time / 2-thread time) next to the speed-up of its limit (the
+ * GEMMs plus the strict 4-pass floor of the factor, at each thread count's
+ * GEMM time and triad bandwidth): what two threads could give at best. */
+static void print_speedups(const step_result *r, int n)
+{
+    int header = 0;
+    for (int i = 0; i < n; i++) {
+        const step_result *a = &r[i];
+        if (a->threads != 1)
+            continue;
+        for (int j = 0; j < n; j++) {
+            const step_result *b = &r[j];
+            if (b->threads != 2 || b->width != a->width ||
+                b->batch != a->batch || b->variant != a->variant)
+                continue;
+            if (!header) {
+                printf("     2-thread speed-up (1-thread step / 2-thread step; "
+                       "limit: the same for the limits above)\n");
+                printf("%5s %4s  %-20s %10s %10s %8s %8s %9s\n", "W", "N",
+                       "network", "1 thr ms", "2 thr ms", "speedup",
+                       "limit", "2thr xstd");
+                header = 1;
+            }
+            const double limit1 = a->frac_strict * a->step;
+            const double limit2 = b->frac_strict * b->step;
+            printf("%5d %4lld  %-20s %10.3f %10.3f %7.2fx %7.2fx %9.3f\n",
+                   a->width, (long long)a->batch, VARIANTS[a->variant].name,
+                   1e3 * a->step, 1e3 * b->step, a->step / b->step,
+                   limit1 / limit2, b->ratio);
+        }
+    }
+}
+
 static void write_json(const options *o, const char *arch,
                        const double *bandwidth, const step_result *steps,
                        int nsteps, const predict_result *pred, int npred,
@@ -1519,6 +1554,7 @@ int main(int argc, char **argv)
     int nsteps = run_steps(&o, bandwidth, &d, steps);
     free_data(&d);
     print_steps(steps, nsteps);
+    print_speedups(steps, nsteps);
     fflush(stdout);
 
     predict_result pred[MAX_PREDICT];

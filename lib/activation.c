@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "network.h"
+#include "parallel.h"
 
 int ibvi__activation_valid(int32_t activation)
 {
@@ -86,6 +87,54 @@ void ibvi__activation_backward(int32_t activation, const float *input,
     }
 }
 
+/* ---- split across threads ---------------------------------------------------
+ * Element-wise: each value is computed as one thread would, whatever the
+ * split. tanh and SiLU cost a libm call per value, so their share of a
+ * thread is smaller. */
+
+typedef struct activation_job {
+    int32_t activation;
+    const float *input, *grad_output;
+    float *output;
+} activation_job;
+
+static void forward_span(void *arg, int64_t i0, int64_t i1)
+{
+    const activation_job *j = arg;
+    ibvi__activation_forward(j->activation, j->input + i0, j->output + i0,
+                             i1 - i0);
+}
+
+static void backward_span(void *arg, int64_t i0, int64_t i1)
+{
+    const activation_job *j = arg;
+    ibvi__activation_backward(j->activation, j->input + i0,
+                              j->grad_output + i0, j->output + i0, i1 - i0);
+}
+
+static int64_t activation_grain(int32_t activation)
+{
+    return activation == IBVI_ACT_RELU ? IBVI__PARALLEL_GRAIN_FLOATS
+                                       : IBVI__PARALLEL_GRAIN_FLOATS / 8;
+}
+
+static void forward_threads(int32_t threads, int32_t activation,
+                            const float *input, float *output, int64_t count)
+{
+    activation_job j = {activation, input, NULL, output};
+    ibvi__parallel_for(threads, count, activation_grain(activation),
+                       forward_span, &j);
+}
+
+static void backward_threads(int32_t threads, int32_t activation,
+                             const float *input, const float *grad_output,
+                             float *grad_input, int64_t count)
+{
+    activation_job j = {activation, input, grad_output, grad_input};
+    ibvi__parallel_for(threads, count, activation_grain(activation),
+                       backward_span, &j);
+}
+
 /* ---- the kind ------------------------------------------------------------- */
 
 /* The builder (ibvi_net_add_activation) put the function in
@@ -107,7 +156,8 @@ static void forward(const ibvi_layer *layer, const float *theta,
                     const float *in, float *out, int64_t rows, float *scratch)
 {
     (void)theta, (void)scratch;
-    ibvi__activation_forward(layer->activation, in, out, rows * layer->outputs);
+    forward_threads(ibvi__threads_in_effect(layer->net->threads),
+                    layer->activation, in, out, rows * layer->outputs);
 }
 
 static void backward(const ibvi_layer *layer, const float *theta,
@@ -116,8 +166,8 @@ static void backward(const ibvi_layer *layer, const float *theta,
                      double *bound)
 {
     (void)theta, (void)dtheta, (void)scratch, (void)bound;
-    ibvi__activation_backward(layer->activation, in, dy, dx,
-                              rows * layer->outputs);
+    backward_threads(ibvi__threads_in_effect(layer->net->threads),
+                     layer->activation, in, dy, dx, rows * layer->outputs);
 }
 
 const ibvi__layer_ops ibvi__activation_ops = {

@@ -12,6 +12,45 @@
 
 #include "kernels.h"
 #include "network.h"
+#include "parallel.h"
+
+/* ---- the element-wise passes, split across the network's threads -------- */
+
+/* Rows r0 .. r1 - 1 of output (width out) = the bias. */
+typedef struct bias_rows {
+    float *output;
+    const float *bias;
+    int64_t width;
+} bias_rows;
+
+static void copy_bias_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const bias_rows *b = arg;
+    for (int64_t r = r0; r < r1; r++)
+        memcpy(b->output + r * b->width, b->bias,
+               (size_t)b->width * sizeof(float));
+}
+
+/* Columns j0 .. j1 - 1 of grad_bias = the column sums of dY, each summed
+ * over the rows in order, so the split over columns changes nothing. */
+typedef struct bias_sums {
+    float *grad_bias;
+    const float *dy;
+    int64_t rows, width;
+} bias_sums;
+
+static void sum_bias_columns(void *arg, int64_t j0, int64_t j1)
+{
+    const bias_sums *b = arg;
+    float *restrict gb = b->grad_bias;
+    for (int64_t j = j0; j < j1; j++)
+        gb[j] = 0.0f;
+    for (int64_t r = 0; r < b->rows; r++) {
+        const float *restrict dy = b->dy + r * b->width;
+        for (int64_t j = j0; j < j1; j++)
+            gb[j] += dy[j];
+    }
+}
 
 /* ---- forward ------------------------------------------------------------- */
 
@@ -20,9 +59,10 @@ void ibvi__affine_forward(const ibvi_layer *layer, const float *theta,
                            const float *input, float *output, int64_t rows)
 {
     const int32_t in = layer->inputs, out = layer->outputs;
-    const float *bias = theta + (int64_t)out * in;
-    for (int64_t r = 0; r < rows; r++)
-        memcpy(output + r * out, bias, (size_t)out * sizeof(float));
+    bias_rows b = {output, theta + (int64_t)out * in, out};
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), rows,
+                       IBVI__PARALLEL_GRAIN_FLOATS / out + 1, copy_bias_rows,
+                       &b);
     ibvi__gemm(layer->net->threads, 0, 1, rows, out, in, 1.0f, input, in,
                theta, in, 1.0f, output, out);
 }
@@ -41,18 +81,20 @@ static void affine_backward(const ibvi_layer *layer, const float *theta,
 {
     (void)scratch;
     const int32_t in = layer->inputs, out = layer->outputs;
+    const int32_t threads = ibvi__threads_in_effect(layer->net->threads);
     float *grad_bias = grad_theta + (int64_t)out * in;
     ibvi__gemm(layer->net->threads, 1, 0, out, in, rows, 1.0f, grad_output,
                out, input, in, 0.0f, grad_theta, in);
-    memset(grad_bias, 0, (size_t)out * sizeof(float));
-    for (int64_t r = 0; r < rows; r++) {
-        const float *restrict dy = grad_output + r * out;
-        for (int32_t j = 0; j < out; j++)
-            grad_bias[j] += dy[j];
-    }
-    const double dy_sum = (double)rows * ibvi__max_abs(grad_output, rows * out) *
+    /* A thread sums at least 64 columns (whole cache lines of each row). */
+    bias_sums sums = {grad_bias, grad_output, rows, out};
+    ibvi__parallel_for(threads, out,
+                       64 + IBVI__PARALLEL_GRAIN_FLOATS / (rows + 1),
+                       sum_bias_columns, &sums);
+    const double dy_sum = (double)rows *
+                          ibvi__parallel_max_abs(threads, grad_output,
+                                                 rows * out) *
                           ibvi__rounding_slack((double)rows);
-    bound[0] = dy_sum * ibvi__max_abs(input, rows * in);
+    bound[0] = dy_sum * ibvi__parallel_max_abs(threads, input, rows * in);
     bound[1] = dy_sum;
     if (grad_input)
         ibvi__gemm(layer->net->threads, 0, 0, rows, in, out, 1.0f,

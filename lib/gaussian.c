@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "network.h"
+#include "parallel.h"
 
 double ibvi__rounding_slack(double terms)
 {
@@ -189,6 +190,63 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
     }
 }
 
+/* The forward's sampling of every row, split across the network's threads
+ * by blocks of SAMPLE_BLOCK rows: the rows do not depend on the split (see
+ * sample_block), so neither do the weights on the thread count. The
+ * predictor and the optimizer's draw ahead call ibvi__gaussian_sample_rows
+ * themselves. */
+typedef struct sample_job {
+    const ibvi_layer *layer;
+    const float *z;
+    int64_t z_stride;
+    int32_t samples;
+    float *theta;
+} sample_job;
+
+static void sample_blocks(void *arg, int64_t b0, int64_t b1)
+{
+    const sample_job *j = arg;
+    const int64_t P = j->layer->params;
+    const int64_t row0 = b0 * SAMPLE_BLOCK;
+    const int64_t row1 = b1 * SAMPLE_BLOCK < P ? b1 * SAMPLE_BLOCK : P;
+    ibvi__gaussian_sample_rows(j->layer, row0, row1 - row0, j->z, j->z_stride,
+                               j->samples, j->theta);
+}
+
+static void sample_all_rows(const ibvi_layer *layer, const float *z,
+                            int64_t z_stride, int32_t samples, float *theta)
+{
+    sample_job j = {layer, z, z_stride, samples, theta};
+    const int64_t P = layer->params;
+    const int64_t blocks = (P + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+    /* A block reads SAMPLE_BLOCK x R floats of S and writes SAMPLE_BLOCK
+     * per sample. */
+    const int64_t per_block = SAMPLE_BLOCK * ((int64_t)layer->rank + samples);
+    const int64_t grain = IBVI__PARALLEL_GRAIN_FLOATS / per_block + 1;
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), blocks,
+                       grain, sample_blocks, &j);
+}
+
+/* grad_mean = sum_m g_m over the samples, split by entries. */
+typedef struct sum_job {
+    float *out;
+    const float *g;
+    int64_t P;
+    int32_t samples;
+} sum_job;
+
+static void sum_samples(void *arg, int64_t p0, int64_t p1)
+{
+    const sum_job *j = arg;
+    float *restrict out = j->out;
+    memcpy(out + p0, j->g + p0, (size_t)(p1 - p0) * sizeof(float));
+    for (int32_t m = 1; m < j->samples; m++) {
+        const float *restrict g = j->g + m * j->P;
+        for (int64_t p = p0; p < p1; p++)
+            out[p] += g[p];
+    }
+}
+
 /* ---- forward and backward of any layer ---------------------------------- */
 
 /* The kind's scratch for sample block m of n rows (layer_ops.h): a kept
@@ -219,8 +277,8 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
          * while it held S in cache (passes.c decides whether they are
          * still valid). */
         if (!layer->net->use_presampled)
-            ibvi__gaussian_sample_rows(layer, 0, layer->params, noise,
-                                       noise_stride, samples, layer->sampled);
+            sample_all_rows(layer, noise, noise_stride, samples,
+                            layer->sampled);
         break;
     case IBVI__COV_DIAGONAL:
         /* One element-wise pass: never drawn ahead. */
@@ -317,12 +375,10 @@ void ibvi__layer_backward(ibvi_layer *layer, const float *input,
     if (layer->covariance == IBVI__COV_DIAGONAL)
         diagonal_grad(layer, per_sample, samples, noise, noise_stride);
     if (samples > 1) {
-        memcpy(layer->grad_mean, per_sample, (size_t)P * sizeof(float));
-        for (int32_t m = 1; m < samples; m++) {
-            const float *g = per_sample + m * P;
-            for (int64_t p = 0; p < P; p++)
-                layer->grad_mean[p] += g[p];
-        }
+        sum_job j = {layer->grad_mean, per_sample, P, samples};
+        ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), P,
+                           IBVI__PARALLEL_GRAIN_FLOATS / samples + 1,
+                           sum_samples, &j);
     }
     /* dS = G^T Z stays factored (see the file comment). */
 }

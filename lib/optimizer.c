@@ -39,10 +39,12 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "ibvi/optimizer.h"
 #include "network.h"
+#include "parallel.h"
 
 /* Bounds on |values| of one parameter range and its state. */
 typedef struct range_bound {
@@ -535,36 +537,90 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
     return -1;
 }
 
+/* ---- the passes over one range, split across the network's threads ------
+ * A range is cut into blocks of pass_block entries (whole rows of S for a
+ * factor range); ibvi__parallel_for hands each thread a contiguous run of
+ * blocks (parallel.h), and every block is processed exactly as a single
+ * thread would, so the values do not depend on the thread count. */
+
+typedef struct range_pass {
+    ibvi_optimizer *opt;
+    const param_range *r;
+    float *state, *second;
+    int64_t chunk;
+    atomic_int finite; /* check_range: 0 once a block is not finite */
+} range_pass;
+
+/* Entries per block: range_chunk's for a factor range; a stored gradient
+ * could go whole to one kernel call, but is cut into CHUNK blocks too so
+ * that threads can share it. */
+static int64_t pass_block(const param_range *r)
+{
+    return r->grad ? CHUNK : range_chunk(r);
+}
+
+static int64_t range_blocks(const param_range *r, int64_t chunk)
+{
+    return (r->count + chunk - 1) / chunk;
+}
+
+/* The smallest share of a thread: 8 blocks (16k entries) take several
+ * microseconds, more than handing them to a worker costs. */
+#define BLOCK_GRAIN 8
+
+static int32_t pass_threads(const ibvi_optimizer *opt)
+{
+    return ibvi__threads_in_effect(opt->net->threads);
+}
+
+static void check_blocks(void *arg, int64_t b0, int64_t b1)
+{
+    range_pass *p = arg;
+    const param_range *r = p->r;
+    float buf[CHUNK];
+    for (int64_t b = b0; b < b1; b++) {
+        if (!atomic_load_explicit(&p->finite, memory_order_relaxed))
+            return;
+        const int64_t i = b * p->chunk;
+        const int64_t n = r->count - i < p->chunk ? r->count - i : p->chunk;
+        if (!update_is_finite(p->opt, r->mult, r->param + i,
+                              range_grad(r, i, n, buf), p->state + i,
+                              p->second + i, n)) {
+            atomic_store_explicit(&p->finite, 0, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
 /* The exact check of one range: 0 when its update is not finite. */
 static int check_range(ibvi_optimizer *opt, int32_t layer, int k,
                        const param_range *r, float *state, float *second)
 {
     (void)layer, (void)k;
-    float buf[CHUNK];
-    const int64_t chunk = range_chunk(r);
-    for (int64_t i = 0; i < r->count; i += chunk) {
-        const int64_t n = r->count - i < chunk ? r->count - i : chunk;
-        if (!update_is_finite(opt, r->mult, r->param + i,
-                              range_grad(r, i, n, buf), state + i,
-                              second + i, n))
-            return 0;
-    }
-    return 1;
+    range_pass p = {.opt = opt, .r = r, .state = state, .second = second,
+                    .chunk = pass_block(r)};
+    atomic_init(&p.finite, 1);
+    ibvi__parallel_for(pass_threads(opt), range_blocks(r, p.chunk),
+                       BLOCK_GRAIN, check_blocks, &p);
+    return atomic_load_explicit(&p.finite, memory_order_relaxed);
 }
 
 /* The single update pass over one range. For a factor range, with
  * opt->presample samples, each chunk's rows of S are in L1 right after
  * their update: draw the next forward's weights for those rows there (the
  * layer's mean was updated before its factor). */
-static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
-                        const param_range *r, float *state, float *second)
+static void update_blocks(void *arg, int64_t b0, int64_t b1)
 {
-    (void)layer, (void)k;
+    const range_pass *p = arg;
+    const ibvi_optimizer *opt = p->opt;
+    const param_range *r = p->r;
+    float *state = p->state, *second = p->second;
     float buf[CHUNK];
-    const int64_t chunk = range_chunk(r);
+    const int64_t chunk = p->chunk;
     const ibvi_net *net = opt->net;
     const ibvi_layer *l = r->layer;
-    for (int64_t i = 0; i < r->count; i += chunk) {
+    const int64_t end = b1 * chunk < r->count ? b1 * chunk : r->count;
+    for (int64_t i = b0 * chunk; i < end; i += chunk) {
         const int64_t n = r->count - i < chunk ? r->count - i : chunk;
         const float *grad = range_grad(r, i, n, buf);
         if (opt->kind == IBVI_OPT_SGD)
@@ -579,6 +635,16 @@ static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
                                        net->noise_size, opt->presample,
                                        l->sampled);
     }
+}
+
+static int update_range(ibvi_optimizer *opt, int32_t layer, int k,
+                        const param_range *r, float *state, float *second)
+{
+    (void)layer, (void)k;
+    range_pass p = {.opt = opt, .r = r, .state = state, .second = second,
+                    .chunk = pass_block(r)};
+    ibvi__parallel_for(pass_threads(opt), range_blocks(r, p.chunk),
+                       BLOCK_GRAIN, update_blocks, &p);
     return 1;
 }
 
@@ -675,10 +741,12 @@ static int measure_bounds(ibvi_optimizer *opt, int32_t layer, int k,
                           const param_range *r, float *state, float *second)
 {
     range_bound *b = bound_of(opt, layer, k);
-    b->param = ibvi__max_abs(r->param, r->count);
-    b->first = ibvi__max_abs(state, r->count);
-    b->second = opt->kind == IBVI_OPT_ADAM ? ibvi__max_abs(second, r->count)
-                                           : 0.0;
+    const int32_t threads = pass_threads(opt);
+    b->param = ibvi__parallel_max_abs(threads, r->param, r->count);
+    b->first = ibvi__parallel_max_abs(threads, state, r->count);
+    b->second = opt->kind == IBVI_OPT_ADAM
+                    ? ibvi__parallel_max_abs(threads, second, r->count)
+                    : 0.0;
     return 1;
 }
 

@@ -17,10 +17,28 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <float.h>
 #include <string.h>
 
 #include "network.h"
+#include "parallel.h"
 
+
+/* total[i] += add[i] over a span: the skip gradients, split across the
+ * network's threads (element-wise, so the same for any split). */
+typedef struct add_job {
+    float *total;
+    const float *add;
+} add_job;
+
+static void add_span(void *arg, int64_t begin, int64_t end)
+{
+    const add_job *j = arg;
+    float *restrict total = j->total;
+    const float *restrict add = j->add;
+    for (int64_t k = begin; k < end; k++)
+        total[k] += add[k];
+}
 
 static const float *layer_input(const ibvi_net *net, int32_t index)
 {
@@ -83,7 +101,8 @@ static int prepare_forward(ibvi_net *net, const char *fn, const float *x,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
                           IBVI_MAX_SAMPLES);
     const int64_t count = n * net->input_dim;
-    if (!ibvi__all_finite(x, count))
+    if (!(ibvi__parallel_max_abs(ibvi__threads_in_effect(net->threads), x,
+                                 count) <= FLT_MAX))
         return ibvi__fail(IBVI_ERR_NONFINITE,
                           "%s: x holds NaN or infinity", fn);
     status = ibvi__net_reserve(net, n * samples, samples, fn);
@@ -232,9 +251,10 @@ int ibvi_net_backward(ibvi_net *net, const float *grad_out, int64_t rows,
         if (l->grad_skip) {
             /* The later readers of this output have added their part: a
              * skip source is never the last layer, so grad is a buffer. */
-            float *total = (float *)grad;
-            for (int64_t k = 0; k < rows * l->outputs; k++)
-                total[k] += l->grad_skip[k];
+            add_job j = {(float *)grad, l->grad_skip};
+            ibvi__parallel_for(ibvi__threads_in_effect(net->threads),
+                               rows * l->outputs, IBVI__PARALLEL_GRAIN_FLOATS,
+                               add_span, &j);
         }
         ibvi__layer_backward(l, layer_input(net, i), grad, grad_input, n,
                              samples, noise ? noise + l->noise_offset : NULL,

@@ -13,6 +13,7 @@
 #include "image.h"
 #include "internal.h"
 #include "network.h"
+#include "parallel.h"
 
 int ibvi__pool2d_geometry(ibvi__pool2d_geom *g, int64_t c, int64_t h_in,
                           int64_t w_in, int64_t kh, int64_t kw,
@@ -230,13 +231,63 @@ static int configure_global(ibvi_layer *layer, const char *fn)
     return IBVI_OK;
 }
 
+/* The kinds' passes, split across the network's threads by examples: each
+ * example's planes are pooled (and their gradients scattered) on their
+ * own, so the split changes no value. */
+typedef enum pool_pass {
+    MAX_FORWARD, MAX_BACKWARD, AVG_FORWARD, AVG_BACKWARD
+} pool_pass;
+
+typedef struct pool_job {
+    const ibvi__pool2d_geom *g;
+    pool_pass pass;
+    const float *in, *dy;
+    float *out;
+} pool_job;
+
+static void pool_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const pool_job *j = arg;
+    const ibvi__pool2d_geom *g = j->g;
+    const int64_t rows = r1 - r0;
+    switch (j->pass) {
+    case MAX_FORWARD:
+        ibvi__maxpool_forward(g, j->in + r0 * g->in_size,
+                              j->out + r0 * g->out_size, rows);
+        break;
+    case MAX_BACKWARD:
+        ibvi__maxpool_backward(g, j->in + r0 * g->in_size,
+                               j->dy + r0 * g->out_size,
+                               j->out + r0 * g->in_size, rows);
+        break;
+    case AVG_FORWARD:
+        ibvi__avgpool_forward(g, j->in + r0 * g->in_size,
+                              j->out + r0 * g->out_size, rows);
+        break;
+    case AVG_BACKWARD:
+        ibvi__avgpool_backward(g, j->dy + r0 * g->out_size,
+                               j->out + r0 * g->in_size, rows);
+        break;
+    }
+}
+
+static void run_pool(const ibvi_layer *layer, pool_pass pass, const float *in,
+                     const float *dy, float *out, int64_t rows)
+{
+    const ibvi__pool2d_geom *g = &layer->pool.geom;
+    pool_job j = {g, pass, in, dy, out};
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), rows,
+                       IBVI__PARALLEL_GRAIN_FLOATS / g->in_size + 1,
+                       pool_rows, &j);
+}
+
 static void max_forward(const ibvi_layer *layer, const float *theta,
                         const float *in, float *out, int64_t rows,
                         float *scratch)
 {
     (void)theta;
     (void)scratch;
-    ibvi__maxpool_forward(&layer->pool.geom, in, out, rows);
+    run_pool(layer, MAX_FORWARD, in, NULL, out, rows);
 }
 
 static void max_backward(const ibvi_layer *layer, const float *theta,
@@ -249,7 +300,7 @@ static void max_backward(const ibvi_layer *layer, const float *theta,
     (void)scratch;
     (void)bound;
     if (dx)
-        ibvi__maxpool_backward(&layer->pool.geom, in, dy, dx, rows);
+        run_pool(layer, MAX_BACKWARD, in, dy, dx, rows);
 }
 
 static void avg_forward(const ibvi_layer *layer, const float *theta,
@@ -258,7 +309,7 @@ static void avg_forward(const ibvi_layer *layer, const float *theta,
 {
     (void)theta;
     (void)scratch;
-    ibvi__avgpool_forward(&layer->pool.geom, in, out, rows);
+    run_pool(layer, AVG_FORWARD, in, NULL, out, rows);
 }
 
 static void avg_backward(const ibvi_layer *layer, const float *theta,
@@ -272,7 +323,7 @@ static void avg_backward(const ibvi_layer *layer, const float *theta,
     (void)scratch;
     (void)bound;
     if (dx)
-        ibvi__avgpool_backward(&layer->pool.geom, dy, dx, rows);
+        run_pool(layer, AVG_BACKWARD, NULL, dy, dx, rows);
 }
 
 const ibvi__layer_ops ibvi__maxpool_ops = {

@@ -21,6 +21,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -855,6 +856,186 @@ START_TEST(test_exact_and_single_pass_bitwise_equal)
 }
 END_TEST
 
+/* ---- threads ----------------------------------------------------------------
+ * The element-wise passes (the fused update and its factor gradient, the
+ * sampling, biases, activations, maxima) are split across the network's
+ * threads by chunks whose values do not depend on the split
+ * (lib/parallel.h); BLIS splits its GEMMs by blocks of the output, never
+ * along the sum. So training with 1 and 2 threads must give the same bits.
+ * The networks are large enough that every factor pass, the mean weights,
+ * the bias rows and the activations are cut into two chunks. On a machine
+ * with one CPU both runs use one thread (ibvi_net_threads reports 1) and
+ * the test only checks determinism. */
+
+#define TH_IN 200
+#define TH_N 128
+#define TH_STEPS 50
+
+/* 200 -> 192 (rank 4) -> tanh -> 192 -> ReLU -> 10 (rank 3). */
+static ibvi_net *thread_mlp(int32_t threads)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, TH_IN, NULL));
+    CK_OK(ibvi_net_set_threads(net, threads));
+    CK_OK(ibvi_net_add_dense(net, 192, 4));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, 192, 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 10, 3));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 77));
+    return net;
+}
+
+/* (3, 10, 10) -> conv 32 5x5 pad 2 (rank 16) -> ReLU -> + the conv's
+ * output -> max pool 2 -> 10 (rank 2): the conv's factor is 2432 x 16
+ * floats; the ReLU, the skip gradient and the pooling's input 3200 values
+ * per example. */
+static ibvi_net *thread_conv(int32_t threads)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create_image(&net, 3, 10, 10, NULL));
+    CK_OK(ibvi_net_set_threads(net, threads));
+    CK_OK(ibvi_net_add_conv2d(net, 32, 5, 1, 2, 16));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_residual(net, 0, 0));
+    CK_OK(ibvi_net_add_maxpool(net, 2, 2));
+    CK_OK(ibvi_net_add_dense(net, 10, 2));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 78));
+    return net;
+}
+
+/* Every layer's mean and factor, one after the other (malloc'ed). */
+static float *all_params(ibvi_net *net, int64_t *count)
+{
+    int64_t total = 0;
+    float *all = NULL;
+    for (int32_t i = 0; i < ibvi_net_layer_count(net); i++) {
+        ibvi_layer *l = tu_layer(net, i);
+        if (ibvi_layer_param_count(l) == 0)
+            continue;
+        int32_t rank = 0;
+        CK_OK(ibvi_layer_shape(l, NULL, NULL, &rank));
+        int64_t P, F = 0;
+        float *mean = tu_get_mean(l, &P);
+        float *factor = rank > 0 ? tu_get_factor(l, &F) : NULL;
+        all = realloc(all, sizeof(float) * (size_t)(total + P + F));
+        ck_assert_ptr_nonnull(all);
+        memcpy(all + total, mean, sizeof(float) * (size_t)P);
+        if (F > 0)
+            memcpy(all + total + P, factor, sizeof(float) * (size_t)F);
+        total += P + F;
+        free(mean);
+        free(factor);
+    }
+    *count = total;
+    return all;
+}
+
+typedef struct trained {
+    float *params, *state;
+    int64_t count, state_floats;
+    float loss[TH_STEPS];
+} trained;
+
+static trained train_with_threads(ibvi_net *(*build)(int32_t),
+                                  const settings *o, int32_t threads,
+                                  int32_t samples, const float *x,
+                                  const int32_t *labels, int64_t n)
+{
+    ibvi_net *net = build(threads);
+    ibvi_optimizer *opt = make_optimizer(net, o);
+    trained t;
+    for (int s = 0; s < TH_STEPS; s++)
+        CK_OK(ibvi_train_step(net, opt, x, n, samples, IBVI_LOSS_SOFTMAX_XENT,
+                              labels, NULL, &t.loss[s]));
+    t.params = all_params(net, &t.count);
+    t.state_floats = (o->kind == IBVI_OPT_ADAM ? 2 : 1) *
+                     ibvi_net_param_count(net);
+    t.state = malloc(sizeof(float) * (size_t)t.state_floats);
+    ck_assert_ptr_nonnull(t.state);
+    read_state(net, opt, t.state, t.state_floats);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+    return t;
+}
+
+static void expect_same_bits(const trained *a, const trained *b,
+                             const char *what)
+{
+    for (int s = 0; s < TH_STEPS; s++)
+        ck_assert_msg(memcmp(&a->loss[s], &b->loss[s], sizeof(float)) == 0,
+                      "%s: step %d loss %.9g (1 thread) vs %.9g", what, s,
+                      (double)a->loss[s], (double)b->loss[s]);
+    ck_assert_int_eq(a->count, b->count);
+    for (int64_t i = 0; i < a->count; i++)
+        ck_assert_msg(memcmp(&a->params[i], &b->params[i], sizeof(float)) == 0,
+                      "%s: parameter %lld = %.9g (1 thread) vs %.9g", what,
+                      (long long)i, (double)a->params[i],
+                      (double)b->params[i]);
+    for (int64_t i = 0; i < a->state_floats; i++)
+        ck_assert_msg(memcmp(&a->state[i], &b->state[i], sizeof(float)) == 0,
+                      "%s: state %lld = %.9g (1 thread) vs %.9g", what,
+                      (long long)i, (double)a->state[i], (double)b->state[i]);
+}
+
+static void release_trained(trained *t)
+{
+    free(t->params);
+    free(t->state);
+}
+
+static void compare_thread_counts(ibvi_net *(*build)(int32_t), int64_t n,
+                                  int64_t input_dim, const char *name)
+{
+    const settings *all[] = {&SGD_PLAIN, &SGD_MOMENTUM, &SGD_NESTEROV, &ADAM};
+    static const char *const names[] = {"sgd", "momentum", "nesterov", "adam"};
+    float *x = malloc(sizeof(float) * (size_t)(n * input_dim));
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)n);
+    ck_assert(x && labels);
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    tu_fill_normal_f(&rng, x, n * input_dim, 1.0);
+    for (int64_t i = 0; i < n; i++)
+        labels[i] = tu_rng_int(&rng, 10);
+    ibvi_net *probe = build(2);
+    if (ibvi_net_threads(probe) < 2)
+        fprintf(stderr, "%s: one CPU, the 2-thread runs use one thread\n",
+                name);
+    ibvi_net_free(probe);
+    /* Every optimizer with one sample; Adam also with three (the sum of
+     * the per-sample gradients, the factor gradient's general path). */
+    static const struct { int kind; int32_t samples; } runs[] = {
+        {0, 1}, {1, 1}, {2, 1}, {3, 1}, {3, 3}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        const int k = runs[r].kind;
+        const int32_t samples = runs[r].samples;
+        char what[64];
+        snprintf(what, sizeof what, "%s %s, %d sample%s", name, names[k],
+                 (int)samples, samples > 1 ? "s" : "");
+        trained one = train_with_threads(build, all[k], 1, samples, x, labels,
+                                         n);
+        trained two = train_with_threads(build, all[k], 2, samples, x, labels,
+                                         n);
+        expect_same_bits(&one, &two, what);
+        release_trained(&one);
+        release_trained(&two);
+    }
+    free(x);
+    free(labels);
+}
+
+START_TEST(test_mlp_threads_bitwise_equal)
+{
+    compare_thread_counts(thread_mlp, TH_N, TH_IN, "mlp");
+}
+END_TEST
+
+START_TEST(test_conv_threads_bitwise_equal)
+{
+    compare_thread_counts(thread_conv, 24, 3 * 10 * 10, "conv");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fused");
@@ -880,6 +1061,10 @@ int main(void)
     tcase_add_test(tc, test_huge_learning_rates);
     tcase_add_test(tc, test_exact_check_passes_finite_update);
     tcase_add_test(tc, test_exact_and_single_pass_bitwise_equal);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("threads");
+    tcase_add_test(tc, test_mlp_threads_bitwise_equal);
+    tcase_add_test(tc, test_conv_threads_bitwise_equal);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
