@@ -282,8 +282,7 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
         break;
     case IBVI__COV_DIAGONAL:
         /* One element-wise pass: never drawn ahead. */
-        ibvi__gaussian_sample_rows(layer, 0, layer->params, noise,
-                                   noise_stride, samples, layer->sampled);
+        sample_all_rows(layer, noise, noise_stride, samples, layer->sampled);
         break;
     }
     for (int32_t m = 0; m < samples; m++)
@@ -292,23 +291,44 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
                      block_scratch(layer, n, m));
 }
 
+typedef struct rho_job {
+    ibvi_layer *layer;
+    const float *g, *noise;
+    int64_t noise_stride;
+    int32_t samples;
+} rho_job;
+
+static void rho_entries(void *arg, int64_t p0, int64_t p1)
+{
+    const rho_job *j = arg;
+    const int64_t P = j->layer->params;
+    float *restrict out = j->layer->grad_rho;
+    const float *restrict rho = j->layer->rho;
+    for (int64_t p = p0; p < p1; p++)
+        out[p] = j->g[p] * j->noise[p];
+    for (int32_t m = 1; m < j->samples; m++) {
+        const float *restrict gm = j->g + m * P;
+        const float *restrict zm = j->noise + m * j->noise_stride;
+        for (int64_t p = p0; p < p1; p++)
+            out[p] += gm[p] * zm[p];
+    }
+    for (int64_t p = p0; p < p1; p++)
+        out[p] *= ibvi__sigmoid(rho[p]);
+}
+
 /* dL/drho = sigmoid(rho) .* sum_m g_m .* z_m from the per-sample
- * gradients g (samples x P), before they are summed into grad_mean. */
+ * gradients g (samples x P), before they are summed into grad_mean; split
+ * by entries across the network's threads (each entry is computed the
+ * same way whatever the split). */
 static void diagonal_grad(ibvi_layer *layer, const float *g, int32_t samples,
                           const float *noise, int64_t noise_stride)
 {
-    const int64_t P = layer->params;
-    float *restrict out = layer->grad_rho;
-    for (int64_t p = 0; p < P; p++)
-        out[p] = g[p] * noise[p];
-    for (int32_t m = 1; m < samples; m++) {
-        const float *restrict gm = g + m * P;
-        const float *restrict zm = noise + m * noise_stride;
-        for (int64_t p = 0; p < P; p++)
-            out[p] += gm[p] * zm[p];
-    }
-    for (int64_t p = 0; p < P; p++)
-        out[p] *= ibvi__sigmoid(layer->rho[p]);
+    rho_job j = {layer, g, noise, noise_stride, samples};
+    /* An exponential per entry: a smaller grain than the plain passes. */
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads),
+                       layer->params,
+                       IBVI__PARALLEL_GRAIN_FLOATS / (8 + samples) + 1,
+                       rho_entries, &j);
 }
 
 void ibvi__layer_backward(ibvi_layer *layer, const float *input,

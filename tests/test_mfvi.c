@@ -575,6 +575,49 @@ START_TEST(test_kl_weight_leaves_ibvi_alone)
 }
 END_TEST
 
+/* Mean-field training is bitwise the same for 1 and 2 threads (the
+ * element-wise passes split by ibvi__parallel_for, docs/design.md). */
+START_TEST(test_threads_bitwise)
+{
+    uint8_t *bytes[2];
+    int64_t len[2];
+    for (int k = 0; k < 2; k++) {
+        ibvi_net *net = tu_net_new(40, NULL);
+        CK_OK(ibvi_net_add_dense(net, 300, 0));
+        CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+        CK_OK(ibvi_net_add_dense(net, 3, 0));
+        all_diagonal(net);
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 4));
+        CK_OK(ibvi_net_set_threads(net, 1 + k));
+        ibvi_optimizer *opt = NULL;
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_ADAM, 0.01f));
+        CK_OK(ibvi_optimizer_set_kl_weight(opt, 1e-3f));
+        tu_rng rng;
+        tu_rng_seed(&rng, 9);
+        float x[16 * 40];
+        int32_t y[16];
+        tu_fill_normal_f(&rng, x, 16 * 40, 1.0);
+        for (int i = 0; i < 16; i++)
+            y[i] = tu_rng_int(&rng, 3);
+        for (int s = 0; s < 6; s++)
+            CK_OK(ibvi_train_step(net, opt, x, 16, 1 + s % 3,
+                                  IBVI_LOSS_SOFTMAX_XENT, y, NULL, NULL));
+        CK_OK(ibvi_net_save_size(net, opt, &len[k]));
+        bytes[k] = malloc((size_t)len[k]);
+        CK_OK(ibvi_net_save_buffer(net, opt, bytes[k], len[k]));
+        ibvi_optimizer_free(opt);
+        ibvi_net_free(net);
+    }
+    ck_assert_int_eq(len[0], len[1]);
+    /* The HEAD's thread preference differs (file offset 40), and so does
+     * the checksum: compare the rest. */
+    ck_assert(memcmp(bytes[0], bytes[1], 40) == 0);
+    ck_assert(memcmp(bytes[0] + 44, bytes[1] + 44, (size_t)len[0] - 48) == 0);
+    free(bytes[0]);
+    free(bytes[1]);
+}
+END_TEST
+
 /* ---- save and load ------------------------------------------------------------------- */
 
 static uint64_t rd64(const uint8_t *p)
@@ -760,6 +803,7 @@ static Suite *mfvi_suite(void)
     tcase_add_test(tc, test_sampling_std);
     tcase_add_test(tc, test_training_lowers_elbo);
     tcase_add_test(tc, test_kl_weight_leaves_ibvi_alone);
+    tcase_add_test(tc, test_threads_bitwise);
     suite_add_tcase(s, tc);
     tc = tu_tcase("io_predictor");
     tcase_add_test(tc, test_save_load_round_trip);
