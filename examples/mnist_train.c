@@ -87,7 +87,9 @@ static void usage(FILE *out)
         "usage: mnist_train --data DIR [options]\n"
         "  --data DIR          training/test IDX files (e.g. data/fashion)\n"
         "  --ood DIR           out-of-distribution test set (e.g. data/mnist)\n"
-        "  --methods LIST      comma list of standard, ibvi, ensemble, temp\n"
+        "  --methods LIST      comma list of standard, ibvi, ensemble, temp,\n"
+        "                      mfvi (mean-field VI: every layer diagonal,\n"
+        "                      trained on the ELBO)\n"
         "                      (default standard,ibvi,temp)\n"
         "  --ensemble N        members of the deep ensemble (default 3)\n"
         "  --model NAME        mlp (default), lenet5 or resnet (docs/tutorial.md)\n"
@@ -147,7 +149,8 @@ static int known_methods(const config *c)
     snprintf(buf, sizeof buf, "%s", c->methods);
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
         if (strcmp(tok, "standard") && strcmp(tok, "ibvi") &&
-            strcmp(tok, "ensemble") && strcmp(tok, "temp"))
+            strcmp(tok, "ensemble") && strcmp(tok, "temp") &&
+            strcmp(tok, "mfvi"))
             return 0;
     return 1;
 }
@@ -258,13 +261,16 @@ static void shuffle(int64_t *order, int64_t n, uint64_t *state)
     }
 }
 
-/* The network of --model (models.h), initialised. */
+/* The network of --model (models.h), initialised; mean_field: every layer
+ * with weights diagonal (mean-field VI, rank 0). */
 static ibvi_net *build_network(const config *c, const dataset *d,
-                               int32_t rank, uint64_t seed)
+                               int32_t rank, int mean_field, uint64_t seed)
 {
     ibvi_net *net;
     CHECK(model_create(&net, c->model, c->hidden, c->hidden_count, d->rows,
                        d->cols, d->classes, rank));
+    if (mean_field)
+        CHECK(model_mean_field(net));
     CHECK(ibvi_net_init(net, c->parameterization, seed));
     CHECK(ibvi_net_set_threads(net, c->threads));
     return net;
@@ -282,18 +288,20 @@ static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
             loss, rate);
 }
 
-/* Trains with SGD + momentum and a cosine learning-rate schedule; returns
- * the training time in seconds. On divergence (the rule of divergence.h),
+/* Trains with SGD + momentum and a cosine learning-rate schedule, on the
+ * expected loss + kl_weight x KL (kl_weight > 0: mean-field VI's ELBO per
+ * example, 1 / N_train); returns the training time in seconds. On divergence (the rule of divergence.h),
  * stops, writes the reason to `divergence` (else leaves it empty) and says
  * so on stderr. */
 static double train_network(ibvi_net *net, const config *c, const dataset *train,
-                            const char *name, uint64_t seed, char *divergence,
-                            size_t divergence_size)
+                            const char *name, uint64_t seed, float kl_weight,
+                            char *divergence, size_t divergence_size)
 {
     divergence[0] = '\0';
     ibvi_optimizer *opt;
     CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, c->lr));
     CHECK(ibvi_optimizer_set_momentum(opt, c->momentum, 0));
+    CHECK(ibvi_optimizer_set_kl_weight(opt, kl_weight));
     CHECK(ibvi_net_reserve(net, c->batch, c->train_samples));
 
     int64_t *order = malloc((size_t)train->count * sizeof *order);
@@ -518,9 +526,9 @@ int main(int argc, char **argv)
     for (int i = 0; need_standard && i < members; i++) {
         char name[32];
         snprintf(name, sizeof name, i ? "member %d" : "standard", i);
-        standard[i] = build_network(&c, &train, 0, c.seed + 100 * i);
+        standard[i] = build_network(&c, &train, 0, 0, c.seed + 100 * i);
         standard_seconds[i] = train_network(standard[i], &c, &train, name,
-                                            c.seed + 100 * i + 7,
+                                            c.seed + 100 * i + 7, 0.0f,
                                             standard_divergence[i],
                                             sizeof standard_divergence[i]);
         if (standard_divergence[i][0] && !ensemble_divergence[0])
@@ -566,11 +574,11 @@ int main(int argc, char **argv)
         ibvi_predictor_free(pred);
     }
     if (has_method(&c, "ibvi")) {
-        ibvi_net *net = build_network(&c, &train, c.rank, c.seed);
+        ibvi_net *net = build_network(&c, &train, c.rank, 0, c.seed);
         method_result *m = add_method(&r, "ibvi");
         char divergence[sizeof m->divergence];
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
-                                         divergence, sizeof divergence);
+                                         0.0f, divergence, sizeof divergence);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
@@ -582,6 +590,21 @@ int main(int argc, char **argv)
             CHECK(ibvi_net_save(net, NULL, c.save_path));
             fprintf(stderr, "saved the IBVI network to %s\n", c.save_path);
         }
+        ibvi_net_free(net);
+    }
+    if (has_method(&c, "mfvi")) {
+        /* Mean-field VI: the ELBO per example, KL / N_train. */
+        ibvi_net *net = build_network(&c, &train, 0, 1, c.seed);
+        method_result *m = add_method(&r, "mfvi");
+        char divergence[sizeof m->divergence];
+        m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
+                                         1.0f / (float)train.count,
+                                         divergence, sizeof divergence);
+        mark_diverged(m, divergence);
+        CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
+        if (!m->diverged)
+            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
+        ibvi_predictor_free(pred);
         ibvi_net_free(net);
     }
     for (int i = 0; i < members; i++)

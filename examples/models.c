@@ -114,3 +114,17 @@ int model_create(ibvi_net **out, int model, const int32_t *hidden,
     *out = net;
     return IBVI_OK;
 }
+
+int model_mean_field(ibvi_net *net)
+{
+    const ibvi_covariance_options diagonal = IBVI_COVARIANCE_OPTIONS_INIT;
+    for (int32_t i = 0; i < ibvi_net_layer_count(net); i++) {
+        ibvi_layer *l;
+        TRY(ibvi_net_layer(net, i, &l));
+        /* A residual's projection stays deterministic (net.h). */
+        if (ibvi_layer_param_count(l) > 0 &&
+            ibvi_layer_get_kind(l) != IBVI_LAYER_RESIDUAL)
+            TRY(ibvi_net_set_covariance(net, i, &diagonal));
+    }
+    return 0;
+}

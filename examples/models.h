@@ -26,4 +26,9 @@ int model_create(ibvi_net **out, int model, const int32_t *hidden,
                  int hidden_count, int32_t rows, int32_t cols,
                  int32_t classes, int32_t rank);
 
+/* Mean-field VI: every layer with weights (before ibvi_net_init) gets the
+ * diagonal covariance family with the default sigma_0 (net.h); a residual's
+ * projection stays deterministic. 0 or a negative ibvi_status. */
+int model_mean_field(ibvi_net *net);
+
 #endif /* IBVI_EXAMPLES_MODELS_H */

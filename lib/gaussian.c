@@ -1,7 +1,8 @@
 /*
  * libibvi - the weight distribution of a layer's parameters, whatever its
  * kind (docs/design.md, "The variational layer"): theta is deterministic
- * (= mu) or a low-rank Gaussian N(mu, S S^T) with S of P x R.
+ * (= mu), a low-rank Gaussian N(mu, S S^T) with S of P x R, or a diagonal
+ * (mean-field) Gaussian N(mu, diag(sigma^2)) with sigma = softplus(rho).
  *
  * A variational layer draws theta_m = mu + S z_m once per weight sample m
  * and applies it, through its kind's forward, to that sample's block of n
@@ -9,6 +10,11 @@
  *     dL/dmu = sum_m g_m,    dL/dS = sum_m g_m z_m^T = G^T Z,
  * with G (samples x P) and Z (samples x R). A deterministic layer (R = 0)
  * and a kind without parameters run all samples' rows in one call.
+ *
+ * A diagonal layer draws theta_m = mu + softplus(rho) .* z_m (z_m of P
+ * entries) and, from the same g_m,
+ *     dL/drho = sigmoid(rho) .* sum_m g_m .* z_m,
+ * stored (P floats, like the mean's gradient): it is no larger than theta.
  *
  * The factor S is R times the size of the mean, so this file touches it as
  * little as it can: sampling reads S once for all samples (and is skipped
@@ -28,6 +34,37 @@
 double ibvi__rounding_slack(double terms)
 {
     return exp(terms * 0x1p-24 * 1.0001);
+}
+
+void ibvi__softplus_sigmoid(float x, float *softplus, float *sigmoid)
+{
+    /* One exponential for both. log(1 + e^x) is x itself above 20 (e^-20
+     * is below float's epsilon relative to x) and e^x below -20
+     * (log1p(e^x) = e^x to float precision). */
+    if (x > 20.0f) {
+        *softplus = x;
+        *sigmoid = 1.0f / (1.0f + expf(-x));
+        return;
+    }
+    const float e = expf(x);
+    *softplus = x < -20.0f ? e : log1pf(e);
+    *sigmoid = e / (1.0f + e);
+}
+
+float ibvi__softplus(float x)
+{
+    if (x > 20.0f)
+        return x;
+    const float e = expf(x);
+    return x < -20.0f ? e : log1pf(e);
+}
+
+float ibvi__sigmoid(float x)
+{
+    if (x > 20.0f)
+        return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
 }
 
 /* ---- sampling: theta_m = mu + S z_m -------------------------------------- */
@@ -92,6 +129,28 @@ SAMPLE_BLOCK_R(10)
 SAMPLE_BLOCK_R(12)
 SAMPLE_BLOCK_R(16)
 
+/* Entries row0 .. row0 + rows - 1 of theta_m = mu + softplus(rho) .* z_m,
+ * z_m's entry p at z[m * z_stride + p]. */
+static void sample_diagonal(const ibvi_layer *layer, int64_t row0,
+                            int64_t rows, const float *z, int64_t z_stride,
+                            int32_t samples, float *theta)
+{
+    const int64_t P = layer->params, end = row0 + rows;
+    float sigma[SAMPLE_BLOCK];
+    for (int64_t p0 = row0; p0 < end; p0 += SAMPLE_BLOCK) {
+        const int64_t n = end - p0 < SAMPLE_BLOCK ? end - p0 : SAMPLE_BLOCK;
+        const float *mu = layer->mean + p0, *rho = layer->rho + p0;
+        for (int64_t b = 0; b < n; b++)
+            sigma[b] = ibvi__softplus(rho[b]);
+        for (int32_t m = 0; m < samples; m++) {
+            const float *restrict zm = z + m * z_stride + p0;
+            float *restrict out = theta + m * P + p0;
+            for (int64_t b = 0; b < n; b++)
+                out[b] = mu[b] + sigma[b] * zm[b];
+        }
+    }
+}
+
 void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
                                 int64_t rows, const float *z,
                                 int64_t z_stride, int32_t samples,
@@ -99,6 +158,15 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
 {
     const int64_t P = layer->params, end = row0 + rows;
     const int32_t R = layer->rank;
+    switch ((ibvi__covariance)layer->covariance) {
+    case IBVI__COV_NONE:
+        return;
+    case IBVI__COV_DIAGONAL:
+        sample_diagonal(layer, row0, rows, z, z_stride, samples, theta);
+        return;
+    case IBVI__COV_LOWRANK:
+        break;
+    }
     for (int64_t p0 = row0; p0 < end; p0 += SAMPLE_BLOCK) {
         const int64_t n = end - p0 < SAMPLE_BLOCK ? end - p0 : SAMPLE_BLOCK;
         const float *mu = layer->mean + p0, *s = layer->factor + p0 * R;
@@ -196,7 +264,7 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
 {
     const ibvi__layer_ops *ops = layer->ops;
     const int64_t in = layer->inputs, out = layer->outputs;
-    if (layer->params == 0 || layer->rank == 0 || noise == NULL) {
+    if (!ibvi__is_variational(layer) || noise == NULL) {
         ops->forward(layer, layer->params ? layer->mean : NULL, input,
                      layer->output, n * samples, layer->scratch);
         return;
@@ -212,11 +280,55 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
             sample_all_rows(layer, noise, noise_stride, samples,
                             layer->sampled);
         break;
+    case IBVI__COV_DIAGONAL:
+        /* One element-wise pass: never drawn ahead. */
+        sample_all_rows(layer, noise, noise_stride, samples, layer->sampled);
+        break;
     }
     for (int32_t m = 0; m < samples; m++)
         ops->forward(layer, layer->sampled + (int64_t)m * layer->params,
                      input + m * n * in, layer->output + m * n * out, n,
                      block_scratch(layer, n, m));
+}
+
+typedef struct rho_job {
+    ibvi_layer *layer;
+    const float *g, *noise;
+    int64_t noise_stride;
+    int32_t samples;
+} rho_job;
+
+static void rho_entries(void *arg, int64_t p0, int64_t p1)
+{
+    const rho_job *j = arg;
+    const int64_t P = j->layer->params;
+    float *restrict out = j->layer->grad_rho;
+    const float *restrict rho = j->layer->rho;
+    for (int64_t p = p0; p < p1; p++)
+        out[p] = j->g[p] * j->noise[p];
+    for (int32_t m = 1; m < j->samples; m++) {
+        const float *restrict gm = j->g + m * P;
+        const float *restrict zm = j->noise + m * j->noise_stride;
+        for (int64_t p = p0; p < p1; p++)
+            out[p] += gm[p] * zm[p];
+    }
+    for (int64_t p = p0; p < p1; p++)
+        out[p] *= ibvi__sigmoid(rho[p]);
+}
+
+/* dL/drho = sigmoid(rho) .* sum_m g_m .* z_m from the per-sample
+ * gradients g (samples x P), before they are summed into grad_mean; split
+ * by entries across the network's threads (each entry is computed the
+ * same way whatever the split). */
+static void diagonal_grad(ibvi_layer *layer, const float *g, int32_t samples,
+                          const float *noise, int64_t noise_stride)
+{
+    rho_job j = {layer, g, noise, noise_stride, samples};
+    /* An exponential per entry: a smaller grain than the plain passes. */
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads),
+                       layer->params,
+                       IBVI__PARALLEL_GRAIN_FLOATS / (8 + samples) + 1,
+                       rho_entries, &j);
 }
 
 void ibvi__layer_backward(ibvi_layer *layer, const float *input,
@@ -236,14 +348,16 @@ void ibvi__layer_backward(ibvi_layer *layer, const float *input,
                           n * samples, layer->scratch, NULL);
         return;
     }
-    if (R == 0 || noise == NULL) {
+    if (!ibvi__is_variational(layer) || noise == NULL) {
         /* One weight vector for every row: a single pass over all samples. */
         ops->backward(layer, layer->mean, input, grad_output, grad_input,
                       layer->grad_mean, n * samples, layer->scratch, bound);
         for (int32_t g = 0; g < G; g++) {
             layer->grad_bound[g] = bound[g];
-            layer->grad_bound[G + g] = 0.0; /* dS = 0 */
+            layer->grad_bound[G + g] = 0.0; /* dS = 0, drho = 0 */
         }
+        if (layer->grad_rho)
+            memset(layer->grad_rho, 0, (size_t)P * sizeof(float));
         return;
     }
 
@@ -266,6 +380,9 @@ void ibvi__layer_backward(ibvi_layer *layer, const float *input,
         case IBVI__COV_LOWRANK:
             z_max = ibvi__max_abs(noise + m * noise_stride, R);
             break;
+        case IBVI__COV_DIAGONAL: /* |drho| <= sum_m |g_m| |z_m| (sigmoid < 1) */
+            z_max = ibvi__max_abs(noise + m * noise_stride, P);
+            break;
         }
         for (int32_t g = 0; g < G; g++) {
             sums[g] += bound[g];
@@ -275,6 +392,8 @@ void ibvi__layer_backward(ibvi_layer *layer, const float *input,
     const double slack = ibvi__rounding_slack(samples);
     for (int32_t k = 0; k < 2 * G; k++)
         layer->grad_bound[k] = sums[k] * slack;
+    if (layer->covariance == IBVI__COV_DIAGONAL)
+        diagonal_grad(layer, per_sample, samples, noise, noise_stride);
     if (samples > 1) {
         sum_job j = {layer->grad_mean, per_sample, P, samples};
         ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), P,

@@ -91,8 +91,13 @@ static int check_buffer(const ibvi_layer *layer, const char *fn,
                           fn, layer->ops->name, what);
     if (expected == 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: the layer is deterministic (rank 0); it has no "
-                          "%s", fn, what);
+                          "%s: the layer's covariance family (%s) has no %s",
+                          fn,
+                          layer->covariance == IBVI__COV_DIAGONAL
+                              ? "diagonal"
+                              : layer->covariance == IBVI__COV_LOWRANK
+                                    ? "low rank" : "deterministic, rank 0",
+                          what);
     if (buffer == NULL)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: buffer is NULL", fn);
     if (len != expected)
@@ -198,4 +203,31 @@ int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
     const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(layer);
     ibvi__factor_grad_span(&fg, 0, len, grad);
     return IBVI_OK;
+}
+
+static int64_t rho_size(const ibvi_layer *layer)
+{
+    return layer && layer->covariance == IBVI__COV_DIAGONAL ? layer->params
+                                                             : 0;
+}
+
+int ibvi_layer_get_rho(const ibvi_layer *layer, float *rho, int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_rho", layer ? layer->rho : NULL,
+                    rho, len, rho_size(layer), "rho (diagonal covariance)");
+}
+
+int ibvi_layer_set_rho(ibvi_layer *layer, const float *rho, int64_t len)
+{
+    return copy_in(layer, "ibvi_layer_set_rho", rho,
+                   layer ? layer->rho : NULL, len, rho_size(layer),
+                   "rho (diagonal covariance)");
+}
+
+int ibvi_layer_get_grad_rho(const ibvi_layer *layer, float *grad,
+                            int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_grad_rho",
+                    layer ? layer->grad_rho : NULL, grad, len,
+                    rho_size(layer), "rho gradient");
 }

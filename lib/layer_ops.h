@@ -88,10 +88,14 @@ typedef struct ibvi__param_group {
 /* The weight distribution of a layer's theta (gaussian.c). */
 typedef enum ibvi__covariance {
     IBVI__COV_NONE = 0,    /* deterministic: theta = mu                  */
-    IBVI__COV_LOWRANK = 1  /* N(mu, S S^T), S is P x R: theta = mu + S z */
-    /* IBVI__COV_DIAGONAL (mean-field, theta = mu + sigma .* z) comes next:
-     * it adds a case to every switch over ibvi__covariance. */
+    IBVI__COV_LOWRANK = 1, /* N(mu, S S^T), S is P x R: theta = mu + S z */
+    IBVI__COV_DIAGONAL = 2 /* mean-field N(mu, diag(sigma^2)), sigma =
+                              softplus(rho): theta = mu + sigma .* z      */
+    /* A new family (SWAG's diagonal plus low rank, docs/design.md) adds a
+     * value here and a case to every switch over ibvi__covariance. */
 } ibvi__covariance;
+/* One more than the largest ibvi__covariance (= ibvi_covariance_family). */
+#define IBVI__COV_COUNT 3
 
 /* Capabilities (ibvi__layer_ops.flags). */
 enum {

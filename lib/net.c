@@ -9,6 +9,7 @@
 #include "network.h"
 
 #define MAX_PARAMS ((int64_t)1 << 36) /* sum of P (1 + R): 256 GiB of floats */
+#define MAX_NOISE ((int64_t)1 << 30)  /* z per sample: an int32 with room */
 
 /* ---- building ------------------------------------------------------------ */
 
@@ -149,6 +150,8 @@ int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
                           "added before ibvi_net_init", fn);
     l.rank = rank;
     l.covariance = rank > 0 ? IBVI__COV_LOWRANK : IBVI__COV_NONE;
+    l.noise_dim = rank;
+    l.init_sigma = 0.0f;
     status = grow_layers(net, fn);
     if (status < 0)
         return status;
@@ -166,14 +169,16 @@ int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
 /* ---- initialisation ------------------------------------------------------ */
 
 /* Allocates the parameter block and points every layer into it:
- * mean (P), mean gradient (P) and factor (P x R) per layer. The factor's
- * gradient is never stored (see network.h). */
+ * mean (P), mean gradient (P), factor (P x R) per layer, and for a
+ * diagonal layer rho (P) and its gradient (P). The factor's gradient is
+ * never stored (see network.h). */
 static int allocate_parameters(ibvi_net *net)
 {
     int64_t total = 0;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        total += l->params * (2 + (int64_t)l->rank);
+        total += 2 * l->params + ibvi__covariance_floats(l) +
+                 (l->covariance == IBVI__COV_DIAGONAL ? l->params : 0);
     }
     float *block = ibvi__calloc(&net->allocator, (size_t)total, sizeof(float));
     if (!block)
@@ -189,8 +194,19 @@ static int allocate_parameters(ibvi_net *net)
         l->grad_mean = cursor + P;
         l->factor = cursor + 2 * P;
         cursor += 2 * P + PR;
+        l->rho = l->grad_rho = NULL;
+        switch ((ibvi__covariance)l->covariance) {
+        case IBVI__COV_NONE:
+        case IBVI__COV_LOWRANK:
+            break;
+        case IBVI__COV_DIAGONAL:
+            l->rho = cursor;
+            l->grad_rho = cursor + P;
+            cursor += 2 * P;
+            break;
+        }
         l->noise_offset = noise_offset;
-        noise_offset += l->rank;
+        noise_offset += l->noise_dim;
     }
     net->param_block = block;
     net->noise_size = noise_offset;
@@ -221,6 +237,8 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         memset(l->grad_mean, 0, (size_t)l->params * sizeof(float));
+        if (l->grad_rho)
+            memset(l->grad_rho, 0, (size_t)l->params * sizeof(float));
         for (int k = 0; k < 2 * IBVI__MAX_GROUPS; k++)
             l->grad_bound[k] = 0.0;
     }
@@ -305,7 +323,7 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         bound += (double)rows * l->outputs * (l->skip_readers > 0 ? 2 : 1);
-        if (l->rank > 0)
+        if (ibvi__is_variational(l))
             bound += 2.0 * samples * (double)l->params;
         if (l->ops->scratch_floats && l->ops->scratch_kept)
             bound += (double)kept_scratch(l, rows, samples);
@@ -320,7 +338,7 @@ static int64_t workspace_floats(const ibvi_net *net, int64_t rows,
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         total += padded(rows * l->outputs);
-        if (l->rank > 0)
+        if (ibvi__is_variational(l))
             total += padded(samples * l->params) * (samples > 1 ? 2 : 1);
         if (l->ops->scratch_floats && l->ops->scratch_kept)
             total += padded(kept_scratch(l, rows, samples));
@@ -386,8 +404,9 @@ int ibvi__net_reserve(ibvi_net *net, int64_t rows, int32_t samples,
             l->scratch = net->scratch;
         l->grad_skip = l->skip_readers > 0 ? take(&cursor, rows * l->outputs)
                                            : NULL;
-        l->sampled = l->rank > 0 ? take(&cursor, samples * l->params) : NULL;
-        float *sample_grad = (l->rank > 0 && samples > 1)
+        const int variational = ibvi__is_variational(l);
+        l->sampled = variational ? take(&cursor, samples * l->params) : NULL;
+        float *sample_grad = (variational && samples > 1)
                                  ? take(&cursor, samples * l->params) : NULL;
         if (sample_grad && net->grad_samples > 1)
             memcpy(sample_grad, l->sample_grad,
@@ -475,7 +494,7 @@ int32_t ibvi_net_noise_size(const ibvi_net *net)
     IBVI_CHECK_NOT_NULL("ibvi_net_noise_size", net);
     int32_t total = 0;
     for (int32_t i = 0; i < net->layer_count; i++)
-        total += net->layers[i]->rank;
+        total += net->layers[i]->noise_dim;
     return total;
 }
 
@@ -484,7 +503,8 @@ int64_t ibvi_net_param_count(const ibvi_net *net)
     IBVI_CHECK_NOT_NULL("ibvi_net_param_count", net);
     int64_t total = 0;
     for (int32_t i = 0; i < net->layer_count; i++)
-        total += net->layers[i]->params * (1 + net->layers[i]->rank);
+        total += net->layers[i]->params +
+                 ibvi__covariance_floats(net->layers[i]);
     return total;
 }
 
@@ -529,4 +549,113 @@ int ibvi_net_layer(ibvi_net *net, int32_t index, ibvi_layer **out)
                           (int)net->layer_count - 1);
     *out = net->layers[index];
     return IBVI_OK;
+}
+
+/* ---- covariance families ------------------------------------------------- */
+
+int64_t ibvi__covariance_floats(const ibvi_layer *l)
+{
+    switch ((ibvi__covariance)l->covariance) {
+    case IBVI__COV_NONE:
+        return 0;
+    case IBVI__COV_LOWRANK:
+        return l->params * (int64_t)l->rank;
+    case IBVI__COV_DIAGONAL:
+        return l->params;
+    }
+    return 0;
+}
+
+int ibvi_net_set_covariance(ibvi_net *net, int32_t layer,
+                            const ibvi_covariance_options *options)
+{
+    static const char fn[] = "ibvi_net_set_covariance";
+    IBVI_CHECK_NOT_NULL(fn, net);
+    IBVI_CHECK_NOT_NULL(fn, options);
+    if (options->version != IBVI_COVARIANCE_OPTIONS_VERSION)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->version = %u, expected "
+                          "IBVI_COVARIANCE_OPTIONS_VERSION (%d)", fn,
+                          (unsigned)options->version,
+                          IBVI_COVARIANCE_OPTIONS_VERSION);
+    if (net->initialized)
+        return ibvi__fail(IBVI_ERR_STATE,
+                          "%s: the network is initialised; the covariance "
+                          "family is chosen before ibvi_net_init", fn);
+    if (layer < 0 || layer >= net->layer_count)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: layer = %d, expected 0..%d", fn, (int)layer,
+                          (int)net->layer_count - 1);
+    ibvi_layer *l = net->layers[layer];
+    const int32_t family = options->family, rank = options->rank;
+    const float sigma = options->init_sigma;
+    if (l->params == 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: layer %d (%s) has no parameters", fn,
+                          (int)layer, l->ops->name);
+    if (family < 0 || family >= IBVI__COV_COUNT)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->family = %d, expected "
+                          "IBVI_COVARIANCE_NONE (0), _LOWRANK (1) or "
+                          "_DIAGONAL (2)", fn, (int)family);
+    if (family == IBVI__COV_LOWRANK ? (rank < 1 || rank > l->params)
+                                    : rank != 0)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->rank = %d, expected %s", fn,
+                          (int)rank,
+                          family == IBVI__COV_LOWRANK
+                              ? "1..P (the layer's parameter count)"
+                              : "0 (only the low-rank family has a rank)");
+    if (family == IBVI__COV_DIAGONAL ? !(sigma >= 0.0f && sigma <= 1.0f)
+                                     : sigma != 0.0f)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->init_sigma = %g, expected %s", fn,
+                          (double)sigma,
+                          family == IBVI__COV_DIAGONAL
+                              ? "0 (the default) or a value in (0, 1]"
+                              : "0 (only the diagonal family has one)");
+    if (family == IBVI__COV_LOWRANK &&
+        !(l->ops->flags & IBVI__OPS_VARIATIONAL))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: a %s layer cannot carry a low-rank "
+                          "covariance (only dense and conv2d layers)", fn,
+                          l->ops->name);
+    if (family != IBVI__COV_NONE && l->kind == IBVI__KIND_RESIDUAL)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: a residual's projection stays deterministic "
+                          "(it reads another layer's output in one call "
+                          "over all rows)", fn);
+    ibvi_layer trial = *l;
+    trial.covariance = family;
+    trial.rank = rank;
+    const int64_t old_floats = l->params + ibvi__covariance_floats(l);
+    const int64_t new_floats = l->params + ibvi__covariance_floats(&trial);
+    if (new_floats > MAX_PARAMS - (net->param_floats - old_floats))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: the network would hold more than %lld "
+                          "parameters", fn, (long long)MAX_PARAMS);
+    int64_t noise = 0; /* z per sample, int32 (ibvi_net_noise_size) */
+    for (int32_t i = 0; i < net->layer_count; i++)
+        noise += i == layer ? 0 : net->layers[i]->noise_dim;
+    if (family == IBVI__COV_DIAGONAL && l->params > MAX_NOISE - noise)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: the network's noise per sample would exceed "
+                          "%lld values (a diagonal layer draws P)", fn,
+                          (long long)MAX_NOISE);
+    net->param_floats += new_floats - old_floats;
+    l->covariance = family;
+    l->rank = rank;
+    l->noise_dim = family == IBVI__COV_LOWRANK    ? rank
+                   : family == IBVI__COV_DIAGONAL ? (int32_t)l->params
+                                                  : 0;
+    l->init_sigma = family == IBVI__COV_DIAGONAL
+                        ? (sigma > 0.0f ? sigma : IBVI_DEFAULT_INIT_SIGMA)
+                        : 0.0f;
+    return IBVI_OK;
+}
+
+int32_t ibvi_layer_covariance(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_covariance", layer);
+    return layer->covariance;
 }

@@ -64,11 +64,16 @@ struct ibvi_layer {
     int32_t group_count;
     ibvi__param_group groups[IBVI__MAX_GROUPS];
     int32_t noise_offset;/* where this layer's z starts in one noise sample */
+    int32_t noise_dim;   /* z entries per sample: R (low rank), P
+                            (diagonal), 0 (deterministic)               */
+    float init_sigma;    /* diagonal: sigma_0 / the prior std            */
 
     /* In the parameter block (layers with parameters). */
     float *mean;         /* P: theta's mean (dense: [W row-major; b])      */
     float *factor;       /* P x rank, row-major                           */
     float *grad_mean;    /* P                                             */
+    float *rho;          /* diagonal: P, sigma = softplus(rho); else NULL */
+    float *grad_rho;     /* diagonal: P, dL/drho of the last backward     */
 
     /* Bounds on |entries| of the last backward's gradients, per group: the
      * mean's group g at [g], the factor's rows of group g at
@@ -77,12 +82,14 @@ struct ibvi_layer {
      * dY or X was not finite. The optimizer uses them to skip its exact
      * finiteness check. */
     double grad_bound[2 * IBVI__MAX_GROUPS];
+    /* (A diagonal layer's rho groups take the factor's slots.) */
 
     /* In the workspace block. */
     float *output;       /* rows x outputs of the last forward            */
-    float *sampled;      /* samples x P: theta_m = mu + S z_m (rank > 0)   */
+    float *sampled;      /* samples x P: theta_m = mu + S z_m or mu +
+                            sigma .* z_m (variational layers)            */
     float *sample_grad;  /* samples x P: g_m of the last backward, when it
-                            had samples > 1 (rank > 0)                    */
+                            had samples > 1 (variational layers)          */
     float *scratch;      /* the kind's scratch (layer_ops.h): this layer's
                             own when scratch_kept, else the network's shared
                             one; NULL when the kind needs none            */
@@ -221,6 +228,7 @@ typedef struct ibvi__optimizer_info {
     int64_t steps;
     int64_t state_floats;
     float *state;
+    float kl_weight; /* ibvi_optimizer_set_kl_weight */
 } ibvi__optimizer_info;
 void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
                               ibvi__optimizer_info *out);
@@ -250,6 +258,43 @@ void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed);
  * first weight group and its first other group (param.c). */
 const ibvi__param_group *ibvi__param_weights(const ibvi_layer *layer);
 const ibvi__param_group *ibvi__param_biases(const ibvi_layer *layer);
+
+/* 1 when the layer's theta is random (low rank or diagonal): it runs one
+ * theta per weight sample and has noise_dim > 0 entries of z. */
+static inline int ibvi__is_variational(const ibvi_layer *l)
+{
+    return l->params > 0 && l->covariance != IBVI__COV_NONE;
+}
+
+/* Floats of a layer's distribution parameters beyond the mean (its part
+ * of the flat layout after the mean): P x R, P (rho) or 0. */
+int64_t ibvi__covariance_floats(const ibvi_layer *l);
+
+/* softplus(x) = log(1 + e^x) and its derivative, the logistic sigmoid, in
+ * float, stable for every finite x (gaussian.c: the one implementation). */
+float ibvi__softplus(float x);
+float ibvi__sigmoid(float x);
+/* Both at once (one exponential), bitwise the values of the two above. */
+void ibvi__softplus_sigmoid(float x, float *softplus, float *sigmoid);
+
+/* ---- the KL of the diagonal layers (kl.c) --------------------------------- */
+
+/* The prior std the KL uses for group g: its std, 1 for a constant. */
+static inline float ibvi__kl_std(const ibvi__param_group *g)
+{
+    return g->std > 0.0f ? g->std : 1.0f;
+}
+/* KL(q || p) of one diagonal layer, in double. */
+double ibvi__layer_kl(const ibvi_layer *l);
+/* weight * dKL/dmu (part 0) or weight * dKL/drho (part 1) for entries
+ * first .. first + n - 1 of group g, added to grad into out. */
+void ibvi__kl_grad_span(const ibvi_layer *l, int32_t g, int part,
+                        float weight, const float *grad, int64_t first,
+                        int64_t n, float *out);
+/* A bound on |weight * dKL/d.| of group g's entries (part 0: mean, 1:
+ * rho) when |parameters| <= param_bound. */
+double ibvi__kl_grad_bound(const ibvi_layer *l, int32_t g, int part,
+                           float weight, double param_bound);
 
 /* ---- the weight distribution (gaussian.c) ---------------------------------
  * Any layer with parameters: theta deterministic (= mean) or low-rank

@@ -5,7 +5,8 @@
  * The optimizer walks each layer's parameters as contiguous ranges, each
  * with its own multiplier: one per parameter group of the mean (dense:
  * weights, biases), then, for a low-rank Gaussian theta, one per group of
- * the factor's rows (the factor's multipliers are the mean's / R). The
+ * the factor's rows (the factor's multipliers are the mean's / R), or for
+ * a diagonal theta one per group of rho (with the mean's multipliers). The
  * groups come from the layer's kind (layer_ops.h), the multipliers from
  * param.c.
  *
@@ -27,6 +28,12 @@
  * value finite, the single pass runs; otherwise (first step, parameters set
  * by hand, a huge learning rate...) the exact check pass runs first, as it
  * always did.
+ *
+ * The KL term of the ELBO (ibvi_optimizer_set_kl_weight) is one more part
+ * of a diagonal layer's ranges' gradient: with a weight > 0 their gradient
+ * is formed a chunk at a time, stored gradient + weight * dKL (kl.c), and
+ * its bound is the stored one's plus kl.c's bound at the range's parameter
+ * bound. With weight 0 nothing of this runs.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -56,6 +63,7 @@ struct ibvi_optimizer {
     int32_t nesterov;
     float beta1, beta2, eps;
     int64_t steps;
+    float kl_weight;   /* ibvi_optimizer_set_kl_weight, 0 by default */
     int64_t state_floats;
     float *state;   /* SGD: velocity; Adam: first then second moments */
     /* RANGES_PER_LAYER per layer (index RANGES_PER_LAYER * layer + range),
@@ -101,15 +109,20 @@ typedef struct param_range {
      * block 0 (the next blocks follow at hb->len), else NULL. */
     const ibvi__host_grads *hb;
     const float *hb_g;
+    /* A diagonal layer's range with a KL weight > 0: part 0 (mean) or 1
+     * (rho) of group kl_group, else kl_part = -1. */
+    int32_t kl_part, kl_group;
+    float kl_weight;
 } param_range;
 
 /* Fills ranges (at most RANGES_PER_LAYER) for a layer with parameters:
  * the mean's groups, then the factor's; returns how many. Range k's
  * gradient bound is l->grad_bound[k] (network.h). */
-static int layer_ranges(const ibvi_layer *l, int32_t kind,
+static int layer_ranges(const ibvi_layer *l, int32_t kind, float kl_weight,
                         const ibvi__factor_grad *fg, param_range *ranges)
 {
     const int32_t G = l->group_count;
+    const int kl = kl_weight > 0.0f && l->covariance == IBVI__COV_DIAGONAL;
     int count = 0;
     for (int32_t g = 0; g < G; g++) {
         const ibvi__param_group *grp = &l->groups[g];
@@ -117,10 +130,23 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
         ranges[count++] = (param_range){l, l->mean + grp->offset,
                                         l->grad_mean + grp->offset, NULL, 0,
                                         mult, grp->count, l->grad_bound[g],
-                                        NULL, NULL};
+                                        NULL, NULL, kl ? 0 : -1, g,
+                                        kl_weight};
     }
     switch ((ibvi__covariance)l->covariance) {
     case IBVI__COV_NONE:
+        break;
+    case IBVI__COV_DIAGONAL:
+        for (int32_t g = 0; g < G; g++) {
+            const ibvi__param_group *grp = &l->groups[g];
+            const float mult = kind == IBVI_OPT_SGD ? grp->sgd_mult
+                                                    : grp->adam_mult;
+            ranges[count++] = (param_range){l, l->rho + grp->offset,
+                                            l->grad_rho + grp->offset, NULL,
+                                            0, mult, grp->count,
+                                            l->grad_bound[G + g], NULL, NULL,
+                                            kl ? 1 : -1, g, kl_weight};
+        }
         break;
     case IBVI__COV_LOWRANK: {
         const int64_t R = l->rank;
@@ -131,7 +157,8 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind,
             ranges[count++] = (param_range){l, l->factor + grp->offset * R,
                                             NULL, fg, grp->offset * R,
                                             mult / (float)R, grp->count * R,
-                                            l->grad_bound[G + g], NULL, NULL};
+                                            l->grad_bound[G + g], NULL, NULL,
+                                            -1, g, 0.0f};
         }
         break;
     }
@@ -193,6 +220,11 @@ static void host_factor_span(const param_range *r, int64_t first, int64_t n,
 static const float *range_grad(const param_range *r, int64_t i, int64_t len,
                                float *buf)
 {
+    if (r->kl_part >= 0) {
+        ibvi__kl_grad_span(r->layer, r->kl_group, r->kl_part, r->kl_weight,
+                           r->grad + i, i, len, buf);
+        return buf;
+    }
     if (r->grad)
         return r->grad + i;
     if (r->hb) {
@@ -208,6 +240,8 @@ static const float *range_grad(const param_range *r, int64_t i, int64_t len,
  * rows of S (R <= CHUNK), so each chunk can draw its rows' weights ahead. */
 static int64_t range_chunk(const param_range *r)
 {
+    if (r->kl_part >= 0)
+        return CHUNK;
     if (r->grad)
         return r->count;
     const int64_t R = r->layer->rank;
@@ -481,7 +515,9 @@ static int walk_ranges(ibvi_optimizer *opt, range_visitor visit)
             continue;
         const ibvi__factor_grad fg = ibvi__gaussian_factor_grad(l);
         param_range ranges[RANGES_PER_LAYER];
-        const int count = layer_ranges(l, opt->kind, &fg, ranges);
+        const int count = layer_ranges(l, opt->kind,
+                                       host ? 0.0f : opt->kl_weight, &fg,
+                                       ranges);
         if (host) {
             const int64_t P = l->params, R = l->rank;
             host_ranges(l, host, flat, mean, block, ranges, count);
@@ -622,9 +658,15 @@ static int32_t plan_presample(ibvi_net *net)
     if (!net->noise_from_rng || net->noise_samples < 1 ||
         net->noise_size == 0 || net->noise_samples > net->ws_samples)
         return 0;
-    for (int32_t i = 0; i < net->layer_count; i++)
+    int lowrank = 0; /* only low-rank layers draw ahead (diagonal ones
+                        sample in the forward's one element-wise pass) */
+    for (int32_t i = 0; i < net->layer_count; i++) {
         if (net->layers[i]->rank > CHUNK)
             return 0;
+        lowrank |= net->layers[i]->covariance == IBVI__COV_LOWRANK;
+    }
+    if (!lowrank)
+        return 0;
     ibvi_rng ahead = net->noise_rng;
     ibvi__rng_normal(&ahead, net->presample_noise,
                      (int64_t)net->noise_samples * net->noise_size, 1.0f);
@@ -639,7 +681,12 @@ static int32_t plan_presample(ibvi_net *net)
 static int next_bound(const ibvi_optimizer *opt, const param_range *r,
                       const range_bound *b, range_bound *out)
 {
-    const double g = r->grad_bound;
+    const double g = r->grad_bound +
+                     (r->kl_part >= 0
+                          ? ibvi__kl_grad_bound(r->layer, r->kl_group,
+                                                r->kl_part, r->kl_weight,
+                                                b->param)
+                          : 0.0);
     *out = *b;
     if (opt->kind == IBVI_OPT_SGD) {
         const double lr = opt->lr * r->mult, mu = opt->momentum;
@@ -774,6 +821,13 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
 int ibvi__optimizer_step_host(ibvi_optimizer *opt, const char *fn,
                               const ibvi__host_grads *grads)
 {
+    const ibvi_net *net = opt->net;
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->covariance == IBVI__COV_DIAGONAL)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: layer %d is mean-field (diagonal); the "
+                              "host-gradient steps cover deterministic and "
+                              "low-rank layers only", fn, (int)i);
     opt->host_grads = grads;
     const int status = ibvi__optimizer_step(opt, fn);
     opt->host_grads = NULL;
@@ -789,7 +843,8 @@ void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
         .kind = opt->kind, .lr = opt->lr, .momentum = opt->momentum,
         .nesterov = opt->nesterov, .beta1 = opt->beta1, .beta2 = opt->beta2,
         .eps = opt->eps, .steps = opt->steps,
-        .state_floats = opt->state_floats, .state = opt->state};
+        .state_floats = opt->state_floats, .state = opt->state,
+        .kl_weight = opt->kl_weight};
 }
 
 void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps)
@@ -836,5 +891,30 @@ int ibvi_layer_lr_multipliers(const ibvi_layer *layer, int32_t kind,
     const ibvi__param_group *b = ibvi__param_biases(layer);
     *weight_mult = kind == IBVI_OPT_SGD ? w->sgd_mult : w->adam_mult;
     *bias_mult = kind == IBVI_OPT_SGD ? b->sgd_mult : b->adam_mult;
+    return IBVI_OK;
+}
+
+int ibvi_optimizer_set_kl_weight(ibvi_optimizer *opt, float weight)
+{
+    static const char fn[] = "ibvi_optimizer_set_kl_weight";
+    int status = check_optimizer(opt, fn);
+    if (status < 0)
+        return status;
+    if (!(weight >= 0.0f) || !isfinite(weight))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: weight = %g, expected a finite value >= 0", fn,
+                          (double)weight);
+    opt->kl_weight = weight;
+    return IBVI_OK;
+}
+
+int ibvi_optimizer_get_kl_weight(const ibvi_optimizer *opt, float *weight)
+{
+    static const char fn[] = "ibvi_optimizer_get_kl_weight";
+    int status = check_optimizer(opt, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, weight);
+    *weight = opt->kl_weight;
     return IBVI_OK;
 }

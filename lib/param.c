@@ -22,7 +22,9 @@
  * values. Weights in a layer that is no weight matrix (a residual's 1x1
  * projection, width to width) are scaled as a hidden layer's and do not
  * count for the roles. Covariance factors use the mean's std divided by sqrt(R) and its
- * multipliers divided by R (applied in optimizer.c).
+ * multipliers divided by R (applied in optimizer.c). A diagonal layer's rho
+ * starts at softplus^-1(init_sigma x std) (std 1 for a constant group) and
+ * takes the mean's multipliers (optimizer.c).
  *
  * SPDX-License-Identifier: MIT
  */
@@ -180,6 +182,19 @@ void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed)
             }
             break;
         }
+        case IBVI__COV_DIAGONAL:
+            /* sigma_0 = init_sigma x the group's prior std (the KL's, so a
+             * constant-prior group counts 1): rho_0 = softplus^-1(sigma_0)
+             * = log(expm1(sigma_0)), in double. No draw: the stream of
+             * the means stays the one of a deterministic network. */
+            for (int32_t k = 0; k < l->group_count; k++) {
+                const ibvi__param_group *g = &l->groups[k];
+                const double sigma0 =
+                    (double)l->init_sigma * ibvi__kl_std(g);
+                draw(&rng, l->rho + g->offset, g->count,
+                     (float)log(expm1(sigma0)), 0.0f);
+            }
+            break;
         }
     }
 }

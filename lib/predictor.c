@@ -193,6 +193,15 @@ static int conv_identity_geometry(const ibvi_layer *l, ibvi__conv2d_geom *big)
  * class-major). */
 static int has_identity(const ibvi_layer *l)
 {
+    /* The identity needs theta = mu + S z with a small R: a diagonal layer
+     * (R would be P) takes the general path, K materialised samples. */
+    switch ((ibvi__covariance)l->covariance) {
+    case IBVI__COV_LOWRANK:
+        break;
+    case IBVI__COV_NONE:
+    case IBVI__COV_DIAGONAL:
+        return 0;
+    }
     if (!(l->ops->flags & IBVI__OPS_LINEAR_IN_THETA))
         return 0;
     switch ((ibvi__kind)l->kind) {
@@ -349,7 +358,8 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const int materialises =
-            l->rank > 0 && (i != p->fan_out || may_take(l, batch, K, 0));
+            ibvi__is_variational(l) &&
+            (i != p->fan_out || may_take(l, batch, K, 0));
         if (base)
             p->sampled[i] = materialises ? base + total : NULL;
         if (materialises)
@@ -388,7 +398,7 @@ static int allocate_workspace(ibvi_predictor *p, int64_t batch, const char *fn)
 static int32_t first_variational(const ibvi_net *net)
 {
     for (int32_t i = 0; i < net->layer_count; i++)
-        if (net->layers[i]->params > 0 && net->layers[i]->rank > 0)
+        if (ibvi__is_variational(net->layers[i]))
             return i;
     return -1;
 }
@@ -899,7 +909,7 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
             int fused = fuse; /* the identity runs its ReLU as a layer */
             if (fuse && net->layers[i + 1]->skip_readers > 0)
                 output = p->kept[i + 1];
-            if (l->rank == 0 || p->mean_network) {
+            if (!ibvi__is_variational(l) || p->mean_network) {
                 run_theta(p, l, l->mean, input, output, rows, rows, fuse);
                 stacked = 1; /* the last layer's blocks share columns */
             } else if (shared) {

@@ -46,6 +46,8 @@
 #define V2_ARCH_FIXED 16       /* C, H, W, layer count                */
 #define V2_RECORD_BYTES 20     /* layer record: kind, length, required */
 #define OPTM_FIXED_BYTES 44    /* both versions                       */
+#define OPTM_KL_BYTES 4        /* v2: float kl_weight after the state,
+                                  written when it is not 0 (required)  */
 #define MAX_THREADS 1024       /* range of the stored thread preference */
 #define MAX_WIDTH 100000000    /* input_dim and outputs, as in net.c   */
 #define ROW_BASE ((int64_t)1 << 20) /* activations per row: at most     */
@@ -358,7 +360,16 @@ typedef struct layer_desc {
     int64_t kh, kw, sh, sw, ph, pw;
     int64_t groups, from, projection;
     float eps;
+    /* The covariance field after the kind's (version 2, kinds with
+     * parameters; absent: the family the rank implies): family, init_sigma */
+    int64_t family;
+    float init_sigma;
 } layer_desc;
+
+/* The covariance field of a record: int32 family, float init_sigma. This
+ * library writes it for diagonal layers only (required = length, so an
+ * older library refuses them: "needs a newer libibvi"). */
+#define COV_FIELD_BYTES 8
 
 /* What a layer's check knows: the shape of its input and the output
  * shapes of the layers before it (outs[-1] is the network's input). */
@@ -477,6 +488,8 @@ static void dense_put_params(sink *s, const ibvi_layer *l)
 {
     put_floats(s, l->mean, l->params);
     put_floats(s, l->factor, l->params * l->rank);
+    if (l->covariance == IBVI__COV_DIAGONAL)
+        put_floats(s, l->rho, l->params);
 }
 
 static int dense_get_params(ibvi_layer *l, reader *r, float *block)
@@ -489,6 +502,11 @@ static int dense_get_params(ibvi_layer *l, reader *r, float *block)
         if (!get_floats(r, block, count))
             return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
         status = ibvi_layer_set_factor(l, block, count);
+    }
+    if (status >= 0 && l->covariance == IBVI__COV_DIAGONAL) {
+        if (!get_floats(r, block, l->params))
+            return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
+        status = ibvi_layer_set_rho(l, block, l->params);
     }
     return status;
 }
@@ -834,6 +852,12 @@ static const layer_codec layer_codecs[] = {
      residual_check, residual_add, theta_put_params, theta_get_params},
 };
 
+/* Whether records of the codec's kind may carry the covariance field. */
+static int codec_has_theta(const layer_codec *c)
+{
+    return c->put_params != activation_put_params;
+}
+
 static const layer_codec *codec_for(int64_t kind)
 {
     for (size_t i = 0; i < sizeof layer_codecs / sizeof layer_codecs[0]; i++)
@@ -859,15 +883,18 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
     lo->arch_bytes = V2_ARCH_FIXED;
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
-        lo->param_floats += l->params * (1 + l->rank);
-        lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes;
+        lo->param_floats += l->params + ibvi__covariance_floats(l);
+        lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes +
+                          (l->covariance == IBVI__COV_DIAGONAL
+                               ? COV_FIELD_BYTES : 0);
     }
     lo->parm_bytes = 4 * lo->param_floats;
     lo->optm_bytes = 0;
     if (opt) {
         ibvi__optimizer_info info;
         ibvi__optimizer_get_info(opt, &info);
-        lo->optm_bytes = OPTM_FIXED_BYTES + 4 * info.state_floats;
+        lo->optm_bytes = OPTM_FIXED_BYTES + 4 * info.state_floats +
+                         (info.kl_weight != 0.0f ? OPTM_KL_BYTES : 0);
     }
     lo->total = PREAMBLE_BYTES + 3 * V2_SECTION_BYTES + V2_HEAD_BYTES +
                 lo->arch_bytes + lo->parm_bytes +
@@ -906,12 +933,18 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const layer_codec *c = codec_for(l->kind);
-        uint8_t fields[64];
+        uint8_t fields[64 + COV_FIELD_BYTES];
         c->encode(l, fields);
+        int32_t bytes = c->field_bytes;
+        if (l->covariance == IBVI__COV_DIAGONAL) {
+            store_u32(fields + bytes, (uint32_t)l->covariance);
+            store_u32(fields + bytes + 4, float_bits(l->init_sigma));
+            bytes += COV_FIELD_BYTES;
+        }
         put_u32(s, (uint32_t)c->kind);
-        put_u64(s, (uint64_t)(V2_RECORD_BYTES + c->field_bytes)); /* length */
-        put_u64(s, (uint64_t)(V2_RECORD_BYTES + c->field_bytes)); /* required */
-        put(s, fields, (size_t)c->field_bytes);
+        put_u64(s, (uint64_t)(V2_RECORD_BYTES + bytes)); /* length */
+        put_u64(s, (uint64_t)(V2_RECORD_BYTES + bytes)); /* required */
+        put(s, fields, (size_t)bytes);
     }
 
     put_section(s, "PARM", lo->parm_bytes);
@@ -932,6 +965,8 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
         put_u64(s, (uint64_t)info.steps);
         put_u64(s, (uint64_t)info.state_floats);
         put_floats(s, info.state, info.state_floats);
+        if (info.kl_weight != 0.0f)
+            put_f32(s, info.kl_weight);
     }
 
     uint8_t b[4];
@@ -1223,7 +1258,7 @@ typedef struct model_info {
     int64_t parm_pos;      /* offset of the first parameter      */
     int has_opt;
     int32_t opt_kind, nesterov;
-    float lr, momentum, beta1, beta2, eps;
+    float lr, momentum, beta1, beta2, eps, kl_weight;
     int64_t steps, state_floats;
     int64_t state_pos;     /* offset of the first state float    */
 } model_info;
@@ -1351,6 +1386,40 @@ static int check_input_dim(int64_t input_dim, const char *where)
     return IBVI_OK;
 }
 
+/* The covariance field of a record (d->family >= 0), against the layer
+ * its kind's check described in sh: the family the rank implies, or the
+ * diagonal family (rank 0, rho after the mean in PARM, P noise values). */
+static int check_covariance(layer_desc *d, int64_t budget, layer_shape *sh,
+                            const char *where, int32_t index)
+{
+    if (d->family < 0)
+        return IBVI_OK;
+    const int64_t P = sh->param_floats / (1 + d->rank);
+    if (d->family != IBVI__COV_DIAGONAL) {
+        if (d->family != (d->rank > 0 ? IBVI__COV_LOWRANK : IBVI__COV_NONE))
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: covariance family %lld with "
+                              "rank %lld", where, (long)index,
+                              (long long)d->family, (long long)d->rank);
+        return IBVI_OK;
+    }
+    if (d->rank != 0 || P == 0 || !(d->init_sigma > 0.0f) ||
+        !(d->init_sigma <= 1.0f) || d->kind == IBVI_LAYER_RESIDUAL)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: a diagonal covariance with rank "
+                          "%lld, %lld parameters and init_sigma %g is "
+                          "invalid", where, (long)index, (long long)d->rank,
+                          (long long)P, (double)d->init_sigma);
+    if (P > budget - sh->param_floats)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: 2 x %lld parameters do not fit in "
+                          "the rest of the file", where, (long)index,
+                          (long long)P);
+    sh->param_floats = 2 * P;
+    sh->noise = P;
+    return IBVI_OK;
+}
+
 /* Reads the framing of layer record `index` at the cursor into d and
  * *codec: version 1, the fixed 16-byte record; version 2, a record of its
  * own length whose kind-specific fields its codec decodes (bytes past the
@@ -1360,7 +1429,7 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
                       const layer_codec **codec, const char *where,
                       int32_t index)
 {
-    *d = (layer_desc){.outputs = OUTPUTS_IMPLIED};
+    *d = (layer_desc){.outputs = OUTPUTS_IMPLIED, .family = -1};
     if (version == 1) {
         d->kind = get_i32(r);
         d->activation = get_i32(r);
@@ -1404,13 +1473,27 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
                           "%s: needs a newer libibvi: unknown layer kind %lu "
                           "(layer %ld)", where, (unsigned long)kind,
                           (long)index);
-    const uint64_t known = V2_RECORD_BYTES + (uint64_t)(*codec)->field_bytes;
+    uint64_t known = V2_RECORD_BYTES + (uint64_t)(*codec)->field_bytes;
     if (length < known)
         return ibvi__fail(IBVI_ERR_FORMAT,
                           "%s: layer %ld (%s): the record has %llu bytes, its "
                           "fields need %llu", where, (long)index,
                           (*codec)->name, (unsigned long long)length,
                           (unsigned long long)known);
+    /* The covariance field, when the record requires it (bytes past
+     * `required` are a later library's ignorable fields). A family this
+     * library does not know leaves it unknown: the required count then
+     * exceeds what this library knows, below. */
+    d->family = -1; /* the rank's (the codec's check) */
+    if (codec_has_theta(*codec) && required >= known + COV_FIELD_BYTES) {
+        const uint8_t *f = r->p + start + known;
+        const int32_t family = to_i32(load_u32(f));
+        if (family >= 0 && family < IBVI__COV_COUNT) {
+            d->family = family;
+            d->init_sigma = bits_float(load_u32(f + 4));
+            known += COV_FIELD_BYTES;
+        }
+    }
     if (required > known)
         return ibvi__fail(IBVI_ERR_VERSION,
                           "%s: needs a newer libibvi: layer %ld (%s) has %llu "
@@ -1478,6 +1561,8 @@ static int check_layers(reader *r, model_info *m, int64_t budget,
         status = next_layer(r, m->version, &d, &last, where, i);
         if (status >= 0)
             status = last->check(&d, &in, budget - floats, &sh, where, i);
+        if (status >= 0)
+            status = check_covariance(&d, budget - floats, &sh, where, i);
         if (status < 0)
             break;
         cur = sh.out;
@@ -1566,6 +1651,14 @@ static int check_optimizer(reader *r, int64_t base, model_info *m,
     m->state_floats = expected;
     m->state_pos = base + r->pos;
     r->pos += 4 * expected;
+    m->kl_weight = 0.0f;
+    if (m->version >= 2 && remaining(r) >= OPTM_KL_BYTES) {
+        m->kl_weight = get_f32(r);
+        if (!(m->kl_weight >= 0.0f) || !isfinite(m->kl_weight))
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: optimizer KL weight %g is out of range "
+                              "(finite, >= 0)", where, (double)m->kl_weight);
+    }
     return IBVI_OK;
 }
 
@@ -1905,7 +1998,13 @@ static int build_net(reader *r, const model_info *m,
         layer_desc d;
         const layer_codec *c = NULL;
         status = next_layer(r, m->version, &d, &c, where, i);
-        if (status >= 0 && (status = c->add(net, &d)) < 0)
+        if (status >= 0 && (status = c->add(net, &d)) >= 0 &&
+            d.family == IBVI__COV_DIAGONAL) {
+            ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+            o.init_sigma = d.init_sigma;
+            status = ibvi_net_set_covariance(net, i, &o);
+        }
+        if (status < 0)
             status = rebuild_failure(status, where, "layer", (long)i);
     }
     if (status >= 0) {
@@ -1961,6 +2060,8 @@ static int build_optimizer(reader *r, const model_info *m, ibvi_net *net,
                                                    m->nesterov)
                      : ibvi_optimizer_set_adam(opt, m->beta1, m->beta2,
                                                m->eps);
+    if (status >= 0)
+        status = ibvi_optimizer_set_kl_weight(opt, m->kl_weight);
     if (status < 0) {
         ibvi_optimizer_free(opt);
         return rebuild_failure(status, where, "optimizer of kind",

@@ -2225,6 +2225,169 @@ static void sw_optimizer_step_factored(void)
     ck_assert_int_eq(ibvi_optimizer_step_count(F.sgd), 0);
 }
 
+/* ---- mean-field VI (the diagonal family) ---------------------------------- */
+
+/* 3 -> dense 4 (diagonal) -> tanh -> dense 2 (rank 1); initialised. */
+static ibvi_net *diagonal_net(int init)
+{
+    ibvi_net *net = build(3, 4, 2, 1, 0, 0);
+    ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+    CK_OK(ibvi_net_set_covariance(net, 0, &o));
+    if (init)
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 5));
+    return net;
+}
+
+static void sw_net_set_covariance(void)
+{
+    const char *fn = "ibvi_net_set_covariance";
+    ibvi_net *net = build(3, 4, 2, 1, 0, 0);
+    const int32_t noise = ibvi_net_noise_size(net);
+    const int64_t params = ibvi_net_param_count(net);
+    ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+    EXPECT(fn, ibvi_net_set_covariance(NULL, 0, &o), A);
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, NULL), A);
+    const int32_t bad_layer[] = {-1, 3, INT32_MAX, INT32_MIN, 1 /* tanh */};
+    for (size_t i = 0; i < sizeof bad_layer / sizeof bad_layer[0]; i++)
+        EXPECT(fn, ibvi_net_set_covariance(net, bad_layer[i], &o), A);
+    ibvi_covariance_options b = o;
+    b.version = 0;
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    b.version = 2;
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    const int32_t bad_family[] = {-1, 3, INT32_MAX, INT32_MIN};
+    for (size_t i = 0; i < sizeof bad_family / sizeof bad_family[0]; i++) {
+        b = o;
+        b.family = bad_family[i];
+        EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    }
+    b = o;
+    b.rank = 1; /* a rank with the diagonal family */
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    const float bad_sigma[] = {-1e-3f, 1.5f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad_sigma / sizeof bad_sigma[0]; i++) {
+        b = o;
+        b.init_sigma = bad_sigma[i];
+        EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    }
+    b = (ibvi_covariance_options){IBVI_COVARIANCE_OPTIONS_VERSION,
+                                  IBVI_COVARIANCE_LOWRANK, 0, 0.0f};
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A); /* rank 0 */
+    b.rank = 17;                                        /* P = 16 */
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    b = (ibvi_covariance_options){IBVI_COVARIANCE_OPTIONS_VERSION,
+                                  IBVI_COVARIANCE_NONE, 0, 0.5f};
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A); /* sigma, no family */
+    ck_assert_int_eq(ibvi_net_noise_size(net), noise);
+    ck_assert_int_eq(ibvi_net_param_count(net), params);
+    ck_assert_int_eq(ibvi_layer_covariance(tu_layer(net, 0)),
+                     IBVI_COVARIANCE_LOWRANK);
+    /* A residual's projection and a group norm's low rank are refused. */
+    ibvi_net *img = NULL;
+    CK_OK(ibvi_net_create_image(&img, 2, 4, 4, NULL));
+    CK_OK(ibvi_net_add_conv2d(img, 2, 3, 1, 1, 0));
+    CK_OK(ibvi_net_add_groupnorm(img, 1, 1e-5f));
+    CK_OK(ibvi_net_add_residual(img, 0, 1));
+    CK_OK(ibvi_net_add_flatten(img));
+    CK_OK(ibvi_net_add_dense(img, 2, 0));
+    EXPECT(fn, ibvi_net_set_covariance(img, 2, &o), A);
+    b = (ibvi_covariance_options){IBVI_COVARIANCE_OPTIONS_VERSION,
+                                  IBVI_COVARIANCE_LOWRANK, 1, 0.0f};
+    EXPECT(fn, ibvi_net_set_covariance(img, 1, &b), A);
+    CK_OK(ibvi_net_set_covariance(img, 1, &o));
+    ibvi_net_free(img);
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 1));
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &o), ST);
+    ibvi_net_free(net);
+}
+
+static void sw_layer_covariance(void)
+{
+    const char *fn = "ibvi_layer_covariance";
+    EXPECT(fn, ibvi_layer_covariance(NULL), A);
+    ck_assert_int_eq(ibvi_layer_covariance(F.l2), IBVI_COVARIANCE_LOWRANK);
+    ck_assert_int_eq(ibvi_layer_covariance(F.d0), IBVI_COVARIANCE_NONE);
+}
+
+static void sweep_rho(const char *fn, get_fn get, set_fn set)
+{
+    ibvi_net *net = diagonal_net(1), *fresh = diagonal_net(0);
+    ibvi_layer *l = tu_layer(net, 0);
+    const int64_t P = 16;
+    float b[32] = {0}, before[16], after[16];
+#define CALL_RHO(layer, ptr, n)                                               \
+    (get ? get((layer), (ptr), (n)) : set((layer), (ptr), (n)))
+    EXPECT(fn, CALL_RHO(NULL, b, P), A);
+    EXPECT(fn, CALL_RHO(l, NULL, P), A);
+    EXPECT(fn, CALL_RHO(tu_layer(fresh, 0), b, P), ST);
+    EXPECT(fn, CALL_RHO(tu_layer(net, 1), b, P), A); /* tanh */
+    EXPECT(fn, CALL_RHO(tu_layer(net, 2), b, 10), A); /* low rank */
+    const int64_t bad[] = {0, -1, P - 1, P + 1, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, CALL_RHO(l, b, bad[i]), SH);
+    if (set) {
+        CK_OK(ibvi_layer_get_rho(l, before, P));
+        memcpy(b, before, sizeof before);
+        b[P - 1] = NAN;
+        EXPECT(fn, set(l, b, P), NF);
+        b[P - 1] = INFINITY;
+        EXPECT(fn, set(l, b, P), NF);
+        CK_OK(ibvi_layer_get_rho(l, after, P));
+        ck_assert(memcmp(before, after, sizeof before) == 0);
+    }
+#undef CALL_RHO
+    ibvi_net_free(net);
+    ibvi_net_free(fresh);
+}
+
+static void sw_layer_get_rho(void)
+{
+    sweep_rho("ibvi_layer_get_rho", ibvi_layer_get_rho, NULL);
+}
+static void sw_layer_set_rho(void)
+{
+    sweep_rho("ibvi_layer_set_rho", NULL, ibvi_layer_set_rho);
+}
+static void sw_layer_get_grad_rho(void)
+{
+    sweep_rho("ibvi_layer_get_grad_rho", ibvi_layer_get_grad_rho, NULL);
+}
+
+static void sw_net_kl(void)
+{
+    const char *fn = "ibvi_net_kl";
+    double kl = -1.0;
+    EXPECT(fn, ibvi_net_kl(NULL, &kl), A);
+    EXPECT(fn, ibvi_net_kl(F.fresh, &kl), ST);
+    EXPECT(fn, ibvi_net_kl(F.net, NULL), A);
+    CK_OK(ibvi_net_kl(F.net, &kl)); /* no diagonal layer */
+    ck_assert(kl == 0.0);
+}
+
+static void sw_optimizer_set_kl_weight(void)
+{
+    const char *fn = "ibvi_optimizer_set_kl_weight";
+    EXPECT(fn, ibvi_optimizer_set_kl_weight(NULL, 0.1f), A);
+    CK_OK(ibvi_optimizer_set_kl_weight(F.sgd, 0.25f));
+    const float bad[] = {-1e-30f, -1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_optimizer_set_kl_weight(F.sgd, bad[i]), A);
+    float w = 0.0f;
+    CK_OK(ibvi_optimizer_get_kl_weight(F.sgd, &w));
+    ck_assert(w == 0.25f);
+    CK_OK(ibvi_optimizer_set_kl_weight(F.sgd, 0.0f));
+}
+
+static void sw_optimizer_get_kl_weight(void)
+{
+    const char *fn = "ibvi_optimizer_get_kl_weight";
+    float w = 1.0f;
+    EXPECT(fn, ibvi_optimizer_get_kl_weight(NULL, &w), A);
+    EXPECT(fn, ibvi_optimizer_get_kl_weight(F.sgd, NULL), A);
+    CK_OK(ibvi_optimizer_get_kl_weight(F.adam, &w));
+    ck_assert(w == 0.0f);
+}
+
 typedef struct api_row {
     const char *name;
     void (*sweep)(void);
@@ -2290,6 +2453,14 @@ static const api_row api_table[] = {
     ROW(layer_get_grad_mean),
     ROW(layer_get_grad_factor),
     ROW(layer_lr_multipliers),
+    ROW(net_set_covariance),
+    ROW(layer_covariance),
+    ROW(layer_get_rho),
+    ROW(layer_set_rho),
+    ROW(layer_get_grad_rho),
+    ROW(net_kl),
+    ROW(optimizer_set_kl_weight),
+    ROW(optimizer_get_kl_weight),
     ROW(optimizer_create),
     ROW(optimizer_free),
     ROW(optimizer_set_lr),

@@ -86,6 +86,15 @@
  *                                   added, -1 for the input), int32
  *                                   projection_stride (0: identity) (8
  *                                   bytes)
+ *                 A kind with parameters (dense, conv2d, groupnorm,
+ *                 residual) may follow its fields with the covariance
+ *                 field: int32 family (ibvi_covariance_family), float
+ *                 init_sigma (8 bytes), read when `required` covers it.
+ *                 This library writes it for diagonal layers only, with
+ *                 required = length (an older library refuses the file);
+ *                 without it a layer's family is the one its rank implies.
+ *                 A later library writing further fields of such a kind
+ *                 writes the covariance field first.
  *                 The shapes follow from the input shape and the records,
  *                 as the builders compute them; a record whose geometry the
  *                 builder would refuse (a kernel larger than the padded
@@ -97,13 +106,14 @@
  *                 shorter than its kind's fields is malformed.
  *     "PARM"  per layer in order, the floats its kind stores: its mean
  *                 theta (P floats) then, for a rank-R layer, the factor
- *                 (P x R floats, row-major). theta is, for a dense layer,
+ *                 (P x R floats, row-major), for a diagonal layer rho (P
+ *                 floats). theta is, for a dense layer,
  *                 [W row-major (outputs x inputs); b] (P = outputs x
  *                 (inputs + 1)); conv2d, [W (c_out x c_in kh kw) row-major;
  *                 b]; groupnorm, [gamma (C); beta (C)]; a residual with a
  *                 projection, [W (C_out x C_in); b]. Activations, pools,
  *                 flatten and identity residuals store none
- *     "OPTM"  optional, 44 + 4 S bytes: int32 kind (ibvi_optimizer_kind),
+ *     "OPTM"  optional, 44 + 4 S (+ 4) bytes: int32 kind (ibvi_optimizer_kind),
  *                 float lr, float momentum, int32 nesterov, float beta1,
  *                 float beta2, float eps, int64 step count (0 .. 2^53),
  *                 uint64 S, then S state floats (SGD: velocity, S =
@@ -111,7 +121,10 @@
  *                 x parameter count), in the order of
  *                 ibvi_net_param_count's parameters, which is PARM's:
  *                 per layer with parameters, its mean (dense, conv2d: the
- *                 weights, then the biases), then its factor rows
+ *                 weights, then the biases), then its factor rows (or
+ *                 rho); then, when the optimizer's KL weight is not 0, a
+ *                 float KL weight (4 bytes, required: an older library
+ *                 refuses it rather than train without the KL)
  *
  * Version 1 (read only): sections with a 12-byte header (tag, uint64
  * payload size; no required count), in this order and nothing else:

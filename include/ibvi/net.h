@@ -369,6 +369,74 @@ IBVI_API int ibvi_layer_get_grad_mean(const ibvi_layer *layer, float *grad,
 IBVI_API int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
                                         int64_t len);
 
+/* ---- covariance families (mean-field VI, docs/concepts.md) ----------------
+ * Every layer with parameters (dense, conv2d, group norm) carries one of
+ * these weight distributions over its theta (P floats):
+ *   NONE      deterministic, theta = mu;
+ *   LOWRANK   IBVI's N(mu, S S^T), S of P x R (the rank of the builders);
+ *   DIAGONAL  mean-field N(mu, diag(sigma^2)), sigma = softplus(rho), with
+ *             rho (P floats) stored beside the mean: theta = mu + sigma .* z,
+ *             z ~ N(0, I_P) per weight sample (P noise values per sample).
+ * The values are pinned. A residual's projection stays deterministic (it
+ * reads another layer's output in one call over all rows). */
+typedef enum ibvi_covariance_family {
+    IBVI_COVARIANCE_NONE = 0,
+    IBVI_COVARIANCE_LOWRANK = 1,
+    IBVI_COVARIANCE_DIAGONAL = 2
+} ibvi_covariance_family;
+
+/* How ibvi_net_set_covariance() sets a layer's family. version first:
+ * IBVI_COVARIANCE_OPTIONS_VERSION; a later version may add fields at the
+ * end, and the library reads only the fields of the version given. Start
+ * from IBVI_COVARIANCE_OPTIONS_INIT (diagonal, default sigma_0).
+ *   family      an ibvi_covariance_family;
+ *   rank        LOWRANK: R, 1 .. P; the other families: 0;
+ *   init_sigma  DIAGONAL: sigma_0 = init_sigma x the prior std of each
+ *               parameter group (a group with a constant prior, a norm's
+ *               gain and shift, counts std 1), so rho_0 =
+ *               softplus^-1(sigma_0); 0 asks for the default 1e-3, else
+ *               0 < init_sigma <= 1; the other families: 0. */
+typedef struct ibvi_covariance_options {
+    uint32_t version;
+    int32_t family;
+    int32_t rank;
+    float init_sigma;
+} ibvi_covariance_options;
+#define IBVI_COVARIANCE_OPTIONS_VERSION 1
+#define IBVI_COVARIANCE_OPTIONS_INIT \
+    {IBVI_COVARIANCE_OPTIONS_VERSION, IBVI_COVARIANCE_DIAGONAL, 0, 0.0f}
+/* The default init_sigma: sigma_0 = 1e-3 x the prior std. */
+#define IBVI_DEFAULT_INIT_SIGMA 1e-3f
+
+/* Sets layer `layer`'s covariance family before ibvi_net_init (replacing
+ * the rank its builder gave). IBVI_ERR_INVALID_ARG for a bad index, a layer
+ * without parameters, a bad family, rank or init_sigma, or a family the
+ * kind cannot carry (a residual: only NONE; a group norm: not LOWRANK);
+ * IBVI_ERR_STATE once the network is initialised. Changes nothing on
+ * error. */
+IBVI_API int ibvi_net_set_covariance(ibvi_net *net, int32_t layer,
+                                     const ibvi_covariance_options *options);
+/* The layer's family (an ibvi_covariance_family), or a negative status. */
+IBVI_API int32_t ibvi_layer_covariance(const ibvi_layer *layer);
+
+/* Copy a diagonal layer's rho (sigma = softplus(rho)) out of / into it, and
+ * the gradient dL/drho of the last ibvi_net_backward() (zeros before);
+ * len must be P (IBVI_ERR_INVALID_ARG for a layer of another family). */
+IBVI_API int ibvi_layer_get_rho(const ibvi_layer *layer, float *rho,
+                                int64_t len);
+IBVI_API int ibvi_layer_set_rho(ibvi_layer *layer, const float *rho,
+                                int64_t len);
+IBVI_API int ibvi_layer_get_grad_rho(const ibvi_layer *layer, float *grad,
+                                     int64_t len);
+
+/* KL(q || p) of the network's diagonal layers, in nats, into *kl: q their
+ * N(mu, diag(softplus(rho)^2)), p the prior of the parameterization per
+ * parameter group, N(init, std^2) (ibvi_layer_init_std; std 1 for a group
+ * with a constant prior), in closed form (docs/concepts.md, "Mean-field
+ * VI"). Deterministic and low-rank layers add nothing (IBVI trains the
+ * expected loss only). Needs an initialised network. */
+IBVI_API int ibvi_net_kl(const ibvi_net *net, double *kl);
+
 #ifdef __cplusplus
 }
 #endif

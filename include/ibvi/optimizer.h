@@ -94,6 +94,19 @@ IBVI_API int ibvi_train_step(ibvi_net *net, ibvi_optimizer *opt,
                              int32_t loss_kind, const int32_t *labels,
                              const float *targets, float *loss);
 
+/* The weight of the KL term of the ELBO (mean-field VI): each step
+ * minimises loss + weight * KL(q || p) (ibvi_net_kl), so weight is
+ * kl_weight / N_train for the per-example ELBO (1 / N_train is the
+ * standard ELBO; smaller values temper it). The step adds weight *
+ * dKL/dmu and weight * dKL/drho of every diagonal layer to the gradients
+ * it applies (the stored gradients, ibvi_layer_get_grad_mean/_rho, stay
+ * the loss's); ibvi_train_step reports the loss without the KL. weight >= 0
+ * and finite; 0 (the default) adds nothing, so IBVI and deterministic
+ * training are unchanged. */
+IBVI_API int ibvi_optimizer_set_kl_weight(ibvi_optimizer *opt, float weight);
+IBVI_API int ibvi_optimizer_get_kl_weight(const ibvi_optimizer *opt,
+                                          float *weight);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="training/test IDX files (e.g. data/fashion)")
     p.add_argument("--ood", help="out-of-distribution test set (e.g. data/mnist)")
     p.add_argument("--methods", default="standard,ibvi,temp",
-                   help="comma list of standard, ibvi, ensemble, temp")
+                   help="comma list of standard, ibvi, ensemble, temp, mfvi "
+                        "(mean-field VI: every layer diagonal, on the ELBO)")
     p.add_argument("--ensemble", type=int, default=3, help="members of the deep ensemble")
     p.add_argument("--model", choices=("mlp", "lenet5", "resnet"), default="mlp",
                    help="the architecture (docs/tutorial.md)")
@@ -71,7 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--save", help="save the trained IBVI network")
     a = p.parse_args(argv)
     a.methods = a.methods.split(",")
-    if not set(a.methods) <= {"standard", "ibvi", "ensemble", "temp"}:
+    if not set(a.methods) <= {"standard", "ibvi", "ensemble", "temp", "mfvi"}:
         p.error("unknown method in --methods")
     a.hidden = [int(w) for w in a.width.split(",")]
     # The C program keeps lr and momentum as float: use the same values.
@@ -116,9 +117,10 @@ def add_resnet(net, classes, rank):
     net.add_global_avgpool().add_dense(classes, rank)
 
 
-def build_network(args, data, rank, seed):
+def build_network(args, data, rank, seed, mean_field=False):
     """The network of --model, `rank` on the first and last layers with
-    weights; mlp: 784-W-...-W-10 with ReLU."""
+    weights; mlp: 784-W-...-W-10 with ReLU. mean_field: every layer with
+    weights diagonal (a residual's projection stays deterministic)."""
     if args.model == "mlp":
         net = ibvi.Net(data.dim)
         for i, width in enumerate(args.hidden):
@@ -127,6 +129,10 @@ def build_network(args, data, rank, seed):
     else:
         net = ibvi.Net.image(1, data.rows, data.cols)
         (add_lenet5 if args.model == "lenet5" else add_resnet)(net, data.classes, rank)
+    if mean_field:
+        for layer in net.layers:
+            if layer.param_count > 0 and layer.kind != ibvi.LayerKind.RESIDUAL:
+                net.set_covariance(layer.index, ibvi.Covariance.DIAGONAL)
     net.init(args.param, seed)
     net.threads = args.threads
     return net
@@ -139,11 +145,13 @@ def build_network(args, data, rank, seed):
 DIVERGENCE_FACTOR = 1.5
 
 
-def train_network(net, args, train, name, seed):
-    """SGD + momentum with a cosine learning-rate schedule; returns the
+def train_network(net, args, train, name, seed, kl_weight=0.0):
+    """SGD + momentum with a cosine learning-rate schedule, on the expected
+    loss + kl_weight x KL (mean-field VI: 1 / N_train); returns the
     seconds and why the run diverged (None if it did not). A diverged run
     stops training there."""
     opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
+    opt.kl_weight = kl_weight
     net.reserve(args.batch, args.train_samples)
     order = list(range(train.count))
     state = seed
@@ -427,6 +435,13 @@ def main(argv=None):
         elif args.save:
             net.save(args.save)
             print("saved the IBVI network to %s" % args.save, file=sys.stderr)
+    if "mfvi" in args.methods:
+        net = build_network(args, train, 0, args.seed, mean_field=True)
+        s, why = train_network(net, args, train, "mfvi", args.seed + 11,
+                               kl_weight=float(np.float32(1.0) / np.float32(train.count)))
+        methods.append(Method("mfvi", ibvi.Predictor(net, args.test_samples, args.seed),
+                              s, divergence=why))
+        nets.append(net)
 
     evaluate(methods, args, test, ood)
     corruption_names = [] if args.no_corruptions else \

@@ -37,7 +37,8 @@ from ._metrics import (METRICS_BINS, TEMPERATURE_MAX, TEMPERATURE_MIN, Bins,
 from ._metrics import (aupr_in, aupr_out, fpr_at_tpr, normal_quantile,
                        regression_calibration_error, regression_coverage,
                        regression_crps, regression_nll, regression_rmse)
-from ._net import (Activation, ImageShape, Layer, LayerKind, LayerShape, Net,
+from ._net import (COVARIANCE_OPTIONS_VERSION, DEFAULT_INIT_SIGMA,
+                   Activation, Covariance, ImageShape, Layer, LayerKind, LayerShape, Net,
                    Param, Role)
 from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import (HEAD_OPTIONS_VERSION, HeadKind, Prediction,
@@ -119,6 +120,7 @@ def load_bytes(data, allocator=None):
 __all__ = [
     "Activation", "Allocator", "Bins", "ChecksumError", "CountingAllocator",
     "Error", "FORMAT_VERSION", "FileError", "FormatError", "InvalidArgument",
+    "COVARIANCE_OPTIONS_VERSION", "Covariance", "DEFAULT_INIT_SIGMA",
     "Layer", "LayerKind", "LayerShape", "LossKind", "LossResult",
     "MAX_SAMPLES", "METRICS_BINS", "Metrics", "Net", "NonFiniteError", "Optimizer",
     "OptimizerKind", "OutOfMemory", "Param", "Prediction", "Predictor", "Role",

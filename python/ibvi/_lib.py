@@ -125,6 +125,12 @@ PROTOTYPES = {
     "ibvi_layer_set_factor": (STATUS, [H, F, c_int64]),
     "ibvi_layer_get_grad_mean": (STATUS, [H, F, c_int64]),
     "ibvi_layer_get_grad_factor": (STATUS, [H, F, c_int64]),
+    "ibvi_net_set_covariance": (STATUS, [H, c_int32, H]),  # const ibvi_covariance_options *
+    "ibvi_layer_covariance": (VALUE32, [H]),
+    "ibvi_layer_get_rho": (STATUS, [H, F, c_int64]),
+    "ibvi_layer_set_rho": (STATUS, [H, F, c_int64]),
+    "ibvi_layer_get_grad_rho": (STATUS, [H, F, c_int64]),
+    "ibvi_net_kl": (STATUS, [H, DP]),
     # loss.h
     "ibvi_loss_softmax_xent": (STATUS, [F, c_int64, c_int32, I32P, c_int64, F, F]),
     "ibvi_loss_squared": (STATUS, [F, c_int64, c_int32, F, c_int64, F, F]),
@@ -138,6 +144,8 @@ PROTOTYPES = {
     "ibvi_optimizer_get_lr": (STATUS, [H, F]),
     "ibvi_optimizer_set_momentum": (STATUS, [H, c_float, c_int32]),
     "ibvi_optimizer_set_adam": (STATUS, [H, c_float, c_float, c_float]),
+    "ibvi_optimizer_set_kl_weight": (STATUS, [H, c_float]),
+    "ibvi_optimizer_get_kl_weight": (STATUS, [H, F]),
     "ibvi_optimizer_step": (STATUS, [H]),
     "ibvi_optimizer_step_count": (VALUE64, [H]),
     "ibvi_optimizer_reset": (STATUS, [H]),

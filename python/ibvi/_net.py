@@ -40,6 +40,19 @@ class Activation(Enum):
     SILU = 3
 
 
+#: IBVI_COVARIANCE_OPTIONS_VERSION of net.h (the ibvi_covariance_options
+#: layout) and IBVI_DEFAULT_INIT_SIGMA (sigma_0 / prior std by default).
+COVARIANCE_OPTIONS_VERSION = 1
+DEFAULT_INIT_SIGMA = 1e-3
+
+
+class Covariance(Enum):
+    """ibvi_covariance_family: a layer's weight distribution."""
+    NONE = 0      # deterministic
+    LOWRANK = 1   # IBVI's N(mu, S S^T)
+    DIAGONAL = 2  # mean-field N(mu, diag(softplus(rho)^2))
+
+
 class Role(Enum):
     """ibvi_layer_role: position of a layer with a weight matrix (dense,
     conv2d) among those layers."""
@@ -260,6 +273,30 @@ class Net(Handle):
         with self._use() as h:
             lib.ibvi_net_add_activation(h, a)
         return self
+
+    def set_covariance(self, layer, family=Covariance.DIAGONAL, rank=0,
+                       init_sigma=0.0):
+        """Sets layer `layer`'s covariance family before init(): a
+        Covariance (or 'none'/'lowrank'/'diagonal'); rank for LOWRANK;
+        init_sigma for DIAGONAL (sigma_0 = init_sigma x the prior std, 0:
+        the default 1e-3). Returns self."""
+        fn = "Net.set_covariance"
+        opts = _CovarianceOptions()
+        opts.version = COVARIANCE_OPTIONS_VERSION
+        opts.family = as_enum(Covariance, family, fn, "family")
+        opts.rank = _util.cint(rank, INT32, fn, "rank")
+        opts.init_sigma = _util.cfloat(init_sigma, fn, "init_sigma")
+        index = _util.cint(layer, INT32, fn, "layer")
+        with self._use() as h:
+            lib.ibvi_net_set_covariance(h, index, byref(opts))
+        return self
+
+    def kl(self):
+        """KL(q || prior) of the diagonal (mean-field) layers, in nats."""
+        v = ctypes.c_double()
+        with self._use() as h:
+            lib.ibvi_net_kl(h, byref(v))
+        return v.value
 
     def init(self, parameterization=Param.MUP, seed=0):
         """Freezes the architecture and draws the prior of `parameterization`
@@ -686,6 +723,12 @@ class _ConvOptions(ctypes.Structure):
                                "stride_h", "stride_w", "pad_h", "pad_w", "rank")]
 
 
+class _CovarianceOptions(ctypes.Structure):
+    """struct ibvi_covariance_options of net.h (version 1)."""
+    _fields_ = [("version", ctypes.c_uint32), ("family", c_int32),
+                ("rank", c_int32), ("init_sigma", c_float)]
+
+
 class Layer:
     """A layer of a network (a borrowed ibvi_layer handle). It keeps its
     network alive, holds the network's lock during each call and raises
@@ -822,6 +865,28 @@ class Layer:
     def get_grad_factor(self, out=None):
         """dL/dS of the last backward pass, shape (P, R)."""
         return self._get(lib.ibvi_layer_get_grad_factor, True, out)
+
+    @property
+    def covariance(self):
+        """The layer's Covariance family."""
+        return Covariance(self._query(lib.ibvi_layer_covariance))
+
+    def get_rho(self, out=None):
+        """Copy of a diagonal layer's rho (sigma = softplus(rho)), (P,)."""
+        return self._get(lib.ibvi_layer_get_rho, False, out)
+
+    def set_rho(self, rho):
+        """Copies rho (P floats) into a diagonal layer."""
+        t = _util.f32(rho, "Layer.set_rho", "rho")
+        with self._use() as h:
+            lib.ibvi_layer_set_rho(h, fp(t), t.size)
+
+    def get_grad_rho(self, out=None):
+        """dL/drho of the last backward pass (diagonal layers), (P,)."""
+        return self._get(lib.ibvi_layer_get_grad_rho, False, out)
+
+    rho = property(get_rho, set_rho, doc="rho (copy); assignable")
+    grad_rho = property(get_grad_rho)
 
     mean = property(get_mean, set_mean, doc="theta (copy); assignable")
     factor = property(get_factor, set_factor, doc="S (copy); assignable")

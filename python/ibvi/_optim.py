@@ -1,5 +1,6 @@
 """Optimizers and the one-call training step (optimizer.h)."""
 
+import ctypes
 from ctypes import byref, c_float, c_void_p
 
 import numpy as np
@@ -145,6 +146,28 @@ class Optimizer(Handle):
         e = _util.cfloat(eps, fn, "eps")
         with self._use() as h:
             lib.ibvi_optimizer_set_adam(h, b1, b2, e)
+
+    @property
+    def kl_weight(self):
+        """The KL term's weight (ELBO: 1 / N_train; 0: none)."""
+        v = ctypes.c_float()
+        with self._use() as h:
+            lib.ibvi_optimizer_get_kl_weight(h, ctypes.byref(v))
+        return v.value
+
+    @kl_weight.setter
+    def kl_weight(self, weight):
+        self.set_kl_weight(weight)
+
+    def set_kl_weight(self, weight):
+        """Each step minimises loss + weight * net.kl() (mean-field layers);
+        weight >= 0, 0 by default."""
+        w = _util.cfloat(weight, "Optimizer.set_kl_weight", "weight")
+        with self._use() as h:
+            lib.ibvi_optimizer_set_kl_weight(h, w)
+
+    def get_kl_weight(self):
+        return self.kl_weight
 
     def step(self):
         """One update from the network's current gradients."""

@@ -676,5 +676,41 @@ class Ownership(unittest.TestCase):
         self.assertEqual(a.live, 0)
 
 
+class MeanField(unittest.TestCase):
+    """The diagonal family through the binding: building, KL, rho and its
+    gradient, the KL weight, save/load."""
+
+    def test_mean_field(self):
+        net = ibvi.Net(4).add_dense(6).add_activation("relu").add_dense(3)
+        net.set_covariance(0).set_covariance(2, "diagonal", init_sigma=0.01)
+        with self.assertRaises(ibvi.InvalidArgument):
+            net.set_covariance(1)  # the activation has no parameters
+        net.init(seed=1)
+        self.assertEqual(net.layer(0).covariance, ibvi.Covariance.DIAGONAL)
+        self.assertEqual(net.noise_size, 30 + 21)
+        rho = net.layer(2).rho
+        sigma0 = 0.01 * net.layer(2).init_std[0]
+        self.assertAlmostEqual(float(np.log1p(np.exp(rho[0]))), sigma0, places=6)
+        with self.assertRaises(ibvi.StateError):
+            net.set_covariance(0)
+        kl0 = net.kl()
+        self.assertGreater(kl0, 0.0)
+        opt = net.optimizer("adam", lr=0.01)
+        self.assertEqual(opt.kl_weight, 0.0)
+        opt.kl_weight = 0.5
+        self.assertEqual(opt.kl_weight, 0.5)
+        with self.assertRaises(ibvi.InvalidArgument):
+            opt.kl_weight = -1.0
+        x = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+        y = np.arange(8, dtype=np.int32) % 3
+        opt.train_step(x, labels=y)
+        self.assertEqual(net.layer(0).grad_rho.shape, (30,))
+        self.assertLess(net.kl(), kl0)  # the KL pulled sigma up
+        back, back_opt = ibvi.Net.from_bytes_with_optimizer(net.to_bytes(opt))
+        self.assertEqual(back.kl(), net.kl())
+        self.assertEqual(back_opt.kl_weight, 0.5)
+        np.testing.assert_array_equal(back.layer(2).rho, net.layer(2).rho)
+
+
 if __name__ == "__main__":
     unittest.main()

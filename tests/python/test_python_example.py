@@ -53,7 +53,7 @@ class Example(unittest.TestCase):
                    "--test-limit", "4000", "--lr", "0.05",
                    "--epochs", "2", "--width", "48,32", "--rank", "3",
                    "--test-samples", "4", "--threads", "1", "--no-progress",
-                   "--methods", "standard,ibvi,temp,ensemble", "--ensemble", "2"]
+                   "--methods", "standard,ibvi,temp,ensemble,mfvi", "--ensemble", "2"]
         with tempfile.TemporaryDirectory() as tmp:
             c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
                                capture_output=True, text=True)
