@@ -25,11 +25,34 @@ static int64_t slice_floats(const ibvi_layer *l)
     return l->params * (1 + (int64_t)l->rank);
 }
 
-/* A ready network and a buffer of exactly param_count floats. */
+/* IBVI_OK when every layer is deterministic or low rank: the flat layout
+ * (distributed.h) has no place for a mean-field layer's rho yet. */
+static int check_families(const ibvi_net *net, const char *fn)
+{
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        switch ((ibvi__covariance)net->layers[i]->covariance) {
+        case IBVI__COV_NONE:
+        case IBVI__COV_LOWRANK:
+            break;
+        case IBVI__COV_DIAGONAL:
+            return ibvi__fail(IBVI_ERR_UNSUPPORTED,
+                              "%s: layer %d is mean-field (diagonal); the "
+                              "flat buffers cover deterministic and low-rank "
+                              "layers only", fn, (int)i);
+        }
+    }
+    return IBVI_OK;
+}
+
+/* A ready network of deterministic and low-rank layers, and a buffer of
+ * exactly param_count floats. */
 static int check_flat(const ibvi_net *net, const char *fn, const void *buf,
                       int64_t len)
 {
     int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    status = check_families(net, fn);
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, buf);
@@ -206,6 +229,9 @@ int64_t ibvi_net_grads_factored_size(const ibvi_net *net, int32_t samples)
     int status = ibvi__net_check_ready(net, fn);
     if (status < 0)
         return status;
+    status = check_families(net, fn);
+    if (status < 0)
+        return status;
     if (samples < 1 || samples > IBVI_MAX_SAMPLES)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: samples = %d, expected 1..%d", fn, (int)samples,
@@ -217,6 +243,9 @@ int ibvi_net_get_grads_factored(const ibvi_net *net, float *buf, int64_t len)
 {
     static const char fn[] = "ibvi_net_get_grads_factored";
     int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    status = check_families(net, fn);
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, buf);
@@ -313,6 +342,9 @@ int ibvi_optimizer_step_factored(ibvi_optimizer *opt, const float *blocks,
     IBVI_CHECK_NOT_NULL(fn, opt);
     ibvi_net *net = ibvi__optimizer_net(opt);
     int status = ibvi__net_check_ready(net, fn);
+    if (status < 0)
+        return status;
+    status = check_families(net, fn);
     if (status < 0)
         return status;
     IBVI_CHECK_NOT_NULL(fn, blocks);

@@ -786,6 +786,37 @@ START_TEST(test_predictor_matches_naive)
 }
 END_TEST
 
+/* The flat buffers of distributed.h have no place for rho yet: every one
+ * of their functions refuses a mean-field network and changes nothing. */
+START_TEST(test_distributed_refuses_mean_field)
+{
+    ibvi_net *net = mlp(IBVI_PARAM_MUP, 5);
+    const int64_t len = ibvi_net_param_count(net);
+    ck_assert_int_gt(len, 0);
+    float *buf = calloc((size_t)len, sizeof *buf);
+    ck_assert_ptr_nonnull(buf);
+    ibvi_optimizer *opt = NULL;
+    CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.1f));
+    ck_assert_int_eq(ibvi_net_get_params(net, buf, len), IBVI_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(), "mean-field"));
+    ck_assert_int_eq(ibvi_net_set_params(net, buf, len), IBVI_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ibvi_net_get_grads(net, buf, len), IBVI_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ibvi_optimizer_step_grads(opt, buf, len),
+                     IBVI_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ibvi_net_grads_factored_size(net, 1), IBVI_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ibvi_net_get_grads_factored(net, buf, len),
+                     IBVI_ERR_UNSUPPORTED);
+    ck_assert_int_eq(ibvi_optimizer_step_factored(opt, buf, 1, len),
+                     IBVI_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(ibvi_last_error(),
+                                 "ibvi_optimizer_step_factored"));
+    ck_assert_int_eq(ibvi_optimizer_step_count(opt), 0);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+    free(buf);
+}
+END_TEST
+
 static Suite *mfvi_suite(void)
 {
     Suite *s = suite_create("mfvi");
@@ -808,6 +839,7 @@ static Suite *mfvi_suite(void)
     tc = tu_tcase("io_predictor");
     tcase_add_test(tc, test_save_load_round_trip);
     tcase_add_test(tc, test_predictor_matches_naive);
+    tcase_add_test(tc, test_distributed_refuses_mean_field);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -22,7 +22,9 @@
  * mean's gradient, then the factor's dL/dS = G^T Z (formed from the last
  * backward's factors, as ibvi_layer_get_grad_factor does), so element i of
  * the gradient buffer is the gradient of element i of the parameter buffer.
- * Buffers are borrowed for the call only.
+ * Buffers are borrowed for the call only. Mean-field (diagonal) layers
+ * (ibvi_net_set_covariance) have no place in this layout yet: every
+ * function here returns IBVI_ERR_UNSUPPORTED for a network that has one.
  *
  * Threading: as the network and optimizer functions (one thread at a time
  * per network and its optimizer).
