@@ -26,6 +26,7 @@
 #include <ibvi/ibvi.h>
 
 #include "dataset.h"
+#include "host.h"
 #include "divergence.h"
 
 #define MAX_MEMBERS 16
@@ -70,21 +71,6 @@ static void *xmalloc(size_t bytes)
         exit(1);
     }
     return p;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 /* The images of d whose label is a or b (relabelled 0 and 1; in: 1) or
@@ -137,13 +123,13 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
         order[i] = i;
     uint64_t state = seed;
     const int64_t steps = (train->count + c->batch - 1) / c->batch;
-    const double total = (double)steps * c->epochs, start = now_seconds();
+    const double total = (double)steps * c->epochs, start = host_now_seconds();
     int64_t step = 0;
     double first_loss = 0;
     why[0] = '\0';
     for (int epoch = 1; epoch <= c->epochs && !why[0]; epoch++) {
         for (int64_t i = train->count - 1; i > 0; i--) {
-            const int64_t j = (int64_t)(next_random(&state) % (uint64_t)(i + 1));
+            const int64_t j = (int64_t)(host_next_random(&state) % (uint64_t)(i + 1));
             const int64_t tmp = order[i];
             order[i] = order[j];
             order[j] = tmp;
@@ -183,7 +169,7 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
     free(x);
     free(t);
     ibvi_optimizer_free(opt);
-    return now_seconds() - start;
+    return host_now_seconds() - start;
 }
 
 /* Predicts d in chunks: probabilities [1 - p, p], predictive entropy and

@@ -28,6 +28,7 @@
 
 #include "corrupt.h"
 #include "dataset.h"
+#include "host.h"
 #include "divergence.h"
 #include "evaluate.h"
 #include "models.h"
@@ -72,13 +73,6 @@ static void die(const char *what, int status)
             die(#call, status_);            \
     } while (0)
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- options ------------------------------------------------------------- */
 
 static void usage(FILE *out)
@@ -121,16 +115,9 @@ static void usage(FILE *out)
 
 static int parse_widths(config *c, const char *text)
 {
-    c->hidden_count = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", text);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        long w = strtol(tok, NULL, 10);
-        if (w <= 0 || w > 1000000 || c->hidden_count == MAX_HIDDEN)
-            return -1;
-        c->hidden[c->hidden_count++] = (int32_t)w;
-    }
-    return c->hidden_count > 0 ? 0 : -1;
+    const int count = host_parse_widths(text, c->hidden, MAX_HIDDEN, 1000000);
+    c->hidden_count = count > 0 ? count : 0;
+    return count > 0 ? 0 : -1;
 }
 
 static int has_method(const config *c, const char *name)
@@ -242,25 +229,6 @@ static void parse_options(config *c, int argc, char **argv)
 
 /* ---- the host's training loop ---------------------------------------------- */
 
-/* splitmix64: the host's own shuffling generator. */
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int64_t *order, int64_t n, uint64_t *state)
-{
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(next_random(state) % (uint64_t)(i + 1));
-        int64_t t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-}
-
 /* The network of --model (models.h), initialised; mean_field: every layer
  * with weights diagonal (mean-field VI, rank 0). */
 static ibvi_net *build_network(const config *c, const dataset *d,
@@ -316,12 +284,12 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
     uint64_t shuffle_state = seed;
     const int64_t steps_per_epoch = (train->count + c->batch - 1) / c->batch;
     const double total_steps = (double)steps_per_epoch * c->epochs;
-    const double start = now_seconds();
+    const double start = host_now_seconds();
     int64_t step = 0;
     double first_loss = 0.0;
     for (int epoch = 1; epoch <= c->epochs && !divergence[0]; epoch++) {
-        shuffle(order, train->count, &shuffle_state);
-        double loss_sum = 0, epoch_start = now_seconds();
+        host_shuffle(order, train->count, &shuffle_state);
+        double loss_sum = 0, epoch_start = host_now_seconds();
         int64_t seen = 0;
         for (int64_t b = 0; b < train->count; b += c->batch) {
             const int64_t n = train->count - b < c->batch ? train->count - b
@@ -350,14 +318,14 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
             seen += n;
             if (c->progress && (b / c->batch) % 20 == 0)
                 progress_bar(name, epoch, c->epochs, seen, train->count,
-                             loss_sum / seen, seen / (now_seconds() - epoch_start));
+                             loss_sum / seen, seen / (host_now_seconds() - epoch_start));
         }
         if (divergence[0]) {
             if (c->progress)
                 fputc('\n', stderr);
             break;
         }
-        const double rate = seen / (now_seconds() - epoch_start);
+        const double rate = seen / (host_now_seconds() - epoch_start);
         divergence_epoch(divergence, divergence_size, epoch, loss_sum / seen,
                          first_loss);
         if (c->progress) {
@@ -369,7 +337,7 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
                     epoch, c->epochs, loss_sum / seen, rate);
         }
     }
-    const double seconds = now_seconds() - start;
+    const double seconds = host_now_seconds() - start;
     if (divergence[0])
         fprintf(stderr, "mnist_train: %s diverged (%s): training stopped, not "
                         "evaluated; try a lower --lr (docs/concepts.md)\n",

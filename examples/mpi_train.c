@@ -37,6 +37,7 @@
 
 #include "corrupt.h"
 #include "dataset.h"
+#include "host.h"
 #include "evaluate.h"
 #include "models.h"
 #include "report.h"
@@ -138,16 +139,9 @@ static void usage(FILE *out)
 
 static int parse_widths(config *c, const char *text)
 {
-    c->hidden_count = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", text);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        long w = strtol(tok, NULL, 10);
-        if (w <= 0 || w > 1000000 || c->hidden_count == MAX_HIDDEN)
-            return -1;
-        c->hidden[c->hidden_count++] = (int32_t)w;
-    }
-    return c->hidden_count > 0 ? 0 : -1;
+    const int count = host_parse_widths(text, c->hidden, MAX_HIDDEN, 1000000);
+    c->hidden_count = count > 0 ? count : 0;
+    return count > 0 ? 0 : -1;
 }
 
 /* 0, or 2 after printing why (rank 0 only). */
@@ -233,32 +227,6 @@ static int parse_options(config *c, int argc, char **argv)
     return 0;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* splitmix64: the host's shuffling generator (one per rank). */
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void shuffle(int64_t *order, int64_t n, uint64_t *state)
-{
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(next_random(state) % (uint64_t)(i + 1));
-        int64_t t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-}
-
 /* FNV-1a over the bytes of the parameters. */
 static uint64_t checksum(const float *p, int64_t n)
 {
@@ -319,12 +287,12 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
 
     int failed = 0;
     int64_t step = 0;
-    const double start = now_seconds();
+    const double start = host_now_seconds();
     stats->allreduce_seconds = 0;
     for (int epoch = 1; epoch <= c->epochs && step < total_steps && !failed;
          epoch++) {
         if (c->shuffle)
-            shuffle(order, shard, &shuffle_state);
+            host_shuffle(order, shard, &shuffle_state);
         double loss_sum = 0;
         int64_t epoch_steps = 0;
         for (int64_t b = 0; b < shard && step < total_steps; b += c->batch) {
@@ -366,13 +334,13 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
             float *tail = c->factored ? buf : buf + P;
             tail[0] = loss;
             tail[1] = status < 0 ? 1.0f : 0.0f;
-            const double t0 = now_seconds();
+            const double t0 = host_now_seconds();
             MPI_Allreduce(MPI_IN_PLACE, buf, (int)(c->factored ? 2 : P + 2),
                           MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
             if (c->factored && tail[1] == 0.0f)
                 MPI_Allgather(fmine, (int)flen, MPI_FLOAT, fall, (int)flen,
                               MPI_FLOAT, MPI_COMM_WORLD);
-            stats->allreduce_seconds += now_seconds() - t0;
+            stats->allreduce_seconds += host_now_seconds() - t0;
             buf[P] = tail[0];
             buf[P + 1] = tail[1];
             if (buf[P + 1] != 0.0f) {
@@ -418,7 +386,7 @@ static int train(ibvi_net *net, const config *c, const dataset *train_set,
                     loss_sum / (double)epoch_steps, (long long)step);
         stats->last_loss = epoch_steps ? loss_sum / (double)epoch_steps : 0;
     }
-    stats->seconds = now_seconds() - start;
+    stats->seconds = host_now_seconds() - start;
     stats->steps = step;
     free(order);
     free(buf);

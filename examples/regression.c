@@ -42,6 +42,7 @@
 #include <ibvi/ibvi.h>
 
 #include "divergence.h"
+#include "host.h"
 #include "report.h"
 
 #define MAX_HIDDEN 4
@@ -106,25 +107,9 @@ static void *xmalloc(size_t bytes)
     return p;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* splitmix64, the examples' host generator. */
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static double uniform(uint64_t *state)
 {
-    return (double)(next_random(state) >> 11) * 0x1.0p-53;
+    return (double)(host_next_random(state) >> 11) * 0x1.0p-53;
 }
 
 static double gaussian(uint64_t *state)
@@ -133,16 +118,6 @@ static double gaussian(uint64_t *state)
     if (u < 1e-300)
         u = 1e-300;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static void shuffle(int64_t *order, int64_t n, uint64_t *state)
-{
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(next_random(state) % (uint64_t)(i + 1));
-        int64_t t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
 }
 
 /* ---- data ------------------------------------------------------------------ */
@@ -280,7 +255,7 @@ static void load_diabetes(const config *c, data *train, data *val, data *test)
     for (int64_t i = 0; i < n; i++)
         order[i] = i;
     uint64_t state = c->seed;
-    shuffle(order, n, &state);
+    host_shuffle(order, n, &state);
     const int64_t n_test = 100, n_val = 42, n_train = n - n_test - n_val;
     *train = alloc_data(n_train, dim);
     *val = alloc_data(n_val, dim);
@@ -350,7 +325,7 @@ static double train_network(ibvi_net *net, const config *c, const data *train,
         order[i] = i;
     uint64_t state = seed;
     const int64_t steps_per_epoch = (train->n + batch - 1) / batch;
-    const double total = (double)steps_per_epoch * c->epochs, start = now_seconds();
+    const double total = (double)steps_per_epoch * c->epochs, start = host_now_seconds();
     int64_t step = 0;
     /* With few points an epoch is a handful of steps, too few to average
      * momentum's first swings out: the check (divergence.h) is applied to
@@ -363,7 +338,7 @@ static double train_network(ibvi_net *net, const config *c, const data *train,
     int epochs_run = 0;
     why[0] = '\0';
     for (int epoch = 1; epoch <= c->epochs && !why[0]; epoch++) {
-        shuffle(order, train->n, &state);
+        host_shuffle(order, train->n, &state);
         epochs_run = epoch;
         for (int64_t b = 0; b < train->n; b += batch) {
             const int64_t n = train->n - b < batch ? train->n - b : batch;
@@ -405,7 +380,7 @@ static double train_network(ibvi_net *net, const config *c, const data *train,
         loss_sum = 0;
         window_count = 0;
     }
-    const double seconds = now_seconds() - start;
+    const double seconds = host_now_seconds() - start;
     fprintf(stderr, "%-14s %d epochs, last mean training loss %.4f%s%s\n", name,
             epochs_run, last_mean, why[0] ? ": DIVERGED, " : "", why);
     free(order);
@@ -561,16 +536,9 @@ static void usage(FILE *out)
 
 static int parse_widths(config *c, const char *text)
 {
-    c->hidden_count = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", text);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        long w = strtol(tok, NULL, 10);
-        if (w <= 0 || w > 100000 || c->hidden_count == MAX_HIDDEN)
-            return -1;
-        c->hidden[c->hidden_count++] = (int32_t)w;
-    }
-    return c->hidden_count > 0 ? 0 : -1;
+    const int count = host_parse_widths(text, c->hidden, MAX_HIDDEN, 100000);
+    c->hidden_count = count > 0 ? count : 0;
+    return count > 0 ? 0 : -1;
 }
 
 static const char *const all_methods[] = {"standard", "ibvi", "ensemble",
