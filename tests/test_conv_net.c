@@ -651,62 +651,19 @@ START_TEST(test_train_lowers_loss)
 }
 END_TEST
 
-/* (1/(count K)) sum over members and samples of softmax(forward_noise) in
- * double, with the predictor's noise; compared with the predictor's run. */
+/* The predictor against the naive average of softmax(forward_noise) with
+ * its noise (tu_predict_vs_naive), on 7 inputs. */
 static void check_predictor(ibvi_net *const *nets, int32_t count, int32_t K,
                             uint64_t seed)
 {
-    const int64_t n = 7;
-    const int32_t classes = ibvi_net_output_dim(nets[0]);
-    const int32_t in_dim = ibvi_net_input_dim(nets[0]);
-    const int32_t ns = ibvi_net_noise_size(nets[0]);
-    ibvi_predictor *pred = NULL;
-    if (count == 1)
-        CK_OK(ibvi_predictor_create(&pred, nets[0], K, seed));
-    else
-        CK_OK(ibvi_predictor_create_ensemble(&pred, nets, count, K, seed));
-    const int64_t zl = (int64_t)count * K * ns;
-    float *z = alloc_f(zl);
-    CK_OK(ibvi_predictor_noise(pred, z, zl));
-    tu_rng rng;
-    tu_rng_seed(&rng, seed + 1);
-    float *x = alloc_f(n * in_dim);
-    tu_fill_normal_f(&rng, x, n * in_dim, 1.0);
-    float *probs = alloc_f(n * classes), *logits = alloc_f(n * classes);
-    double *ref = calloc((size_t)(n * classes), sizeof(double));
-    ck_assert_ptr_nonnull(ref);
-    CK_OK(ibvi_predictor_run(pred, x, n, probs, NULL, NULL, NULL));
-    for (int32_t m = 0; m < count; m++)
-        for (int32_t k = 0; k < K; k++) {
-            const float *zk = z + ((int64_t)m * K + k) * ns;
-            CK_OK(ibvi_net_forward_noise(nets[m], x, n, 1, ns ? zk : NULL, ns,
-                                         logits));
-            for (int64_t i = 0; i < n; i++) {
-                const float *l = logits + i * classes;
-                double mx = l[0], sum = 0.0;
-                for (int32_t c = 1; c < classes; c++)
-                    mx = l[c] > mx ? l[c] : mx;
-                for (int32_t c = 0; c < classes; c++)
-                    sum += exp(l[c] - mx);
-                for (int32_t c = 0; c < classes; c++)
-                    ref[i * classes + c] +=
-                        exp(l[c] - mx) / sum / ((double)count * K);
-            }
-        }
-    double worst = 0.0, spread = 0.0;
-    for (int64_t i = 0; i < n * classes; i++) {
-        const double d = fabs(probs[i] - ref[i]);
-        worst = d > worst ? d : worst;
-        spread += fabs(ref[i] - 1.0 / classes);
-    }
-    ck_assert_msg(worst <= 1e-5, "predictor vs forward_noise: %g", worst);
+    tu_naive_predict r;
+    tu_predict_vs_naive(nets, count, K, seed, 7, &r);
+    double spread = 0.0;
+    for (int64_t i = 0; i < r.n * r.classes; i++)
+        spread += fabs(r.ref[i] - 1.0 / r.classes);
+    ck_assert_msg(r.worst <= 1e-5, "predictor vs forward_noise: %g", r.worst);
     ck_assert_msg(spread > 1e-3, "the probabilities are all uniform");
-    free(z);
-    free(x);
-    free(probs);
-    free(logits);
-    free(ref);
-    ibvi_predictor_free(pred);
+    tu_naive_predict_free(&r);
 }
 
 START_TEST(test_predictor_variational_conv)

@@ -688,73 +688,32 @@ END_TEST
 
 /* ---- the predictor ---------------------------------------------------------------------- */
 
-/* The predictor's softmax average against K forwards with its noise. */
+/* The predictor's softmax average against K forwards with its noise
+ * (tu_predict_vs_naive), on 7 inputs. */
 static void check_predictor(ibvi_net *const *nets, int32_t count, int32_t K,
                             uint64_t seed)
 {
-    const int64_t n = 7;
-    const int32_t classes = ibvi_net_output_dim(nets[0]);
-    const int32_t in_dim = ibvi_net_input_dim(nets[0]);
-    const int32_t ns = ibvi_net_noise_size(nets[0]);
-    ibvi_predictor *pred = NULL;
-    if (count == 1)
-        CK_OK(ibvi_predictor_create(&pred, nets[0], K, seed));
-    else
-        CK_OK(ibvi_predictor_create_ensemble(&pred, nets, count, K, seed));
-    const int64_t zl = (int64_t)count * K * ns;
-    float *z = alloc_f(zl);
-    CK_OK(ibvi_predictor_noise(pred, z, zl));
-    tu_rng rng;
-    tu_rng_seed(&rng, seed + 1);
-    float *x = alloc_f(n * in_dim);
-    tu_fill_normal_f(&rng, x, n * in_dim, 1.0);
-    float *probs = alloc_f(n * classes), *logits = alloc_f(n * classes);
-    double *ref = calloc((size_t)(n * classes), sizeof(double));
-    ck_assert_ptr_nonnull(ref);
-    CK_OK(ibvi_predictor_run(pred, x, n, probs, NULL, NULL, NULL));
-    for (int32_t m = 0; m < count; m++)
-        for (int32_t k = 0; k < K; k++) {
-            const float *zk = z + ((int64_t)m * K + k) * ns;
-            CK_OK(ibvi_net_forward_noise(nets[m], x, n, 1, zk, ns, logits));
-            for (int64_t i = 0; i < n; i++) {
-                const float *l = logits + i * classes;
-                double mx = l[0], sum = 0.0;
-                for (int32_t c = 1; c < classes; c++)
-                    mx = l[c] > mx ? l[c] : mx;
-                for (int32_t c = 0; c < classes; c++)
-                    sum += exp(l[c] - mx);
-                for (int32_t c = 0; c < classes; c++)
-                    ref[i * classes + c] +=
-                        exp(l[c] - mx) / sum / ((double)count * K);
-            }
-        }
-    double worst = 0.0;
-    for (int64_t i = 0; i < n * classes; i++) {
-        const double d = fabs(probs[i] - ref[i]);
-        worst = d > worst ? d : worst;
-    }
-    ck_assert_msg(worst <= 1e-5, "predictor vs forward_noise: %g", worst);
+    tu_naive_predict r;
+    tu_predict_vs_naive(nets, count, K, seed, 7, &r);
+    const int64_t n = r.n;
+    const int32_t classes = r.classes;
+    ck_assert_msg(r.worst <= 1e-5, "predictor vs forward_noise: %g", r.worst);
     /* The K samples differ: not the mean network's probabilities. */
     if (K > 1) {
         ibvi_predictor *mean = NULL;
         float *pm = alloc_f(n * classes);
         CK_OK(ibvi_predictor_create(&mean, nets[0], 1, seed));
         CK_OK(ibvi_predictor_set_mean_network(mean, 1));
-        CK_OK(ibvi_predictor_run(mean, x, n, pm, NULL, NULL, NULL));
+        CK_OK(ibvi_predictor_run(mean, r.x, n, pm, NULL, NULL, NULL));
         double diff = 0.0;
         for (int64_t i = 0; i < n * classes; i++)
-            diff += fabs(pm[i] - probs[i]);
+            diff += fabs(pm[i] - r.probs[i]);
         if (count == 1)
             ck_assert_msg(diff > 1e-4, "samples equal the mean: %g", diff);
         free(pm);
         ibvi_predictor_free(mean);
     }
-    free(z);
-    free(x);
-    free(probs);
-    free(logits);
-    free(ref);
-    ibvi_predictor_free(pred);
+    tu_naive_predict_free(&r);
 }
 
 START_TEST(test_predictor_matches_naive)

@@ -321,3 +321,69 @@ int tu_run_suite(Suite *s)
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+static float *naive_alloc(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+void tu_predict_vs_naive(ibvi_net *const *nets, int32_t count, int32_t K,
+                         uint64_t seed, int64_t n, tu_naive_predict *out)
+{
+    const int32_t classes = ibvi_net_output_dim(nets[0]);
+    const int32_t in_dim = ibvi_net_input_dim(nets[0]);
+    const int32_t ns = ibvi_net_noise_size(nets[0]);
+    ibvi_predictor *pred = NULL;
+    if (count == 1)
+        CK_OK(ibvi_predictor_create(&pred, nets[0], K, seed));
+    else
+        CK_OK(ibvi_predictor_create_ensemble(&pred, nets, count, K, seed));
+    const int64_t zl = (int64_t)count * K * ns;
+    float *z = naive_alloc(zl);
+    CK_OK(ibvi_predictor_noise(pred, z, zl));
+    tu_rng rng;
+    tu_rng_seed(&rng, seed + 1);
+    float *x = naive_alloc(n * in_dim);
+    tu_fill_normal_f(&rng, x, n * in_dim, 1.0);
+    float *probs = naive_alloc(n * classes), *logits = naive_alloc(n * classes);
+    double *ref = calloc((size_t)(n * classes), sizeof(double));
+    ck_assert_ptr_nonnull(ref);
+    CK_OK(ibvi_predictor_run(pred, x, n, probs, NULL, NULL, NULL));
+    for (int32_t m = 0; m < count; m++)
+        for (int32_t k = 0; k < K; k++) {
+            const float *zk = z + ((int64_t)m * K + k) * ns;
+            CK_OK(ibvi_net_forward_noise(nets[m], x, n, 1, ns ? zk : NULL, ns,
+                                         logits));
+            for (int64_t i = 0; i < n; i++) {
+                const float *l = logits + i * classes;
+                double mx = l[0], sum = 0.0;
+                for (int32_t c = 1; c < classes; c++)
+                    mx = l[c] > mx ? l[c] : mx;
+                for (int32_t c = 0; c < classes; c++)
+                    sum += exp(l[c] - mx);
+                for (int32_t c = 0; c < classes; c++)
+                    ref[i * classes + c] +=
+                        exp(l[c] - mx) / sum / ((double)count * K);
+            }
+        }
+    double worst = 0.0;
+    for (int64_t i = 0; i < n * classes; i++) {
+        const double d = fabs(probs[i] - ref[i]);
+        worst = d > worst ? d : worst;
+    }
+    free(z);
+    free(logits);
+    ibvi_predictor_free(pred);
+    *out = (tu_naive_predict){.n = n, .classes = classes, .x = x,
+                              .probs = probs, .ref = ref, .worst = worst};
+}
+
+void tu_naive_predict_free(tu_naive_predict *r)
+{
+    free(r->x);
+    free(r->probs);
+    free(r->ref);
+    *r = (tu_naive_predict){0};
+}

@@ -121,4 +121,21 @@ TCase *tu_tcase(const char *name);
 /* Runs a suite with CK_NORMAL output and returns the process exit status. */
 int tu_run_suite(Suite *s);
 
+/* The predictor against the naive prediction: a predictor over nets (an
+ * ensemble when count > 1) with K samples and seed runs n seeded normal
+ * inputs; ref is (1/(count K)) sum over members and samples of
+ * softmax(ibvi_net_forward_noise) in double with the predictor's own noise.
+ * Check assertions fail on any error. Release with tu_naive_predict_free. */
+typedef struct tu_naive_predict {
+    int64_t n;
+    int32_t classes;
+    float *x;      /* n x input_dim: the inputs                      */
+    float *probs;  /* n x classes: the predictor's probabilities     */
+    double *ref;   /* n x classes: the naive average                 */
+    double worst;  /* max |probs - ref|                              */
+} tu_naive_predict;
+void tu_predict_vs_naive(ibvi_net *const *nets, int32_t count, int32_t K,
+                         uint64_t seed, int64_t n, tu_naive_predict *out);
+void tu_naive_predict_free(tu_naive_predict *r);
+
 #endif /* IBVI_TESTUTIL_H */
