@@ -584,11 +584,13 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
     const int64_t nv = need_val ? n_val : 0;
     const int64_t vb = nv < opts->batch ? (nv > 0 ? nv : 1) : opts->batch;
     double *abar = NULL, *q = NULL, *pbuf = NULL, *inv = NULL, *vtmp = NULL,
-           *vvar = NULL, *vabar = NULL, *vblocks = NULL;
+           *vvar = NULL, *vabar = NULL, *vblocks = NULL,
+           *copy = NULL;
     float *vlogits = NULL;
     void **scratch[] = {(void **)&abar,   (void **)&q,      (void **)&pbuf,
                         (void **)&inv,    (void **)&vtmp,   (void **)&vvar,
-                        (void **)&vabar,  (void **)&vlogits, (void **)&vblocks};
+                        (void **)&vabar,  (void **)&vlogits, (void **)&vblocks,
+                        (void **)&copy};
     const size_t scratch_sizes[] = {
         (size_t)B * aug * sizeof(double),
         (size_t)B * (full ? (size_t)P : (size_t)aug) * sizeof(double),
@@ -598,18 +600,19 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
         (size_t)vb * C * sizeof(double),
         (size_t)nv * aug * sizeof(double),
         (size_t)nv * C * sizeof(float),
-        need_val && full ? (size_t)C * AA : 0};
+        need_val && full ? (size_t)C * AA : 0,
+        full ? 0 : (AA > CC ? AA : CC)};
     if (alloc_all(al, mine, mine_sizes, 9) < 0) {
         ibvi__free(al, la);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
-    if (alloc_all(al, scratch, scratch_sizes, 9) < 0) {
+    if (alloc_all(al, scratch, scratch_sizes, 10) < 0) {
         ibvi_laplace_free(la);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
 #define FREE_SCRATCH()                                                        \
     do {                                                                      \
-        for (int s_ = 0; s_ < 9; s_++)                                        \
+        for (int s_ = 0; s_ < 10; s_++)                                        \
             ibvi__free(al, *scratch[s_]);                                     \
     } while (0)
     status = ibvi__net_reserve(net, opts->batch < n ? opts->batch : n, 1, fn);
@@ -708,17 +711,10 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
     }
     if (!full) {
         /* Eigendecompose copies (the factors stay for get_hessian). */
-        double *copy = ibvi__alloc(al, AA > CC ? AA : CC, 1);
-        if (!copy) {
-            FREE_SCRATCH();
-            ibvi_laplace_free(la);
-            return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
-        }
         memcpy(copy, la->kron_a, AA);
         ibvi__symmetric_eigen(aug, copy, la->wa, la->ua);
         memcpy(copy, la->kron_g, CC);
         ibvi__symmetric_eigen(C, copy, la->wg, la->ug);
-        ibvi__free(al, copy);
     }
 
     /* ---- the validation set's logits and features ---- */
