@@ -508,6 +508,7 @@ int main(int argc, char **argv)
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "standard");
         m->train_seconds = standard_seconds[0];
+        m->model_floats = ibvi_net_param_count(standard[0]);
         mark_diverged(m, standard_divergence[0]);
         if (!m->diverged)
             evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
@@ -521,6 +522,7 @@ int main(int argc, char **argv)
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "temp-scaled");
         m->train_seconds = standard_seconds[0];
+        m->model_floats = ibvi_net_param_count(standard[0]);
         mark_diverged(m, standard_divergence[0]);
         if (!m->diverged) {
             m->temperature = fit_temperature(standard[0], &validation);
@@ -534,8 +536,10 @@ int main(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof name, "ensemble-%d", members);
         method_result *m = add_method(&r, name);
-        for (int i = 0; i < members; i++)
+        for (int i = 0; i < members; i++) {
             m->train_seconds += standard_seconds[i];
+            m->model_floats += ibvi_net_param_count(standard[i]);
+        }
         mark_diverged(m, ensemble_divergence);
         if (!m->diverged)
             evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
@@ -547,6 +551,7 @@ int main(int argc, char **argv)
         char divergence[sizeof m->divergence];
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
                                          0.0f, divergence, sizeof divergence);
+        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
@@ -568,6 +573,7 @@ int main(int argc, char **argv)
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
                                          1.0f / (float)train.count,
                                          divergence, sizeof divergence);
+        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
