@@ -50,6 +50,7 @@ struct ibvi_laplace {
     /* KFAC: A = U_A diag(wa) U_A^T (aug x aug), G = U_G diag(wg) U_G^T
      * (C x C), and the factors themselves (for get_hessian). */
     double *kron_a, *kron_g, *ua, *wa, *ug, *wg;
+    double *ug2; /* (U_G less its column means)^2, C x C */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -220,7 +221,7 @@ void ibvi_laplace_free(ibvi_laplace *la)
         return;
     const ibvi_allocator a = la->allocator;
     double *bufs[] = {la->h, la->chol, la->blocks, la->kron_a, la->kron_g,
-                      la->ua, la->wa, la->ug, la->wg};
+                      la->ua, la->wa, la->ug, la->wg, la->ug2};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         ibvi__free(&a, bufs[i]);
     ibvi__free(&a, la);
@@ -312,27 +313,43 @@ static double maximise_marglik(const ibvi_laplace *la, double lo, double hi,
 
 /* ---- posterior variances of the logits -------------------------------------- */
 
-/* FULL: blocks (C x aug x aug) = the diagonal blocks of (L L^T)^-1 =
- * L^-T L^-1 for the factor L (P x P); inv: P x P scratch. */
+/* The softmax is invariant to a shift common to all logits, and along
+ * that direction (theta_c += v for every class c) the Hessian is singular
+ * (Lambda_n 1 = 0): only the prior constrains it, so the logits' variance
+ * there can be large while the predictive does not change at all (a
+ * Monte Carlo average is exactly invariant to it). The probit therefore
+ * uses the variance of f_c - mean_d f_d: with pi_c = e_c - 1/C, logit c's
+ * projected variance is (pi_c (x) a~)^T Sigma (pi_c (x) a~) = a~^T
+ * Sigma~_cc a~, Sigma~_cc = X_c^T X_c with X_c = (L^-1 column block c) -
+ * (the mean of L^-1's C column blocks), since Sigma = L^-T L^-1.
+ *
+ * FULL: blocks (C x aug x aug) = those Sigma~_cc for the factor L (P x
+ * P); inv: P x P scratch, xc: P x aug scratch twice. */
 static void sigma_blocks(const ibvi_laplace *la, const double *l, double *inv,
-                         double *blocks)
+                         double *xc, double *blocks)
 {
     const int64_t P = la->P, aug = la->aug;
+    const int32_t C = la->classes;
+    double *mean = xc + P * aug;
     ibvi__lower_inverse(la->threads, P, l, P, inv, P);
-    for (int32_t c = 0; c < la->classes; c++) {
-        /* Sigma_cc = X^T X, X = columns c aug .. of L^-1, nonzero from
-         * row c aug down (L^-1 is lower triangular). */
-        const int64_t k0 = c * aug;
+    memset(mean, 0, (size_t)(P * aug) * sizeof(double));
+    for (int64_t r = 0; r < P; r++)
+        for (int32_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < aug; i++)
+                mean[r * aug + i] += inv[r * P + c * aug + i] / C;
+    for (int32_t c = 0; c < C; c++) {
+        for (int64_t r = 0; r < P; r++)
+            for (int64_t i = 0; i < aug; i++)
+                xc[r * aug + i] = inv[r * P + c * aug + i] - mean[r * aug + i];
         double *blk = blocks + c * aug * aug;
-        ibvi__dsyrk_lower(la->threads, 1, aug, P - k0, 1.0,
-                          inv + k0 * P + k0, P, 0.0, blk, aug);
+        ibvi__dsyrk_lower(la->threads, 1, aug, P, 1.0, xc, aug, 0.0, blk, aug);
         symmetrise(blk, aug, aug);
     }
 }
 
-/* var (rows x C, double) of the logits for the augmented features abar
- * (rows x aug): FULL from blocks, var_c = a~^T Sigma_cc a~ (tmp: rows x
- * aug). */
+/* var (rows x C, double) of the projected logits (see sigma_blocks) for
+ * the augmented features abar (rows x aug): FULL from blocks, var_c =
+ * a~^T Sigma~_cc a~ (tmp: rows x aug). */
 static void variances_full(const ibvi_laplace *la, const double *blocks,
                            const double *abar, int64_t rows, double *tmp,
                            double *var)
@@ -351,8 +368,11 @@ static void variances_full(const ibvi_laplace *la, const double *blocks,
     }
 }
 
-/* KFAC: with b = U_A^T a~, var_c = sum_k U_G[c,k]^2 sum_l b_l^2 / (g_k a_l
- * + lambda). b2 (rows x aug) holds b_l^2; tmp: rows x C + C x aug. */
+/* KFAC: with b = U_A^T a~, the logits' covariance is U_G diag(m) U_G^T,
+ * m_k = sum_l b_l^2 / (g_k a_l + lambda); projected (see sigma_blocks),
+ * var_c = sum_k U~[c,k]^2 m_k with U~ = U_G less its column means
+ * (la->ug2 holds U~^2). b2 (rows x aug) holds b_l^2; tmp: rows x C + C x
+ * aug. */
 static void variances_kfac(const ibvi_laplace *la, double lambda,
                            const double *b2, int64_t rows, double *tmp,
                            double *var)
@@ -374,8 +394,7 @@ static void variances_kfac(const ibvi_laplace *la, double lambda,
         for (int32_t c = 0; c < C; c++) {
             double s = 0.0;
             for (int32_t k = 0; k < C; k++) {
-                const double u = la->ug[c * C + k];
-                s += u * u * tmp[r * C + k];
+                s += la->ug2[c * C + k] * tmp[r * C + k];
             }
             var[r * C + c] = s;
         }
@@ -446,14 +465,14 @@ static int alloc_all(const ibvi_allocator *a, void **ptrs[], const size_t *sizes
  * C aug; var: batch x C. */
 static double validation_nll(const ibvi_laplace *la, double lambda,
                              const validation *v, double *work, double *inv,
-                             double *blocks, double *tmp, double *var,
+                             double *xc, double *blocks, double *tmp, double *var,
                              float *z, double *p, double *sh, double *ex)
 {
     const int32_t C = la->classes;
     if (la->structure == IBVI_LAPLACE_FULL) {
         if (factor_full(la, lambda, work))
             return INFINITY;
-        sigma_blocks(la, work, inv, blocks);
+        sigma_blocks(la, work, inv, xc, blocks);
     }
     double nll = 0.0;
     for (int64_t i0 = 0; i0 < v->n; i0 += la->batch) {
@@ -573,24 +592,25 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
                      (void **)&la->blocks, (void **)&la->kron_a,
                      (void **)&la->kron_g, (void **)&la->ua,
                      (void **)&la->wa,     (void **)&la->ug,
-                     (void **)&la->wg};
+                     (void **)&la->wg,     (void **)&la->ug2};
     const size_t mine_sizes[] = {full ? PP : 0, full ? PP : 0,
                                  full ? (size_t)C * AA : 0,
                                  full ? 0 : AA, full ? 0 : CC,
                                  full ? 0 : AA, full ? 0 : aug * sizeof(double),
-                                 full ? 0 : CC, full ? 0 : C * sizeof(double)};
+                                 full ? 0 : CC, full ? 0 : C * sizeof(double),
+                                 full ? 0 : CC};
     /* Scratch: abar and the rows of Q or D (B x P), p and softmax buffers;
      * the validation set's logits and features; FULL's inverse. */
     const int64_t nv = need_val ? n_val : 0;
     const int64_t vb = nv < opts->batch ? (nv > 0 ? nv : 1) : opts->batch;
     double *abar = NULL, *q = NULL, *pbuf = NULL, *inv = NULL, *vtmp = NULL,
            *vvar = NULL, *vabar = NULL, *vblocks = NULL,
-           *copy = NULL;
+           *copy = NULL, *xc = NULL;
     float *vlogits = NULL;
     void **scratch[] = {(void **)&abar,   (void **)&q,      (void **)&pbuf,
                         (void **)&inv,    (void **)&vtmp,   (void **)&vvar,
                         (void **)&vabar,  (void **)&vlogits, (void **)&vblocks,
-                        (void **)&copy};
+                        (void **)&copy,   (void **)&xc};
     const size_t scratch_sizes[] = {
         (size_t)B * aug * sizeof(double),
         (size_t)B * (full ? (size_t)P : (size_t)aug) * sizeof(double),
@@ -601,18 +621,19 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
         (size_t)nv * aug * sizeof(double),
         (size_t)nv * C * sizeof(float),
         need_val && full ? (size_t)C * AA : 0,
-        full ? 0 : (AA > CC ? AA : CC)};
-    if (alloc_all(al, mine, mine_sizes, 9) < 0) {
+        full ? 0 : (AA > CC ? AA : CC),
+        full ? 2 * (size_t)P * aug * sizeof(double) : 0};
+    if (alloc_all(al, mine, mine_sizes, 10) < 0) {
         ibvi__free(al, la);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
-    if (alloc_all(al, scratch, scratch_sizes, 10) < 0) {
+    if (alloc_all(al, scratch, scratch_sizes, 11) < 0) {
         ibvi_laplace_free(la);
         return ibvi__fail(IBVI_ERR_NOMEM, "%s: out of memory", fn);
     }
 #define FREE_SCRATCH()                                                        \
     do {                                                                      \
-        for (int s_ = 0; s_ < 10; s_++)                                        \
+        for (int s_ = 0; s_ < 11; s_++)                                        \
             ibvi__free(al, *scratch[s_]);                                     \
     } while (0)
     status = ibvi__net_reserve(net, opts->batch < n ? opts->batch : n, 1, fn);
@@ -715,6 +736,15 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
         ibvi__symmetric_eigen(aug, copy, la->wa, la->ua);
         memcpy(copy, la->kron_g, CC);
         ibvi__symmetric_eigen(C, copy, la->wg, la->ug);
+        for (int32_t k = 0; k < C; k++) {
+            double m = 0.0;
+            for (int32_t c = 0; c < C; c++)
+                m += la->ug[c * C + k] / C;
+            for (int32_t c = 0; c < C; c++) {
+                const double u = la->ug[c * C + k] - m;
+                la->ug2[c * C + k] = u * u;
+            }
+        }
     }
 
     /* ---- the validation set's logits and features ---- */
@@ -756,7 +786,7 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
         for (int32_t g = 0; g < opts->grid_points; g++) {
             const double t = lo + (hi - lo) * g / (opts->grid_points - 1);
             const double f = validation_nll(la, exp(t), &v, la->chol, inv,
-                                            vblocks, vtmp, vvar, zf, p, shifted,
+                                            xc, vblocks, vtmp, vvar, zf, p, shifted,
                                             exps);
             if (f < best) {
                 best = f;
@@ -781,7 +811,7 @@ int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
         }
         la->log_marglik = marglik_from_logdet(
             la, la->lambda, ibvi__cholesky_logdet(P, la->chol, P));
-        sigma_blocks(la, la->chol, inv, la->blocks);
+        sigma_blocks(la, la->chol, inv, xc, la->blocks);
     } else {
         la->log_marglik = marglik(la, la->lambda, NULL);
     }

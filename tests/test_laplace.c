@@ -9,8 +9,8 @@
  *    log determinant by Gaussian elimination), its optimum a maximum;
  *  - the built network's factor: S S^T = (H + lambda I)^-1, and its
  *    sampled logits' empirical covariance J Sigma J^T;
- *  - the probit predictive against its formula and a Monte Carlo of the
- *    logits; the predictor on the built network close to it;
+ *  - the probit predictive against its formula (the logits' variance off
+ *    their common shift) and a Monte Carlo of the logits; the predictor on the built network close to it;
  *  - KFAC: the factors, the closed-form marglik, probit and factor;
  *  - the validation prior: the grid point with the least probit NLL;
  *  - refusals: memory (naming KFAC), a last layer that is not dense, a
@@ -512,11 +512,21 @@ static void check_probit(int32_t structure)
         features(&f, f.xv + i * D, a);
         logits(f.theta, a, z);
         jacobian(a, J);
+        /* the logits' covariance V = J Sigma J^T, projected off the
+         * common shift: var_c = (Pi V Pi)_cc, Pi = I - 1 1^T / C */
+        double V[C * C], rows[C] = {0}, total = 0.0;
+        for (int c = 0; c < C; c++)
+            for (int e = 0; e < C; e++) {
+                double v = 0.0;
+                for (int r = 0; r < P; r++)
+                    for (int s = 0; s < P; s++)
+                        v += J[c * P + r] * sigma[r * P + s] * J[e * P + s];
+                V[c * C + e] = v;
+                rows[c] += v;
+                total += v;
+            }
         for (int c = 0; c < C; c++) {
-            double v = 0.0;
-            for (int r = 0; r < P; r++)
-                for (int s = 0; s < P; s++)
-                    v += J[c * P + r] * sigma[r * P + s] * J[c * P + s];
+            const double v = V[c * C + c] - 2.0 * rows[c] / C + total / (C * C);
             worst_var = fmax(worst_var, fabs(v - var[i * C + c]) / fmax(v, 1e-3));
             zs[c] = z[c] / sqrt(1.0 + PI / 8.0 * v);
         }

@@ -22,7 +22,8 @@
  * The full Hessian needs 8 P^2 bytes; when that exceeds the options'
  * max_bytes ibvi_laplace_fit refuses (IBVI_ERR_NOMEM) with a message that
  * names the size and KFAC. The fit peaks at about three such matrices
- * (the Hessian, a Cholesky factor, its inverse).
+ * (the Hessian, a Cholesky factor, its inverse) and keeps two (the
+ * Hessian, for ibvi_laplace_log_marglik_at, and the factor).
  *
  * The prior precision is chosen by the Laplace marginal likelihood
  *     log p(D) ~= -sum_n NLL_n(theta*) - lambda/2 |theta*|^2
@@ -160,11 +161,13 @@ IBVI_API int ibvi_laplace_build(const ibvi_laplace *la, const ibvi_net *net,
                                 ibvi_net **out);
 
 /* The probit approximation of the predictive: for each of the n inputs x
- * (n x input_dim), with mu the logits of the means and var_c the variance
- * of logit c under the posterior,
+ * (n x input_dim), with mu the logits of the means and var_c the
+ * posterior variance of f_c - mean_d f_d (logit c off the logits' common
+ * shift, which the softmax ignores and the Hessian does not constrain:
+ * docs/laplace.md),
  *     probs[c] = softmax_c(mu_c / sqrt(1 + pi/8 var_c))
- * (n x C floats). var_c = a~^T Sigma_cc a~ from the posterior's diagonal
- * blocks, no Jacobian. net: the fitted network, or a network built from
+ * (n x C floats). var_c = a~^T Sigma~_cc a~ from C blocks of (in + 1)^2
+ * formed at the fit, no Jacobian. net: the fitted network, or a network built from
  * it (the same means; the last layer's covariance is not read);
  * IBVI_ERR_STATE for another. var: NULL, or n x C floats receiving var_c.
  * The network's workspace grows to the fit's batch. */

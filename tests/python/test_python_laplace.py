@@ -81,7 +81,10 @@ class Full(unittest.TestCase):
         xt = x[:10]
         at = features(net, xt)
         Jt = jacobian(at)
-        var = np.einsum("nci,ij,ncj->nc", Jt, sigma, Jt)
+        # the logits' covariance, off their common shift (Pi V Pi)
+        pi = np.eye(C) - 1.0 / C
+        V = np.einsum("nci,ij,ndj->ncd", Jt, sigma, Jt)
+        var = np.einsum("ce,ned,dc->nc", pi, V, pi)
         ref = softmax(logits(theta, at) / np.sqrt(1 + math.pi / 8 * var))
         probs, v = la.probit(net, xt, variances=True)
         np.testing.assert_allclose(v, var, rtol=1e-4, atol=1e-7)
