@@ -887,9 +887,9 @@ int ibvi_laplace_get_hessian(const ibvi_laplace *la, double *h, int64_t len)
     IBVI_CHECK_NOT_NULL(fn, la);
     IBVI_CHECK_NOT_NULL(fn, h);
     const int64_t P = la->P, aug = la->aug;
-    if (len != P * P)
-        return ibvi__fail(IBVI_ERR_SHAPE, "%s: len = %lld, expected P^2 = %lld",
-                          fn, (long long)len, (long long)(P * P));
+    if (P > 3037000499 || len != P * P) /* P^2 must fit in an int64_t */
+        return ibvi__fail(IBVI_ERR_SHAPE, "%s: len = %lld, expected P^2 = "
+                          "%.0f", fn, (long long)len, (double)P * (double)P);
     for (int64_t k = 0; k < P; k++) {
         double *row = h + theta_index(la, k) * P;
         for (int64_t j = 0; j < P; j++) {
