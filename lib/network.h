@@ -251,6 +251,17 @@ void ibvi__optimizer_set_steps(ibvi_optimizer *opt, int64_t steps);
 int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
                         const ibvi_layer *proto, int32_t rank);
 
+/* A new, uninitialised network with src's input shape, layers (kinds and
+ * configurations, residual sources), allocator and thread count, every
+ * layer deterministic (clone.c); messages under fn. On failure *out is
+ * NULL. */
+int ibvi__net_clone_architecture(const ibvi_net *src, const char *fn,
+                                 ibvi_net **out);
+/* Copies every layer's mean from src into dst: both initialised, the same
+ * kinds and parameter counts layer by layer (else an error, nothing
+ * copied). */
+int ibvi__net_copy_means(ibvi_net *dst, const ibvi_net *src, const char *fn);
+
 /* Sets roles, prior stds and multipliers of every layer (param.c). */
 void ibvi__param_configure(ibvi_net *net, int32_t parameterization);
 /* Draws every layer's mean and factor from the prior (param.c). */

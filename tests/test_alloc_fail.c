@@ -209,7 +209,8 @@ static void fill(float *x, int n, float scale)
 /* The scenario. Every handle is freed on every path. */
 static void scenario(run *r)
 {
-    ibvi_net *net = NULL, *net2 = NULL, *net3 = NULL, *cnet = NULL;
+    ibvi_net *net = NULL, *net2 = NULL, *net3 = NULL, *cnet = NULL,
+             *clike = NULL;
     ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL, *copt = NULL;
     ibvi_predictor *pred = NULL, *ens = NULL, *cpred = NULL;
     ibvi_metrics *m = NULL;
@@ -343,6 +344,16 @@ static void scenario(run *r)
     CALL(r, "ibvi_predictor_run",
          ibvi_predictor_run(cpred, x, 3, probs, h, NULL, NULL));
     mix(r, probs, sizeof(float) * 3 * CLASSES);
+    /* a network built like it, given its means: the same mean network */
+    CREATE(r, "ibvi_net_create_like", clike,
+           ibvi_net_create_like(&clike, cnet));
+    CALL(r, "ibvi_net_init", ibvi_net_init(clike, IBVI_PARAM_MUP, 4));
+    {
+        float logits[3 * CLASSES];
+        CALL(r, "ibvi_net_forward_mean",
+             ibvi_net_forward_mean(clike, x, 3, logits));
+        mix(r, logits, sizeof logits);
+    }
 
     /* metrics */
     CREATE(r, "ibvi_metrics_create", m, ibvi_metrics_create(&m, CLASSES, &r->a));
@@ -359,6 +370,7 @@ cleanup:
     ibvi_metrics_free(m);
     ibvi_predictor_free(cpred);
     ibvi_optimizer_free(copt);
+    ibvi_net_free(clike);
     ibvi_net_free(cnet);
     ibvi_predictor_free(ens);
     ibvi_predictor_free(pred);

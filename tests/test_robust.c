@@ -609,6 +609,22 @@ static void sw_net_create_image(void)
     ck_assert_ptr_null(n);
 }
 
+static void sw_net_create_like(void)
+{
+    const char *fn = "ibvi_net_create_like";
+    ibvi_net *src = NULL, *n = (ibvi_net *)&n;
+    CK_OK(ibvi_net_create(&src, 3, NULL));
+    EXPECT(fn, ibvi_net_create_like(NULL, src), A);
+    EXPECT(fn, ibvi_net_create_like(&n, NULL), A);
+    ck_assert_ptr_null(n);
+    CK_OK(ibvi_net_add_dense(src, 2, 1));
+    CK_OK(ibvi_net_create_like(&n, src));
+    ck_assert_int_eq(ibvi_net_layer_count(n), 1);
+    ck_assert_int_eq(ibvi_net_is_initialized(n), 0);
+    ibvi_net_free(n);
+    ibvi_net_free(src);
+}
+
 static void sw_net_input_shape(void)
 {
     const char *fn = "ibvi_net_input_shape";
@@ -2406,6 +2422,7 @@ static const api_row api_table[] = {
     ROW(kernel_description),
     ROW(net_create),
     ROW(net_create_image),
+    ROW(net_create_like),
     ROW(net_free),
     ROW(net_add_dense),
     ROW(net_add_activation),

@@ -106,6 +106,15 @@ IBVI_API int ibvi_net_create_image(ibvi_net **out, int32_t channels,
  * created on the network must be freed first. */
 IBVI_API void ibvi_net_free(ibvi_net *net);
 
+/* Creates a network built like src: the same input shape and layers (kinds,
+ * configurations, residual sources), src's allocator and thread count,
+ * every layer deterministic (rank 0, family NONE) and not initialised, so
+ * the host can choose covariances (ibvi_net_set_covariance) and then call
+ * ibvi_net_init. Nothing of src's parameters or state is copied. src may be
+ * initialised or not. Returns IBVI_OK, IBVI_ERR_INVALID_ARG (a NULL
+ * argument) or IBVI_ERR_NOMEM; on failure *out is NULL. Since 0.5.0. */
+IBVI_API int ibvi_net_create_like(ibvi_net **out, const ibvi_net *src);
+
 /* Appends a dense layer y = x W^T + b with `outputs` units. rank = 0 makes it
  * deterministic; rank R in [1, P] (P = outputs * inputs + outputs) makes it a
  * variational low-rank Gaussian layer with a P x R covariance factor. The
