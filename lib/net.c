@@ -606,15 +606,23 @@ int ibvi_net_set_covariance(ibvi_net *net, int32_t layer,
                           "IBVI_COVARIANCE_NONE (0), _LOWRANK (1), "
                           "_DIAGONAL (2) or _DIAG_LOWRANK (3)", fn,
                           (int)family);
-    const int ranked =
-        family == IBVI__COV_LOWRANK || family == IBVI__COV_DIAG_LOWRANK;
-    if (ranked ? (rank < 1 || rank > l->params) : rank != 0)
+    /* SWAG's R counts collected deviations, so it may exceed a small
+     * layer's P (S S^T then simply has rank <= P). */
+    const int32_t max_rank =
+        family == IBVI__COV_DIAG_LOWRANK ? IBVI_DIAG_LOWRANK_MAX_RANK
+        : family == IBVI__COV_LOWRANK
+            ? (int32_t)(l->params < INT32_MAX ? l->params : INT32_MAX)
+            : 0;
+    if (max_rank > 0 ? (rank < 1 || rank > max_rank) : rank != 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: options->rank = %d, expected %s", fn,
                           (int)rank,
-                          ranked ? "1..P (the layer's parameter count)"
-                                 : "0 (only the low-rank families have a "
-                                   "rank)");
+                          family == IBVI__COV_LOWRANK
+                              ? "1..P (the layer's parameter count)"
+                          : family == IBVI__COV_DIAG_LOWRANK
+                              ? "1..IBVI_DIAG_LOWRANK_MAX_RANK (1024)"
+                              : "0 (only the low-rank families have a "
+                                "rank)");
     if (family == IBVI__COV_DIAGONAL ? !(sigma >= 0.0f && sigma <= 1.0f)
                                      : sigma != 0.0f)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,

@@ -1427,7 +1427,7 @@ static int check_covariance(layer_desc *d, int64_t budget, layer_shape *sh,
         /* SWAG's: the kind's rank 0, R in the field; PARM: mean, S (P x
          * R), d (P); P + R noise values. */
         const int64_t R = d->cov_rank;
-        if (d->rank != 0 || P == 0 || R < 1 || R > P ||
+        if (d->rank != 0 || P == 0 || R < 1 || R > IBVI_DIAG_LOWRANK_MAX_RANK ||
             d->kind == IBVI_LAYER_RESIDUAL)
             return ibvi__fail(IBVI_ERR_FORMAT,
                               "%s: layer %ld: a diag-lowrank covariance "

@@ -407,7 +407,9 @@ typedef enum ibvi_covariance_family {
  * end, and the library reads only the fields of the version given. Start
  * from IBVI_COVARIANCE_OPTIONS_INIT (diagonal, default sigma_0).
  *   family      an ibvi_covariance_family;
- *   rank        LOWRANK and DIAG_LOWRANK: R, 1 .. P; the others: 0;
+ *   rank        LOWRANK: R, 1 .. P; DIAG_LOWRANK: R, 1 ..
+ *               IBVI_DIAG_LOWRANK_MAX_RANK (it may exceed P: SWAG's
+ *               deviation columns); the others: 0;
  *   init_sigma  DIAGONAL: sigma_0 = init_sigma x the prior std of each
  *               parameter group (a group with a constant prior, a norm's
  *               gain and shift, counts std 1), so rho_0 =
@@ -422,6 +424,8 @@ typedef struct ibvi_covariance_options {
 #define IBVI_COVARIANCE_OPTIONS_VERSION 1
 #define IBVI_COVARIANCE_OPTIONS_INIT \
     {IBVI_COVARIANCE_OPTIONS_VERSION, IBVI_COVARIANCE_DIAGONAL, 0, 0.0f}
+/* The largest R of a DIAG_LOWRANK layer (since 0.5.0). */
+#define IBVI_DIAG_LOWRANK_MAX_RANK 1024
 /* The default init_sigma: sigma_0 = 1e-3 x the prior std. */
 #define IBVI_DEFAULT_INIT_SIGMA 1e-3f
 
