@@ -554,6 +554,7 @@ int main(int argc, char **argv)
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "standard");
         m->train_seconds = standard_seconds[0];
+        m->model_floats = ibvi_net_param_count(standard[0]);
         mark_diverged(m, standard_divergence[0]);
         if (!m->diverged)
             evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
@@ -567,6 +568,7 @@ int main(int argc, char **argv)
         CHECK(ibvi_predictor_create(&pred, standard[0], 1, c.seed));
         method_result *m = add_method(&r, "temp-scaled");
         m->train_seconds = standard_seconds[0];
+        m->model_floats = ibvi_net_param_count(standard[0]);
         mark_diverged(m, standard_divergence[0]);
         if (!m->diverged) {
             m->temperature = fit_temperature(standard[0], &validation);
@@ -580,8 +582,10 @@ int main(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof name, "ensemble-%d", members);
         method_result *m = add_method(&r, name);
-        for (int i = 0; i < members; i++)
+        for (int i = 0; i < members; i++) {
             m->train_seconds += standard_seconds[i];
+            m->model_floats += ibvi_net_param_count(standard[i]);
+        }
         mark_diverged(m, ensemble_divergence);
         if (!m->diverged)
             evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
@@ -593,6 +597,7 @@ int main(int argc, char **argv)
         char divergence[sizeof m->divergence];
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
                                          &plain, divergence, sizeof divergence);
+        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
@@ -615,6 +620,7 @@ int main(int argc, char **argv)
                                  NULL, 0};
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
                                          &elbo, divergence, sizeof divergence);
+        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
         if (!m->diverged)
@@ -667,6 +673,7 @@ int main(int argc, char **argv)
                 CHECK(ibvi_swag_build(swag, &post));
                 /* The phase, its snapshots and the build. */
                 m->train_seconds += host_now_seconds() - start;
+                m->model_floats = ibvi_net_param_count(post);
                 CHECK(ibvi_predictor_create(&pred, post, c.test_samples, c.seed));
                 evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
                 ibvi_predictor_free(pred);

@@ -113,10 +113,11 @@ static void json_diverged_method(FILE *f, const method_result *m)
                "\"%s\",\n     ", m->name, m->divergence);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         fprintf(f, "\"%s\": null, ", keys[k]);
-    fprintf(f, "\"train_seconds\": %.3f,\n     \"reliability\": null, "
+    fprintf(f, "\"train_seconds\": %.3f, \"model_floats\": %lld,\n     "
+               "\"reliability\": null, "
                "\"corruptions\": {}, \"corruption_mean\": {\"accuracy\": null, "
                "\"nll\": null, \"ece\": null, \"mce\": null, \"brier\": null}}",
-            m->train_seconds);
+            m->train_seconds, (long long)m->model_floats);
 }
 
 static void json_method(FILE *f, const report *r, const method_result *m)
@@ -138,8 +139,9 @@ static void json_method(FILE *f, const report *r, const method_result *m)
     json_number(f, "aupr_in", m->ood_aupr_in);
     json_number(f, "aupr_out", m->ood_aupr_out);
     json_number(f, "fpr95", m->ood_fpr95);
-    fprintf(f, ", \"temperature\": %.6f, \"train_seconds\": %.3f,\n",
-            m->temperature, m->train_seconds);
+    fprintf(f, ", \"temperature\": %.6f, \"train_seconds\": %.3f, "
+               "\"model_floats\": %lld,\n",
+            m->temperature, m->train_seconds, (long long)m->model_floats);
     fprintf(f, "     \"reliability\": {\"counts\": ");
     json_array_i64(f, m->bin_counts, IBVI_METRICS_BINS);
     fprintf(f, ", \"accuracy\": ");

@@ -33,6 +33,9 @@ typedef struct method_result {
     /* OOD detection by predictive entropy; NAN without an OOD set */
     double ood_auroc, ood_aupr_in, ood_aupr_out, ood_fpr95;
     double train_seconds;
+    /* floats the method's trained model holds: ibvi_net_param_count summed
+     * over its networks (means, covariance, for SWAG its moments) */
+    int64_t model_floats;
     double temperature;            /* 1 unless fitted */
     int64_t bin_counts[IBVI_METRICS_BINS];
     double bin_accuracy[IBVI_METRICS_BINS];

@@ -22,6 +22,7 @@
 #include "image.h"
 #include "internal.h"
 #include "network.h"
+#include "parallel.h"
 
 int ibvi__groupnorm_geometry(ibvi__groupnorm_geom *g, int64_t c, int64_t h,
                              int64_t w, int64_t groups, float eps,
@@ -63,7 +64,7 @@ int ibvi__groupnorm_geometry(ibvi__groupnorm_geom *g, int64_t c, int64_t h,
 int64_t ibvi__groupnorm_scratch_floats(const ibvi__groupnorm_geom *g,
                                        int64_t rows)
 {
-    return rows > 0 ? 3 * rows * g->groups : 0;
+    return rows > 0 ? rows * (3 * g->groups + 2 * g->c) : 0;
 }
 
 /* The sums run in eight independent lanes: a single accumulator is a
@@ -155,38 +156,35 @@ void ibvi__groupnorm_forward(const ibvi__groupnorm_geom *g, const float *theta,
         }
 }
 
-void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
-                              const float *theta, const float *input,
-                              const float *grad_output, float *grad_input,
-                              float *grad_theta, int64_t rows,
-                              const float *scratch)
+/* Per row of [0, rows): the row's channel sums into sums (2C floats per
+ * row: sum dy * xhat per channel, then sum dy per channel, the layout of
+ * grad_theta) and, unless grad_input is NULL, its dL/dx. Rows are
+ * independent, so any split of the rows gives the same values. */
+static void backward_rows(const ibvi__groupnorm_geom *g, const float *theta,
+                          const float *input, const float *grad_output,
+                          float *grad_input, int64_t rows,
+                          const float *stats_all, float *sums)
 {
     const float *gamma = theta;
     const int64_t n = g->group_size, hw = g->spatial, C = g->c;
-    if (grad_theta)
-        memset(grad_theta, 0, (size_t)g->params * sizeof(float));
-    if (!grad_theta && !grad_input)
-        return;
-    for (int64_t r = 0; r < rows; r++)
+    for (int64_t r = 0; r < rows; r++) {
+        float *row_sums = sums + r * 2 * C;
         for (int64_t k = 0; k < g->groups; k++) {
             const int64_t start = r * g->in_size + k * n;
-            const float *stats = scratch + 3 * (r * g->groups + k);
+            const float *stats = stats_all + 3 * (r * g->groups + k);
             const float hi = stats[0], lo = stats[1], rstd = stats[2];
             /* sum g and sum g*xhat over the group, g = dy * gamma[c]. */
             double sum_g = 0.0, sum_gx = 0.0;
             for (int64_t cc = 0; cc < g->group_channels; cc++) {
                 const int64_t c = k * g->group_channels + cc;
-                float sums[2];
+                float cs[2];
                 channel_sums(input + start + cc * hw,
                              grad_output + start + cc * hw, hw, hi, lo, rstd,
-                             sums);
-                const float s_dy = sums[0], s_dyx = sums[1];
-                if (grad_theta) {
-                    grad_theta[c] += s_dyx;
-                    grad_theta[C + c] += s_dy;
-                }
-                sum_g += (double)gamma[c] * s_dy;
-                sum_gx += (double)gamma[c] * s_dyx;
+                             cs);
+                row_sums[c] = cs[1];
+                row_sums[C + c] = cs[0];
+                sum_g += (double)gamma[c] * cs[0];
+                sum_gx += (double)gamma[c] * cs[1];
             }
             if (!grad_input)
                 continue;
@@ -204,6 +202,42 @@ void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
                 }
             }
         }
+    }
+}
+
+/* grad_theta = the rows' sums, added in row order (the order the
+ * single-threaded loop always had). */
+static void reduce_rows(const ibvi__groupnorm_geom *g, const float *sums,
+                        int64_t rows, float *grad_theta)
+{
+    const int64_t P = g->params;
+    memset(grad_theta, 0, (size_t)P * sizeof(float));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < P; j++)
+            grad_theta[j] += sums[r * P + j];
+}
+
+/* Where the per-row sums live in a scratch of `rows` rows: after the
+ * statistics. */
+static float *row_sums_of(const ibvi__groupnorm_geom *g, float *scratch,
+                          int64_t rows)
+{
+    return scratch + 3 * rows * g->groups;
+}
+
+void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
+                              const float *theta, const float *input,
+                              const float *grad_output, float *grad_input,
+                              float *grad_theta, int64_t rows,
+                              float *scratch)
+{
+    if (!grad_theta && !grad_input)
+        return;
+    float *sums = row_sums_of(g, scratch, rows);
+    backward_rows(g, theta, input, grad_output, grad_input, rows, scratch,
+                  sums);
+    if (grad_theta)
+        reduce_rows(g, sums, rows, grad_theta);
 }
 
 /* ---- the kind ------------------------------------------------------------- */
@@ -237,10 +271,49 @@ static int64_t scratch_floats(const ibvi_layer *layer, int64_t rows)
     return ibvi__groupnorm_scratch_floats(&layer->groupnorm, rows);
 }
 
+/* The kind's passes, split across the network's threads by rows (pool.c
+ * does the same): each row's statistics, output, gradient and channel
+ * sums are its own, and the sums are added in row order afterwards, so
+ * every thread count gives the single-threaded values bit for bit. */
+typedef struct gn_job {
+    const ibvi__groupnorm_geom *g;
+    const float *theta, *in, *dy;
+    float *out, *dx, *scratch, *sums;
+} gn_job;
+
+static void forward_chunk(void *arg, int64_t r0, int64_t r1)
+{
+    const gn_job *j = arg;
+    const ibvi__groupnorm_geom *g = j->g;
+    ibvi__groupnorm_forward(g, j->theta, j->in + r0 * g->in_size,
+                            j->out + r0 * g->in_size, r1 - r0,
+                            j->scratch + 3 * r0 * g->groups);
+}
+
+static void backward_chunk(void *arg, int64_t r0, int64_t r1)
+{
+    const gn_job *j = arg;
+    const ibvi__groupnorm_geom *g = j->g;
+    backward_rows(g, j->theta, j->in + r0 * g->in_size,
+                  j->dy + r0 * g->in_size,
+                  j->dx ? j->dx + r0 * g->in_size : NULL, r1 - r0,
+                  j->scratch + 3 * r0 * g->groups, j->sums + r0 * g->params);
+}
+
+static void run_rows(const ibvi_layer *layer, ibvi__range_fn fn, gn_job *j,
+                     int64_t rows)
+{
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), rows,
+                       IBVI__PARALLEL_GRAIN_FLOATS / layer->groupnorm.in_size +
+                           1,
+                       fn, j);
+}
+
 static void forward(const ibvi_layer *layer, const float *theta,
                     const float *in, float *out, int64_t rows, float *scratch)
 {
-    ibvi__groupnorm_forward(&layer->groupnorm, theta, in, out, rows, scratch);
+    gn_job j = {&layer->groupnorm, theta, in, NULL, out, NULL, scratch, NULL};
+    run_rows(layer, forward_chunk, &j, rows);
 }
 
 /* No cheap analytic bound on |dgamma| (it sums dy * xhat): the exact
@@ -250,9 +323,16 @@ static void backward(const ibvi_layer *layer, const float *theta,
                      float *dtheta, int64_t rows, float *scratch,
                      double *bound)
 {
-    ibvi__groupnorm_backward(&layer->groupnorm, theta, in, dy, dx, dtheta,
-                             rows, scratch);
-    ibvi__group_max_abs(layer, dtheta, bound);
+    const ibvi__groupnorm_geom *g = &layer->groupnorm;
+    if (!dtheta && !dx)
+        return;
+    gn_job j = {g, theta, in, dy, NULL, dx, scratch,
+                row_sums_of(g, scratch, rows)};
+    run_rows(layer, backward_chunk, &j, rows);
+    if (dtheta) {
+        reduce_rows(g, j.sums, rows, dtheta);
+        ibvi__group_max_abs(layer, dtheta, bound);
+    }
 }
 
 const ibvi__layer_ops ibvi__groupnorm_ops = {

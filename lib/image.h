@@ -200,8 +200,11 @@ int ibvi__groupnorm_geometry(ibvi__groupnorm_geom *g, int64_t c, int64_t h,
                              int64_t w, int64_t groups, float eps,
                              const char *fn);
 
-/* 3 * rows * groups: each example's and group's mean (as a float pair,
- * high and low part, so it keeps double precision) and rstd. */
+/* rows * (3 groups + 2 C): each example's and group's mean (as a float
+ * pair, high and low part, so it keeps double precision) and rstd, then
+ * the backward's per-example channel sums (2C per example), which it adds
+ * in example order, so a split of the examples across threads changes no
+ * value. */
 int64_t ibvi__groupnorm_scratch_floats(const ibvi__groupnorm_geom *g,
                                        int64_t rows);
 
@@ -217,11 +220,12 @@ void ibvi__groupnorm_forward(const ibvi__groupnorm_geom *g, const float *theta,
  *     dgamma[c] = sum dy * xhat,  dbeta[c] = sum dy  (xhat = (x - mean) rstd),
  * and grad_input = dL/dx, per example and group (sums over the group):
  *     dx = rstd * (g - sum(g)/n - xhat * sum(g * xhat)/n),  g = dy * gamma[c].
- * Either output may be NULL (skipped). Reads the forward's scratch. */
+ * Either output may be NULL (skipped). Reads the forward's statistics
+ * and writes the channel sums into the rest of the scratch. */
 void ibvi__groupnorm_backward(const ibvi__groupnorm_geom *g,
                               const float *theta, const float *input,
                               const float *grad_output, float *grad_input,
                               float *grad_theta, int64_t rows,
-                              const float *scratch);
+                              float *scratch);
 
 #endif /* IBVI_IMAGE_H */

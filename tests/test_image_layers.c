@@ -29,8 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ibvi/common.h"
+#include "ibvi/ibvi.h"
 #include "image.h"
+#include "network.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -859,7 +860,7 @@ START_TEST(groupnorm_against_reference_and_fd)
         c.rows = cases[k][4];
         const int64_t n = c.rows * c.g.in_size;
         const int64_t ns = ibvi__groupnorm_scratch_floats(&c.g, c.rows);
-        ck_assert_int_eq(ns, 3 * c.rows * c.g.groups);
+        ck_assert_int_eq(ns, c.rows * (3 * c.g.groups + 2 * c.g.c));
         c.theta = random_floats(c.g.params);
         c.x = random_floats(n);
         c.scratch = scratch_alloc(ns);
@@ -918,6 +919,46 @@ START_TEST(groupnorm_large_mean)
 }
 END_TEST
 
+/* The kind splits its rows across the network's threads: with two threads
+ * (enough rows for two chunks) its output, dx and dtheta are bitwise the
+ * single-threaded math's. */
+START_TEST(groupnorm_kind_threads)
+{
+    ibvi_net *net = NULL;
+    ck_assert_int_eq(ibvi_net_create_image(&net, 4, 6, 6, NULL), 0);
+    ck_assert_int_eq(ibvi_net_add_groupnorm(net, 2, 1e-5f), 0);
+    ck_assert_int_eq(ibvi_net_add_flatten(net), 0);
+    ck_assert_int_eq(ibvi_net_add_dense(net, 3, 0), 0);
+    ck_assert_int_eq(ibvi_net_init(net, IBVI_PARAM_MUP, 1), 0);
+    ibvi_layer *l = net->layers[0];
+    const ibvi__groupnorm_geom *g = &l->groupnorm;
+    const int64_t rows = 700, n = rows * g->in_size;
+    const int64_t ns = l->ops->scratch_floats(l, rows);
+    float *theta = random_floats(g->params), *x = random_floats(n);
+    float *dy = random_floats(n);
+    float *ref_y = filled(n, 0), *ref_dx = filled(n, 0);
+    float *ref_dt = filled(g->params, 0), *ref_s = scratch_alloc(ns);
+    ibvi__groupnorm_forward(g, theta, x, ref_y, rows, ref_s);
+    ibvi__groupnorm_backward(g, theta, x, dy, ref_dx, ref_dt, rows, ref_s);
+    for (int32_t threads = 1; threads <= 2; threads++) {
+        ck_assert_int_eq(ibvi_net_set_threads(net, threads), 0);
+        float *y = filled(n, NAN), *dx = filled(n, NAN);
+        float *dt = filled(g->params, NAN), *sc = scratch_alloc(ns);
+        double bound[2 * IBVI__MAX_GROUPS];
+        l->ops->forward(l, theta, x, y, rows, sc);
+        l->ops->backward(l, theta, x, dy, dx, dt, rows, sc, bound);
+        scratch_check(sc, ns);
+        ck_assert_mem_eq(y, ref_y, (size_t)n * sizeof(float));
+        ck_assert_mem_eq(dx, ref_dx, (size_t)n * sizeof(float));
+        ck_assert_mem_eq(dt, ref_dt, (size_t)g->params * sizeof(float));
+        free(y), free(dx), free(dt), free(sc);
+    }
+    free(theta), free(x), free(dy), free(ref_y), free(ref_dx), free(ref_dt);
+    free(ref_s);
+    ibvi_net_free(net);
+}
+END_TEST
+
 START_TEST(groupnorm_geometry_errors)
 {
     ibvi__groupnorm_geom g;
@@ -967,6 +1008,7 @@ static Suite *image_suite(void)
     tcase_add_test(gn, groupnorm_against_reference_and_fd);
     tcase_add_test(gn, groupnorm_large_mean);
     tcase_add_test(gn, groupnorm_geometry_errors);
+    tcase_add_test(gn, groupnorm_kind_threads);
     suite_add_tcase(s, gn);
     return s;
 }

@@ -260,7 +260,8 @@ IBVI_API int32_t ibvi_net_is_initialized(const ibvi_net *net);
 IBVI_API int32_t ibvi_net_parameterization(const ibvi_net *net);
 /* Number of noise values one weight sample draws: the sum of the ranks. */
 IBVI_API int32_t ibvi_net_noise_size(const ibvi_net *net);
-/* Number of trainable floats: sum over dense layers of P * (1 + R). */
+/* Number of floats of the model: over every layer with parameters, its P
+ * mean floats plus its covariance's (P x R low rank, P diagonal). */
 IBVI_API int64_t ibvi_net_param_count(const ibvi_net *net);
 
 /* The seed given to ibvi_net_init() and the position of the sampling stream:

@@ -217,8 +217,11 @@ def fit_temperature(net, validation):
 # ---- evaluation --------------------------------------------------------------
 
 class Method:
-    def __init__(self, name, predictor, seconds, temperature=1.0, divergence=None):
+    def __init__(self, name, predictor, seconds, temperature=1.0, divergence=None,
+                 nets=()):
         self.name, self.predictor = name, predictor
+        #: floats the trained model holds (param_count over its networks)
+        self.model_floats = sum(n.param_count for n in nets)
         self.train_seconds, self.temperature = seconds, temperature
         self.corruptions = []
         #: why the training diverged (then nothing is evaluated), or None
@@ -323,13 +326,15 @@ def write_json(path, methods, args, dataset, ood_name, corruption_names, counts)
                     **none, **dict.fromkeys(("ece_adaptive", "aurc", "ood_auroc",
                                              "aupr_in", "aupr_out", "fpr95",
                                              "temperature")),
-                    "train_seconds": m.train_seconds, "reliability": None,
+                    "train_seconds": m.train_seconds,
+                    "model_floats": m.model_floats, "reliability": None,
                     "corruptions": {}, "corruption_mean": none}
         d = {"name": m.name, "diverged": False, **m.test,
              "ece_adaptive": m.ece_adaptive, "aurc": m.aurc,
              "ood_auroc": number(m.ood_auroc), "aupr_in": number(m.ood_aupr_in),
              "aupr_out": number(m.ood_aupr_out), "fpr95": number(m.ood_fpr95),
              "temperature": m.temperature, "train_seconds": m.train_seconds,
+             "model_floats": m.model_floats,
              "reliability": {"counts": m.bins.counts.tolist(),
                              "accuracy": m.bins.accuracy.tolist(),
                              "confidence": m.bins.confidence.tolist()},
@@ -410,7 +415,7 @@ def main(argv=None):
                                 for i, why in enumerate(diverged) if why), None)
     if "standard" in args.methods:
         methods.append(Method("standard", ibvi.Predictor(standard[0], 1, args.seed),
-                              seconds[0], divergence=diverged[0]))
+                              seconds[0], divergence=diverged[0], nets=standard[:1]))
     if "temp" in args.methods:
         if validation is None:
             sys.exit("mnist_train.py: temp needs --validation > 0")
@@ -419,16 +424,18 @@ def main(argv=None):
         if diverged[0] is None:
             t = fit_temperature(standard[0], validation)
             pred.set_temperature(t)
-        methods.append(Method("temp-scaled", pred, seconds[0], t, diverged[0]))
+        methods.append(Method("temp-scaled", pred, seconds[0], t, diverged[0],
+                              nets=standard[:1]))
     if "ensemble" in args.methods:
         methods.append(Method("ensemble-%d" % members,
                               ibvi.Predictor.ensemble(standard, 1, args.seed),
-                              sum(seconds), divergence=ensemble_divergence))
+                              sum(seconds), divergence=ensemble_divergence,
+                              nets=standard))
     if "ibvi" in args.methods:
         net = build_network(args, train, args.rank, args.seed)
         s, why = train_network(net, args, train, "ibvi", args.seed + 7)
         methods.append(Method("ibvi", ibvi.Predictor(net, args.test_samples, args.seed),
-                              s, divergence=why))
+                              s, divergence=why, nets=[net]))
         nets.append(net)
         if args.save and why:
             print("mnist_train.py: not saving the diverged IBVI network", file=sys.stderr)
@@ -440,7 +447,7 @@ def main(argv=None):
         s, why = train_network(net, args, train, "mfvi", args.seed + 11,
                                kl_weight=float(np.float32(1.0) / np.float32(train.count)))
         methods.append(Method("mfvi", ibvi.Predictor(net, args.test_samples, args.seed),
-                              s, divergence=why))
+                              s, divergence=why, nets=[net]))
         nets.append(net)
 
     evaluate(methods, args, test, ood)

@@ -70,6 +70,7 @@ PROTOTYPES = {
     # net.h
     "ibvi_net_create": (STATUS, [HP, c_int32, AP]),
     "ibvi_net_create_image": (STATUS, [HP, c_int32, c_int32, c_int32, AP]),
+    "ibvi_net_create_like": (STATUS, [HP, H]),
     "ibvi_net_free": (None, [H]),
     "ibvi_net_add_dense": (STATUS, [H, c_int32, c_int32]),
     "ibvi_net_add_activation": (STATUS, [H, c_int32]),

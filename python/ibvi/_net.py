@@ -130,6 +130,16 @@ class Net(Handle):
         width) (ibvi_net_create_image)."""
         return cls(shape=(channels, height, width), allocator=allocator)
 
+    def like(self):
+        """A new network built like this one (ibvi_net_create_like): the same
+        input shape and layers, every layer deterministic, not initialised,
+        so set_covariance() and init() can follow. Shares this network's
+        allocator; copies nothing of its parameters."""
+        out = c_void_p()
+        with self._use() as h:
+            lib.ibvi_net_create_like(byref(out), h)
+        return type(self)._from_handle(out.value, self._allocator)
+
     def _adopt(self, ptr, allocator):
         self._lock = _util.new_lock()
         self._lockset = (self._lock,)
@@ -385,7 +395,7 @@ class Net(Handle):
 
     @property
     def param_count(self):
-        """Trainable floats: sum over dense layers of P * (1 + R)."""
+        """Floats of the model: every layer's mean and covariance floats."""
         return self._query(lib.ibvi_net_param_count)
 
     @property

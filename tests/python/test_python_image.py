@@ -330,6 +330,18 @@ class ImageLayers(unittest.TestCase):
         with a.predictor(4, 1) as pa, b.predictor(4, 1) as pb:
             np.testing.assert_array_equal(pa.run(self.x).probs, pb.run(flat).probs)
 
+    def test_like_copies_layers_not_parameters(self):
+        net = build(SPEC_A)
+        like = net.like()
+        self.assertFalse(like.initialized)
+        self.assertEqual([l.kind for l in like.layers], [l.kind for l in net.layers])
+        self.assertEqual([tuple(l.output_shape) for l in like.layers], OUT_SHAPES_A)
+        self.assertEqual(like.noise_size, 0)          # every layer deterministic
+        like.init("mup", 3)
+        for la, lb in zip(like.param_layers, net.param_layers):
+            la.mean = lb.mean
+        np.testing.assert_array_equal(like.forward_mean(self.x), net.forward_mean(self.x))
+
     def test_save_load_image_network(self):
         net = build(SPEC_A)
         opt = net.optimizer("sgd", 0.05)
