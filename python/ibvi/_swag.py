@@ -8,16 +8,15 @@ network carrying the Gaussian they define (docs/swag.md).
     >>> post = swag.build()                 # a new ibvi.Net (DIAG_LOWRANK)
     >>> probs = ibvi.Predictor(post, samples=32).run(x).probs
 
-This module declares its own C prototypes (swag.h and the diag-lowrank
-accessors of net.h) into the binding's table.
+The C prototypes are in _lib.py's table (the SWAG block).
 """
 
 import ctypes
-from ctypes import byref, c_int32, c_int64, c_uint32, c_void_p
+from ctypes import byref, c_int32, c_uint32, c_void_p
 
-from . import _lib, _util
+from . import _util
+from ._lib import lib
 from ._errors import InvalidArgument, binding_error
-from ._lib import HP, STATUS, VALUE64, F, H
 from ._net import Net
 from ._util import INT32, Handle, Resource
 
@@ -27,21 +26,6 @@ class _SwagOptions(ctypes.Structure):
     _fields_ = [("version", c_uint32), ("rank", c_int32)]
 
 
-_PROTOTYPES = {
-    # swag.h
-    "ibvi_swag_options_init": (STATUS, [H]),   # ibvi_swag_options *
-    "ibvi_swag_create": (STATUS, [HP, H, H]),
-    "ibvi_swag_free": (None, [H]),
-    "ibvi_swag_collect": (STATUS, [H, H]),
-    "ibvi_swag_count": (VALUE64, [H]),
-    "ibvi_swag_build": (STATUS, [H, HP]),
-    # net.h: the diag-lowrank family's d (Layer.get_diag / set_diag)
-    "ibvi_layer_get_diag": (STATUS, [H, F, c_int64]),
-    "ibvi_layer_set_diag": (STATUS, [H, F, c_int64]),
-}
-_lib.PROTOTYPES.update(_PROTOTYPES)
-_lib._declare(_lib.lib)  # idempotent for the entries declared before
-lib = _lib.lib
 
 #: IBVI_SWAG_OPTIONS_VERSION, IBVI_SWAG_DEFAULT_RANK (swag.h) and
 #: IBVI_DIAG_LOWRANK_MAX_RANK (net.h).
