@@ -22,6 +22,7 @@
  *   kernel.h     which BLIS kernel set runs, and how it was chosen
  *   distributed.h data parallel: flat parameters and gradients, host steps,
  *                noise streams per process (docs/distributed.md)
+ *   swag.h       SWAG: moments of SGD iterates, the posterior network
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -66,5 +67,6 @@
 #include "calibration.h"
 #include "kernel.h"
 #include "distributed.h"
+#include "swag.h"
 
 #endif /* IBVI_IBVI_H */
