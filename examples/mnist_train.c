@@ -2,7 +2,8 @@
  * mnist_train - the host-written training loop of the libibvi examples.
  *
  * Trains a standard network and an IBVI network (and, on request, a deep
- * ensemble and temperature scaling) on an MNIST-style data set, then
+ * ensemble, temperature scaling, mean-field VI and SWAG) on an MNIST-style
+ * data set, then
  * compares them on the test set, on a second data set as out-of-distribution
  * inputs, and on seeded MNIST-C-style corruptions of the test set. Everything
  * here is host code written against libibvi's public API only.
@@ -57,6 +58,9 @@ typedef struct config {
     int64_t validation;
     int progress;
     int corruptions;
+    int swag_epochs;        /* SWAG's phase of constant-lr SGD     */
+    int32_t swag_rank;      /* its snapshots = deviation columns  */
+    float swag_lr;          /* its constant lr (0: --lr / 2)      */
 } config;
 
 static void die(const char *what, int status)
@@ -83,8 +87,13 @@ static void usage(FILE *out)
         "  --ood DIR           out-of-distribution test set (e.g. data/mnist)\n"
         "  --methods LIST      comma list of standard, ibvi, ensemble, temp,\n"
         "                      mfvi (mean-field VI: every layer diagonal,\n"
-        "                      trained on the ELBO)\n"
+        "                      trained on the ELBO), swag (SWAG from the\n"
+        "                      trained standard network, docs/swag.md)\n"
         "                      (default standard,ibvi,temp)\n"
+        "  --swag-epochs N     SWAG's epochs of constant-lr SGD (default 3)\n"
+        "  --swag-rank R       SWAG's snapshots, spread evenly over them, and\n"
+        "                      deviation columns (default 20)\n"
+        "  --swag-lr X         SWAG's constant learning rate (default --lr / 2)\n"
         "  --ensemble N        members of the deep ensemble (default 3)\n"
         "  --model NAME        mlp (default), lenet5 or resnet (docs/tutorial.md)\n"
         "  --width LIST        hidden widths of mlp, e.g. 256,256 (default)\n"
@@ -137,7 +146,7 @@ static int known_methods(const config *c)
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
         if (strcmp(tok, "standard") && strcmp(tok, "ibvi") &&
             strcmp(tok, "ensemble") && strcmp(tok, "temp") &&
-            strcmp(tok, "mfvi"))
+            strcmp(tok, "mfvi") && strcmp(tok, "swag"))
             return 0;
     return 1;
 }
@@ -149,7 +158,8 @@ static void parse_options(config *c, int argc, char **argv)
                   .lr = 0.02f, .momentum = 0.9f, .batch = 128,
                   .train_samples = 1, .test_samples = 32, .ensemble = 3,
                   .seed = 1, .threads = 1, .validation = -1,
-                  .progress = isatty(STDERR_FILENO), .corruptions = 1};
+                  .progress = isatty(STDERR_FILENO), .corruptions = 1,
+                  .swag_epochs = 3, .swag_rank = IBVI_SWAG_DEFAULT_RANK};
     snprintf(c->methods, sizeof c->methods, "standard,ibvi,temp");
     parse_widths(c, "256,256");
     static const struct option options[] = {
@@ -170,6 +180,9 @@ static void parse_options(config *c, int argc, char **argv)
         {"no-corruptions", no_argument, 0, 'C'},
         {"no-progress", no_argument, 0, 'P'}, {"json", required_argument, 0, 'j'},
         {"svg", required_argument, 0, 'g'}, {"save", required_argument, 0, 'S'},
+        {"swag-epochs", required_argument, 0, 'W'},
+        {"swag-rank", required_argument, 0, 'R'},
+        {"swag-lr", required_argument, 0, 'Q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -216,12 +229,17 @@ static void parse_options(config *c, int argc, char **argv)
         case 'j': c->json_path = optarg; break;
         case 'g': c->svg_path = optarg; break;
         case 'S': c->save_path = optarg; break;
+        case 'W': c->swag_epochs = atoi(optarg); break;
+        case 'R': c->swag_rank = atoi(optarg); break;
+        case 'Q': c->swag_lr = strtof(optarg, NULL); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
     }
     if (!c->data_dir || c->epochs < 0 || c->batch < 1 || c->ensemble < 1 ||
-        c->ensemble > REPORT_MAX_METHODS || c->rank < 0 || !known_methods(c)) {
+        c->ensemble > REPORT_MAX_METHODS || c->rank < 0 || !known_methods(c) ||
+        c->swag_epochs < 1 || c->swag_rank < 2 ||
+        c->swag_rank > IBVI_DIAG_LOWRANK_MAX_RANK || !(c->swag_lr >= 0.0f)) {
         usage(stderr);
         exit(2);
     }
@@ -256,16 +274,31 @@ static void progress_bar(const char *name, int epoch, int epochs, int64_t done,
             loss, rate);
 }
 
-/* Trains with SGD + momentum and a cosine learning-rate schedule, on the
- * expected loss + kl_weight x KL (kl_weight > 0: mean-field VI's ELBO per
- * example, 1 / N_train); returns the training time in seconds. On divergence (the rule of divergence.h),
- * stops, writes the reason to `divergence` (else leaves it empty) and says
- * so on stderr. */
+/* What train_network runs: `epochs` epochs on the expected loss +
+ * kl_weight x KL (kl_weight > 0: mean-field VI's ELBO per example,
+ * 1 / N_train), with a cosine learning-rate schedule from --lr, or with
+ * constant_lr > 0 throughout (SWAG's phase); with a collector, `snapshots`
+ * snapshots of the means spread evenly over the steps, the last after the
+ * last step. */
+typedef struct train_plan {
+    int epochs;
+    float kl_weight;
+    float constant_lr;
+    ibvi_swag *swag;
+    int32_t snapshots;
+} train_plan;
+
+/* Trains with SGD + momentum as `plan` says; returns the training time in
+ * seconds. On divergence (the rule of divergence.h), stops, writes the
+ * reason to `divergence` (else leaves it empty) and says so on stderr. */
 static double train_network(ibvi_net *net, const config *c, const dataset *train,
-                            const char *name, uint64_t seed, float kl_weight,
-                            char *divergence, size_t divergence_size)
+                            const char *name, uint64_t seed,
+                            const train_plan *plan, char *divergence,
+                            size_t divergence_size)
 {
     divergence[0] = '\0';
+    const int epochs = plan->epochs;
+    const float kl_weight = plan->kl_weight;
     ibvi_optimizer *opt;
     CHECK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, c->lr));
     CHECK(ibvi_optimizer_set_momentum(opt, c->momentum, 0));
@@ -283,11 +316,12 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
         order[i] = i;
     uint64_t shuffle_state = seed;
     const int64_t steps_per_epoch = (train->count + c->batch - 1) / c->batch;
-    const double total_steps = (double)steps_per_epoch * c->epochs;
+    const double total_steps = (double)steps_per_epoch * epochs;
+    int32_t collected = 0;
     const double start = host_now_seconds();
     int64_t step = 0;
     double first_loss = 0.0;
-    for (int epoch = 1; epoch <= c->epochs && !divergence[0]; epoch++) {
+    for (int epoch = 1; epoch <= epochs && !divergence[0]; epoch++) {
         host_shuffle(order, train->count, &shuffle_state);
         double loss_sum = 0, epoch_start = host_now_seconds();
         int64_t seen = 0;
@@ -301,7 +335,10 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
             }
             const double progress = (double)step++ / total_steps;
             CHECK(ibvi_optimizer_set_lr(
-                opt, (float)(c->lr * 0.5 * (1.0 + cos(3.14159265358979 * progress)))));
+                opt, plan->constant_lr > 0.0f
+                         ? plan->constant_lr
+                         : (float)(c->lr * 0.5 *
+                                   (1.0 + cos(3.14159265358979 * progress)))));
             float loss;
             const int status = ibvi_train_step(net, opt, x, n, c->train_samples,
                                                IBVI_LOSS_SOFTMAX_XENT, y, NULL,
@@ -314,10 +351,17 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
                 die("ibvi_train_step", status);
             if (step == 1)
                 first_loss = loss;
+            /* Snapshot j (0-based) after step ceil((j + 1) T / snapshots). */
+            while (plan->swag && collected < plan->snapshots &&
+                   (double)step * plan->snapshots >=
+                       (double)(collected + 1) * total_steps) {
+                CHECK(ibvi_swag_collect(plan->swag, net));
+                collected++;
+            }
             loss_sum += loss * (double)n;
             seen += n;
             if (c->progress && (b / c->batch) % 20 == 0)
-                progress_bar(name, epoch, c->epochs, seen, train->count,
+                progress_bar(name, epoch, epochs, seen, train->count,
                              loss_sum / seen, seen / (host_now_seconds() - epoch_start));
         }
         if (divergence[0]) {
@@ -329,12 +373,12 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
         divergence_epoch(divergence, divergence_size, epoch, loss_sum / seen,
                          first_loss);
         if (c->progress) {
-            progress_bar(name, epoch, c->epochs, seen, train->count,
+            progress_bar(name, epoch, epochs, seen, train->count,
                          loss_sum / seen, rate);
             fputc('\n', stderr);
         } else {
             fprintf(stderr, "%-12s epoch %2d/%-2d loss %.4f  %6.0f img/s\n", name,
-                    epoch, c->epochs, loss_sum / seen, rate);
+                    epoch, epochs, loss_sum / seen, rate);
         }
     }
     const double seconds = host_now_seconds() - start;
@@ -480,9 +524,11 @@ int main(int argc, char **argv)
              ibvi_kernel_name());
     const dataset *ood_set = c.ood_dir ? &ood : NULL;
 
-    /* Standard networks: member 0 is "standard", all are the ensemble. */
+    /* Standard networks: member 0 is "standard", all are the ensemble; it
+     * is SWAG's start too. */
     const int need_standard = has_method(&c, "standard") || has_method(&c, "temp") ||
-                              has_method(&c, "ensemble");
+                              has_method(&c, "ensemble") || has_method(&c, "swag");
+    const train_plan plain = {c.epochs, 0.0f, 0.0f, NULL, 0};
     const int members = has_method(&c, "ensemble") ? c.ensemble : 1;
     ibvi_net *standard[REPORT_MAX_METHODS] = {0};
     double standard_seconds[REPORT_MAX_METHODS] = {0};
@@ -496,7 +542,7 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, i ? "member %d" : "standard", i);
         standard[i] = build_network(&c, &train, 0, 0, c.seed + 100 * i);
         standard_seconds[i] = train_network(standard[i], &c, &train, name,
-                                            c.seed + 100 * i + 7, 0.0f,
+                                            c.seed + 100 * i + 7, &plain,
                                             standard_divergence[i],
                                             sizeof standard_divergence[i]);
         if (standard_divergence[i][0] && !ensemble_divergence[0])
@@ -550,7 +596,7 @@ int main(int argc, char **argv)
         method_result *m = add_method(&r, "ibvi");
         char divergence[sizeof m->divergence];
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
-                                         0.0f, divergence, sizeof divergence);
+                                         &plain, divergence, sizeof divergence);
         m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
@@ -570,9 +616,10 @@ int main(int argc, char **argv)
         ibvi_net *net = build_network(&c, &train, 0, 1, c.seed);
         method_result *m = add_method(&r, "mfvi");
         char divergence[sizeof m->divergence];
+        const train_plan elbo = {c.epochs, 1.0f / (float)train.count, 0.0f,
+                                 NULL, 0};
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
-                                         1.0f / (float)train.count,
-                                         divergence, sizeof divergence);
+                                         &elbo, divergence, sizeof divergence);
         m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
         CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
@@ -580,6 +627,61 @@ int main(int argc, char **argv)
             evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
         ibvi_predictor_free(pred);
         ibvi_net_free(net);
+    }
+    if (has_method(&c, "swag")) {
+        /* SWAG (docs/swag.md): from the trained standard network's means,
+         * --swag-epochs more epochs of SGD at the constant --swag-lr, with
+         * --swag-rank snapshots spread evenly over them; K = --test-samples
+         * weight samples of the Gaussian they define. */
+        method_result *m = add_method(&r, "swag");
+        m->train_seconds = standard_seconds[0];
+        mark_diverged(m, standard_divergence[0]);
+        if (!m->diverged) {
+            ibvi_net *work = NULL, *post = NULL;
+            CHECK(ibvi_net_create_like(&work, standard[0]));
+            CHECK(ibvi_net_init(work, c.parameterization, c.seed + 13));
+            for (int32_t i = 0; i < ibvi_net_layer_count(work); i++) {
+                ibvi_layer *from, *to;
+                CHECK(ibvi_net_layer(standard[0], i, &from));
+                CHECK(ibvi_net_layer(work, i, &to));
+                const int64_t P = ibvi_layer_param_count(from);
+                if (P == 0)
+                    continue;
+                float *theta = malloc((size_t)P * sizeof *theta);
+                if (!theta) {
+                    fprintf(stderr, "mnist_train: out of memory\n");
+                    return 1;
+                }
+                CHECK(ibvi_layer_get_mean(from, theta, P));
+                CHECK(ibvi_layer_set_mean(to, theta, P));
+                free(theta);
+            }
+            ibvi_swag_options so;
+            CHECK(ibvi_swag_options_init(&so));
+            so.rank = c.swag_rank;
+            ibvi_swag *swag = NULL;
+            CHECK(ibvi_swag_create(&swag, work, &so));
+            const train_plan phase = {c.swag_epochs, 0.0f,
+                                      c.swag_lr > 0.0f ? c.swag_lr : c.lr / 2,
+                                      swag, c.swag_rank};
+            char divergence[sizeof m->divergence];
+            const double start = host_now_seconds();
+            train_network(work, &c, &train, "swag", c.seed + 13, &phase,
+                          divergence, sizeof divergence);
+            mark_diverged(m, divergence);
+            if (!m->diverged) {
+                CHECK(ibvi_swag_build(swag, &post));
+                /* The phase, its snapshots and the build. */
+                m->train_seconds += host_now_seconds() - start;
+                m->model_floats = ibvi_net_param_count(post);
+                CHECK(ibvi_predictor_create(&pred, post, c.test_samples, c.seed));
+                evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
+                ibvi_predictor_free(pred);
+            }
+            ibvi_net_free(post);
+            ibvi_swag_free(swag);
+            ibvi_net_free(work);
+        }
     }
     for (int i = 0; i < members; i++)
         ibvi_net_free(standard[i]);

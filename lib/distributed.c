@@ -39,6 +39,12 @@ static int check_families(const ibvi_net *net, const char *fn)
                               "%s: layer %d is mean-field (diagonal); the "
                               "flat buffers cover deterministic and low-rank "
                               "layers only", fn, (int)i);
+        case IBVI__COV_DIAG_LOWRANK:
+            return ibvi__fail(IBVI_ERR_UNSUPPORTED,
+                              "%s: layer %d is diag-lowrank (SWAG); the "
+                              "flat buffers cover deterministic and low-rank "
+                              "layers only (SWAG's moments are collected by "
+                              "ibvi_swag_collect, not trained)", fn, (int)i);
         }
     }
     return IBVI_OK;

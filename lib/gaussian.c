@@ -16,6 +16,11 @@
  *     dL/drho = sigmoid(rho) .* sum_m g_m .* z_m,
  * stored (P floats, like the mean's gradient): it is no larger than theta.
  *
+ * A diag-lowrank (SWAG) layer draws theta_m = mu + d .* z1_m + S z2_m
+ * (z1_m of P entries, then z2_m of R): the low-rank sampler, then the
+ * diagonal one adding into the same theta. It is never trained (SWAG
+ * collects its moments), so it has no gradient beyond the mean's and S's.
+ *
  * The factor S is R times the size of the mean, so this file touches it as
  * little as it can: sampling reads S once for all samples (and is skipped
  * when the last optimizer step already drew this forward's weights, see
@@ -130,23 +135,28 @@ SAMPLE_BLOCK_R(12)
 SAMPLE_BLOCK_R(16)
 
 /* Entries row0 .. row0 + rows - 1 of theta_m = mu + softplus(rho) .* z_m,
- * z_m's entry p at z[m * z_stride + p]. */
+ * z_m's entry p at z[m * z_stride + p]. A diag-lowrank (SWAG) layer adds
+ * its d .* z1_m to the theta_m = mu + S z2_m the low-rank block wrote
+ * (the two samplers on the same theta). */
 static void sample_diagonal(const ibvi_layer *layer, int64_t row0,
                             int64_t rows, const float *z, int64_t z_stride,
                             int32_t samples, float *theta)
 {
     const int64_t P = layer->params, end = row0 + rows;
+    const int add = layer->covariance == IBVI__COV_DIAG_LOWRANK;
     float sigma[SAMPLE_BLOCK];
     for (int64_t p0 = row0; p0 < end; p0 += SAMPLE_BLOCK) {
         const int64_t n = end - p0 < SAMPLE_BLOCK ? end - p0 : SAMPLE_BLOCK;
-        const float *mu = layer->mean + p0, *rho = layer->rho + p0;
+        const float *mu = layer->mean + p0;
         for (int64_t b = 0; b < n; b++)
-            sigma[b] = ibvi__softplus(rho[b]);
+            sigma[b] = add ? layer->diag[p0 + b]
+                           : ibvi__softplus(layer->rho[p0 + b]);
         for (int32_t m = 0; m < samples; m++) {
             const float *restrict zm = z + m * z_stride + p0;
-            float *restrict out = theta + m * P + p0;
+            float *out = theta + m * P + p0;
+            const float *base = add ? out : mu;
             for (int64_t b = 0; b < n; b++)
-                out[b] = mu[b] + sigma[b] * zm[b];
+                out[b] = base[b] + sigma[b] * zm[b];
         }
     }
 }
@@ -158,6 +168,7 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
 {
     const int64_t P = layer->params, end = row0 + rows;
     const int32_t R = layer->rank;
+    const float *z_diag = NULL; /* diag-lowrank: z1, after the low rank */
     switch ((ibvi__covariance)layer->covariance) {
     case IBVI__COV_NONE:
         return;
@@ -165,6 +176,10 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
         sample_diagonal(layer, row0, rows, z, z_stride, samples, theta);
         return;
     case IBVI__COV_LOWRANK:
+        break;
+    case IBVI__COV_DIAG_LOWRANK: /* z1 (P entries), then z2 (R) */
+        z_diag = z;
+        z += P;
         break;
     }
     for (int64_t p0 = row0; p0 < end; p0 += SAMPLE_BLOCK) {
@@ -188,6 +203,8 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
             }
         }
     }
+    if (z_diag)
+        sample_diagonal(layer, row0, rows, z_diag, z_stride, samples, theta);
 }
 
 /* The forward's sampling of every row, split across the network's threads
@@ -281,7 +298,9 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
                             layer->sampled);
         break;
     case IBVI__COV_DIAGONAL:
-        /* One element-wise pass: never drawn ahead. */
+    case IBVI__COV_DIAG_LOWRANK:
+        /* Never drawn ahead: one element-wise pass (diagonal), or never
+         * trained (diag-lowrank, SWAG). */
         sample_all_rows(layer, noise, noise_stride, samples, layer->sampled);
         break;
     }
@@ -383,6 +402,9 @@ void ibvi__layer_backward(ibvi_layer *layer, const float *input,
         case IBVI__COV_DIAGONAL: /* |drho| <= sum_m |g_m| |z_m| (sigmoid < 1) */
             z_max = ibvi__max_abs(noise + m * noise_stride, P);
             break;
+        case IBVI__COV_DIAG_LOWRANK: /* the factor's z2, after z1 */
+            z_max = ibvi__max_abs(noise + m * noise_stride + P, R);
+            break;
         }
         for (int32_t g = 0; g < G; g++) {
             sums[g] += bound[g];
@@ -420,7 +442,9 @@ ibvi__factor_grad ibvi__gaussian_factor_grad(const ibvi_layer *layer)
                             net->grad_samples, layer->rank};
     if (layer->rank > 0 && net->grad_samples > 0) {
         fg.g = net->grad_samples == 1 ? layer->grad_mean : layer->sample_grad;
-        fg.z = net->grad_noise + layer->noise_offset;
+        fg.z = net->grad_noise + layer->noise_offset +
+               (layer->covariance == IBVI__COV_DIAG_LOWRANK ? layer->params
+                                                            : 0);
     }
     return fg;
 }

@@ -75,6 +75,22 @@ int64_t ibvi_layer_param_count(const ibvi_layer *layer)
     return layer->params;
 }
 
+/* The family's name in messages. */
+static const char *family_name(int32_t covariance)
+{
+    switch ((ibvi__covariance)covariance) {
+    case IBVI__COV_NONE:
+        return "deterministic, rank 0";
+    case IBVI__COV_LOWRANK:
+        return "low rank";
+    case IBVI__COV_DIAGONAL:
+        return "diagonal";
+    case IBVI__COV_DIAG_LOWRANK:
+        return "diag-lowrank, SWAG";
+    }
+    return "unknown";
+}
+
 /* Checks an initialised layer with parameters and a buffer of `expected`
  * floats. */
 static int check_buffer(const ibvi_layer *layer, const char *fn,
@@ -93,11 +109,7 @@ static int check_buffer(const ibvi_layer *layer, const char *fn,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: the layer's covariance family (%s) has no %s",
                           fn,
-                          layer->covariance == IBVI__COV_DIAGONAL
-                              ? "diagonal"
-                              : layer->covariance == IBVI__COV_LOWRANK
-                                    ? "low rank" : "deterministic, rank 0",
-                          what);
+                          family_name(layer->covariance), what);
     if (buffer == NULL)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: buffer is NULL", fn);
     if (len != expected)
@@ -230,4 +242,35 @@ int ibvi_layer_get_grad_rho(const ibvi_layer *layer, float *grad,
     return copy_out(layer, "ibvi_layer_get_grad_rho",
                     layer ? layer->grad_rho : NULL, grad, len,
                     rho_size(layer), "rho gradient");
+}
+
+static int64_t diag_size(const ibvi_layer *layer)
+{
+    return layer && layer->covariance == IBVI__COV_DIAG_LOWRANK
+               ? layer->params
+               : 0;
+}
+
+int ibvi_layer_get_diag(const ibvi_layer *layer, float *diag, int64_t len)
+{
+    return copy_out(layer, "ibvi_layer_get_diag", layer ? layer->diag : NULL,
+                    diag, len, diag_size(layer),
+                    "d (diag-lowrank covariance)");
+}
+
+int ibvi_layer_set_diag(ibvi_layer *layer, const float *diag, int64_t len)
+{
+    static const char fn[] = "ibvi_layer_set_diag";
+    int status = check_buffer(layer, fn, diag, len, diag_size(layer),
+                              "d (diag-lowrank covariance)");
+    if (status < 0)
+        return status;
+    for (int64_t p = 0; p < len && ibvi__all_finite(diag, len); p++)
+        if (diag[p] < 0.0f)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: diag[%lld] = %g, expected >= 0 (a "
+                              "standard deviation); the layer is unchanged",
+                              fn, (long long)p, (double)diag[p]);
+    return copy_in(layer, fn, diag, layer->diag, len, len,
+                   "d (diag-lowrank covariance)");
 }

@@ -89,13 +89,16 @@ typedef struct ibvi__param_group {
 typedef enum ibvi__covariance {
     IBVI__COV_NONE = 0,    /* deterministic: theta = mu                  */
     IBVI__COV_LOWRANK = 1, /* N(mu, S S^T), S is P x R: theta = mu + S z */
-    IBVI__COV_DIAGONAL = 2 /* mean-field N(mu, diag(sigma^2)), sigma =
-                              softplus(rho): theta = mu + sigma .* z      */
-    /* A new family (SWAG's diagonal plus low rank, docs/design.md) adds a
-     * value here and a case to every switch over ibvi__covariance. */
+    IBVI__COV_DIAGONAL = 2, /* mean-field N(mu, diag(sigma^2)), sigma =
+                               softplus(rho): theta = mu + sigma .* z     */
+    IBVI__COV_DIAG_LOWRANK = 3 /* SWAG's N(mu, diag(d^2) + S S^T), d of P,
+                                  S of P x R: theta = mu + d .* z1 + S z2
+                                  (z1 of P then z2 of R); never trained */
+    /* A new family adds a value here and a case to every switch over
+     * ibvi__covariance (-Wswitch lists them). */
 } ibvi__covariance;
 /* One more than the largest ibvi__covariance (= ibvi_covariance_family). */
-#define IBVI__COV_COUNT 3
+#define IBVI__COV_COUNT 4
 
 /* Capabilities (ibvi__layer_ops.flags). */
 enum {

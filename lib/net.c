@@ -169,9 +169,10 @@ int ibvi__net_add_layer(ibvi_net *net, const char *fn, int32_t kind,
 /* ---- initialisation ------------------------------------------------------ */
 
 /* Allocates the parameter block and points every layer into it:
- * mean (P), mean gradient (P), factor (P x R) per layer, and for a
- * diagonal layer rho (P) and its gradient (P). The factor's gradient is
- * never stored (see network.h). */
+ * mean (P), mean gradient (P), factor (P x R) per layer, for a
+ * diagonal layer rho (P) and its gradient (P), for a diag-lowrank (SWAG)
+ * layer d (P; it has no gradient: it is never trained). The factor's
+ * gradient is never stored (see network.h). */
 static int allocate_parameters(ibvi_net *net)
 {
     int64_t total = 0;
@@ -194,7 +195,7 @@ static int allocate_parameters(ibvi_net *net)
         l->grad_mean = cursor + P;
         l->factor = cursor + 2 * P;
         cursor += 2 * P + PR;
-        l->rho = l->grad_rho = NULL;
+        l->rho = l->grad_rho = l->diag = NULL;
         switch ((ibvi__covariance)l->covariance) {
         case IBVI__COV_NONE:
         case IBVI__COV_LOWRANK:
@@ -203,6 +204,10 @@ static int allocate_parameters(ibvi_net *net)
             l->rho = cursor;
             l->grad_rho = cursor + P;
             cursor += 2 * P;
+            break;
+        case IBVI__COV_DIAG_LOWRANK:
+            l->diag = cursor;
+            cursor += P;
             break;
         }
         l->noise_offset = noise_offset;
@@ -562,6 +567,8 @@ int64_t ibvi__covariance_floats(const ibvi_layer *l)
         return l->params * (int64_t)l->rank;
     case IBVI__COV_DIAGONAL:
         return l->params;
+    case IBVI__COV_DIAG_LOWRANK:
+        return l->params * (1 + (int64_t)l->rank);
     }
     return 0;
 }
@@ -596,16 +603,26 @@ int ibvi_net_set_covariance(ibvi_net *net, int32_t layer,
     if (family < 0 || family >= IBVI__COV_COUNT)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: options->family = %d, expected "
-                          "IBVI_COVARIANCE_NONE (0), _LOWRANK (1) or "
-                          "_DIAGONAL (2)", fn, (int)family);
-    if (family == IBVI__COV_LOWRANK ? (rank < 1 || rank > l->params)
-                                    : rank != 0)
+                          "IBVI_COVARIANCE_NONE (0), _LOWRANK (1), "
+                          "_DIAGONAL (2) or _DIAG_LOWRANK (3)", fn,
+                          (int)family);
+    /* SWAG's R counts collected deviations, so it may exceed a small
+     * layer's P (S S^T then simply has rank <= P). */
+    const int32_t max_rank =
+        family == IBVI__COV_DIAG_LOWRANK ? IBVI_DIAG_LOWRANK_MAX_RANK
+        : family == IBVI__COV_LOWRANK
+            ? (int32_t)(l->params < INT32_MAX ? l->params : INT32_MAX)
+            : 0;
+    if (max_rank > 0 ? (rank < 1 || rank > max_rank) : rank != 0)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: options->rank = %d, expected %s", fn,
                           (int)rank,
                           family == IBVI__COV_LOWRANK
                               ? "1..P (the layer's parameter count)"
-                              : "0 (only the low-rank family has a rank)");
+                          : family == IBVI__COV_DIAG_LOWRANK
+                              ? "1..IBVI_DIAG_LOWRANK_MAX_RANK (1024)"
+                              : "0 (only the low-rank families have a "
+                                "rank)");
     if (family == IBVI__COV_DIAGONAL ? !(sigma >= 0.0f && sigma <= 1.0f)
                                      : sigma != 0.0f)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
@@ -637,17 +654,20 @@ int ibvi_net_set_covariance(ibvi_net *net, int32_t layer,
     int64_t noise = 0; /* z per sample, int32 (ibvi_net_noise_size) */
     for (int32_t i = 0; i < net->layer_count; i++)
         noise += i == layer ? 0 : net->layers[i]->noise_dim;
-    if (family == IBVI__COV_DIAGONAL && l->params > MAX_NOISE - noise)
+    const int64_t draws = family == IBVI__COV_LOWRANK    ? rank
+                          : family == IBVI__COV_DIAGONAL ? l->params
+                          : family == IBVI__COV_DIAG_LOWRANK
+                              ? l->params + rank
+                              : 0;
+    if (draws > MAX_NOISE - noise)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: the network's noise per sample would exceed "
-                          "%lld values (a diagonal layer draws P)", fn,
-                          (long long)MAX_NOISE);
+                          "%lld values (a diagonal layer draws P, a "
+                          "diag-lowrank one P + R)", fn, (long long)MAX_NOISE);
     net->param_floats += new_floats - old_floats;
     l->covariance = family;
     l->rank = rank;
-    l->noise_dim = family == IBVI__COV_LOWRANK    ? rank
-                   : family == IBVI__COV_DIAGONAL ? (int32_t)l->params
-                                                  : 0;
+    l->noise_dim = (int32_t)draws;
     l->init_sigma = family == IBVI__COV_DIAGONAL
                         ? (sigma > 0.0f ? sigma : IBVI_DEFAULT_INIT_SIGMA)
                         : 0.0f;

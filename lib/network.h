@@ -65,7 +65,8 @@ struct ibvi_layer {
     ibvi__param_group groups[IBVI__MAX_GROUPS];
     int32_t noise_offset;/* where this layer's z starts in one noise sample */
     int32_t noise_dim;   /* z entries per sample: R (low rank), P
-                            (diagonal), 0 (deterministic)               */
+                            (diagonal), P + R (diag-lowrank), 0
+                            (deterministic)                             */
     float init_sigma;    /* diagonal: sigma_0 / the prior std            */
 
     /* In the parameter block (layers with parameters). */
@@ -74,6 +75,7 @@ struct ibvi_layer {
     float *grad_mean;    /* P                                             */
     float *rho;          /* diagonal: P, sigma = softplus(rho); else NULL */
     float *grad_rho;     /* diagonal: P, dL/drho of the last backward     */
+    float *diag;         /* diag-lowrank (SWAG): d, P; else NULL          */
 
     /* Bounds on |entries| of the last backward's gradients, per group: the
      * mean's group g at [g], the factor's rows of group g at
@@ -278,7 +280,8 @@ static inline int ibvi__is_variational(const ibvi_layer *l)
 }
 
 /* Floats of a layer's distribution parameters beyond the mean (its part
- * of the flat layout after the mean): P x R, P (rho) or 0. */
+ * of the flat layout after the mean): P x R, P (rho), P + P x R (d, S) or
+ * 0. */
 int64_t ibvi__covariance_floats(const ibvi_layer *l);
 
 /* softplus(x) = log(1 + e^x) and its derivative, the logistic sigmoid, in

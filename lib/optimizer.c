@@ -135,6 +135,7 @@ static int layer_ranges(const ibvi_layer *l, int32_t kind, float kl_weight,
     }
     switch ((ibvi__covariance)l->covariance) {
     case IBVI__COV_NONE:
+    case IBVI__COV_DIAG_LOWRANK: /* refused by ibvi_optimizer_create */
         break;
     case IBVI__COV_DIAGONAL:
         for (int32_t g = 0; g < G; g++) {
@@ -271,6 +272,15 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: lr = %g, expected a finite value > 0", fn,
                           (double)lr);
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->covariance == IBVI__COV_DIAG_LOWRANK)
+            return ibvi__fail(IBVI_ERR_UNSUPPORTED,
+                              "%s: layer %d carries SWAG's diag-lowrank "
+                              "covariance, whose moments are collected "
+                              "(ibvi_swag_collect), not trained; train the "
+                              "deterministic network and build the SWAG "
+                              "posterior from it (ibvi_swag_build)", fn,
+                              (int)i);
     const int64_t params = ibvi_net_param_count(net);
     const int64_t state_floats = kind == IBVI_OPT_ADAM ? 2 * params : params;
     ibvi_optimizer *opt = ibvi__calloc(&net->allocator, 1, sizeof *opt);

@@ -29,6 +29,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <math.h>
+#include <string.h>
 
 #include "network.h"
 
@@ -182,6 +183,13 @@ void ibvi__param_draw_prior(ibvi_net *net, uint64_t seed)
             }
             break;
         }
+        case IBVI__COV_DIAG_LOWRANK:
+            /* d = 0, S = 0 (the block is zeroed): deterministic until
+             * SWAG's moments are installed (ibvi_swag_build); no draw. */
+            memset(l->diag, 0, (size_t)l->params * sizeof(float));
+            memset(l->factor, 0,
+                   (size_t)(l->params * (int64_t)l->rank) * sizeof(float));
+            break;
         case IBVI__COV_DIAGONAL:
             /* sigma_0 = init_sigma x the group's prior std (the KL's, so a
              * constant-prior group counts 1): rho_0 = softplus^-1(sigma_0)

@@ -200,6 +200,7 @@ static int has_identity(const ibvi_layer *l)
         break;
     case IBVI__COV_NONE:
     case IBVI__COV_DIAGONAL:
+    case IBVI__COV_DIAG_LOWRANK: /* SWAG: materialised like a diagonal */
         return 0;
     }
     if (!(l->ops->flags & IBVI__OPS_LINEAR_IN_THETA))

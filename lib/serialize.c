@@ -361,14 +361,18 @@ typedef struct layer_desc {
     int64_t groups, from, projection;
     float eps;
     /* The covariance field after the kind's (version 2, kinds with
-     * parameters; absent: the family the rank implies): family, init_sigma */
+     * parameters; absent: the family the rank implies): family, then
+     * init_sigma (diagonal) or the rank R (diag-lowrank) */
     int64_t family;
     float init_sigma;
+    int64_t cov_rank;
 } layer_desc;
 
-/* The covariance field of a record: int32 family, float init_sigma. This
- * library writes it for diagonal layers only (required = length, so an
- * older library refuses them: "needs a newer libibvi"). */
+/* The covariance field of a record: int32 family, then a float init_sigma
+ * (diagonal) or an int32 R (diag-lowrank, SWAG; the kind's own rank field
+ * is then 0). This library writes it for diagonal and diag-lowrank layers
+ * only (required = length, so an older library refuses them: "needs a
+ * newer libibvi"). */
 #define COV_FIELD_BYTES 8
 
 /* What a layer's check knows: the shape of its input and the output
@@ -412,7 +416,16 @@ typedef struct layer_codec {
     int (*get_params)(ibvi_layer *l, reader *r, float *block);
 } layer_codec;
 
-/* dense: int32 outputs, int32 rank; PARM: mean (P), factor (P x R) */
+/* Whether a layer's record carries the covariance field (its family is
+ * not the one its kind's rank field implies). */
+static int has_cov_field(const ibvi_layer *l)
+{
+    return l->covariance == IBVI__COV_DIAGONAL ||
+           l->covariance == IBVI__COV_DIAG_LOWRANK;
+}
+
+/* dense: int32 outputs, int32 rank; PARM: mean (P), factor (P x R), then
+ * rho (diagonal) or d (diag-lowrank), P */
 static void dense_encode(const ibvi_layer *l, uint8_t *f)
 {
     store_u32(f, (uint32_t)l->outputs);
@@ -490,6 +503,8 @@ static void dense_put_params(sink *s, const ibvi_layer *l)
     put_floats(s, l->factor, l->params * l->rank);
     if (l->covariance == IBVI__COV_DIAGONAL)
         put_floats(s, l->rho, l->params);
+    if (l->covariance == IBVI__COV_DIAG_LOWRANK)
+        put_floats(s, l->diag, l->params);
 }
 
 static int dense_get_params(ibvi_layer *l, reader *r, float *block)
@@ -507,6 +522,11 @@ static int dense_get_params(ibvi_layer *l, reader *r, float *block)
         if (!get_floats(r, block, l->params))
             return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
         status = ibvi_layer_set_rho(l, block, l->params);
+    }
+    if (status >= 0 && l->covariance == IBVI__COV_DIAG_LOWRANK) {
+        if (!get_floats(r, block, l->params))
+            return ibvi__fail(IBVI_ERR_FORMAT, "truncated parameters");
+        status = ibvi_layer_set_diag(l, block, l->params);
     }
     return status;
 }
@@ -885,8 +905,7 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
         const ibvi_layer *l = net->layers[i];
         lo->param_floats += l->params + ibvi__covariance_floats(l);
         lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes +
-                          (l->covariance == IBVI__COV_DIAGONAL
-                               ? COV_FIELD_BYTES : 0);
+                          (has_cov_field(l) ? COV_FIELD_BYTES : 0);
     }
     lo->parm_bytes = 4 * lo->param_floats;
     lo->optm_bytes = 0;
@@ -934,11 +953,20 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
         const ibvi_layer *l = net->layers[i];
         const layer_codec *c = codec_for(l->kind);
         uint8_t fields[64 + COV_FIELD_BYTES];
-        c->encode(l, fields);
+        /* The kinds' rank fields carry the low-rank family's R, 0 for the
+         * others (a diag-lowrank layer's R is in its covariance field). */
+        ibvi_layer plain = *l;
+        plain.rank = l->covariance == IBVI__COV_LOWRANK ? l->rank : 0;
+        if (l->kind == IBVI__KIND_CONV2D)
+            plain.conv.options.rank = plain.rank;
+        c->encode(&plain, fields);
         int32_t bytes = c->field_bytes;
-        if (l->covariance == IBVI__COV_DIAGONAL) {
+        if (has_cov_field(l)) {
             store_u32(fields + bytes, (uint32_t)l->covariance);
-            store_u32(fields + bytes + 4, float_bits(l->init_sigma));
+            store_u32(fields + bytes + 4,
+                      l->covariance == IBVI__COV_DIAG_LOWRANK
+                          ? (uint32_t)l->rank
+                          : float_bits(l->init_sigma));
             bytes += COV_FIELD_BYTES;
         }
         put_u32(s, (uint32_t)c->kind);
@@ -1395,6 +1423,27 @@ static int check_covariance(layer_desc *d, int64_t budget, layer_shape *sh,
     if (d->family < 0)
         return IBVI_OK;
     const int64_t P = sh->param_floats / (1 + d->rank);
+    if (d->family == IBVI__COV_DIAG_LOWRANK) {
+        /* SWAG's: the kind's rank 0, R in the field; PARM: mean, S (P x
+         * R), d (P); P + R noise values. */
+        const int64_t R = d->cov_rank;
+        if (d->rank != 0 || P == 0 || R < 1 || R > IBVI_DIAG_LOWRANK_MAX_RANK ||
+            d->kind == IBVI_LAYER_RESIDUAL)
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: a diag-lowrank covariance "
+                              "with kind rank %lld, R = %lld and %lld "
+                              "parameters is invalid", where, (long)index,
+                              (long long)d->rank, (long long)R, (long long)P);
+        if (1 + R > (budget - sh->param_floats) / P)
+            return ibvi__fail(IBVI_ERR_FORMAT,
+                              "%s: layer %ld: %lld x %lld parameters do not "
+                              "fit in the rest of the file", where,
+                              (long)index, (long long)P, (long long)R + 2);
+        sh->param_floats = P * (2 + R);
+        sh->noise = P + R;
+        sh->max_block = P * R > P ? P * R : P;
+        return IBVI_OK;
+    }
     if (d->family != IBVI__COV_DIAGONAL) {
         if (d->family != (d->rank > 0 ? IBVI__COV_LOWRANK : IBVI__COV_NONE))
             return ibvi__fail(IBVI_ERR_FORMAT,
@@ -1491,6 +1540,7 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
         if (family >= 0 && family < IBVI__COV_COUNT) {
             d->family = family;
             d->init_sigma = bits_float(load_u32(f + 4));
+            d->cov_rank = to_i32(load_u32(f + 4));
             known += COV_FIELD_BYTES;
         }
     }
@@ -2002,6 +2052,12 @@ static int build_net(reader *r, const model_info *m,
             d.family == IBVI__COV_DIAGONAL) {
             ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
             o.init_sigma = d.init_sigma;
+            status = ibvi_net_set_covariance(net, i, &o);
+        } else if (status >= 0 && d.family == IBVI__COV_DIAG_LOWRANK) {
+            ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+            o.family = IBVI_COVARIANCE_DIAG_LOWRANK;
+            o.rank = (int32_t)d.cov_rank;
+            o.init_sigma = 0.0f;
             status = ibvi_net_set_covariance(net, i, &o);
         }
         if (status < 0)

@@ -211,7 +211,9 @@ static void fill(float *x, int n, float scale)
 static void scenario(run *r)
 {
     ibvi_net *net = NULL, *net2 = NULL, *net3 = NULL, *cnet = NULL,
-             *clike = NULL;
+             *clike = NULL, *spost = NULL;
+    ibvi_swag *swag = NULL;
+    ibvi_predictor *spred = NULL;
     ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL, *copt = NULL;
     ibvi_predictor *pred = NULL, *ens = NULL, *cpred = NULL;
     ibvi_metrics *m = NULL;
@@ -357,6 +359,27 @@ static void scenario(run *r)
              ibvi_net_forward_mean(clike, x, 3, logits));
         mix(r, logits, sizeof logits);
     }
+    /* SWAG on it: a collector, two snapshots (the first layer's means
+     * moved between them), the posterior network, predicted and saved */
+    CREATE(r, "ibvi_swag_create", swag, ibvi_swag_create(&swag, clike, NULL));
+    CALL(r, "ibvi_swag_collect", ibvi_swag_collect(swag, clike));
+    {
+        ibvi_layer *l0 = NULL;
+        float w[3 * 9 + 3];
+        ck_assert_int_eq(ibvi_net_layer(clike, 0, &l0), IBVI_OK);
+        ck_assert_int_eq(ibvi_layer_get_mean(l0, w, 30), IBVI_OK);
+        for (int i = 0; i < 30; i++)
+            w[i] += 0.05f * (float)(i % 5);
+        ck_assert_int_eq(ibvi_layer_set_mean(l0, w, 30), IBVI_OK);
+    }
+    CALL(r, "ibvi_swag_collect", ibvi_swag_collect(swag, clike));
+    CREATE(r, "ibvi_swag_build", spost, ibvi_swag_build(swag, &spost));
+    CREATE(r, "ibvi_predictor_create", spred,
+           ibvi_predictor_create(&spred, spost, 3, 8));
+    CALL(r, "ibvi_predictor_run",
+         ibvi_predictor_run(spred, x, 3, probs, h, NULL, mi));
+    mix(r, probs, sizeof(float) * 3 * CLASSES);
+    mix_saved(r, spost, NULL);
 
     /* the last-layer Laplace approximation of a deterministic network:
      * full with the marginal likelihood, KFAC with a validation set;
@@ -415,6 +438,9 @@ cleanup:
     ibvi_net_free(lnet);
     ibvi_predictor_free(cpred);
     ibvi_optimizer_free(copt);
+    ibvi_predictor_free(spred);
+    ibvi_net_free(spost);
+    ibvi_swag_free(swag);
     ibvi_net_free(clike);
     ibvi_net_free(cnet);
     ibvi_predictor_free(ens);

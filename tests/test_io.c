@@ -2200,6 +2200,86 @@ static int patched_status(const uint8_t *b, int64_t len, int layer,
     return status;
 }
 
+/* A diag-lowrank (SWAG) layer's record: the covariance field carries
+ * family 3 and R (the dense fields' rank 0), PARM the mean, S, then d. It
+ * round-trips; an out-of-range R, a non-zero kind rank, a negative d are
+ * refused with FORMAT or INVALID_ARG; a family this library does not know
+ * needs a newer library (as an older one refuses family 3). */
+START_TEST(test_diag_lowrank_record)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, 3, NULL));
+    CK_OK(ibvi_net_add_dense(net, 4, 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 2, 0));
+    ibvi_covariance_options o = {IBVI_COVARIANCE_OPTIONS_VERSION,
+                                 IBVI_COVARIANCE_DIAG_LOWRANK, 2, 0.0f};
+    CK_OK(ibvi_net_set_covariance(net, 0, &o));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 4));
+    ibvi_layer *l = NULL;
+    CK_OK(ibvi_net_layer(net, 0, &l));
+    float d[16], S[32];
+    for (int i = 0; i < 16; i++)
+        d[i] = 0.01f * (float)(i + 1);
+    for (int i = 0; i < 32; i++)
+        S[i] = 0.02f * (float)(i - 16);
+    CK_OK(ibvi_layer_set_diag(l, d, 16));
+    CK_OK(ibvi_layer_set_factor(l, S, 32));
+    int64_t len;
+    uint8_t *b = to_buffer(net, NULL, &len);
+    const int F = IBVI_ERR_FORMAT, V = IBVI_ERR_VERSION;
+    ck_assert_uint_eq(rd64(b + S_REC0 + 4), 36);  /* length   */
+    ck_assert_uint_eq(rd64(b + S_REC0 + 12), 36); /* required */
+    ck_assert_uint_eq(rd32(b + S_REC0 + 24), 0);  /* the kind's rank */
+    ck_assert_uint_eq(rd32(b + S_REC0 + 28), 3);  /* family   */
+    ck_assert_uint_eq(rd32(b + S_REC0 + 32), 2);  /* R        */
+    const int64_t parm = section_payload(b, len, "PARM");
+    ck_assert_int_gt(parm, 0);
+    float v;
+    memcpy(&v, b + parm + 4 * (16 + 32), 4); /* d[0], after mean and S */
+    ck_assert(v == d[0]);
+    memcpy(&v, b + parm + 4 * 16, 4); /* S[0] */
+    ck_assert(v == S[0]);
+    ck_assert_int_eq(load_status(b, len, NULL), IBVI_OK);
+    ibvi_net *back = NULL;
+    CK_OK(ibvi_net_load_buffer(&back, NULL, b, len, NULL));
+    ibvi_layer *m = NULL;
+    CK_OK(ibvi_net_layer(back, 0, &m));
+    ck_assert_int_eq(ibvi_layer_covariance(m), IBVI_COVARIANCE_DIAG_LOWRANK);
+    float d2[16], S2[32];
+    CK_OK(ibvi_layer_get_diag(m, d2, 16));
+    CK_OK(ibvi_layer_get_factor(m, S2, 32));
+    ck_assert(memcmp(d, d2, sizeof d) == 0 && memcmp(S, S2, sizeof S) == 0);
+    ibvi_net_free(back);
+
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 32, 0, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 32, 0xFFFFFFFFu, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 32, 1025, 0), F);
+    /* R = 1: PARM holds more than the layers read, required bytes a newer
+     * library would know */
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 32, 1, 0), V);
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 32, 3, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 24, 2, 0), F);
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 28, 4, 0), V);
+    ck_assert_int_eq(load_status(b, len, NULL), IBVI_OK);
+    {
+        uint8_t *c = malloc((size_t)len);
+        memcpy(c, b, (size_t)len);
+        const float neg = -0.5f;
+        memcpy(c + parm + 4 * (16 + 32 + 3), &neg, 4);
+        fix_file(c, len);
+        ck_assert_int_lt(load_status(c, len, "diag"), 0);
+        free(c);
+    }
+    /* As an older library sees it: the family unknown, so the record's
+     * required bytes exceed what it knows. */
+    ck_assert_int_eq(load_patched32(b, len, S_REC0 + 28, 0x7FFFFFFF, 0), V);
+    ck_assert_int_eq(load_status(b, len, NULL), IBVI_OK);
+    free(b);
+    ibvi_net_free(net);
+}
+END_TEST
+
 /* Hostile image records with a correct size and checksum: bad geometry of
  * every kind is refused with FORMAT and the builder's reason (or VERSION
  * for what only a later library builds), nothing crashes or leaks. */
@@ -2343,6 +2423,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_v1_files_load_the_same_network);
     tcase_add_test(tc, test_v2_unknown_sections_and_kinds);
     tcase_add_test(tc, test_v2_hostile_fields);
+    tcase_add_test(tc, test_diag_lowrank_record);
     tcase_add_test(tc, test_image_roundtrip);
     tcase_add_test(tc, test_image_hostile_fields);
     suite_add_tcase(s, tc);

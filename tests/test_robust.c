@@ -2271,7 +2271,7 @@ static void sw_net_set_covariance(void)
     EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
     b.version = 2;
     EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
-    const int32_t bad_family[] = {-1, 3, INT32_MAX, INT32_MIN};
+    const int32_t bad_family[] = {-1, 4, INT32_MAX, INT32_MIN};
     for (size_t i = 0; i < sizeof bad_family / sizeof bad_family[0]; i++) {
         b = o;
         b.family = bad_family[i];
@@ -2294,6 +2294,14 @@ static void sw_net_set_covariance(void)
     b = (ibvi_covariance_options){IBVI_COVARIANCE_OPTIONS_VERSION,
                                   IBVI_COVARIANCE_NONE, 0, 0.5f};
     EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A); /* sigma, no family */
+    b = (ibvi_covariance_options){IBVI_COVARIANCE_OPTIONS_VERSION,
+                                  IBVI_COVARIANCE_DIAG_LOWRANK, 0, 0.0f};
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A); /* rank 0 */
+    b.rank = IBVI_DIAG_LOWRANK_MAX_RANK + 1;
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A);
+    b.rank = 2;
+    b.init_sigma = 0.1f;
+    EXPECT(fn, ibvi_net_set_covariance(net, 0, &b), A); /* a sigma */
     ck_assert_int_eq(ibvi_net_noise_size(net), noise);
     ck_assert_int_eq(ibvi_net_param_count(net), params);
     ck_assert_int_eq(ibvi_layer_covariance(tu_layer(net, 0)),
@@ -2571,6 +2579,192 @@ static void sw_laplace_probit(void)
     ibvi_laplace_free(la);
 }
 
+/* ---- SWAG (swag.h) and the diag-lowrank family ------------------------- */
+
+/* A deterministic 3-4-2 network (initialised or not). */
+static ibvi_net *swag_source(int init)
+{
+    ibvi_net *net = tu_net_new(3, NULL);
+    CK_OK(ibvi_net_add_dense(net, 4, 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(net, 2, 0));
+    if (init)
+        CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 3));
+    return net;
+}
+
+/* A collector of swag_source with `count` snapshots (the means moved
+ * between them). */
+static ibvi_swag *swag_with(ibvi_net *net, int count)
+{
+    ibvi_swag *swag = NULL;
+    CK_OK(ibvi_swag_create(&swag, net, NULL));
+    ibvi_layer *l = tu_layer(net, 0);
+    float mu[16];
+    for (int k = 0; k < count; k++) {
+        CK_OK(ibvi_layer_get_mean(l, mu, 16));
+        mu[k % 16] += 0.25f;
+        CK_OK(ibvi_layer_set_mean(l, mu, 16));
+        CK_OK(ibvi_swag_collect(swag, net));
+    }
+    return swag;
+}
+
+static void sw_swag_options_init(void)
+{
+    const char *fn = "ibvi_swag_options_init";
+    EXPECT(fn, ibvi_swag_options_init(NULL), A);
+    ibvi_swag_options o = {0, 0};
+    CK_OK(ibvi_swag_options_init(&o));
+    ck_assert_uint_eq(o.version, IBVI_SWAG_OPTIONS_VERSION);
+    ck_assert_int_eq(o.rank, IBVI_SWAG_DEFAULT_RANK);
+}
+
+static void sw_swag_create(void)
+{
+    const char *fn = "ibvi_swag_create";
+    ibvi_net *net = swag_source(1), *fresh = swag_source(0);
+    ibvi_swag *swag = (ibvi_swag *)&swag;
+    EXPECT(fn, ibvi_swag_create(NULL, net, NULL), A);
+    EXPECT(fn, ibvi_swag_create(&swag, NULL, NULL), A);
+    ck_assert_ptr_null(swag);
+    EXPECT(fn, ibvi_swag_create(&swag, fresh, NULL), ST);
+    EXPECT(fn, ibvi_swag_create(&swag, F.net, NULL), ST); /* low rank */
+    ibvi_swag_options o = IBVI_SWAG_OPTIONS_INIT;
+    const uint32_t bad_version[] = {0, 2, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_version / sizeof bad_version[0]; i++) {
+        o.version = bad_version[i];
+        EXPECT(fn, ibvi_swag_create(&swag, net, &o), A);
+    }
+    o.version = IBVI_SWAG_OPTIONS_VERSION;
+    const int32_t bad_rank[] = {INT32_MIN, -1, 0, 1,
+                                IBVI_DIAG_LOWRANK_MAX_RANK + 1, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_rank / sizeof bad_rank[0]; i++) {
+        o.rank = bad_rank[i];
+        EXPECT(fn, ibvi_swag_create(&swag, net, &o), A);
+        ck_assert_ptr_null(swag);
+    }
+    o.rank = 2;
+    CK_OK(ibvi_swag_create(&swag, net, &o));
+    ck_assert_int_eq(ibvi_swag_count(swag), 0);
+    ibvi_swag_free(swag);
+    ibvi_net_free(net);
+    ibvi_net_free(fresh);
+}
+
+static void sw_swag_free(void) { ibvi_swag_free(NULL); }
+
+static void sw_swag_collect(void)
+{
+    const char *fn = "ibvi_swag_collect";
+    ibvi_net *net = swag_source(1), *fresh = swag_source(0);
+    ibvi_swag *swag = swag_with(net, 1);
+    EXPECT(fn, ibvi_swag_collect(NULL, net), A);
+    EXPECT(fn, ibvi_swag_collect(swag, NULL), A);
+    EXPECT(fn, ibvi_swag_collect(swag, fresh), ST);
+    EXPECT(fn, ibvi_swag_collect(swag, F.det), SH); /* 3-2 */
+    EXPECT(fn, ibvi_swag_collect(swag, F.wide), SH);
+    ck_assert_int_eq(ibvi_swag_count(swag), 1);
+    /* A low-rank network of the same shapes: its means are collected. */
+    ibvi_net *lr = tu_net_new(3, NULL);
+    CK_OK(ibvi_net_add_dense(lr, 4, 2));
+    CK_OK(ibvi_net_add_activation(lr, IBVI_ACT_RELU));
+    CK_OK(ibvi_net_add_dense(lr, 2, 1));
+    CK_OK(ibvi_net_init(lr, IBVI_PARAM_SP, 3));
+    CK_OK(ibvi_swag_collect(swag, lr));
+    ck_assert_int_eq(ibvi_swag_count(swag), 2);
+    ibvi_net_free(lr);
+    ibvi_swag_free(swag);
+    ibvi_net_free(net);
+    ibvi_net_free(fresh);
+}
+
+static void sw_swag_count(void)
+{
+    const char *fn = "ibvi_swag_count";
+    EXPECT(fn, ibvi_swag_count(NULL), A);
+    ibvi_net *net = swag_source(1);
+    ibvi_swag *swag = swag_with(net, 3);
+    ck_assert_int_eq(ibvi_swag_count(swag), 3);
+    ibvi_swag_free(swag);
+    ibvi_net_free(net);
+}
+
+static void sw_swag_build(void)
+{
+    const char *fn = "ibvi_swag_build";
+    ibvi_net *net = swag_source(1), *post = (ibvi_net *)&post;
+    ibvi_swag *none = swag_with(net, 0), *one = swag_with(net, 1),
+              *two = swag_with(net, 2);
+    EXPECT(fn, ibvi_swag_build(NULL, &post), A);
+    ck_assert_ptr_null(post);
+    EXPECT(fn, ibvi_swag_build(two, NULL), A);
+    EXPECT(fn, ibvi_swag_build(none, &post), ST);
+    EXPECT(fn, ibvi_swag_build(one, &post), ST);
+    ck_assert_ptr_null(post);
+    CK_OK(ibvi_swag_build(two, &post));
+    ck_assert_int_eq(ibvi_layer_covariance(tu_layer(post, 0)),
+                     IBVI_COVARIANCE_DIAG_LOWRANK);
+    ck_assert_int_eq(ibvi_net_noise_size(post), 16 + 2 + 10 + 2);
+    ibvi_net_free(post);
+    ibvi_swag_free(none);
+    ibvi_swag_free(one);
+    ibvi_swag_free(two);
+    ibvi_net_free(net);
+}
+
+static void sweep_diag(const char *fn, get_fn get, set_fn set)
+{
+    ibvi_net *src = swag_source(1), *net = NULL, *fresh = swag_source(0);
+    ibvi_swag *swag = swag_with(src, 2);
+    CK_OK(ibvi_swag_build(swag, &net));
+    ibvi_covariance_options o = {IBVI_COVARIANCE_OPTIONS_VERSION,
+                                 IBVI_COVARIANCE_DIAG_LOWRANK, 2, 0.0f};
+    CK_OK(ibvi_net_set_covariance(fresh, 0, &o));
+    ibvi_layer *l = tu_layer(net, 0);
+    const int64_t P = 16;
+    float b[32] = {0}, before[16], after[16];
+#define CALL_DIAG(layer, ptr, n)                                              \
+    (get ? get((layer), (ptr), (n)) : set((layer), (ptr), (n)))
+    EXPECT(fn, CALL_DIAG(NULL, b, P), A);
+    EXPECT(fn, CALL_DIAG(l, NULL, P), A);
+    EXPECT(fn, CALL_DIAG(tu_layer(fresh, 0), b, P), ST);
+    EXPECT(fn, CALL_DIAG(tu_layer(net, 1), b, P), A); /* relu */
+    EXPECT(fn, CALL_DIAG(tu_layer(src, 0), b, P), A); /* deterministic */
+    EXPECT(fn, CALL_DIAG(F.l0, b, P), A);             /* low rank */
+    const int64_t bad[] = {0, -1, P - 1, P + 1, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, CALL_DIAG(l, b, bad[i]), SH);
+    if (set) {
+        CK_OK(ibvi_layer_get_diag(l, before, P));
+        memcpy(b, before, sizeof before);
+        b[P - 1] = NAN;
+        EXPECT(fn, set(l, b, P), NF);
+        b[P - 1] = INFINITY;
+        EXPECT(fn, set(l, b, P), NF);
+        b[P - 1] = -1e-30f;
+        EXPECT(fn, set(l, b, P), A);
+        CK_OK(ibvi_layer_get_diag(l, after, P));
+        ck_assert(memcmp(before, after, sizeof before) == 0);
+        b[P - 1] = 0.0f;
+        CK_OK(set(l, b, P));
+    }
+#undef CALL_DIAG
+    ibvi_swag_free(swag);
+    ibvi_net_free(net);
+    ibvi_net_free(src);
+    ibvi_net_free(fresh);
+}
+
+static void sw_layer_get_diag(void)
+{
+    sweep_diag("ibvi_layer_get_diag", ibvi_layer_get_diag, NULL);
+}
+static void sw_layer_set_diag(void)
+{
+    sweep_diag("ibvi_layer_set_diag", NULL, ibvi_layer_set_diag);
+}
+
 typedef struct api_row {
     const char *name;
     void (*sweep)(void);
@@ -2728,6 +2922,14 @@ static const api_row api_table[] = {
     ROW(net_add_flatten),
     ROW(net_add_groupnorm),
     ROW(net_add_residual),
+    ROW(swag_options_init),
+    ROW(swag_create),
+    ROW(swag_free),
+    ROW(swag_collect),
+    ROW(swag_count),
+    ROW(swag_build),
+    ROW(layer_get_diag),
+    ROW(layer_set_diag),
 };
 
 #define API_ROWS ((int)(sizeof api_table / sizeof api_table[0]))

@@ -23,6 +23,7 @@
  *   distributed.h data parallel: flat parameters and gradients, host steps,
  *                noise streams per process (docs/distributed.md)
  *   laplace.h    the last-layer Laplace approximation (docs/laplace.md)
+ *   swag.h       SWAG: moments of SGD iterates, the posterior network
  *
  * A host-written training loop (error checks shortened to CHECK):
  *
@@ -68,5 +69,6 @@
 #include "kernel.h"
 #include "distributed.h"
 #include "laplace.h"
+#include "swag.h"
 
 #endif /* IBVI_IBVI_H */

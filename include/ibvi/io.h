@@ -88,9 +88,12 @@
  *                                   bytes)
  *                 A kind with parameters (dense, conv2d, groupnorm,
  *                 residual) may follow its fields with the covariance
- *                 field: int32 family (ibvi_covariance_family), float
- *                 init_sigma (8 bytes), read when `required` covers it.
- *                 This library writes it for diagonal layers only, with
+ *                 field: int32 family (ibvi_covariance_family), then
+ *                 float init_sigma (DIAGONAL) or int32 R (DIAG_LOWRANK,
+ *                 SWAG, since 0.5.0; the kind's rank field is then 0 and
+ *                 PARM holds the mean, S of P x R, then d of P) (8
+ *                 bytes), read when `required` covers it. This library
+ *                 writes it for diagonal and diag-lowrank layers only, with
  *                 required = length (an older library refuses the file);
  *                 without it a layer's family is the one its rank implies.
  *                 A later library writing further fields of such a kind

@@ -386,13 +386,21 @@ IBVI_API int ibvi_layer_get_grad_factor(const ibvi_layer *layer, float *grad,
  *   LOWRANK   IBVI's N(mu, S S^T), S of P x R (the rank of the builders);
  *   DIAGONAL  mean-field N(mu, diag(sigma^2)), sigma = softplus(rho), with
  *             rho (P floats) stored beside the mean: theta = mu + sigma .* z,
- *             z ~ N(0, I_P) per weight sample (P noise values per sample).
+ *             z ~ N(0, I_P) per weight sample (P noise values per sample);
+ *   DIAG_LOWRANK  SWAG's N(mu, diag(d^2) + S S^T) (include/ibvi/swag.h,
+ *             docs/swag.md): d (P floats, >= 0) and S (P x R, row-major)
+ *             beside the mean, theta = mu + d .* z1 + S z2 with z1 of P
+ *             then z2 of R noise values per sample (P + R). Its moments are
+ *             collected, not trained: ibvi_optimizer_create refuses a
+ *             network with such a layer; d and S start at 0 (the layer is
+ *             deterministic until they are set, as ibvi_swag_build does).
  * The values are pinned. A residual's projection stays deterministic (it
  * reads another layer's output in one call over all rows). */
 typedef enum ibvi_covariance_family {
     IBVI_COVARIANCE_NONE = 0,
     IBVI_COVARIANCE_LOWRANK = 1,
-    IBVI_COVARIANCE_DIAGONAL = 2
+    IBVI_COVARIANCE_DIAGONAL = 2,
+    IBVI_COVARIANCE_DIAG_LOWRANK = 3 /* since 0.5.0 */
 } ibvi_covariance_family;
 
 /* How ibvi_net_set_covariance() sets a layer's family. version first:
@@ -400,7 +408,9 @@ typedef enum ibvi_covariance_family {
  * end, and the library reads only the fields of the version given. Start
  * from IBVI_COVARIANCE_OPTIONS_INIT (diagonal, default sigma_0).
  *   family      an ibvi_covariance_family;
- *   rank        LOWRANK: R, 1 .. P; the other families: 0;
+ *   rank        LOWRANK: R, 1 .. P; DIAG_LOWRANK: R, 1 ..
+ *               IBVI_DIAG_LOWRANK_MAX_RANK (it may exceed P: SWAG's
+ *               deviation columns); the others: 0;
  *   init_sigma  DIAGONAL: sigma_0 = init_sigma x the prior std of each
  *               parameter group (a group with a constant prior, a norm's
  *               gain and shift, counts std 1), so rho_0 =
@@ -415,6 +425,8 @@ typedef struct ibvi_covariance_options {
 #define IBVI_COVARIANCE_OPTIONS_VERSION 1
 #define IBVI_COVARIANCE_OPTIONS_INIT \
     {IBVI_COVARIANCE_OPTIONS_VERSION, IBVI_COVARIANCE_DIAGONAL, 0, 0.0f}
+/* The largest R of a DIAG_LOWRANK layer (since 0.5.0). */
+#define IBVI_DIAG_LOWRANK_MAX_RANK 1024
 /* The default init_sigma: sigma_0 = 1e-3 x the prior std. */
 #define IBVI_DEFAULT_INIT_SIGMA 1e-3f
 
@@ -438,6 +450,18 @@ IBVI_API int ibvi_layer_set_rho(ibvi_layer *layer, const float *rho,
                                 int64_t len);
 IBVI_API int ibvi_layer_get_grad_rho(const ibvi_layer *layer, float *grad,
                                      int64_t len);
+
+/* Copy a DIAG_LOWRANK layer's d (the diagonal part's standard deviations,
+ * theta = mu + d .* z1 + S z2) out of / into it; len must be P
+ * (IBVI_ERR_INVALID_ARG for a layer of another family). The setter rejects
+ * NaN and infinity (IBVI_ERR_NONFINITE) and negative entries
+ * (IBVI_ERR_INVALID_ARG: d is a standard deviation) and then changes
+ * nothing. The layer's S goes through ibvi_layer_get_factor/set_factor
+ * (P x R). Since 0.5.0. */
+IBVI_API int ibvi_layer_get_diag(const ibvi_layer *layer, float *diag,
+                                 int64_t len);
+IBVI_API int ibvi_layer_set_diag(ibvi_layer *layer, const float *diag,
+                                 int64_t len);
 
 /* KL(q || p) of the network's diagonal layers, in nats, into *kl: q their
  * N(mu, diag(softplus(rho)^2)), p the prior of the parameterization per

@@ -45,6 +45,8 @@ from ._laplace import (LAPLACE_OPTIONS_VERSION, Laplace, LaplacePrior,
 from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import (HEAD_OPTIONS_VERSION, HeadKind, Prediction,
                          Predictor, fit_noise_std)
+from ._swag import (DIAG_LOWRANK_MAX_RANK, SWAG_DEFAULT_RANK,
+                    SWAG_OPTIONS_VERSION, Swag)
 
 #: ibvi_head_kind of predictor.h (Predictor.set_head).
 HEAD_SOFTMAX, HEAD_SIGMOID, HEAD_REGRESSION, HEAD_HETEROSCEDASTIC = (

@@ -199,6 +199,16 @@ PROTOTYPES = {
     "ibvi_temperature_fit": (STATUS, [F, F, c_int64, c_int32, I32P]),
     "ibvi_temperature_apply": (STATUS, [F, F, c_int64, c_int32, c_float]),
     "ibvi_fit_noise_std": (STATUS, [F, F, F, c_int64, c_int32, F]),
+    # SWAG (swag.h; the diag-lowrank family's d of net.h): ibvi.Swag,
+    # Layer.diag (_swag.py, _net.py). The options structs go as H.
+    "ibvi_swag_options_init": (STATUS, [H]),
+    "ibvi_swag_create": (STATUS, [HP, H, H]),
+    "ibvi_swag_free": (None, [H]),
+    "ibvi_swag_collect": (STATUS, [H, H]),
+    "ibvi_swag_count": (VALUE64, [H]),
+    "ibvi_swag_build": (STATUS, [H, HP]),
+    "ibvi_layer_get_diag": (STATUS, [H, F, c_int64]),
+    "ibvi_layer_set_diag": (STATUS, [H, F, c_int64]),
     # io.h
     "ibvi_net_save": (STATUS, [H, H, c_char_p]),
     "ibvi_net_load": (STATUS, [HP, HP, c_char_p, AP]),

@@ -51,6 +51,7 @@ class Covariance(Enum):
     NONE = 0      # deterministic
     LOWRANK = 1   # IBVI's N(mu, S S^T)
     DIAGONAL = 2  # mean-field N(mu, diag(softplus(rho)^2))
+    DIAG_LOWRANK = 3  # SWAG's N(mu, diag(d^2) + S S^T) (ibvi.Swag)
 
 
 class Role(Enum):
@@ -287,7 +288,8 @@ class Net(Handle):
     def set_covariance(self, layer, family=Covariance.DIAGONAL, rank=0,
                        init_sigma=0.0):
         """Sets layer `layer`'s covariance family before init(): a
-        Covariance (or 'none'/'lowrank'/'diagonal'); rank for LOWRANK;
+        Covariance (or 'none'/'lowrank'/'diagonal'/'diag_lowrank'); rank
+        for LOWRANK and DIAG_LOWRANK;
         init_sigma for DIAGONAL (sigma_0 = init_sigma x the prior std, 0:
         the default 1e-3). Returns self."""
         fn = "Net.set_covariance"
@@ -896,6 +898,19 @@ class Layer:
         return self._get(lib.ibvi_layer_get_grad_rho, False, out)
 
     rho = property(get_rho, set_rho, doc="rho (copy); assignable")
+
+    def get_diag(self, out=None):
+        """Copy of a DIAG_LOWRANK (SWAG) layer's d, (P,): theta = mu +
+        d * z1 + S z2 (its S: get_factor)."""
+        return self._get(lib.ibvi_layer_get_diag, False, out)
+
+    def set_diag(self, diag):
+        """Copies d (P floats, >= 0) into a DIAG_LOWRANK layer."""
+        t = _util.f32(diag, "Layer.set_diag", "diag")
+        with self._use() as h:
+            lib.ibvi_layer_set_diag(h, fp(t), t.size)
+
+    diag = property(get_diag, set_diag, doc="d (copy); assignable")
     grad_rho = property(get_grad_rho)
 
     mean = property(get_mean, set_mean, doc="theta (copy); assignable")
