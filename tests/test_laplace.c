@@ -863,6 +863,116 @@ START_TEST(test_refusals)
 }
 END_TEST
 
+/* ---- a layer large enough for the blocked Cholesky (P > 96) ------------- */
+
+START_TEST(test_blocked_sizes)
+{
+    /* 5 -> 60 (tanh) -> 4: P = 244, two blocks of 96 and one of 52 */
+    enum { IN = 5, W = 60, K = 4, PB = K * W + K, NB = 300 };
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, IN, NULL));
+    CK_OK(ibvi_net_add_dense(net, W, 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, K, 0));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 21));
+    static float x[NB * IN];
+    static int32_t y[NB];
+    tu_rng rng;
+    tu_rng_seed(&rng, 21);
+    tu_fill_normal_f(&rng, x, NB * IN, 1.0);
+    for (int i = 0; i < NB; i++)
+        y[i] = tu_rng_int(&rng, K);
+    ibvi_laplace_options o;
+    CK_OK(ibvi_laplace_options_init(&o));
+    o.batch = 64;
+    ibvi_laplace *la = NULL;
+    CK_OK(ibvi_laplace_fit(&la, net, &o, x, y, NB, NULL, NULL, 0));
+    double lambda, best;
+    CK_OK(ibvi_laplace_prior_precision(la, &lambda));
+    CK_OK(ibvi_laplace_log_marglik(la, &best));
+    static double H[PB * PB], l[PB * PB], sigma[PB * PB], got[PB * PB];
+    CK_OK(ibvi_laplace_get_hessian(la, H, PB * PB));
+    /* the test's own unblocked Cholesky of H + lambda I: the log
+     * determinant in the marglik, the inverse in the factor */
+    memcpy(l, H, sizeof l);
+    for (int k = 0; k < PB; k++)
+        l[k * PB + k] += lambda;
+    ck_assert_int_eq(tu_cholesky(l, PB), 0);
+    double logdet = 0.0;
+    for (int k = 0; k < PB; k++)
+        logdet += 2.0 * log(l[k * PB + k]);
+    double up, down;
+    CK_OK(ibvi_laplace_log_marglik_at(la, 2.0 * lambda, &up));
+    CK_OK(ibvi_laplace_log_marglik_at(la, 0.5 * lambda, &down));
+    ck_assert(up < best && down < best);
+    /* marglik(lambda) - marglik(2 lambda) from the test's determinants */
+    double l2[PB * PB];
+    memcpy(l2, H, sizeof l2);
+    for (int k = 0; k < PB; k++)
+        l2[k * PB + k] += 2.0 * lambda;
+    ck_assert_int_eq(tu_cholesky(l2, PB), 0);
+    double logdet2 = 0.0, sq = 0.0;
+    for (int k = 0; k < PB; k++)
+        logdet2 += 2.0 * log(l2[k * PB + k]);
+    float theta[PB];
+    CK_OK(ibvi_layer_get_mean(tu_layer(net, 2), theta, PB));
+    for (int k = 0; k < PB; k++)
+        sq += (double)theta[k] * theta[k];
+    const double diff = 0.5 * lambda * sq + 0.5 * PB * log(0.5) -
+                        0.5 * (logdet - logdet2);
+    printf("blocked: P = %d, lambda* = %.6g, marglik(l) - marglik(2 l) = "
+           "%.9g, direct %.9g\n", PB, lambda, best - up, diff);
+    ck_assert(fabs((best - up) - diff) < 1e-6 * fmax(1.0, fabs(diff)));
+    for (int i = 0; i < PB * PB; i++)
+        sigma[i] = (i / PB == i % PB);
+    tu_cholesky_solve(l, sigma, PB, PB);
+    ibvi_net *post = NULL;
+    CK_OK(ibvi_laplace_build(la, net, &post));
+    static float S[PB * PB];
+    CK_OK(ibvi_layer_get_factor(tu_layer(post, 2), S, PB * PB));
+    for (int i = 0; i < PB; i++)
+        for (int j = 0; j < PB; j++) {
+            double acc = 0.0;
+            for (int r = 0; r < PB; r++)
+                acc += (double)S[i * PB + r] * S[j * PB + r];
+            got[i * PB + j] = acc;
+        }
+    const double err = max_abs_diff(got, sigma, PB * PB);
+    printf("blocked: max |S S^T - (H + lambda I)^-1| = %.3g (max %.3g)\n", err,
+           max_abs(sigma, PB * PB));
+    ck_assert(err < 1e-5 * max_abs(sigma, PB * PB));
+    /* the probit's variances: the sampled logits' (off the common shift) */
+    enum { M = 20000 };
+    float *out = malloc(sizeof(float) * M * K);
+    ck_assert_ptr_nonnull(out);
+    CK_OK(ibvi_net_forward(post, x, 1, M, out));
+    float probs[K], var[K];
+    CK_OK(ibvi_laplace_probit(la, net, x, 1, probs, var));
+    for (int c = 0; c < K; c++) {
+        double m = 0.0, v = 0.0;
+        for (int s2 = 0; s2 < M; s2++) {
+            double mean = 0.0;
+            for (int e = 0; e < K; e++)
+                mean += out[s2 * K + e] / K;
+            m += (out[s2 * K + c] - mean) / M;
+        }
+        for (int s2 = 0; s2 < M; s2++) {
+            double mean = 0.0;
+            for (int e = 0; e < K; e++)
+                mean += out[s2 * K + e] / K;
+            const double d = out[s2 * K + c] - mean - m;
+            v += d * d / (M - 1);
+        }
+        printf("blocked: class %d probit var %.5g, sampled %.5g\n", c, var[c], v);
+        ck_assert(fabs(v - var[c]) < 0.05 * var[c]);
+    }
+    free(out);
+    ibvi_net_free(post);
+    ibvi_laplace_free(la);
+    ibvi_net_free(net);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("laplace");
@@ -879,6 +989,7 @@ int main(void)
     tcase_add_test(tc, test_validation_prior);
     tcase_add_test(tc, test_memory_refusal);
     tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_blocked_sizes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
