@@ -64,6 +64,7 @@ typedef struct config {
     float swag_lr;          /* its constant lr (0: --lr / 2)      */
     int laplace_structure;  /* IBVI_LAPLACE_FULL/_KFAC, -1: by size */
     int laplace_prior;      /* IBVI_LAPLACE_PRIOR_MARGLIK/_VALIDATION */
+    float kl_weight;        /* mfvi: the KL term times this / N    */
 } config;
 
 static void die(const char *what, int status)
@@ -105,6 +106,8 @@ static void usage(FILE *out)
         "                      full when its P^2 doubles fit in 1 GiB)\n"
         "  --laplace-prior S   marglik (default) or validation: how Laplace\n"
         "                      chooses its prior precision\n"
+        "  --kl-weight X       mfvi's KL term times X / N_train (default 1:\n"
+        "                      the ELBO; < 1 a tempered posterior)\n"
         "  --ensemble N        members of the deep ensemble (default 3)\n"
         "  --model NAME        mlp (default), lenet5 or resnet (docs/tutorial.md)\n"
         "  --width LIST        hidden widths of mlp, e.g. 256,256 (default)\n"
@@ -173,7 +176,8 @@ static void parse_options(config *c, int argc, char **argv)
                   .progress = isatty(STDERR_FILENO), .corruptions = 1,
                   .swag_epochs = 3, .swag_rank = IBVI_SWAG_DEFAULT_RANK,
                   .laplace_structure = -1,
-                  .laplace_prior = IBVI_LAPLACE_PRIOR_MARGLIK};
+                  .laplace_prior = IBVI_LAPLACE_PRIOR_MARGLIK,
+                  .kl_weight = 1.0f};
     snprintf(c->methods, sizeof c->methods, "standard,ibvi,temp");
     parse_widths(c, "256,256");
     static const struct option options[] = {
@@ -199,6 +203,7 @@ static void parse_options(config *c, int argc, char **argv)
         {"swag-lr", required_argument, 0, 'Q'},
         {"laplace", required_argument, 0, 'a'},
         {"laplace-prior", required_argument, 0, 'y'},
+        {"kl-weight", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -266,6 +271,7 @@ static void parse_options(config *c, int argc, char **argv)
                                    ? IBVI_LAPLACE_PRIOR_MARGLIK
                                    : IBVI_LAPLACE_PRIOR_VALIDATION;
             break;
+        case 'k': c->kl_weight = strtof(optarg, NULL); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -273,7 +279,8 @@ static void parse_options(config *c, int argc, char **argv)
     if (!c->data_dir || c->epochs < 0 || c->batch < 1 || c->ensemble < 1 ||
         c->ensemble > REPORT_MAX_METHODS || c->rank < 0 || !known_methods(c) ||
         c->swag_epochs < 1 || c->swag_rank < 2 ||
-        c->swag_rank > IBVI_DIAG_LOWRANK_MAX_RANK || !(c->swag_lr >= 0.0f)) {
+        c->swag_rank > IBVI_DIAG_LOWRANK_MAX_RANK || !(c->swag_lr >= 0.0f) ||
+        !(c->kl_weight >= 0.0f && c->kl_weight <= 1e6f)) {
         usage(stderr);
         exit(2);
     }
@@ -567,12 +574,13 @@ int main(int argc, char **argv)
              "\"%s\", \"epochs\": %d, \"lr\": %g, \"momentum\": %g, \"batch\": "
              "%d, \"train_samples\": %d, \"test_samples\": %d, \"seed\": %llu, "
              "\"threads\": %d, \"train_images\": %lld, \"validation_images\": "
-             "%lld, \"ensemble\": %d, \"blis_kernel\": \"%s\"}",
+             "%lld, \"ensemble\": %d, \"kl_weight\": %g, \"blis_kernel\": \"%s\"}",
              model_names[c.model], c.hidden_count, c.hidden[0], c.rank,
              c.parameterization == IBVI_PARAM_MUP ? "mup" : "sp", c.epochs,
              (double)c.lr, (double)c.momentum, c.batch, c.train_samples,
              c.test_samples, (unsigned long long)c.seed, c.threads,
              (long long)train.count, (long long)validation.count, c.ensemble,
+             (double)c.kl_weight,
              ibvi_kernel_name());
     const dataset *ood_set = c.ood_dir ? &ood : NULL;
 
@@ -667,11 +675,12 @@ int main(int argc, char **argv)
         ibvi_net_free(net);
     }
     if (has_method(&c, "mfvi")) {
-        /* Mean-field VI: the ELBO per example, KL / N_train. */
+        /* Mean-field VI: the ELBO per example, KL / N_train (times
+         * --kl-weight: below 1 a tempered posterior). */
         ibvi_net *net = build_network(&c, &train, 0, 1, c.seed);
         method_result *m = add_method(&r, "mfvi");
         char divergence[sizeof m->divergence];
-        const train_plan elbo = {c.epochs, 1.0f / (float)train.count, 0.0f,
+        const train_plan elbo = {c.epochs, c.kl_weight / (float)train.count, 0.0f,
                                  NULL, 0};
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
                                          &elbo, divergence, sizeof divergence);

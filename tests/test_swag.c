@@ -293,6 +293,66 @@ START_TEST(test_noise_layout_exact)
 }
 END_TEST
 
+/* The backward of a diag-lowrank layer: dL/dmu = sum_m g_m and the factor
+ * gradient sum_m g_m z2_m^T with z2 the LAST R entries of the layer's
+ * noise (after z1), against finite differences of the loss in mu and S. */
+START_TEST(test_backward_factor_gradient)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, 2, NULL));
+    CK_OK(ibvi_net_add_dense(net, 2, 0));
+    ibvi_covariance_options o = {IBVI_COVARIANCE_OPTIONS_VERSION,
+                                 IBVI_COVARIANCE_DIAG_LOWRANK, 2, 0.0f};
+    CK_OK(ibvi_net_set_covariance(net, 0, &o));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_SP, 3));
+    ibvi_layer *l = tu_layer(net, 0);
+    tu_rng rng;
+    tu_rng_seed(&rng, 17);
+    float d[6], S[12], z[2 * 8], g_out[2 * 3 * 2], out[2 * 3 * 2];
+    for (int p = 0; p < 6; p++)
+        d[p] = (float)(0.2 + 0.3 * tu_rng_uniform(&rng));
+    tu_fill_normal_f(&rng, S, 12, 0.5);
+    tu_fill_normal_f(&rng, z, 16, 1.0);
+    tu_fill_normal_f(&rng, g_out, 12, 1.0);
+    CK_OK(ibvi_layer_set_diag(l, d, 6));
+    CK_OK(ibvi_layer_set_factor(l, S, 12));
+    /* L = sum g_out . f(x; theta_m) over 2 samples: linear in the outputs */
+    CK_OK(ibvi_net_forward_noise(net, probe_x, 3, 2, z, 16, out));
+    CK_OK(ibvi_net_backward(net, g_out, 6, 2));
+    float gm[6], gs[12];
+    CK_OK(ibvi_layer_get_grad_mean(l, gm, 6));
+    CK_OK(ibvi_layer_get_grad_factor(l, gs, 12));
+    float mu[6];
+    CK_OK(ibvi_layer_get_mean(l, mu, 6));
+    const double h = 1e-2; /* L is linear in mu and S: exact up to rounding */
+    for (int k = 0; k < 6 + 12; k++) {
+        double lv[2];
+        for (int side = 0; side < 2; side++) {
+            float m2[6], s2[12];
+            memcpy(m2, mu, sizeof m2);
+            memcpy(s2, S, sizeof s2);
+            const float step = (float)(side ? h : -h);
+            if (k < 6)
+                m2[k] += step;
+            else
+                s2[k - 6] += step;
+            CK_OK(ibvi_layer_set_mean(l, m2, 6));
+            CK_OK(ibvi_layer_set_factor(l, s2, 12));
+            CK_OK(ibvi_net_forward_noise(net, probe_x, 3, 2, z, 16, out));
+            double sum = 0.0;
+            for (int i = 0; i < 12; i++)
+                sum += (double)g_out[i] * out[i];
+            lv[side] = sum;
+        }
+        const double fd = (lv[1] - lv[0]) / (2 * h);
+        const double got = k < 6 ? gm[k] : gs[k - 6];
+        ck_assert_msg(fabs(fd - got) <= 1e-3 * (1 + fabs(fd)),
+                      "entry %d: %g vs finite difference %g", k, got, fd);
+    }
+    ibvi_net_free(net);
+}
+END_TEST
+
 /* The empirical covariance of many sampled theta of a built network
  * against the paper's closed form from the snapshots,
  *     Sigma = 0.5 diag(var) + D D^T / (2 (K - 1)),
@@ -649,6 +709,7 @@ static Suite *swag_suite(void)
     tc = tu_tcase("sampling");
     tcase_add_test(tc, test_noise_layout_exact);
     tcase_add_test(tc, test_sampling_scale);
+    tcase_add_test(tc, test_backward_factor_gradient);
     suite_add_tcase(s, tc);
     tc = tu_tcase("predictor_io");
     tcase_add_test(tc, test_mlp_predict_save_load);

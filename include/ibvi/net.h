@@ -368,7 +368,8 @@ IBVI_API int ibvi_layer_get_mean(const ibvi_layer *layer, float *theta,
 IBVI_API int ibvi_layer_set_mean(ibvi_layer *layer, const float *theta,
                                  int64_t len);
 /* Copy the covariance factor out of / into the layer; len must be P * R and
- * R >= 1 (IBVI_ERR_INVALID_ARG for deterministic layers). */
+ * R >= 1 (IBVI_ERR_INVALID_ARG for deterministic and diagonal layers): a
+ * LOWRANK layer's S, or a DIAG_LOWRANK (SWAG) layer's S. */
 IBVI_API int ibvi_layer_get_factor(const ibvi_layer *layer, float *factor,
                                    int64_t len);
 IBVI_API int ibvi_layer_set_factor(ibvi_layer *layer, const float *factor,

@@ -48,6 +48,8 @@ def parse_args(argv=None):
                    help="comma list of standard, ibvi, ensemble, temp, mfvi "
                         "(mean-field VI: every layer diagonal, on the ELBO)")
     p.add_argument("--ensemble", type=int, default=3, help="members of the deep ensemble")
+    p.add_argument("--kl-weight", type=float, default=1.0,
+                   help="mfvi's KL term times this / N_train (1: the ELBO)")
     p.add_argument("--model", choices=("mlp", "lenet5", "resnet"), default="mlp",
                    help="the architecture (docs/tutorial.md)")
     p.add_argument("--width", default="256,256", help="hidden widths of mlp")
@@ -349,6 +351,7 @@ def write_json(path, methods, args, dataset, ood_name, corruption_names, counts)
               "test_samples": args.test_samples, "seed": args.seed,
               "threads": args.threads, "train_images": counts[0],
               "validation_images": counts[1], "ensemble": args.ensemble,
+              "kl_weight": float("%g" % args.kl_weight),
               "blis_kernel": ibvi.kernel_name()}
     with open(path, "w") as f:
         json.dump({"schema": "libibvi-mnist-train/1", "dataset": dataset,
@@ -445,7 +448,8 @@ def main(argv=None):
     if "mfvi" in args.methods:
         net = build_network(args, train, 0, args.seed, mean_field=True)
         s, why = train_network(net, args, train, "mfvi", args.seed + 11,
-                               kl_weight=float(np.float32(1.0) / np.float32(train.count)))
+                               kl_weight=float(np.float32(args.kl_weight) /
+                                               np.float32(train.count)))
         methods.append(Method("mfvi", ibvi.Predictor(net, args.test_samples, args.seed),
                               s, divergence=why, nets=[net]))
         nets.append(net)
