@@ -43,8 +43,9 @@ static scores read_scores(const ibvi_metrics *m)
 /* Runs the predictor over a data set (corrupted with `corruption` unless it
  * is CORRUPT_IDENTITY) into metrics and, if entropy is not NULL, the
  * predictive entropy of every image. */
-static void predict_set(ibvi_predictor *pred, const dataset *d, int corruption,
-                        uint64_t seed, ibvi_metrics *metrics, float *entropy)
+static void predict_set(evaluate_predict_fn predict, void *ctx,
+                        const dataset *d, int corruption, uint64_t seed,
+                        ibvi_metrics *metrics, float *entropy)
 {
     const int32_t classes = d->classes;
     float *probs = malloc((size_t)CHUNK * classes * sizeof *probs);
@@ -66,8 +67,7 @@ static void predict_set(ibvi_predictor *pred, const dataset *d, int corruption,
             }
             x = images;
         }
-        CHECK(ibvi_predictor_run(pred, x, n, probs,
-                                 entropy ? entropy + start : NULL, NULL, NULL));
+        CHECK(predict(ctx, x, n, probs, entropy ? entropy + start : NULL));
         if (metrics)
             CHECK(ibvi_metrics_add(metrics, probs, n, d->labels + start));
     }
@@ -80,8 +80,21 @@ const int evaluated_corruptions[EVALUATED_CORRUPTIONS] = {
     CORRUPT_BRIGHTNESS, CORRUPT_STRIPE, CORRUPT_SHOT_NOISE,
     CORRUPT_IMPULSE_NOISE};
 
+static int predictor_predict(void *ctx, const float *x, int64_t n,
+                             float *probs, float *entropy)
+{
+    return ibvi_predictor_run(ctx, x, n, probs, entropy, NULL, NULL);
+}
+
 void evaluate(ibvi_predictor *pred, int corruptions, uint64_t seed,
               const dataset *test, const dataset *ood, method_result *out)
+{
+    evaluate_with(predictor_predict, pred, corruptions, seed, test, ood, out);
+}
+
+void evaluate_with(evaluate_predict_fn predict, void *ctx, int corruptions,
+                   uint64_t seed, const dataset *test, const dataset *ood,
+                   method_result *out)
 {
     ibvi_metrics *metrics;
     CHECK(ibvi_metrics_create(&metrics, test->classes, NULL));
@@ -91,7 +104,7 @@ void evaluate(ibvi_predictor *pred, int corruptions, uint64_t seed,
         fprintf(stderr, "evaluate: out of memory\n");
         exit(1);
     }
-    predict_set(pred, test, CORRUPT_IDENTITY, 0, metrics, in_entropy);
+    predict_set(predict, ctx, test, CORRUPT_IDENTITY, 0, metrics, in_entropy);
     out->test = read_scores(metrics);
     CHECK(ibvi_metrics_bins(metrics, out->bin_counts, out->bin_accuracy,
                             out->bin_confidence, IBVI_METRICS_BINS));
@@ -107,7 +120,7 @@ void evaluate(ibvi_predictor *pred, int corruptions, uint64_t seed,
     out->ood_fpr95 = NAN;
     if (ood) {
         /* Predictive entropy is the OOD score of all four metrics. */
-        predict_set(pred, ood, CORRUPT_IDENTITY, 0, NULL, out_entropy);
+        predict_set(predict, ctx, ood, CORRUPT_IDENTITY, 0, NULL, out_entropy);
         CHECK(ibvi_auroc(&out->ood_auroc, in_entropy, test->count, out_entropy,
                          ood->count));
         CHECK(ibvi_aupr_in(&out->ood_aupr_in, in_entropy, test->count,
@@ -120,8 +133,8 @@ void evaluate(ibvi_predictor *pred, int corruptions, uint64_t seed,
     out->corruption_count = 0;
     for (int k = 0; corruptions && k < EVALUATED_CORRUPTIONS; k++) {
         CHECK(ibvi_metrics_reset(metrics));
-        predict_set(pred, test, evaluated_corruptions[k], seed + 1000 + k,
-                    metrics, NULL);
+        predict_set(predict, ctx, test, evaluated_corruptions[k],
+                    seed + 1000 + k, metrics, NULL);
         out->corruption[out->corruption_count++] = read_scores(metrics);
     }
     free(in_entropy);

@@ -2,7 +2,8 @@
  * mnist_train - the host-written training loop of the libibvi examples.
  *
  * Trains a standard network and an IBVI network (and, on request, a deep
- * ensemble, temperature scaling, mean-field VI and SWAG) on an MNIST-style
+ * ensemble, temperature scaling, mean-field VI, SWAG and the last-layer
+ * Laplace approximation) on an MNIST-style
  * data set, then
  * compares them on the test set, on a second data set as out-of-distribution
  * inputs, and on seeded MNIST-C-style corruptions of the test set. Everything
@@ -61,6 +62,8 @@ typedef struct config {
     int swag_epochs;        /* SWAG's phase of constant-lr SGD     */
     int32_t swag_rank;      /* its snapshots = deviation columns  */
     float swag_lr;          /* its constant lr (0: --lr / 2)      */
+    int laplace_structure;  /* IBVI_LAPLACE_FULL/_KFAC, -1: by size */
+    int laplace_prior;      /* IBVI_LAPLACE_PRIOR_MARGLIK/_VALIDATION */
     float kl_weight;        /* mfvi: the KL term times this / N    */
 } config;
 
@@ -89,12 +92,20 @@ static void usage(FILE *out)
         "  --methods LIST      comma list of standard, ibvi, ensemble, temp,\n"
         "                      mfvi (mean-field VI: every layer diagonal,\n"
         "                      trained on the ELBO), swag (SWAG from the\n"
-        "                      trained standard network, docs/swag.md)\n"
+        "                      trained standard network, docs/swag.md),\n"
+        "                      laplace (last-layer Laplace of the trained\n"
+        "                      standard network, K samples of the predictor),\n"
+        "                      laplace-probit (the same, probit predictive;\n"
+        "                      docs/laplace.md)\n"
         "                      (default standard,ibvi,temp)\n"
         "  --swag-epochs N     SWAG's epochs of constant-lr SGD (default 3)\n"
         "  --swag-rank R       SWAG's snapshots, spread evenly over them, and\n"
         "                      deviation columns (default 20)\n"
         "  --swag-lr X         SWAG's constant learning rate (default --lr / 2)\n"
+        "  --laplace S         full or kfac: the Hessian's structure (default:\n"
+        "                      full when its P^2 doubles fit in 1 GiB)\n"
+        "  --laplace-prior S   marglik (default) or validation: how Laplace\n"
+        "                      chooses its prior precision\n"
         "  --kl-weight X       mfvi's KL term times X / N_train (default 1:\n"
         "                      the ELBO; < 1 a tempered posterior)\n"
         "  --ensemble N        members of the deep ensemble (default 3)\n"
@@ -149,7 +160,8 @@ static int known_methods(const config *c)
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
         if (strcmp(tok, "standard") && strcmp(tok, "ibvi") &&
             strcmp(tok, "ensemble") && strcmp(tok, "temp") &&
-            strcmp(tok, "mfvi") && strcmp(tok, "swag"))
+            strcmp(tok, "mfvi") && strcmp(tok, "swag") &&
+            strcmp(tok, "laplace") && strcmp(tok, "laplace-probit"))
             return 0;
     return 1;
 }
@@ -163,6 +175,8 @@ static void parse_options(config *c, int argc, char **argv)
                   .seed = 1, .threads = 1, .validation = -1,
                   .progress = isatty(STDERR_FILENO), .corruptions = 1,
                   .swag_epochs = 3, .swag_rank = IBVI_SWAG_DEFAULT_RANK,
+                  .laplace_structure = -1,
+                  .laplace_prior = IBVI_LAPLACE_PRIOR_MARGLIK,
                   .kl_weight = 1.0f};
     snprintf(c->methods, sizeof c->methods, "standard,ibvi,temp");
     parse_widths(c, "256,256");
@@ -187,6 +201,8 @@ static void parse_options(config *c, int argc, char **argv)
         {"swag-epochs", required_argument, 0, 'W'},
         {"swag-rank", required_argument, 0, 'R'},
         {"swag-lr", required_argument, 0, 'Q'},
+        {"laplace", required_argument, 0, 'a'},
+        {"laplace-prior", required_argument, 0, 'y'},
         {"kl-weight", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int opt;
@@ -237,6 +253,24 @@ static void parse_options(config *c, int argc, char **argv)
         case 'W': c->swag_epochs = atoi(optarg); break;
         case 'R': c->swag_rank = atoi(optarg); break;
         case 'Q': c->swag_lr = strtof(optarg, NULL); break;
+        case 'a':
+            if (strcmp(optarg, "full") && strcmp(optarg, "kfac")) {
+                fprintf(stderr, "mnist_train: --laplace is full or kfac\n");
+                exit(2);
+            }
+            c->laplace_structure = strcmp(optarg, "full") == 0
+                                       ? IBVI_LAPLACE_FULL : IBVI_LAPLACE_KFAC;
+            break;
+        case 'y':
+            if (strcmp(optarg, "marglik") && strcmp(optarg, "validation")) {
+                fprintf(stderr, "mnist_train: --laplace-prior is marglik or "
+                                "validation\n");
+                exit(2);
+            }
+            c->laplace_prior = strcmp(optarg, "marglik") == 0
+                                   ? IBVI_LAPLACE_PRIOR_MARGLIK
+                                   : IBVI_LAPLACE_PRIOR_VALIDATION;
+            break;
         case 'k': c->kl_weight = strtof(optarg, NULL); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -426,6 +460,24 @@ static float fit_temperature(ibvi_net *net, const dataset *validation)
     return temperature;
 }
 
+/* The probit predictive of a fitted Laplace approximation, for
+ * evaluate_with: probabilities, then their entropy. */
+typedef struct laplace_ctx {
+    const ibvi_laplace *la;
+    ibvi_net *net;
+    int32_t classes;
+} laplace_ctx;
+
+static int laplace_probit_predict(void *arg, const float *x, int64_t n,
+                                  float *probs, float *entropy)
+{
+    const laplace_ctx *ctx = arg;
+    int status = ibvi_laplace_probit(ctx->la, ctx->net, x, n, probs, NULL);
+    if (status >= 0 && entropy)
+        status = ibvi_entropy(entropy, probs, n, ctx->classes);
+    return status;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void load_or_die(dataset *d, const char *dir, const char *split)
@@ -534,8 +586,11 @@ int main(int argc, char **argv)
 
     /* Standard networks: member 0 is "standard", all are the ensemble; it
      * is SWAG's start too. */
+    const int laplace = has_method(&c, "laplace") ||
+                        has_method(&c, "laplace-probit");
     const int need_standard = has_method(&c, "standard") || has_method(&c, "temp") ||
-                              has_method(&c, "ensemble") || has_method(&c, "swag");
+                              has_method(&c, "ensemble") || has_method(&c, "swag") ||
+                              laplace;
     const train_plan plain = {c.epochs, 0.0f, 0.0f, NULL, 0};
     const int members = has_method(&c, "ensemble") ? c.ensemble : 1;
     ibvi_net *standard[REPORT_MAX_METHODS] = {0};
@@ -691,6 +746,86 @@ int main(int argc, char **argv)
             ibvi_swag_free(swag);
             ibvi_net_free(work);
         }
+    }
+    if (laplace) {
+        /* The last-layer Laplace approximation (docs/laplace.md) of the
+         * trained standard network, fitted on the training set (the
+         * validation split for --laplace-prior validation); the structure
+         * by size unless --laplace says. "laplace": K = --test-samples
+         * samples of the posterior network through the predictor;
+         * "laplace-probit": the probit predictive, no sampling. */
+        if (c.laplace_prior == IBVI_LAPLACE_PRIOR_VALIDATION &&
+            validation.count == 0) {
+            fprintf(stderr, "mnist_train: --laplace-prior validation needs "
+                            "--validation > 0\n");
+            return 2;
+        }
+        ibvi_laplace_options lo;
+        CHECK(ibvi_laplace_options_init(&lo));
+        ibvi_layer *last;
+        CHECK(ibvi_net_layer(standard[0], ibvi_net_layer_count(standard[0]) - 1,
+                             &last));
+        const double P = (double)ibvi_layer_param_count(last);
+        lo.structure = c.laplace_structure >= 0 ? c.laplace_structure
+                       : 8.0 * P * P <= (double)lo.max_bytes
+                           ? IBVI_LAPLACE_FULL : IBVI_LAPLACE_KFAC;
+        lo.prior = c.laplace_prior;
+        ibvi_laplace *la = NULL;
+        double fit_seconds = 0.0;
+        if (!standard_divergence[0][0]) {
+            const double start = host_now_seconds();
+            CHECK(ibvi_laplace_fit(&la, standard[0], &lo, train.images,
+                                   train.labels, train.count,
+                                   validation.count ? validation.images : NULL,
+                                   validation.count ? validation.labels : NULL,
+                                   validation.count));
+            fit_seconds = host_now_seconds() - start;
+            double lambda, marglik;
+            CHECK(ibvi_laplace_prior_precision(la, &lambda));
+            CHECK(ibvi_laplace_log_marglik(la, &marglik));
+            fprintf(stderr, "laplace: %s, P = %.0f, prior precision %g (%s), "
+                    "log marginal likelihood %.1f, fitted in %.1f s\n",
+                    lo.structure == IBVI_LAPLACE_FULL ? "full" : "KFAC", P,
+                    lambda, lo.prior == IBVI_LAPLACE_PRIOR_MARGLIK
+                                ? "marginal likelihood" : "validation NLL",
+                    marglik, fit_seconds);
+        }
+        if (has_method(&c, "laplace")) {
+            method_result *m = add_method(&r, "laplace");
+            m->train_seconds = standard_seconds[0] + fit_seconds;
+            mark_diverged(m, standard_divergence[0]);
+            if (la) {
+                ibvi_net *post = NULL;
+                const double start = host_now_seconds();
+                CHECK(ibvi_laplace_build(la, standard[0], &post));
+                m->train_seconds += host_now_seconds() - start;
+                m->model_floats = ibvi_net_param_count(post);
+                CHECK(ibvi_predictor_create(&pred, post, c.test_samples, c.seed));
+                evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
+                ibvi_predictor_free(pred);
+                ibvi_net_free(post);
+            }
+        }
+        if (has_method(&c, "laplace-probit")) {
+            method_result *m = add_method(&r, "laplace-probit");
+            m->train_seconds = standard_seconds[0] + fit_seconds;
+            mark_diverged(m, standard_divergence[0]);
+            if (la) {
+                /* The means and what the probit reads beyond them: FULL,
+                 * C (in + 1)^2 doubles; KFAC, U_A, its eigenvalues, U_G^2
+                 * and G's eigenvalues. */
+                const double C = ibvi_net_output_dim(standard[0]);
+                const double aug = P / C;
+                m->model_floats = ibvi_net_param_count(standard[0]) +
+                    (int64_t)(2.0 * (lo.structure == IBVI_LAPLACE_FULL
+                                         ? C * aug * aug
+                                         : aug * aug + aug + 2 * C * C + C));
+                laplace_ctx ctx = {la, standard[0], test.classes};
+                evaluate_with(laplace_probit_predict, &ctx, c.corruptions,
+                              c.seed, &test, ood_set, m);
+            }
+        }
+        ibvi_laplace_free(la);
     }
     for (int i = 0; i < members; i++)
         ibvi_net_free(standard[i]);

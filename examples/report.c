@@ -33,19 +33,19 @@ void report_print_table(const report *r, FILE *out)
 {
     fprintf(out, "\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins\n",
             r->dataset, r->ood_dataset);
-    fprintf(out, "%-12s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s\n",
+    fprintf(out, "%-14s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s\n",
             "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "AUPR-in",
             "AUPR-out", "FPR95 %", "corr acc%", "corr NLL", "corr ECE%",
             "train s");
     for (int i = 0; i < r->method_count; i++) {
         const method_result *m = &r->methods[i];
         if (m->diverged) {
-            fprintf(out, "%-12s diverged (%s): not evaluated\n", m->name,
+            fprintf(out, "%-14s diverged (%s): not evaluated\n", m->name,
                     m->divergence);
             continue;
         }
         const scores c = report_corruption_mean(m);
-        fprintf(out, "%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
+        fprintf(out, "%-14s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
                      "| %9.2f %9.4f %9.2f | %8.1f\n",
                 m->name, 100 * m->test.accuracy, m->test.nll, 100 * m->test.ece,
                 m->test.brier, m->ood_auroc, m->ood_aupr_in, m->ood_aupr_out,

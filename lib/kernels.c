@@ -251,3 +251,49 @@ void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
                  (float *)b, (inc_t)rs_b, (inc_t)cs_b, &beta, c, (inc_t)rs_c,
                  (inc_t)cs_c, NULL, &rntm);
 }
+
+void ibvi__dgemm(int32_t threads, int trans_a, int trans_b, int64_t m,
+                 int64_t n, int64_t k, double alpha, const double *a,
+                 int64_t lda, const double *b, int64_t ldb, double beta,
+                 double *c, int64_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    bli_dgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+                 (double *)a, (inc_t)lda, 1, (double *)b, (inc_t)ldb, 1,
+                 &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void ibvi__dsyrk_lower(int32_t threads, int trans_a, int64_t n, int64_t k,
+                       double alpha, const double *a, int64_t lda,
+                       double beta, double *c, int64_t ldc)
+{
+    if (n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    bli_dsyrk_ex(BLIS_LOWER, trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 (dim_t)n, (dim_t)k, &alpha, (double *)a, (inc_t)lda, 1,
+                 &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void ibvi__dtrsm_lower(int32_t threads, int side_right, int trans_l,
+                       int64_t m, int64_t n, double alpha, const double *l,
+                       int64_t ldl, double *b, int64_t ldb)
+{
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm;
+    runtime_for(&rntm, threads);
+    /* B is m x n for a left solve, n x m for a right one. */
+    const dim_t rows = side_right ? (dim_t)n : (dim_t)m;
+    const dim_t cols = side_right ? (dim_t)m : (dim_t)n;
+    bli_dtrsm_ex(side_right ? BLIS_RIGHT : BLIS_LEFT, BLIS_LOWER,
+                 trans_l ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 BLIS_NONUNIT_DIAG, rows, cols, &alpha, (double *)l,
+                 (inc_t)ldl, 1, b, (inc_t)ldb, 1, NULL, &rntm);
+}

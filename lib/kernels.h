@@ -25,4 +25,25 @@ void ibvi__gemm_strided(int32_t threads, int64_t m, int64_t n, int64_t k,
                         int64_t cs_b, float beta, float *c, int64_t rs_c,
                         int64_t cs_c);
 
+/* Double precision (the Laplace approximation's Hessians, lib/linalg.c),
+ * row-major, lda/ldb/ldc row strides, as ibvi__gemm. */
+void ibvi__dgemm(int32_t threads, int trans_a, int trans_b, int64_t m,
+                 int64_t n, int64_t k, double alpha, const double *a,
+                 int64_t lda, const double *b, int64_t ldb, double beta,
+                 double *c, int64_t ldc);
+/* The lower triangle (diagonal included) of C (n x n) = alpha A^T A +
+ * beta C for A stored k x n (trans_a = 1), or alpha A A^T + beta C for A
+ * stored n x k (trans_a = 0). The strict upper triangle is not touched. */
+void ibvi__dsyrk_lower(int32_t threads, int trans_a, int64_t n, int64_t k,
+                       double alpha, const double *a, int64_t lda,
+                       double beta, double *c, int64_t ldc);
+/* Triangular solves with the lower-triangular L (m x m, non-unit
+ * diagonal, its strict upper triangle ignored), in place on B:
+ * side_right = 0: B (m x n) = alpha op(L)^-1 B;
+ * side_right = 1: B (n x m) = alpha B op(L)^-1;
+ * op(L) = L^T when trans_l = 1. */
+void ibvi__dtrsm_lower(int32_t threads, int side_right, int trans_l,
+                       int64_t m, int64_t n, double alpha, const double *l,
+                       int64_t ldl, double *b, int64_t ldb);
+
 #endif /* IBVI_KERNELS_H */

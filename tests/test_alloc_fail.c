@@ -2,7 +2,8 @@
  * libibvi tests - allocation failure at every allocation of a full life
  * cycle: create, add layers, init, forward (workspace growth), optimizer,
  * train steps, reserve, predictor create / batch size / run, ensembles,
- * a conv network (image layers built, trained, predicted), save to a file, load from a file and from memory (through the caller's
+ * a conv network (image layers built, trained, predicted), the last-layer
+ * Laplace approximation (fit full and KFAC, probit, build), save to a file, load from a file and from memory (through the caller's
  * allocator), metrics.
  *
  * A test allocator counts every request and refuses request number k. The
@@ -88,7 +89,7 @@ static void fa_free(void *opaque, void *ptr)
 
 /* ---- the run's record --------------------------------------------------- */
 
-#define MAX_STEPS 64
+#define MAX_STEPS 96
 
 typedef struct run {
     fail_alloc *fa;
@@ -216,6 +217,8 @@ static void scenario(run *r)
     ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL, *copt = NULL;
     ibvi_predictor *pred = NULL, *ens = NULL, *cpred = NULL;
     ibvi_metrics *m = NULL;
+    ibvi_net *lnet = NULL, *lpost = NULL;
+    ibvi_laplace *la = NULL, *lk = NULL;
     uint8_t *bytes = NULL;
     float x[12 * IN], out[4 * 12 * CLASSES], g[4 * 12 * CLASSES], loss;
     float probs[12 * CLASSES], h[12], e[12], mi[12];
@@ -378,6 +381,44 @@ static void scenario(run *r)
     mix(r, probs, sizeof(float) * 3 * CLASSES);
     mix_saved(r, spost, NULL);
 
+    /* the last-layer Laplace approximation of a deterministic network:
+     * full with the marginal likelihood, KFAC with a validation set;
+     * probit, the marglik at a lambda, the posterior network */
+    CREATE(r, "ibvi_net_create", lnet, ibvi_net_create(&lnet, IN, &r->a));
+    CALL(r, "ibvi_net_add_dense", ibvi_net_add_dense(lnet, 5, 0));
+    CALL(r, "ibvi_net_add_activation",
+         ibvi_net_add_activation(lnet, IBVI_ACT_TANH));
+    CALL(r, "ibvi_net_add_dense", ibvi_net_add_dense(lnet, CLASSES, 0));
+    CALL(r, "ibvi_net_init", ibvi_net_init(lnet, IBVI_PARAM_MUP, 6));
+    {
+        ibvi_laplace_options o;
+        CALL(r, "ibvi_laplace_options_init", ibvi_laplace_options_init(&o));
+        o.batch = 5;
+        CREATE(r, "ibvi_laplace_fit", la,
+               ibvi_laplace_fit(&la, lnet, &o, x, labels, 12, NULL, NULL, 0));
+        o.structure = IBVI_LAPLACE_KFAC;
+        o.prior = IBVI_LAPLACE_PRIOR_VALIDATION;
+        o.grid_points = 3;
+        CREATE(r, "ibvi_laplace_fit", lk,
+               ibvi_laplace_fit(&lk, lnet, &o, x, labels, 12, x + 3 * IN,
+                                labels + 3, 9));
+        double v[2];
+        CALL(r, "ibvi_laplace_log_marglik_at",
+             ibvi_laplace_log_marglik_at(la, 0.5, &v[0]));
+        CALL(r, "ibvi_laplace_prior_precision",
+             ibvi_laplace_prior_precision(lk, &v[1]));
+        mix(r, v, sizeof v);
+        CALL(r, "ibvi_laplace_probit",
+             ibvi_laplace_probit(la, lnet, x, 12, probs, NULL));
+        mix(r, probs, sizeof probs);
+        CALL(r, "ibvi_laplace_probit",
+             ibvi_laplace_probit(lk, lnet, x, 12, probs, NULL));
+        mix(r, probs, sizeof probs);
+        CREATE(r, "ibvi_laplace_build", lpost,
+               ibvi_laplace_build(la, lnet, &lpost));
+        mix_saved(r, lpost, NULL);
+    }
+
     /* metrics */
     CREATE(r, "ibvi_metrics_create", m, ibvi_metrics_create(&m, CLASSES, &r->a));
     CALL(r, "ibvi_metrics_add", ibvi_metrics_add(m, probs, 12, labels));
@@ -391,6 +432,10 @@ static void scenario(run *r)
 
 cleanup:
     ibvi_metrics_free(m);
+    ibvi_net_free(lpost);
+    ibvi_laplace_free(lk);
+    ibvi_laplace_free(la);
+    ibvi_net_free(lnet);
     ibvi_predictor_free(cpred);
     ibvi_optimizer_free(copt);
     ibvi_predictor_free(spred);

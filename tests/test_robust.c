@@ -2412,6 +2412,173 @@ static void sw_optimizer_get_kl_weight(void)
     ck_assert(w == 0.0f);
 }
 
+/* ---- the last-layer Laplace approximation (laplace.h) --------------------- */
+
+static ibvi_laplace *laplace_det(void)
+{
+    ibvi_laplace_options o;
+    CK_OK(ibvi_laplace_options_init(&o));
+    ibvi_laplace *la = NULL;
+    CK_OK(ibvi_laplace_fit(&la, F.det, &o, F.x, F.labels, 8, NULL, NULL, 0));
+    return la;
+}
+
+static void sw_laplace_options_init(void)
+{
+    EXPECT("ibvi_laplace_options_init", ibvi_laplace_options_init(NULL), A);
+    ibvi_laplace_options o;
+    CK_OK(ibvi_laplace_options_init(&o));
+    ck_assert_int_eq((int)o.version, IBVI_LAPLACE_OPTIONS_VERSION);
+}
+
+static void sw_laplace_fit(void)
+{
+    const char *fn = "ibvi_laplace_fit";
+    ibvi_laplace_options o, b;
+    CK_OK(ibvi_laplace_options_init(&o));
+    ibvi_laplace *la = NULL;
+    int32_t bad_labels[8] = {0, 1, 2, 0, 1, 0, 1, 0};
+    EXPECT(fn, ibvi_laplace_fit(NULL, F.det, &o, F.x, F.labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, NULL, &o, F.x, F.labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.fresh, &o, F.x, F.labels, 8, NULL, NULL, 0), ST);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.net, &o, F.x, F.labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, NULL, F.x, F.labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, NULL, F.labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, NULL, 8, NULL, NULL, 0), A);
+    const int64_t bad_n[] = {0, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, F.labels, bad_n[i], NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, bad_labels, 8, NULL, NULL, 0), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.nan_x, F.labels, 8, NULL, NULL, 0), NF);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.inf_x, F.labels, 8, NULL, NULL, 0), NF);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, F.labels, 8, F.nan_x, F.labels, 8), NF);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, F.labels, 8, NULL, F.labels, 8), A);
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &o, F.x, F.labels, 8, F.x, F.labels, -1), A);
+    b = o; b.version = 0;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.structure = -1;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.prior = 7;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.prior_precision = NAN;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.lambda_min = -1.0f;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.lambda_max = INFINITY;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.grid_points = 1001;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.max_bytes = INT64_MIN;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.batch = 65537;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    b = o; b.max_bytes = 10;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), IBVI_ERR_NOMEM);
+    b = o; b.prior = IBVI_LAPLACE_PRIOR_VALIDATION;
+    EXPECT(fn, ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, NULL, NULL, 0), A);
+    ck_assert_ptr_null(la);
+    CK_OK(ibvi_laplace_fit(&la, F.det, &b, F.x, F.labels, 8, F.x, F.labels, 8));
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_free(void) { ibvi_laplace_free(NULL); }
+
+static void sw_laplace_prior_precision(void)
+{
+    const char *fn = "ibvi_laplace_prior_precision";
+    ibvi_laplace *la = laplace_det();
+    double v;
+    EXPECT(fn, ibvi_laplace_prior_precision(NULL, &v), A);
+    EXPECT(fn, ibvi_laplace_prior_precision(la, NULL), A);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_log_marglik(void)
+{
+    const char *fn = "ibvi_laplace_log_marglik";
+    ibvi_laplace *la = laplace_det();
+    double v;
+    EXPECT(fn, ibvi_laplace_log_marglik(NULL, &v), A);
+    EXPECT(fn, ibvi_laplace_log_marglik(la, NULL), A);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_log_marglik_at(void)
+{
+    const char *fn = "ibvi_laplace_log_marglik_at";
+    ibvi_laplace *la = laplace_det();
+    double v;
+    EXPECT(fn, ibvi_laplace_log_marglik_at(NULL, 1.0, &v), A);
+    EXPECT(fn, ibvi_laplace_log_marglik_at(la, 1.0, NULL), A);
+    const double bad[] = {0.0, -1.0, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_laplace_log_marglik_at(la, bad[i], &v), A);
+    /* H is singular here (8 examples): a tiny lambda does not factor */
+    EXPECT(fn, ibvi_laplace_log_marglik_at(la, 1e-30, &v), NF);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_structure_of(void)
+{
+    EXPECT("ibvi_laplace_structure_of", ibvi_laplace_structure_of(NULL), A);
+}
+
+static void sw_laplace_param_count(void)
+{
+    EXPECT("ibvi_laplace_param_count", ibvi_laplace_param_count(NULL), A);
+    ibvi_laplace *la = laplace_det();
+    ck_assert_int_eq(ibvi_laplace_param_count(la), 8);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_get_hessian(void)
+{
+    const char *fn = "ibvi_laplace_get_hessian";
+    ibvi_laplace *la = laplace_det();
+    double h[64];
+    EXPECT(fn, ibvi_laplace_get_hessian(NULL, h, 64), A);
+    EXPECT(fn, ibvi_laplace_get_hessian(la, NULL, 64), A);
+    const int64_t bad[] = {0, -1, 63, 65, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_laplace_get_hessian(la, h, bad[i]), SH);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_build(void)
+{
+    const char *fn = "ibvi_laplace_build";
+    ibvi_laplace *la = laplace_det();
+    ibvi_net *post = NULL;
+    EXPECT(fn, ibvi_laplace_build(la, F.det, NULL), A);
+    EXPECT(fn, ibvi_laplace_build(NULL, F.det, &post), A);
+    EXPECT(fn, ibvi_laplace_build(la, NULL, &post), A);
+    EXPECT(fn, ibvi_laplace_build(la, F.fresh, &post), ST);
+    EXPECT(fn, ibvi_laplace_build(la, F.net, &post), ST);
+    ck_assert_ptr_null(post);
+    CK_OK(ibvi_laplace_build(la, F.det, &post));
+    ibvi_net_free(post);
+    ibvi_laplace_free(la);
+}
+
+static void sw_laplace_probit(void)
+{
+    const char *fn = "ibvi_laplace_probit";
+    ibvi_laplace *la = laplace_det();
+    float probs[16], var[16];
+    EXPECT(fn, ibvi_laplace_probit(NULL, F.det, F.x, 8, probs, var), A);
+    EXPECT(fn, ibvi_laplace_probit(la, NULL, F.x, 8, probs, var), A);
+    EXPECT(fn, ibvi_laplace_probit(la, F.fresh, F.x, 8, probs, var), ST);
+    EXPECT(fn, ibvi_laplace_probit(la, F.other, F.x, 8, probs, var), ST);
+    EXPECT(fn, ibvi_laplace_probit(la, F.det, NULL, 8, probs, var), A);
+    EXPECT(fn, ibvi_laplace_probit(la, F.det, F.x, 8, NULL, var), A);
+    const int64_t bad_n[] = {0, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++)
+        EXPECT(fn, ibvi_laplace_probit(la, F.det, F.x, bad_n[i], probs, var), A);
+    EXPECT(fn, ibvi_laplace_probit(la, F.det, F.nan_x, 8, probs, var), NF);
+    CK_OK(ibvi_laplace_probit(la, F.det, F.x, 8, probs, NULL));
+    ibvi_laplace_free(la);
+}
+
 /* ---- SWAG (swag.h) and the diag-lowrank family ------------------------- */
 
 /* A deterministic 3-4-2 network (initialised or not). */
@@ -2731,6 +2898,17 @@ static const api_row api_table[] = {
     ROW(normal_quantile),
     ROW(temperature_fit),
     ROW(temperature_apply),
+    ROW(laplace_options_init),
+    ROW(laplace_fit),
+    ROW(laplace_free),
+    ROW(laplace_prior_precision),
+    ROW(laplace_log_marglik),
+    ROW(laplace_log_marglik_at),
+    ROW(laplace_structure_of),
+    ROW(laplace_param_count),
+    ROW(laplace_get_hessian),
+    ROW(laplace_build),
+    ROW(laplace_probit),
     ROW(net_save),
     ROW(net_save_size),
     ROW(net_save_buffer),

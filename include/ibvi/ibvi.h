@@ -22,6 +22,7 @@
  *   kernel.h     which BLIS kernel set runs, and how it was chosen
  *   distributed.h data parallel: flat parameters and gradients, host steps,
  *                noise streams per process (docs/distributed.md)
+ *   laplace.h    the last-layer Laplace approximation (docs/laplace.md)
  *   swag.h       SWAG: moments of SGD iterates, the posterior network
  *
  * A host-written training loop (error checks shortened to CHECK):
@@ -67,6 +68,7 @@
 #include "calibration.h"
 #include "kernel.h"
 #include "distributed.h"
+#include "laplace.h"
 #include "swag.h"
 
 #endif /* IBVI_IBVI_H */

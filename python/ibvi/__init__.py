@@ -40,6 +40,8 @@ from ._metrics import (aupr_in, aupr_out, fpr_at_tpr, normal_quantile,
 from ._net import (COVARIANCE_OPTIONS_VERSION, DEFAULT_INIT_SIGMA,
                    Activation, Covariance, ImageShape, Layer, LayerKind, LayerShape, Net,
                    Param, Role)
+from ._laplace import (LAPLACE_OPTIONS_VERSION, Laplace, LaplacePrior,
+                       LaplaceStructure)
 from ._optim import Optimizer, OptimizerKind, train_step
 from ._predictor import (HEAD_OPTIONS_VERSION, HeadKind, Prediction,
                          Predictor, fit_noise_std)

@@ -215,6 +215,18 @@ PROTOTYPES = {
     "ibvi_net_save_size": (STATUS, [H, H, I64P]),
     "ibvi_net_save_buffer": (STATUS, [H, H, U8P, c_int64]),
     "ibvi_net_load_buffer": (STATUS, [HP, HP, U8P, c_int64, AP]),
+    # laplace.h
+    "ibvi_laplace_options_init": (STATUS, [H]),  # ibvi_laplace_options *
+    "ibvi_laplace_fit": (STATUS, [HP, H, H, F, I32P, c_int64, F, I32P, c_int64]),
+    "ibvi_laplace_free": (None, [H]),
+    "ibvi_laplace_prior_precision": (STATUS, [H, DP]),
+    "ibvi_laplace_log_marglik": (STATUS, [H, DP]),
+    "ibvi_laplace_log_marglik_at": (STATUS, [H, c_double, DP]),
+    "ibvi_laplace_structure_of": (VALUE32, [H]),
+    "ibvi_laplace_param_count": (VALUE64, [H]),
+    "ibvi_laplace_get_hessian": (STATUS, [H, DP, c_int64]),
+    "ibvi_laplace_build": (STATUS, [H, H, HP]),
+    "ibvi_laplace_probit": (STATUS, [H, H, F, c_int64, F, F]),
 }
 
 _RESTYPES = {STATUS: c_int, VALUE32: c_int32, VALUE64: c_int64}
