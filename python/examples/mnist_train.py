@@ -287,15 +287,15 @@ def corruption_mean(m):
 def print_table(methods, dataset, ood_name, corruption_names):
     """The table of examples/report.c, character for character."""
     print("\n%s test set (OOD: %s); NLL in nats, ECE with 15 bins" % (dataset, ood_name))
-    print("%-12s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s" % (
+    print("%-14s %8s %8s %8s %8s %9s %8s %8s %8s | %9s %9s %9s | %8s" % (
         "method", "acc %", "NLL", "ECE %", "Brier", "OOD AUROC", "AUPR-in",
         "AUPR-out", "FPR95 %", "corr acc%", "corr NLL", "corr ECE%", "train s"))
     for m in methods:
         if m.divergence:
-            print("%-12s diverged (%s): not evaluated" % (m.name, m.divergence))
+            print("%-14s diverged (%s): not evaluated" % (m.name, m.divergence))
             continue
         c = corruption_mean(m)
-        print("%-12s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
+        print("%-14s %8.2f %8.4f %8.2f %8.4f %9.4f %8.4f %8.4f %8.2f "
               "| %9.2f %9.4f %9.2f | %8.1f" % (
                   m.name, 100 * m.test["accuracy"], m.test["nll"], 100 * m.test["ece"],
                   m.test["brier"], m.ood_auroc, m.ood_aupr_in, m.ood_aupr_out,
