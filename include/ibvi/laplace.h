@@ -104,14 +104,16 @@ IBVI_API int ibvi_laplace_options_init(ibvi_laplace_options *opts);
  * the prior precision (opts->prior); x_val, y_val, n_val are the
  * validation set (needed by VALIDATION, else they may be NULL / 0, and are
  * checked when given).
- * net: initialised, every layer deterministic (IBVI_COVARIANCE_NONE), the
- *      last a dense layer with C >= 2 outputs (IBVI_ERR_INVALID_ARG else);
+ * net: initialised (IBVI_ERR_STATE else), every layer deterministic
+ *      (IBVI_COVARIANCE_NONE), the last a dense layer with C >= 2 outputs
+ *      (IBVI_ERR_INVALID_ARG else);
  *      its workspace grows to opts->batch rows; its parameters do not change.
  * out: receives the handle (ibvi_laplace_free); NULL on failure.
  * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (NULL arguments, bad options or
- * labels, n < 1), IBVI_ERR_NONFINITE (x not finite, non-finite logits),
- * IBVI_ERR_NOMEM (the allocator failed, or FULL with 8 P^2 > max_bytes:
- * the message names the size and KFAC). */
+ * labels, n < 1), IBVI_ERR_STATE, IBVI_ERR_NONFINITE (x not finite,
+ * non-finite logits, H + lambda I not positive definite in double at the
+ * chosen lambda), IBVI_ERR_NOMEM (the allocator failed, or FULL with 8 P^2
+ * > max_bytes: the message names the size and KFAC). */
 IBVI_API int ibvi_laplace_fit(ibvi_laplace **out, ibvi_net *net,
                               const ibvi_laplace_options *opts,
                               const float *x, const int32_t *y, int64_t n,
