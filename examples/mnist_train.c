@@ -504,6 +504,21 @@ static void mark_diverged(method_result *m, const char *reason)
     snprintf(m->divergence, sizeof m->divergence, "%s", reason);
 }
 
+/* Evaluates net's K-sample predictive into m, unless m diverged, and
+ * records the floats the model holds. */
+static void evaluate_network(ibvi_net *net, int32_t K, const config *c,
+                             const dataset *test, const dataset *ood,
+                             method_result *m)
+{
+    m->model_floats = ibvi_net_param_count(net);
+    if (m->diverged)
+        return;
+    ibvi_predictor *pred;
+    CHECK(ibvi_predictor_create(&pred, net, K, c->seed));
+    evaluate(pred, c->corruptions, c->seed, test, ood, m);
+    ibvi_predictor_free(pred);
+}
+
 static method_result *add_method(report *r, const char *name)
 {
     method_result *m = &r->methods[r->method_count++];
@@ -660,12 +675,8 @@ int main(int argc, char **argv)
         char divergence[sizeof m->divergence];
         m->train_seconds = train_network(net, &c, &train, "ibvi", c.seed + 7,
                                          &plain, divergence, sizeof divergence);
-        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
-        CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
-        if (!m->diverged)
-            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
-        ibvi_predictor_free(pred);
+        evaluate_network(net, c.test_samples, &c, &test, ood_set, m);
         if (c.save_path && m->diverged) {
             fprintf(stderr, "mnist_train: not saving the diverged IBVI network\n");
         } else if (c.save_path) {
@@ -684,12 +695,8 @@ int main(int argc, char **argv)
                                  NULL, 0};
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
                                          &elbo, divergence, sizeof divergence);
-        m->model_floats = ibvi_net_param_count(net);
         mark_diverged(m, divergence);
-        CHECK(ibvi_predictor_create(&pred, net, c.test_samples, c.seed));
-        if (!m->diverged)
-            evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
-        ibvi_predictor_free(pred);
+        evaluate_network(net, c.test_samples, &c, &test, ood_set, m);
         ibvi_net_free(net);
     }
     if (has_method(&c, "swag")) {
@@ -737,10 +744,7 @@ int main(int argc, char **argv)
                 CHECK(ibvi_swag_build(swag, &post));
                 /* The phase, its snapshots and the build. */
                 m->train_seconds += host_now_seconds() - start;
-                m->model_floats = ibvi_net_param_count(post);
-                CHECK(ibvi_predictor_create(&pred, post, c.test_samples, c.seed));
-                evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
-                ibvi_predictor_free(pred);
+                evaluate_network(post, c.test_samples, &c, &test, ood_set, m);
             }
             ibvi_net_free(post);
             ibvi_swag_free(swag);
@@ -799,10 +803,7 @@ int main(int argc, char **argv)
                 const double start = host_now_seconds();
                 CHECK(ibvi_laplace_build(la, standard[0], &post));
                 m->train_seconds += host_now_seconds() - start;
-                m->model_floats = ibvi_net_param_count(post);
-                CHECK(ibvi_predictor_create(&pred, post, c.test_samples, c.seed));
-                evaluate(pred, c.corruptions, c.seed, &test, ood_set, m);
-                ibvi_predictor_free(pred);
+                evaluate_network(post, c.test_samples, &c, &test, ood_set, m);
                 ibvi_net_free(post);
             }
         }
