@@ -264,19 +264,23 @@ static int check_optimizer(const ibvi_optimizer *opt, const char *fn)
     return IBVI_OK;
 }
 
-/* IBVI_DEFERRED at creation: unset or "auto" the cost model's window,
- * "0" the per-step path (how tests and the bench compare the two), n in
- * 1..IBVI__WINDOW_MAX_STEPS a window of n steps. Internal: not part of the
- * API. */
+/* IBVI_DEFERRED at creation: unset, empty or "0" the per-step path (the
+ * default: on the machines measured the window's flush, skinny GEMMs, is
+ * slower than the fused pass it replaces; docs/performance.md, "Deferred
+ * factor updates"), "auto" the cost model's window, n in
+ * 1..IBVI__WINDOW_MAX_STEPS a window of n steps. Internal, for the tests
+ * and the benchmark: not part of the API; anything else means 0. */
 static int32_t window_request(void)
 {
     const char *v = getenv("IBVI_DEFERRED");
-    if (!v || !*v || strcmp(v, "auto") == 0)
+    if (!v || !*v)
+        return 0;
+    if (strcmp(v, "auto") == 0)
         return -1;
     char *end;
     const long n = strtol(v, &end, 10);
     if (*end || n < 0 || n > IBVI__WINDOW_MAX_STEPS)
-        return -1;
+        return 0;
     return (int32_t)n;
 }
 
