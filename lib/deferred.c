@@ -18,12 +18,14 @@
 #include <string.h>
 
 #include "deferred.h"
-#include "kernels.h"
 #include "parallel.h"
 
 /* Rows of S per block of the flush: S and V's rows (2 x 2048 x R floats)
  * and the window's columns of them stay in L2 (1-2 MB) for R <= 16. */
 #define FLUSH_ROWS 2048
+
+/* Rows per tile of the flush (flush_tile). */
+#define TILE 64
 
 /* Entries per block of the forward's pass. */
 #define SAMPLE_ENTRIES 1024
@@ -165,45 +167,116 @@ typedef struct flush_job {
     int64_t zhat_stride;
 } flush_job;
 
+/* Eight floats: GCC's and Clang's vector extension, which each clone of
+ * flush_tile compiles to its own instructions (two SSE registers on the
+ * baseline, one AVX register on x86-64-v3). */
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+/* Unaligned loads and stores of 8 floats, and x with |x| < FLT_MIN set to
+ * 0 (as optimizer.c's update): macros, since functions passing vectors by
+ * value would differ in ABI between the clones. */
+#define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8))
+#define STORE8(p, x) memcpy((p), &(x), sizeof(v8))
+#define TINY8(x)                                                              \
+    ((v8)((vi8)(x) & (((x) >= 0x1p-126f) | ((x) <= -0x1p-126f))))
+
+/* One tile of TILE rows of S and V, transposed into R x TILE buffers so
+ * that the arithmetic runs 8 rows at a time (rows are contiguous in G,
+ * cols x P, in S zhat and V zhat, ahead x P, and in the buffers); a row
+ * beyond the tile's nt computes garbage that is never stored. Compiled
+ * for the baseline and, chosen at load time, for x86-64-v3 (AVX2 + FMA):
+ * the flush does 4 B M multiply-adds per factor entry, too many for the
+ * baseline's 4-wide mul-then-add (docs/performance.md). */
+__attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
+static void flush_tile(const flush_job *j, int64_t t0, int64_t nt)
+{
+    const ibvi_layer *l = j->x->layer;
+    const int64_t P = l->params, R = l->rank;
+    float *restrict s = l->factor + t0 * R;
+    float *restrict v = j->x->velocity + t0 * R;
+    float st[IBVI__WINDOW_MAX_RANK][TILE], vt[IBVI__WINDOW_MAX_RANK][TILE];
+    float gt[IBVI__WINDOW_MAX_COLUMNS][TILE];
+    const int velocity = j->velocity;
+    for (int64_t b = 0; b < nt; b++)
+        for (int64_t r = 0; r < R; r++)
+            st[r][b] = s[b * R + r];
+    if (velocity)
+        for (int64_t b = 0; b < nt; b++)
+            for (int64_t r = 0; r < R; r++)
+                vt[r][b] = v[b * R + r];
+    for (int64_t b = nt; b < TILE; b++) /* defined values in the tail */
+        for (int64_t r = 0; r < R; r++)
+            st[r][b] = vt[r][b] = 0.0f;
+    if (j->cols > 0) {
+        for (int32_t q = 0; q < j->cols; q++) {
+            memcpy(gt[q], j->x->g + q * P + t0, (size_t)nt * sizeof(float));
+            memset(gt[q] + nt, 0, (size_t)(TILE - nt) * sizeof(float));
+        }
+        const float c = j->c, decay = j->decay;
+        for (int64_t b = 0; b < TILE; b += 8)
+            for (int64_t r = 0; r < R; r++) {
+                v8 sv, vv;
+                LOAD8(sv, &st[r][b]);
+                LOAD8(vv, &vt[r][b]);
+                if (velocity) {
+                    sv -= c * vv;
+                    vv *= decay;
+                }
+                for (int32_t q = 0; q < j->cols; q++) {
+                    v8 g;
+                    LOAD8(g, &gt[q][b]);
+                    sv += j->bz[q * R + r] * g;
+                    if (velocity)
+                        vv += j->az[q * R + r] * g;
+                }
+                sv = TINY8(sv);
+                STORE8(&st[r][b], sv);
+                if (velocity) {
+                    vv = TINY8(vv);
+                    STORE8(&vt[r][b], vv);
+                }
+            }
+        for (int64_t b = 0; b < nt; b++)
+            for (int64_t r = 0; r < R; r++)
+                s[b * R + r] = st[r][b];
+        if (velocity)
+            for (int64_t b = 0; b < nt; b++)
+                for (int64_t r = 0; r < R; r++)
+                    v[b * R + r] = vt[r][b];
+    }
+    for (int32_t k = 0; k < j->ahead; k++) {
+        const float *zk = j->zhat + k * j->zhat_stride;
+        float acc[TILE], accv[TILE];
+        for (int64_t b = 0; b < TILE; b += 8) {
+            v8 a = {0}, av = {0};
+            for (int64_t r = 0; r < R; r++) {
+                v8 x;
+                LOAD8(x, &st[r][b]);
+                a += x * zk[r];
+                if (velocity) {
+                    LOAD8(x, &vt[r][b]);
+                    av += x * zk[r];
+                }
+            }
+            STORE8(acc + b, a);
+            STORE8(accv + b, av);
+        }
+        memcpy(j->x->sz + k * P + t0, acc, (size_t)nt * sizeof(float));
+        if (velocity)
+            memcpy(j->x->vz + k * P + t0, accv, (size_t)nt * sizeof(float));
+    }
+}
+
 static void flush_blocks(void *arg, int64_t b0, int64_t b1)
 {
     const flush_job *j = arg;
-    const ibvi_layer *l = j->x->layer;
-    const int64_t P = l->params, R = l->rank;
+    const int64_t end = j->row0 + j->rows;
     for (int64_t b = b0; b < b1; b++) {
         const int64_t r0 = j->row0 + b * FLUSH_ROWS;
-        const int64_t end = j->row0 + j->rows;
-        const int64_t nr = end - r0 < FLUSH_ROWS ? end - r0 : FLUSH_ROWS;
-        float *restrict s = l->factor + r0 * R;
-        float *restrict v = j->x->velocity + r0 * R;
-        const int64_t count = nr * R;
-        if (j->cols > 0) {
-            if (j->velocity) {
-                const float c = j->c, decay = j->decay;
-                for (int64_t i = 0; i < count; i++) {
-                    s[i] -= c * v[i];
-                    v[i] *= decay;
-                }
-            }
-            const float *g = j->x->g + r0; /* cols x nr, row stride P */
-            ibvi__gemm(1, 1, 0, nr, R, j->cols, 1.0f, g, P, j->bz, R, 1.0f,
-                       s, R);
-            if (j->velocity)
-                ibvi__gemm(1, 1, 0, nr, R, j->cols, 1.0f, g, P, j->az, R,
-                           1.0f, v, R);
-            for (int64_t i = 0; i < count; i++)
-                s[i] = flush_tiny(s[i]);
-            if (j->velocity)
-                for (int64_t i = 0; i < count; i++)
-                    v[i] = flush_tiny(v[i]);
-        }
-        if (j->ahead > 0) {
-            ibvi__gemm(1, 0, 1, j->ahead, nr, R, 1.0f, j->zhat,
-                       j->zhat_stride, s, R, 0.0f, j->x->sz + r0, P);
-            if (j->velocity)
-                ibvi__gemm(1, 0, 1, j->ahead, nr, R, 1.0f, j->zhat,
-                           j->zhat_stride, v, R, 0.0f, j->x->vz + r0, P);
-        }
+        const int64_t r1 = end - r0 < FLUSH_ROWS ? end : r0 + FLUSH_ROWS;
+        for (int64_t t0 = r0; t0 < r1; t0 += TILE)
+            flush_tile(j, t0, r1 - t0 < TILE ? r1 - t0 : TILE);
     }
 }
 

@@ -31,6 +31,8 @@ typedef struct ibvi__window ibvi__window;
 #define IBVI__WINDOW_MAX_STEPS 16
 #define IBVI__WINDOW_MAX_SAMPLES 8
 #define IBVI__WINDOW_MAX_COLUMNS (IBVI__WINDOW_MAX_STEPS * IBVI__WINDOW_MAX_SAMPLES)
+/* The largest rank a window takes (the flush's tiles hold R rows). */
+#define IBVI__WINDOW_MAX_RANK 64
 
 /* One low-rank layer's part of the window. */
 typedef struct ibvi__window_layer {

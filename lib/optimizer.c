@@ -839,12 +839,17 @@ static int32_t window_length(const ibvi_optimizer *opt, int32_t M)
     return best;
 }
 
+/* 1 when some layer is low rank and none has a rank above the window's. */
 static int has_lowrank(const ibvi_net *net)
 {
+    int lowrank = 0;
     for (int32_t i = 0; i < net->layer_count; i++)
-        if (net->layers[i]->covariance == IBVI__COV_LOWRANK)
-            return 1;
-    return 0;
+        if (net->layers[i]->covariance == IBVI__COV_LOWRANK) {
+            if (net->layers[i]->rank > IBVI__WINDOW_MAX_RANK)
+                return 0;
+            lowrank = 1;
+        }
+    return lowrank;
 }
 
 /* The next forwards will likely draw M samples from the network's
