@@ -5,6 +5,9 @@
  *   1. the training-step time (ibvi_train_step: forward, softmax
  *      cross-entropy, backward, SGD momentum 0.9, muP) of a standard
  *      MLP 784-W-W-10 and of IBVI networks of the same shape, and the ratio;
+ *      r10 first+last both on the per-step fused path (the default) and
+ *      with deferred factor updates (IBVI_DEFERRED=auto, issue 15 part 2),
+ *      with the 4-pass floor and the floor the deferred scheme implies;
  *   2. the machine's limit for that step: BLIS sgemm time for exactly the
  *      step's GEMMs (same shapes, transposes, thread count, sup path off, as
  *      lib/kernels.c calls them) and a streaming-bandwidth triad; from them

@@ -151,6 +151,17 @@ static double compare_params(ibvi_net *ref, ibvi_net *def, int *bitwise)
     return d;
 }
 
+/* The twins agree after `steps` steps; frees them. */
+static void finish_twins(ibvi_net *ref, ibvi_optimizer *oref, ibvi_net *def,
+                         ibvi_optimizer *odef, int64_t steps)
+{
+    int bitwise;
+    const double e = compare_params(ref, def, &bitwise);
+    ck_assert_msg(e <= tolerance(steps), "end: %g", e);
+    ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
+    ibvi_net_free(ref), ibvi_net_free(def);
+}
+
 /* Trains twins `steps` steps, the second with IBVI_DEFERRED = mode. */
 static void twin_run(int kind, int32_t samples, const char *mode,
                      int64_t steps)
@@ -310,11 +321,7 @@ START_TEST(test_reads_mid_window)
             break;
         }
     }
-    int bitwise;
-    const double e = compare_params(ref, def, &bitwise);
-    ck_assert_msg(e <= tolerance(steps), "end: %g", e);
-    ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
-    ibvi_net_free(ref), ibvi_net_free(def);
+    finish_twins(ref, oref, def, odef, steps);
 }
 END_TEST
 
@@ -361,11 +368,7 @@ START_TEST(test_nonfinite_mid_window)
             free(before), free(after);
         }
     }
-    int bitwise;
-    const double e = compare_params(ref, def, &bitwise);
-    ck_assert_msg(e <= tolerance(steps), "end: %g", e);
-    ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
-    ibvi_net_free(ref), ibvi_net_free(def);
+    finish_twins(ref, oref, def, odef, steps);
 }
 END_TEST
 
