@@ -13,8 +13,11 @@
  *     bitwise those of the per-step path (the window really ran);
  *   - Adam is bitwise unchanged;
  *   - every public read mid-window (ibvi_layer_get_factor,
- *     ibvi_net_get_params, a save, a predictor) sees the per-step values,
- *     and so does a model saved mid-window, loaded and trained on;
+ *     ibvi_net_get_params, a save, a predictor, forwards with the host's
+ *     noise and with the generator's) sees the per-step values, and so
+ *     does a model saved mid-window, loaded and trained on; writes
+ *     mid-window (ibvi_layer_set_factor, ibvi_net_set_params) land as on
+ *     the per-step path;
  *   - a diverging step mid-window returns IBVI_ERR_NONFINITE and changes
  *     nothing, and training goes on equal;
  *   - 1 and 2 threads give bitwise the same parameters;
@@ -372,6 +375,73 @@ START_TEST(test_nonfinite_mid_window)
 }
 END_TEST
 
+/* Writes and other reads mid-window: ibvi_layer_set_factor and
+ * ibvi_net_set_params with the per-step twin's (scaled) values, a forward
+ * with the host's own noise and a second forward with the generator's,
+ * which the window serves. */
+START_TEST(test_writes_mid_window)
+{
+    const int kind = KINDS[_i];
+    data d;
+    make_data(&d);
+    const int64_t steps = 240;
+    ibvi_net *ref = make_net(1), *def = make_net(1);
+    ibvi_optimizer *oref = make_opt(ref, kind, "0");
+    ibvi_optimizer *odef = make_opt(def, kind, "5");
+    const int64_t noise = ibvi_net_noise_size(ref);
+    float z[2 * 64], out_a[2 * N * CLASSES], out_b[2 * N * CLASSES];
+    ck_assert_int_le(2 * noise, 2 * 64);
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    for (int64_t t = 0; t < steps; t++) {
+        step(ref, oref, &d, t, steps, 1, scale_of(kind));
+        step(def, odef, &d, t, steps, 1, scale_of(kind));
+        switch (t % 29) {
+        case 7: { /* both factors of the last layer set to ref's / 2 */
+            ibvi_layer *a, *b;
+            CK_OK(ibvi_net_layer(ref, 2, &a));
+            CK_OK(ibvi_net_layer(def, 2, &b));
+            float f[(24 + 1) * 3 * 3];
+            CK_OK(ibvi_layer_get_factor(a, f, (24 + 1) * 3 * 3));
+            for (int i = 0; i < (24 + 1) * 3 * 3; i++)
+                f[i] *= 0.5f;
+            CK_OK(ibvi_layer_set_factor(a, f, (24 + 1) * 3 * 3));
+            CK_OK(ibvi_layer_set_factor(b, f, (24 + 1) * 3 * 3));
+            break;
+        }
+        case 13: { /* the whole flat vector: ref's */
+            int64_t n;
+            float *p = params(ref, &n);
+            CK_OK(ibvi_net_set_params(ref, p, n));
+            CK_OK(ibvi_net_set_params(def, p, n));
+            free(p);
+            break;
+        }
+        case 19: /* the host's noise, then the generator's */
+            tu_fill_normal_f(&rng, z, 2 * noise, 1.0);
+            CK_OK(ibvi_net_forward_noise(ref, d.x[2], N, 2, z, 2 * noise,
+                                         out_a));
+            CK_OK(ibvi_net_forward_noise(def, d.x[2], N, 2, z, 2 * noise,
+                                         out_b));
+            ck_assert_msg(rel_diff(out_a, out_b, 2 * N * CLASSES) <=
+                              100 * tolerance(t + 1),
+                          "step %lld: forward_noise differs", (long long)t);
+            break;
+        case 23:
+            CK_OK(ibvi_net_forward(ref, d.x[3], N, 1, out_a));
+            CK_OK(ibvi_net_forward(def, d.x[3], N, 1, out_b));
+            ck_assert_msg(rel_diff(out_a, out_b, N * CLASSES) <=
+                              100 * tolerance(t + 1),
+                          "step %lld: forward differs", (long long)t);
+            break;
+        default:
+            break;
+        }
+    }
+    finish_twins(ref, oref, def, odef, steps);
+}
+END_TEST
+
 START_TEST(test_threads_bitwise)
 {
     data d;
@@ -446,6 +516,7 @@ static Suite *deferred_suite(void)
     tcase_add_test(tc, test_adam_unchanged);
     tcase_add_loop_test(tc, test_reads_mid_window, 0, 3);
     tcase_add_loop_test(tc, test_nonfinite_mid_window, 0, 3);
+    tcase_add_loop_test(tc, test_writes_mid_window, 0, 3);
     tcase_add_test(tc, test_threads_bitwise);
     tcase_add_test(tc, test_lifetimes);
     suite_add_tcase(s, tc);
