@@ -4,12 +4,14 @@
  * algebra is in deferred.h and docs/performance.md, "Deferred factor
  * updates"; when a window is used is optimizer.c's decision).
  *
- * The flush walks each layer's S and V in blocks of FLUSH_ROWS rows, and
- * runs on each block, while it is in cache, the element-wise decay
- * (S -= c V, V *= mu^n), the two rank-nM updates and the two products with
- * the noise drawn ahead, the last four as GEMMs (kernels.c). Blocks start at
- * fixed rows of their parameter group, each is computed the same way by
- * whichever thread gets it, so the values do not depend on the thread
+ * The flush walks each layer's S and V in blocks of FLUSH_ROWS rows and
+ * tiles of TILE rows, and runs on each tile, while it is in cache, the
+ * element-wise decay (S -= c V, V *= mu^n), the two rank-nM updates and
+ * the two products with the noise drawn ahead (flush_tile). These were
+ * BLIS GEMMs first; skinny as they are (one side R, the other nM), they
+ * ran at about 3 GFLOP/s (docs/performance.md). Blocks and tiles start at
+ * fixed rows of their parameter group and each is computed the same way
+ * by whichever thread gets it, so the values do not depend on the thread
  * count.
  *
  * SPDX-License-Identifier: MIT
@@ -150,11 +152,6 @@ void ibvi__window_append(ibvi__window *w, const ibvi_net *net, float lr)
     w->pending = k + 1;
 }
 
-static inline float flush_tiny(float x)
-{
-    return fabsf(x) < 0x1p-126f ? 0.0f : x; /* as optimizer.c's update */
-}
-
 typedef struct flush_job {
     const ibvi__window *w;
     const ibvi__window_layer *x;
@@ -188,7 +185,15 @@ typedef int32_t vi8 __attribute__((vector_size(32)));
  * for the baseline and, chosen at load time, for x86-64-v3 (AVX2 + FMA):
  * the flush does 4 B M multiply-adds per factor entry, too many for the
  * baseline's 4-wide mul-then-add (docs/performance.md). */
-__attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12 && defined(__ELF__)
+#define FLUSH_TARGETS                                                         \
+    __attribute__((target_clones("arch=x86-64-v3", "default"),               \
+                   optimize("fp-contract=fast")))
+#else
+#define FLUSH_TARGETS /* one version, the build's baseline */
+#endif
+FLUSH_TARGETS
 static void flush_tile(const flush_job *j, int64_t t0, int64_t nt)
 {
     const ibvi_layer *l = j->x->layer;
