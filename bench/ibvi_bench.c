@@ -5,6 +5,9 @@
  *   1. the training-step time (ibvi_train_step: forward, softmax
  *      cross-entropy, backward, SGD momentum 0.9, muP) of a standard
  *      MLP 784-W-W-10 and of IBVI networks of the same shape, and the ratio;
+ *      r10 first+last both on the per-step fused path (the default) and
+ *      with deferred factor updates (IBVI_DEFERRED=auto, issue 15 part 2),
+ *      with the 4-pass floor and the floor the deferred scheme implies;
  *   2. the machine's limit for that step: BLIS sgemm time for exactly the
  *      step's GEMMs (same shapes, transposes, thread count, sup path off, as
  *      lib/kernels.c calls them) and a streaming-bandwidth triad; from them
@@ -174,19 +177,25 @@ static double time_calls(void (*fn)(void *), void *ctx)
 typedef struct variant {
     const char *name;
     int32_t rank_first, rank_last;
+    /* IBVI_DEFERRED while its optimizer is created (NULL: unset, the
+     * per-step fused path, the library's default): "auto" asks for the
+     * deferred factor updates with the cost model's window (issue 15 part
+     * 2, docs/performance.md "Deferred factor updates"). */
+    const char *deferred;
 } variant;
 
 /* Measured in this order. The last-only network comes right after the
  * standard one it is compared with: measured after the rank-50 network
  * (about 1 GB freed at W = 4096) it read up to 1.4x slower in some runs,
  * though callgrind counts only 1.2% more instructions than standard. */
-enum { V_STANDARD, V_R10_LAST, V_R1, V_R10, V_R50 };
+enum { V_STANDARD, V_R10_LAST, V_R1, V_R10, V_R10_DEFERRED, V_R50 };
 static const variant VARIANTS[] = {
-    [V_STANDARD] = {"standard", 0, 0},
-    [V_R10_LAST] = {"ibvi r10 last only", 0, 10},
-    [V_R1] = {"ibvi r1 first+last", 1, 1},
-    [V_R10] = {"ibvi r10 first+last", 10, 10},
-    [V_R50] = {"ibvi r50 first+last", 50, 50},
+    [V_STANDARD] = {"standard", 0, 0, NULL},
+    [V_R10_LAST] = {"ibvi r10 last only", 0, 10, NULL},
+    [V_R1] = {"ibvi r1 first+last", 1, 1, NULL},
+    [V_R10] = {"ibvi r10 first+last", 10, 10, NULL},
+    [V_R10_DEFERRED] = {"ibvi r10 f+l deferred", 10, 10, "auto"},
+    [V_R50] = {"ibvi r50 first+last", 50, 50, NULL},
 };
 #define NVARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 
@@ -260,12 +269,17 @@ static void one_step(void *p)
 
 /* The trainer of every timed step: SGD momentum 0.9 on `net` (taken). */
 static void setup_trainer(step_ctx *c, ibvi_net *net, int64_t batch,
-                          const dataset *d)
+                          const dataset *d, const char *deferred)
 {
     c->net = net;
     check(ibvi_net_reserve(c->net, batch, 1), "ibvi_net_reserve");
+    if (deferred)
+        setenv("IBVI_DEFERRED", deferred, 1);
+    else
+        unsetenv("IBVI_DEFERRED");
     check(ibvi_optimizer_create(&c->opt, c->net, IBVI_OPT_SGD, LR),
           "ibvi_optimizer_create");
+    unsetenv("IBVI_DEFERRED");
     check(ibvi_optimizer_set_momentum(c->opt, 0.9f, 0), "set_momentum");
     c->data = d;
     c->batch = batch;
@@ -275,7 +289,7 @@ static void setup_trainer(step_ctx *c, ibvi_net *net, int64_t batch,
 static void make_trainer(step_ctx *c, int32_t width, const variant *v,
                          int32_t threads, int64_t batch, const dataset *d)
 {
-    setup_trainer(c, make_net(width, v, threads), batch, d);
+    setup_trainer(c, make_net(width, v, threads), batch, d, v->deferred);
 }
 
 static void free_trainer(step_ctx *c)
@@ -375,6 +389,7 @@ static void square_gemm(void *p)
 }
 
 static double measured_gflops[MAX_LIST]; /* per --threads entry, for JSON */
+static int32_t measured_threads[MAX_LIST]; /* the --threads entries */
 
 static double sgemm_gflops(int32_t threads, int64_t n)
 {
@@ -466,6 +481,63 @@ static double triad_bandwidth(int32_t threads)
 #define FUSED_PASSES 5
 #define STRICT_PASSES 4
 
+/* Issue 15 part 2: the floor of the deferred factor updates, from the
+ * library's cost model (lib/optimizer.c, window_cost and window_length;
+ * docs/performance.md, "Deferred factor updates"), for one sample per step
+ * and momentum: floats moved per step per row of a rank-R factor,
+ *   per-step path: 2R(1 + 1) + 1 + M (read and write S and V; the mean
+ *                  read and theta written by the draw ahead),
+ *   window of B:   2R(1 + 1) / B + M(4 + 2) + (B - 1) M / 2 + 1,
+ * with B the least-cost window whose memory (3 B M (P + R) floats per
+ * factor, plus the noise drawn ahead) stays within the parameter floats.
+ * The window's flush also does 8 P R M multiply-adds per step (the four
+ * rank-BM products), the per-step path about 7 P R flops of element-wise
+ * work. */
+#define MODEL_M 1
+
+static double model_floats(int32_t width, const variant *v, int32_t B)
+{
+    int32_t in[3], out[3];
+    layer_dims(width, in, out);
+    const int32_t rank[3] = {v->rank_first, 0, v->rank_last};
+    double f = 0.0;
+    for (int i = 0; i < 3; i++) {
+        if (!rank[i])
+            continue;
+        const double P = (double)in[i] * out[i] + out[i], R = rank[i];
+        f += P * (B == 0 ? 4.0 * R + 1 + MODEL_M
+                         : 4.0 * R / B + 6.0 * MODEL_M +
+                               (B - 1) * MODEL_M / 2.0 + 1);
+    }
+    return f;
+}
+
+static int32_t model_window(int32_t width, const variant *v)
+{
+    int32_t in[3], out[3];
+    layer_dims(width, in, out);
+    const int32_t rank[3] = {v->rank_first, 0, v->rank_last};
+    double params = 0.0, noise = 0.0;
+    for (int i = 0; i < 3; i++) {
+        const double P = (double)in[i] * out[i] + out[i];
+        params += P * (1 + rank[i]);
+        noise += rank[i];
+    }
+    int32_t best = 0;
+    for (int32_t B = 2; B <= 16; B++) {
+        double window = B + B * MODEL_M * noise;
+        for (int i = 0; i < 3; i++)
+            if (rank[i])
+                window += 3.0 * B * MODEL_M *
+                          ((double)in[i] * out[i] + out[i] + rank[i]);
+        if (window > params)
+            break;
+        if (model_floats(width, v, B) < model_floats(width, v, best))
+            best = B;
+    }
+    return best;
+}
+
 /* ---- results ------------------------------------------------------------------ */
 
 typedef struct step_result {
@@ -483,6 +555,8 @@ typedef struct predict_result {
 typedef struct memory_result {
     int32_t width, rank, threads;
     int64_t batch, data_n, steps, params, needed, baseline_kb, peak_kb;
+    int64_t deferred_peak_kb; /* after the same run with the deferred
+                                 factor updates (IBVI_DEFERRED=auto) */
 } memory_result;
 
 /* The names of point 6's models, in IMAGE_MODELS's order. */
@@ -574,6 +648,13 @@ static memory_result measure_memory(int32_t threads)
     m.peak_kb = maxrss_kb();
     m.params = ibvi_net_param_count(c.net);
     m.needed = model_bytes(c.net, m.width, m.batch, &d);
+    free_trainer(&c);
+    /* The peak is the process's: the deferred run's window comes on top of
+     * what the first run left mapped, so this is an upper bound. */
+    make_trainer(&c, m.width, &VARIANTS[V_R10_DEFERRED], threads, m.batch, &d);
+    for (int64_t i = 0; i < m.steps; i++)
+        one_step(&c);
+    m.deferred_peak_kb = maxrss_kb();
     free_trainer(&c);
     free_data(&d);
     return m;
@@ -1219,9 +1300,10 @@ static int run_images(const options *o, image_result *out)
             image_gemms_build(&g, m, IMAGE_BATCH, t);
             r.calls = g.ncalls;
             step_ctx std, var;
-            setup_trainer(&std, make_image_net(m, 0, t), IMAGE_BATCH, &d);
+            setup_trainer(&std, make_image_net(m, 0, t), IMAGE_BATCH, &d,
+                          NULL);
             setup_trainer(&var, make_image_net(m, IMAGE_RANK, t), IMAGE_BATCH,
-                          &d);
+                          &d, NULL);
             const int rounds = o->quick ? IMAGE_ROUNDS_QUICK : IMAGE_ROUNDS;
             for (int k = 0; k < rounds; k++) {
                 r.gemm = keep_min(r.gemm, time_calls(image_gemms_run, &g));
@@ -1268,7 +1350,7 @@ static void profile_images(const options *o)
                                   (int64_t)m->channels * m->height * m->width);
         step_ctx c;
         setup_trainer(&c, make_image_net(m, 0, o->threads[0]), IMAGE_BATCH,
-                      &d);
+                      &d, NULL);
         one_step(&c);
         const double t0 = now(), c0 = cpu_now();
         for (long k = 0; k < o->profile_steps; k++)
@@ -1440,6 +1522,55 @@ static void print_speedups(const step_result *r, int n)
     }
 }
 
+/* Issue 15 parts 2 and 3: the old strict floor of the factor (4 passes of
+ * P x R floats) next to the floor the deferred updates imply (the cost
+ * model's floats per step, and its multiply-adds at this run's sgemm
+ * rate), and the measured steps of the per-step path and of the window,
+ * as ratios to the standard step of the same run. */
+static void print_deferred(const step_result *r, int n,
+                           const double *bandwidth)
+{
+    const variant *v = &VARIANTS[V_R10_DEFERRED];
+    printf("     Deferred factor updates (r10 first+last, cost model: "
+           "docs/performance.md; 1 sample, momentum)\n");
+    printf("%5s %4s %3s %3s %12s %12s %12s %12s %9s %9s\n", "W", "N", "thr",
+           "B", "4-pass ms", "model ms", "window ms", "flops ms",
+           "step xstd", "wind xstd");
+    for (int i = 0; i < n; i++) {
+        const step_result *a = &r[i];
+        if (a->variant != V_R10)
+            continue;
+        for (int j = 0; j < n; j++) {
+            const step_result *b = &r[j];
+            if (b->variant != V_R10_DEFERRED || b->width != a->width ||
+                b->batch != a->batch || b->threads != a->threads)
+                continue;
+            int ti = 0;
+            for (int k = 0; k < MAX_LIST; k++)
+                if (measured_threads[k] == a->threads)
+                    ti = k;
+            const int32_t B = model_window(a->width, v);
+            const double bw = bandwidth[ti];
+            const double strict = STRICT_PASSES * 4.0 *
+                                  (double)factor_floats(a->width, v) / bw;
+            const double fused = 4.0 * model_floats(a->width, v, 0) / bw;
+            const double window = 4.0 * model_floats(a->width, v, B) / bw;
+            const double flops = 2.0 * 8.0 * MODEL_M *
+                                 (double)factor_floats(a->width, v) /
+                                 (1e9 * measured_gflops[ti]);
+            printf("%5d %4lld %3d %3d %12.3f %12.3f %12.3f %12.3f %9.3f "
+                   "%9.3f\n", a->width, (long long)a->batch, a->threads, B,
+                   1e3 * strict, 1e3 * fused, 1e3 * (B ? window : fused),
+                   1e3 * flops, a->ratio, b->ratio);
+        }
+    }
+    printf("     4-pass: the old strict floor; model: the per-step path's "
+           "floats in the cost model; window: the\n     window's; flops: "
+           "the flush's 8 P R M multiply-adds at this run's sgemm 1024^3 "
+           "rate (a floor the\n     skinny GEMMs are far from); B = 0: the "
+           "model keeps the per-step path.\n");
+}
+
 static void write_json(const options *o, const char *arch,
                        const double *bandwidth, const step_result *steps,
                        int nsteps, const predict_result *pred, int npred,
@@ -1498,13 +1629,17 @@ static void write_json(const options *o, const char *arch,
                "\"param_count\": %lld, \"needed_bytes\": %lld, "
                "\"baseline_rss_bytes\": %lld, \"peak_rss_bytes\": %lld, "
                "\"peak_over_needed\": %.6g, "
-               "\"peak_minus_baseline_over_needed\": %.6g}\n}\n",
+               "\"peak_minus_baseline_over_needed\": %.6g, "
+               "\"deferred_peak_rss_bytes\": %lld, "
+               "\"deferred_peak_over_needed\": %.6g}\n}\n",
             m->width, m->rank, m->rank, (long long)m->batch, m->threads,
             (long long)m->data_n, (long long)m->steps, (long long)m->params,
             (long long)m->needed, (long long)m->baseline_kb * 1024,
             (long long)m->peak_kb * 1024,
             (double)m->peak_kb * 1024 / (double)m->needed,
-            (double)(m->peak_kb - m->baseline_kb) * 1024 / (double)m->needed);
+            (double)(m->peak_kb - m->baseline_kb) * 1024 / (double)m->needed,
+            (long long)m->deferred_peak_kb * 1024,
+            (double)m->deferred_peak_kb * 1024 / (double)m->needed);
     fclose(f);
 }
 
@@ -1576,6 +1711,7 @@ int main(int argc, char **argv)
     printf("sgemm 1024^3 on kernel '%s':", arch);
     for (int t = 0; t < o.nthreads; t++) {
         measured_gflops[t] = sgemm_gflops(o.threads[t], 1024);
+        measured_threads[t] = o.threads[t];
         printf("  %d thread%s %.1f GFLOP/s", o.threads[t],
                o.threads[t] > 1 ? "s" : "", measured_gflops[t]);
     }
@@ -1597,6 +1733,7 @@ int main(int argc, char **argv)
     free_data(&d);
     print_steps(steps, nsteps);
     print_speedups(steps, nsteps);
+    print_deferred(steps, nsteps, bandwidth);
     fflush(stdout);
 
     predict_result pred[MAX_PREDICT];
@@ -1617,6 +1754,11 @@ int main(int argc, char **argv)
            mem.peak_kb * 1024 / 1e6, (double)mem.peak_kb * 1024 / mem.needed,
            mem.baseline_kb * 1024 / 1e6,
            (double)(mem.peak_kb - mem.baseline_kb) * 1024 / mem.needed);
+    printf("   then the same run with deferred factor updates (window of %d "
+           "steps): peak RSS %.1f MB (%.2f x needed)\n",
+           model_window(mem.width, &VARIANTS[V_R10_DEFERRED]),
+           mem.deferred_peak_kb * 1024 / 1e6,
+           (double)mem.deferred_peak_kb * 1024 / mem.needed);
 
     printf("\n5. BLIS sub-configuration '%s'; threads run:", arch);
     for (int t = 0; t < o.nthreads; t++)

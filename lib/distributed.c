@@ -75,6 +75,7 @@ int ibvi_net_get_params(const ibvi_net *net, float *buf, int64_t len)
     int status = check_flat(net, "ibvi_net_get_params", buf, len);
     if (status < 0)
         return status;
+    ibvi__net_settle((ibvi_net *)net); /* deferred factor steps (network.h) */
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const int64_t P = l->params;
@@ -95,6 +96,7 @@ int ibvi_net_set_params(ibvi_net *net, const float *buf, int64_t len)
         return ibvi__fail(IBVI_ERR_NONFINITE,
                           "%s: buf holds NaN or infinity; the network is "
                           "unchanged", fn);
+    ibvi__net_settle(net); /* the velocities take the deferred steps */
     for (int32_t i = 0; i < net->layer_count; i++) {
         ibvi_layer *l = net->layers[i];
         const int64_t P = l->params;

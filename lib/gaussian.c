@@ -33,6 +33,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "deferred.h"
 #include "network.h"
 #include "parallel.h"
 
@@ -293,7 +294,9 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
         /* The last optimizer step may have drawn these weights already,
          * while it held S in cache (passes.c decides whether they are
          * still valid). */
-        if (!layer->net->use_presampled)
+        if (layer->net->use_window)
+            ibvi__window_sample(layer->net->window, layer);
+        else if (!layer->net->use_presampled)
             sample_all_rows(layer, noise, noise_stride, samples,
                             layer->sampled);
         break;

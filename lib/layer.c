@@ -131,12 +131,16 @@ int ibvi_layer_init_std(const ibvi_layer *layer, float *weight_std,
     return IBVI_OK;
 }
 
+/* A factor's copies settle the network's deferred factor steps first
+ * (network.h, ibvi__net_settle): S is then exactly the per-step value. */
 static int copy_out(const ibvi_layer *layer, const char *fn, const float *src,
                     float *dst, int64_t len, int64_t expected, const char *what)
 {
     int status = check_buffer(layer, fn, dst, len, expected, what);
     if (status < 0)
         return status;
+    if (src == layer->factor)
+        ibvi__net_settle(layer->net);
     memcpy(dst, src, (size_t)len * sizeof(float));
     return IBVI_OK;
 }
@@ -151,6 +155,8 @@ static int copy_in(ibvi_layer *layer, const char *fn, const float *src,
         return ibvi__fail(IBVI_ERR_NONFINITE,
                           "%s: the values hold NaN or infinity; the layer is "
                           "unchanged", fn);
+    if (dst == layer->factor)
+        ibvi__net_settle(layer->net);
     memcpy(dst, src, (size_t)len * sizeof(float));
     /* The cached forward used the old parameters, and an optimizer's bounds
      * on them no longer hold. */

@@ -67,6 +67,7 @@ void ibvi_net_free(ibvi_net *net)
     if (!net)
         return;
     ibvi_allocator a = net->allocator;
+    ibvi__net_drop_window(net); /* its optimizer may outlive it */
     for (int32_t i = 0; i < net->layer_count; i++)
         ibvi__free(&a, net->layers[i]);
     ibvi__free(&a, net->layers);
@@ -237,6 +238,7 @@ int ibvi_net_init(ibvi_net *net, int32_t parameterization, uint64_t seed)
         if (status < 0)
             return status;
     }
+    ibvi__net_settle(net); /* the factors are drawn anew */
     ibvi__param_configure(net, parameterization);
     ibvi__param_draw_prior(net, seed);
     for (int32_t i = 0; i < net->layer_count; i++) {

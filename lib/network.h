@@ -164,6 +164,15 @@ struct ibvi_net {
     int32_t use_presampled;
     int32_t noise_from_rng; /* the last forward drew from noise_rng  */
 
+    /* Deferred factor updates (deferred.h): the SGD optimizer whose
+     * window holds steps not yet applied to S and V, or noise drawn
+     * ahead, and that window; NULL when none. Whoever reads or writes a
+     * factor or an optimizer's state settles it first (ibvi__net_settle).
+     * use_window: this forward takes its low-rank weights from it. */
+    ibvi_optimizer *window_owner;
+    struct ibvi__window *window;
+    int32_t use_window;
+
     /* Bumped whenever parameters change other than through the optimizer
      * that last stepped (init, set_mean, set_factor, any optimizer step), so
      * an optimizer knows when its bounds on |parameters| are stale. */
@@ -193,6 +202,19 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
  * last layer's output). Checks arguments on behalf of `fn`. */
 int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
                               int64_t n, int32_t samples, float *out);
+
+/* Applies the steps a window defers to every factor and velocity
+ * (optimizer.c, deferred.h): after it S and V are exactly the per-step
+ * values (up to rounding). Every public read or write of a factor, of
+ * optimizer state or of the flat parameters calls it first; cheap when
+ * nothing is deferred. */
+void ibvi__net_settle(ibvi_net *net);
+/* The network is being freed: its window's owner forgets it. */
+void ibvi__net_drop_window(ibvi_net *net);
+/* Before a sampled forward with this noise: 1 when the window provides
+ * its low-rank weights, else settles and returns 0 (optimizer.c). */
+int ibvi__net_window_forward(ibvi_net *net, int32_t samples,
+                             const float *noise);
 
 /* The network an optimizer is bound to (optimizer.c). */
 ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt);

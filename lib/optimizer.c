@@ -42,6 +42,9 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include <stdlib.h>
+
+#include "deferred.h"
 #include "ibvi/optimizer.h"
 #include "network.h"
 #include "parallel.h"
@@ -77,6 +80,13 @@ struct ibvi_optimizer {
     /* During a step from a host's gradients (ibvi__optimizer_step_host),
      * else NULL. */
     const ibvi__host_grads *host_grads;
+    /* Deferred factor updates (deferred.h): window_steps is the window's
+     * length asked for (-1: the cost model's, 0: never defer, the per-step
+     * path; the environment variable IBVI_DEFERRED sets it at creation),
+     * window the current one (NULL until a step defers). */
+    int32_t window_steps;
+    ibvi__window *window;
+    int32_t window_active; /* this is net->window_owner */
 };
 
 /* SGD's momentum at creation: the method's recipe (optimizer.h). */
@@ -255,6 +265,26 @@ static int check_optimizer(const ibvi_optimizer *opt, const char *fn)
     return IBVI_OK;
 }
 
+/* IBVI_DEFERRED at creation: unset, empty or "0" the per-step path (the
+ * default: on the machines measured the window's flush, skinny GEMMs, is
+ * slower than the fused pass it replaces; docs/performance.md, "Deferred
+ * factor updates"), "auto" the cost model's window, n in
+ * 1..IBVI__WINDOW_MAX_STEPS a window of n steps. Internal, for the tests
+ * and the benchmark: not part of the API; anything else means 0. */
+static int32_t window_request(void)
+{
+    const char *v = getenv("IBVI_DEFERRED");
+    if (!v || !*v)
+        return 0;
+    if (strcmp(v, "auto") == 0)
+        return -1;
+    char *end;
+    const long n = strtol(v, &end, 10);
+    if (*end || n < 0 || n > IBVI__WINDOW_MAX_STEPS)
+        return 0;
+    return (int32_t)n;
+}
+
 int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
                           float lr)
 {
@@ -305,7 +335,7 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
                                             : 0.0f,
                             .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                             .state_floats = state_floats, .state = state,
-                            .bounds = bounds};
+                            .bounds = bounds, .window_steps = window_request()};
     *out = opt;
     return IBVI_OK;
 }
@@ -314,8 +344,13 @@ void ibvi_optimizer_free(ibvi_optimizer *opt)
 {
     if (!opt)
         return;
-    /* Never opt->net: the network may be gone already. */
+    /* Never opt->net unless this optimizer's window still defers steps:
+     * the network may be gone already, but then ibvi_net_free dropped the
+     * window (ibvi__net_drop_window). */
     ibvi_allocator a = opt->allocator;
+    if (opt->window_active)
+        ibvi__net_settle(opt->net);
+    ibvi__window_free(&a, opt->window);
     ibvi__free(&a, opt->state);
     ibvi__free(&a, opt->bounds);
     ibvi__free(&a, opt);
@@ -362,6 +397,10 @@ int ibvi_optimizer_set_momentum(ibvi_optimizer *opt, float momentum,
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: nesterov = %d, expected 0 or 1", fn,
                           (int)nesterov);
+    /* The window's coefficients assume one momentum for its steps. */
+    if (opt->window_active &&
+        (momentum != opt->momentum || nesterov != opt->nesterov))
+        ibvi__net_settle(opt->net);
     opt->momentum = momentum;
     opt->nesterov = nesterov;
     return IBVI_OK;
@@ -760,6 +799,175 @@ static int measure_bounds(ibvi_optimizer *opt, int32_t layer, int k,
     return 1;
 }
 
+/* ---- deferred factor updates (deferred.h) -------------------------------- */
+
+/* The cost model of a window of B steps with M samples per step, in floats
+ * moved per step per row of a factor of rank R (v = 1 with momentum: V is
+ * kept). The per-step path reads and writes S (and V) and, drawing ahead,
+ * reads the mean and writes theta: 2R(1 + v) + 1 + M. A window of B steps:
+ * its flush reads and writes S (and V) once, 2R(1 + v) / B; every step
+ * copies G into it (2M), its forward reads S_0 zhat (and V_0 zhat), the
+ * mean, on average (B - 1) / 2 earlier steps' G, and writes theta:
+ * M (4 + 2v) + (B - 1) M / 2 + 1 in all; the flush's GEMMs write S_0 zhat
+ * and V_0 zhat, counted in the forward's reads. The window's memory
+ * (ibvi__window_floats, about 3 B M P floats) is capped at the network's
+ * parameter floats: the model's gradient of the factor (R / (R + 1) of
+ * them) is never stored, so peak memory stays below what the model's
+ * parameters, gradients and velocity would take (bench point 4). Returns
+ * the B >= 2 of least cost, or 0 when the per-step path costs less. */
+static double window_cost(const ibvi_net *net, int32_t B, int32_t M, int v)
+{
+    double cost = 0.0;
+    for (int32_t i = 0; i < net->layer_count; i++) {
+        const ibvi_layer *l = net->layers[i];
+        if (l->covariance != IBVI__COV_LOWRANK)
+            continue;
+        const double R = l->rank;
+        cost += (double)l->params *
+                (B == 0 ? 2.0 * R * (1 + v) + 1 + M
+                        : 2.0 * R * (1 + v) / B + M * (4.0 + 2 * v) +
+                              (B - 1) * M / 2.0 + 1);
+    }
+    return cost;
+}
+
+static int32_t window_length(const ibvi_optimizer *opt, int32_t M)
+{
+    if (opt->window_steps >= 0)
+        return opt->window_steps;
+    const ibvi_net *net = opt->net;
+    const int v = opt->momentum != 0.0f;
+    int32_t best = 0;
+    double best_cost = window_cost(net, 0, M, v);
+    for (int32_t B = 2; B <= IBVI__WINDOW_MAX_STEPS; B++) {
+        if (ibvi__window_floats(net, B, M) > net->param_floats)
+            break;
+        const double cost = window_cost(net, B, M, v);
+        if (cost < best_cost)
+            best = B, best_cost = cost;
+    }
+    return best;
+}
+
+/* 1 when some layer is low rank and none has a rank above the window's. */
+static int has_lowrank(const ibvi_net *net)
+{
+    int lowrank = 0;
+    for (int32_t i = 0; i < net->layer_count; i++)
+        if (net->layers[i]->covariance == IBVI__COV_LOWRANK) {
+            if (net->layers[i]->rank > IBVI__WINDOW_MAX_RANK)
+                return 0;
+            lowrank = 1;
+        }
+    return lowrank;
+}
+
+/* The next forwards will likely draw M samples from the network's
+ * generator, as the last one did (plan_presample's test). */
+static int can_draw_ahead(const ibvi_net *net, int32_t M)
+{
+    return net->noise_from_rng && net->noise_samples == M &&
+           M <= net->ws_samples && net->noise_size > 0;
+}
+
+static void window_release(ibvi_net *net)
+{
+    if (net->window_owner)
+        net->window_owner->window_active = 0;
+    net->window_owner = NULL;
+    net->window = NULL;
+}
+
+void ibvi__net_settle(ibvi_net *net)
+{
+    if (!net->window_owner)
+        return;
+    ibvi__window_flush(net->window, net, 0);
+    window_release(net);
+}
+
+void ibvi__net_drop_window(ibvi_net *net)
+{
+    if (!net->window_owner)
+        return;
+    net->window->pending = 0;
+    net->window->ahead = 0;
+    window_release(net);
+}
+
+int ibvi__net_window_forward(ibvi_net *net, int32_t samples,
+                             const float *noise)
+{
+    if (!net->window_owner)
+        return 0;
+    if (ibvi__window_matches(net->window, net, samples, noise))
+        return 1;
+    ibvi__net_settle(net);
+    return 0;
+}
+
+/* A deferred step's visit: the means update now (with their bounds), a
+ * factor range only carries its bounds (the window applies its update). */
+static int update_deferred(ibvi_optimizer *opt, int32_t layer, int k,
+                           const param_range *r, float *state, float *second)
+{
+    if (r->fg) {
+        range_bound *b = bound_of(opt, layer, k), next;
+        next_bound(opt, r, b, &next);
+        *b = next;
+        return 1;
+    }
+    return update_with_bounds(opt, layer, k, r, state, second);
+}
+
+/* Takes the step through the window when it can (the bounds already prove
+ * it finite): 1 when done, 0 to take the per-step path (after settling). */
+static int defer_step(ibvi_optimizer *opt)
+{
+    ibvi_net *net = opt->net;
+    const int32_t M = net->grad_samples;
+    if (opt->kind != IBVI_OPT_SGD || opt->host_grads || M < 1 ||
+        M > IBVI__WINDOW_MAX_SAMPLES || !has_lowrank(net))
+        return 0;
+    /* Nothing deferred and no noise to draw ahead: the per-step path,
+     * which draws the next weights itself, costs less. */
+    if (!opt->window_active && !can_draw_ahead(net, M))
+        return 0;
+    const int32_t B = window_length(opt, M);
+    if (B < 1)
+        return 0;
+    ibvi__window *w = opt->window;
+    if (w && (w->capacity != B || w->samples != M)) {
+        if (opt->window_active)
+            ibvi__net_settle(net);
+        ibvi__window_free(&opt->allocator, w);
+        w = opt->window = NULL;
+    }
+    if (!w) {
+        w = opt->window = ibvi__window_create(net, B, M, opt->state,
+                                              opt->momentum, opt->nesterov);
+        if (!w) /* no memory for it: the per-step path needs none */
+            return 0;
+    }
+    if (w->mu != opt->momentum || w->nesterov != opt->nesterov) {
+        if (opt->window_active)
+            ibvi__net_settle(net);
+        w->mu = opt->momentum;
+        w->nesterov = opt->nesterov;
+    }
+    opt->presample = 0;
+    walk_ranges(opt, update_deferred);
+    ibvi__window_append(w, net, opt->lr);
+    net->window_owner = opt;
+    net->window = w;
+    opt->window_active = 1;
+    if (w->pending == w->capacity || w->ahead <= w->pending)
+        ibvi__window_flush(w, net, can_draw_ahead(net, M));
+    if (w->pending == 0 && w->ahead == 0)
+        window_release(net);
+    return 1;
+}
+
 int ibvi__optimizer_check_step(const struct ibvi_optimizer *opt,
                                const char *fn)
 {
@@ -794,7 +1002,15 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
     const int fast = opt->bounds_valid &&
                      opt->bounds_version == net->param_version &&
                      walk_ranges(opt, bounds_prove_finite) < 0;
-    if (fast) {
+    /* Another optimizer's deferred steps come first. */
+    if (net->window_owner && net->window_owner != opt)
+        ibvi__net_settle(net);
+    const int deferred = fast && defer_step(opt);
+    if (!deferred) /* the per-step path reads every factor */
+        ibvi__net_settle(net);
+    if (deferred) {
+        /* done: the means stepped, the factors' steps are in the window */
+    } else if (fast) {
         opt->presample = opt->host_grads ? 0 : plan_presample(net);
         walk_ranges(opt, update_with_bounds);
     } else {
@@ -849,6 +1065,10 @@ ibvi_net *ibvi__optimizer_net(const ibvi_optimizer *opt) { return opt->net; }
 void ibvi__optimizer_get_info(const ibvi_optimizer *opt,
                               ibvi__optimizer_info *out)
 {
+    /* The state is read or written next (serialize.c): it must be the
+     * per-step one, and so must the factors. */
+    if (opt->window_active)
+        ibvi__net_settle(opt->net);
     *out = (ibvi__optimizer_info){
         .kind = opt->kind, .lr = opt->lr, .momentum = opt->momentum,
         .nesterov = opt->nesterov, .beta1 = opt->beta1, .beta2 = opt->beta2,
@@ -873,6 +1093,8 @@ int ibvi_optimizer_reset(ibvi_optimizer *opt)
     int status = check_optimizer(opt, "ibvi_optimizer_reset");
     if (status < 0)
         return status;
+    if (opt->window_active) /* the factors take the deferred steps */
+        ibvi__net_settle(opt->net);
     memset(opt->state, 0, (size_t)opt->state_floats * sizeof(float));
     opt->steps = 0;
     opt->bounds_valid = 0;

@@ -61,6 +61,10 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
 {
     const int64_t rows = n * samples;
     if (noise) {
+        /* A window of deferred factor steps (deferred.h) gives this
+         * forward's low-rank weights when it drew its noise ahead, and is
+         * settled otherwise. */
+        net->use_window = ibvi__net_window_forward(net, samples, noise);
         /* This forward uses the drawn-ahead weights, or overwrites them. */
         net->use_presampled = presampled_match(net, samples, noise);
         net->presampled = 0;
@@ -72,6 +76,7 @@ void ibvi__net_run_forward(ibvi_net *net, int64_t n, int32_t samples,
                             net->noise_size);
     }
     net->use_presampled = 0;
+    net->use_window = 0;
     const ibvi_layer *last = net->layers[net->layer_count - 1];
     if (out && out != last->output)
         memcpy(out, last->output, (size_t)(rows * last->outputs) * sizeof(float));

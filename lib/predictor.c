@@ -964,6 +964,9 @@ static int predict(ibvi_predictor *p, const char *fn, const float *x,
     if (!ibvi__all_finite(x, n * first->input_dim))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
+    /* The networks' factors, without deferred steps (network.h). */
+    for (int32_t i = 0; i < p->count; i++)
+        ibvi__net_settle((ibvi_net *)p->nets[i]);
     const int32_t classes = network_outputs(p);
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int32_t cols = p->head->dim(classes);

@@ -1011,6 +1011,8 @@ static int check_save_args(const ibvi_net *net, const ibvi_optimizer *opt,
     if (opt && ibvi__optimizer_net(opt) != net)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
                           "%s: opt was created for another network", fn);
+    /* Saves write the per-step factors and velocities (network.h). */
+    ibvi__net_settle((ibvi_net *)net);
     return IBVI_OK;
 }
 
