@@ -327,6 +327,14 @@ typedef struct train_plan {
     float constant_lr;
     ibvi_swag *swag;
     int32_t snapshots;
+    /* The loss the divergence rule compares with: 0 for the run's own
+     * first step (training from the prior); a run that continues a trained
+     * network (SWAG's phase) passes that network's first-step loss, its
+     * loss when untrained, since its own first step is already low and an
+     * ordinary epoch at a constant lr would read as divergence. */
+    double reference_loss;
+    /* Where to store the first step's loss (NULL: nowhere). */
+    double *first_loss_out;
 } train_plan;
 
 /* Trains with SGD + momentum as `plan` says; returns the training time in
@@ -390,8 +398,12 @@ static double train_network(ibvi_net *net, const config *c, const dataset *train
             }
             if (status < 0)
                 die("ibvi_train_step", status);
-            if (step == 1)
-                first_loss = loss;
+            if (step == 1) {
+                first_loss = plan->reference_loss > 0.0 ? plan->reference_loss
+                                                        : loss;
+                if (plan->first_loss_out)
+                    *plan->first_loss_out = loss;
+            }
             /* Snapshot j (0-based) after step ceil((j + 1) T / snapshots). */
             while (plan->swag && collected < plan->snapshots &&
                    (double)step * plan->snapshots >=
@@ -606,7 +618,10 @@ int main(int argc, char **argv)
     const int need_standard = has_method(&c, "standard") || has_method(&c, "temp") ||
                               has_method(&c, "ensemble") || has_method(&c, "swag") ||
                               laplace;
-    const train_plan plain = {c.epochs, 0.0f, 0.0f, NULL, 0};
+    double standard_first_loss = 0.0; /* member 0's, for SWAG's phase */
+    const train_plan plain = {c.epochs, 0.0f, 0.0f, NULL, 0, 0.0, NULL};
+    const train_plan plain_first = {c.epochs, 0.0f, 0.0f, NULL, 0, 0.0,
+                                    &standard_first_loss};
     const int members = has_method(&c, "ensemble") ? c.ensemble : 1;
     ibvi_net *standard[REPORT_MAX_METHODS] = {0};
     double standard_seconds[REPORT_MAX_METHODS] = {0};
@@ -620,7 +635,8 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, i ? "member %d" : "standard", i);
         standard[i] = build_network(&c, &train, 0, 0, c.seed + 100 * i);
         standard_seconds[i] = train_network(standard[i], &c, &train, name,
-                                            c.seed + 100 * i + 7, &plain,
+                                            c.seed + 100 * i + 7,
+                                            i ? &plain : &plain_first,
                                             standard_divergence[i],
                                             sizeof standard_divergence[i]);
         if (standard_divergence[i][0] && !ensemble_divergence[0])
@@ -691,8 +707,8 @@ int main(int argc, char **argv)
         ibvi_net *net = build_network(&c, &train, 0, 1, c.seed);
         method_result *m = add_method(&r, "mfvi");
         char divergence[sizeof m->divergence];
-        const train_plan elbo = {c.epochs, c.kl_weight / (float)train.count, 0.0f,
-                                 NULL, 0};
+        const train_plan elbo = {c.epochs, c.kl_weight / (float)train.count,
+                                 0.0f, NULL, 0, 0.0, NULL};
         m->train_seconds = train_network(net, &c, &train, "mfvi", c.seed + 11,
                                          &elbo, divergence, sizeof divergence);
         mark_diverged(m, divergence);
@@ -734,7 +750,8 @@ int main(int argc, char **argv)
             CHECK(ibvi_swag_create(&swag, work, &so));
             const train_plan phase = {c.swag_epochs, 0.0f,
                                       c.swag_lr > 0.0f ? c.swag_lr : c.lr / 2,
-                                      swag, c.swag_rank};
+                                      swag, c.swag_rank, standard_first_loss,
+                                      NULL};
             char divergence[sizeof m->divergence];
             const double start = host_now_seconds();
             train_network(work, &c, &train, "swag", c.seed + 13, &phase,
