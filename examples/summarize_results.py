@@ -52,7 +52,7 @@ def cell(values, scale, digits):
 
 
 def ratio(m, standard, key):
-    if standard is None or m.get(key) is None or not standard.get(key):
+    if m.get("diverged") or standard is None or m.get(key) is None or not standard.get(key):
         return None
     return m[key] / standard[key]
 
