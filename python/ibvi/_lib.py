@@ -29,7 +29,7 @@ SONAME = "libibvi.so.0"
 #: ABI major version (the N of libibvi.so.N) the binding expects.
 EXPECTED_MAJOR = 0
 #: The oldest library version (IBVI_VERSION_NUMBER) whose API the binding uses.
-MIN_VERSION_NUMBER = 400  # 0.4.0 (prediction heads, distributed.h, mean-field VI)
+MIN_VERSION_NUMBER = 500  # 0.5.0 (SWAG, Laplace, ibvi_net_create_like)
 
 
 class ibvi_allocator(ctypes.Structure):
