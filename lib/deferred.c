@@ -17,8 +17,10 @@
  * SPDX-License-Identifier: MIT
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "deferred.h"
 #include "parallel.h"
 
@@ -182,19 +184,22 @@ typedef int32_t vi8 __attribute__((vector_size(32)));
  * that the arithmetic runs 8 rows at a time (rows are contiguous in G,
  * cols x P, in S zhat and V zhat, ahead x P, and in the buffers); a row
  * beyond the tile's nt computes garbage that is never stored. Compiled
- * for the baseline and, chosen at load time, for x86-64-v3 (AVX2 + FMA):
- * the flush does 4 B M multiply-adds per factor entry, too many for the
- * baseline's 4-wide mul-then-add (docs/performance.md). */
+ * for the baseline and for AVX2 + FMA, chosen at run time from cpu.c's
+ * cpuid (not by an ifunc: target_clones' resolvers run while the dynamic
+ * loader relocates the library, before a sanitizer's runtime is up, and
+ * crashed every program linked to a ThreadSanitizer build): the flush
+ * does 4 B M multiply-adds per factor entry, too many for the baseline's
+ * 4-wide mul-then-add (docs/performance.md). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    __GNUC__ >= 12 && defined(__ELF__)
-#define FLUSH_TARGETS                                                         \
-    __attribute__((target_clones("arch=x86-64-v3", "default"),               \
-                   optimize("fp-contract=fast")))
+    __GNUC__ >= 12
+#define FLUSH_AVX2 1
+#define FLUSH_BODY static inline __attribute__((always_inline))
 #else
-#define FLUSH_TARGETS /* one version, the build's baseline */
+#define FLUSH_AVX2 0
+#define FLUSH_BODY static
 #endif
-FLUSH_TARGETS
-static void flush_tile(const flush_job *j, int64_t t0, int64_t nt)
+FLUSH_BODY
+void flush_tile_body(const flush_job *j, int64_t t0, int64_t nt)
 {
     const ibvi_layer *l = j->x->layer;
     const int64_t P = l->params, R = l->rank;
@@ -272,6 +277,39 @@ static void flush_tile(const flush_job *j, int64_t t0, int64_t nt)
             memcpy(j->x->vz + k * P + t0, accv, (size_t)nt * sizeof(float));
     }
 }
+
+#if FLUSH_AVX2
+__attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+static void flush_tile_avx2(const flush_job *j, int64_t t0, int64_t nt)
+{
+    flush_tile_body(j, t0, nt);
+}
+
+__attribute__((optimize("fp-contract=fast")))
+static void flush_tile_base(const flush_job *j, int64_t t0, int64_t nt)
+{
+    flush_tile_body(j, t0, nt);
+}
+
+typedef void (*flush_tile_fn)(const flush_job *, int64_t, int64_t);
+
+/* The version for this CPU, found once (a race writes the same value). */
+static flush_tile_fn flush_tile_for_cpu(void)
+{
+    static _Atomic(flush_tile_fn) chosen;
+    flush_tile_fn f = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (!f) {
+        ibvi__cpu_features cpu;
+        ibvi__cpu_detect(&cpu);
+        f = cpu.avx2_fma ? flush_tile_avx2 : flush_tile_base;
+        atomic_store_explicit(&chosen, f, memory_order_relaxed);
+    }
+    return f;
+}
+#define flush_tile(j, t0, nt) (flush_tile_for_cpu()((j), (t0), (nt)))
+#else
+#define flush_tile flush_tile_body
+#endif
 
 static void flush_blocks(void *arg, int64_t b0, int64_t b1)
 {
