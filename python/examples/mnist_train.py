@@ -46,7 +46,20 @@ def parse_args(argv=None):
     p.add_argument("--ood", help="out-of-distribution test set (e.g. data/mnist)")
     p.add_argument("--methods", default="standard,ibvi,temp",
                    help="comma list of standard, ibvi, ensemble, temp, mfvi "
-                        "(mean-field VI: every layer diagonal, on the ELBO)")
+                        "(mean-field VI: every layer diagonal, on the ELBO), "
+                        "swag, laplace, laplace-probit (docs/swag.md, "
+                        "docs/laplace.md)")
+    p.add_argument("--swag-epochs", type=int, default=3,
+                   help="SWAG's epochs of constant-lr SGD")
+    p.add_argument("--swag-rank", type=int, default=ibvi.SWAG_DEFAULT_RANK,
+                   help="SWAG's snapshots and deviation columns")
+    p.add_argument("--swag-lr", type=float, default=0.0,
+                   help="SWAG's constant lr (default --lr / 2)")
+    p.add_argument("--laplace", choices=("full", "kfac"), default=None,
+                   help="the Hessian's structure (default: full when its "
+                        "P^2 doubles fit in 1 GiB)")
+    p.add_argument("--laplace-prior", choices=("marglik", "validation"),
+                   default="marglik")
     p.add_argument("--ensemble", type=int, default=3, help="members of the deep ensemble")
     p.add_argument("--kl-weight", type=float, default=1.0,
                    help="mfvi's KL term times this / N_train (1: the ELBO)")
@@ -74,8 +87,12 @@ def parse_args(argv=None):
     p.add_argument("--save", help="save the trained IBVI network")
     a = p.parse_args(argv)
     a.methods = a.methods.split(",")
-    if not set(a.methods) <= {"standard", "ibvi", "ensemble", "temp", "mfvi"}:
+    if not set(a.methods) <= {"standard", "ibvi", "ensemble", "temp", "mfvi",
+                              "swag", "laplace", "laplace-probit"}:
         p.error("unknown method in --methods")
+    if (a.swag_epochs < 1 or not 2 <= a.swag_rank <= ibvi.DIAG_LOWRANK_MAX_RANK
+            or not a.swag_lr >= 0):
+        p.error("bad --swag-epochs, --swag-rank or --swag-lr")
     a.hidden = [int(w) for w in a.width.split(",")]
     # The C program keeps lr and momentum as float: use the same values.
     a.lr = float(np.float32(a.lr))
@@ -147,28 +164,37 @@ def build_network(args, data, rank, seed, mean_field=False):
 DIVERGENCE_FACTOR = 1.5
 
 
-def train_network(net, args, train, name, seed, kl_weight=0.0):
-    """SGD + momentum with a cosine learning-rate schedule, on the expected
-    loss + kl_weight x KL (mean-field VI: 1 / N_train); returns the
-    seconds and why the run diverged (None if it did not). A diverged run
-    stops training there."""
+def train_network(net, args, train, name, seed, kl_weight=0.0, epochs=None,
+                  constant_lr=0.0, swag=None, snapshots=0, reference_loss=0.0,
+                  first_loss_out=None):
+    """SGD + momentum with a cosine learning-rate schedule (or constant_lr),
+    on the expected loss + kl_weight x KL (mean-field VI: 1 / N_train);
+    returns the seconds and why the run diverged (None if it did not). A
+    diverged run stops training there. swag: collect `snapshots` snapshots
+    spread evenly over the steps. reference_loss > 0: the loss the
+    divergence rule compares with instead of the first step's (a run that
+    continues a trained network, as the C program's train_plan).
+    first_loss_out: a list that receives the first step's loss."""
+    epochs = args.epochs if epochs is None else epochs
     opt = ibvi.Optimizer.sgd(net, args.lr, momentum=args.momentum)
     opt.kl_weight = kl_weight
     net.reserve(args.batch, args.train_samples)
     order = list(range(train.count))
     state = seed
     steps_per_epoch = (train.count + args.batch - 1) // args.batch
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = steps_per_epoch * epochs
     progress = sys.stderr.isatty() and not args.no_progress
     start, step = time.monotonic(), 0
     first_loss, divergence = 0.0, None
-    for epoch in range(1, args.epochs + 1):
+    collected = 0
+    for epoch in range(1, epochs + 1):
         state = mnist_data.shuffle(order, state)
         index = np.array(order)
         loss_sum, seen, epoch_start = 0.0, 0, time.monotonic()
         for b in range(0, train.count, args.batch):
             batch = index[b:b + args.batch]
-            opt.lr = args.lr * 0.5 * (1.0 + math.cos(3.14159265358979 * (step / total_steps)))
+            opt.lr = constant_lr if constant_lr > 0 else \
+                args.lr * 0.5 * (1.0 + math.cos(3.14159265358979 * (step / total_steps)))
             step += 1
             try:
                 loss = opt.train_step(train.images[batch], labels=train.labels[batch],
@@ -177,12 +203,19 @@ def train_network(net, args, train, name, seed, kl_weight=0.0):
                 divergence = "epoch %d: non-finite training loss" % epoch
                 break
             if step == 1:
-                first_loss = loss
+                first_loss = reference_loss if reference_loss > 0 else loss
+                if first_loss_out is not None:
+                    first_loss_out.append(loss)
+            # Snapshot j (0-based) after step ceil((j + 1) T / snapshots).
+            while swag is not None and collected < snapshots and \
+                    step * snapshots >= (collected + 1) * total_steps:
+                swag.collect(net)
+                collected += 1
             loss_sum += loss * len(batch)
             seen += len(batch)
             if progress and (b // args.batch) % 20 == 0:
                 print("\r%-12s epoch %2d/%-2d  %3d%%  loss %.4f" % (
-                    name, epoch, args.epochs, 100 * seen // train.count,
+                    name, epoch, epochs, 100 * seen // train.count,
                     loss_sum / seen), end="", file=sys.stderr)
         if divergence:
             if progress:
@@ -197,7 +230,7 @@ def train_network(net, args, train, name, seed, kl_weight=0.0):
             divergence = ("epoch %d: mean training loss %.4g > the first step's %.4g"
                           % (epoch, loss_sum / seen, first_loss))
         print("%s%-12s epoch %2d/%-2d loss %.4f  %6.0f img/s" % (
-            "\r" if progress else "", name, epoch, args.epochs, loss_sum / seen, rate),
+            "\r" if progress else "", name, epoch, epochs, loss_sum / seen, rate),
             file=sys.stderr)
         if divergence:
             break
@@ -228,6 +261,23 @@ class Method:
         self.corruptions = []
         #: why the training diverged (then nothing is evaluated), or None
         self.divergence = divergence
+
+
+class Probit:
+    """The probit predictive of a fitted Laplace approximation, with the
+    interface predict_set uses: run(x, uncertainty) -> probs and, asked for,
+    their entropy (the C program's laplace_probit_predict)."""
+
+    class Result:
+        def __init__(self, probs, entropy):
+            self.probs, self.predictive_entropy = probs, entropy
+
+    def __init__(self, laplace, net):
+        self.laplace, self.net = laplace, net
+
+    def run(self, x, uncertainty=False):
+        probs = self.laplace.probit(self.net, x)
+        return self.Result(probs, ibvi.entropy(probs) if uncertainty else None)
 
 
 def scores(metrics):
@@ -401,14 +451,18 @@ def main(argv=None):
 
     methods = []
     nets = []
+    laplaces = []
     # Standard networks: member 0 is "standard", all of them the ensemble.
     members = args.ensemble if "ensemble" in args.methods else 1
     standard, seconds, diverged = [], [], []
-    if {"standard", "temp", "ensemble"} & set(args.methods):
+    laplace = {"laplace", "laplace-probit"} & set(args.methods)
+    first_loss = []  # member 0's first-step loss, for SWAG's phase
+    if {"standard", "temp", "ensemble", "swag"} & set(args.methods) or laplace:
         for i in range(members):
             net = build_network(args, train, 0, args.seed + 100 * i)
             s, why = train_network(net, args, train, "member %d" % i if i else "standard",
-                                   args.seed + 100 * i + 7)
+                                   args.seed + 100 * i + 7,
+                                   first_loss_out=None if i else first_loss)
             seconds.append(s)
             diverged.append(why)
             standard.append(net)
@@ -453,6 +507,77 @@ def main(argv=None):
         methods.append(Method("mfvi", ibvi.Predictor(net, args.test_samples, args.seed),
                               s, divergence=why, nets=[net]))
         nets.append(net)
+    if "swag" in args.methods:
+        # SWAG (docs/swag.md): from the trained standard network's means,
+        # --swag-epochs more epochs at the constant --swag-lr with
+        # --swag-rank snapshots; K = --test-samples samples of its Gaussian.
+        s, why, post = seconds[0], diverged[0], None
+        if why is None:
+            work = standard[0].like()
+            work.init(args.param, args.seed + 13)
+            for to, frm in zip(work.param_layers, standard[0].param_layers):
+                to.mean = frm.mean
+            swag = ibvi.Swag(work, rank=args.swag_rank)
+            start = time.monotonic()
+            lr = args.swag_lr if args.swag_lr > 0 else float(np.float32(args.lr) / 2)
+            _, why = train_network(work, args, train, "swag", args.seed + 13,
+                                   epochs=args.swag_epochs, constant_lr=lr,
+                                   swag=swag, snapshots=args.swag_rank,
+                                   reference_loss=first_loss[0] if first_loss else 0.0)
+            if why is None:
+                post = swag.build()
+                s += time.monotonic() - start
+                nets.append(post)
+            swag.close()
+            work.close()
+        methods.append(Method("swag", post and ibvi.Predictor(post, args.test_samples,
+                                                              args.seed),
+                              s, divergence=why, nets=[post] if post else []))
+    if laplace:
+        # The last-layer Laplace approximation (docs/laplace.md) of the
+        # trained standard network, as the C program fits it.
+        if args.laplace_prior == "validation" and validation is None:
+            sys.exit("mnist_train.py: --laplace-prior validation needs --validation > 0")
+        P = standard[0].layers[-1].param_count
+        structure = args.laplace or ("full" if 8.0 * P * P <= float(1 << 30) else "kfac")
+        la, fit_seconds = None, 0.0
+        if diverged[0] is None:
+            start = time.monotonic()
+            la = ibvi.Laplace.fit(
+                standard[0], train.images, train.labels, structure=structure,
+                prior=args.laplace_prior,
+                x_val=validation.images if validation else None,
+                labels_val=validation.labels if validation else None)
+            fit_seconds = time.monotonic() - start
+            print("laplace: %s, P = %d, prior precision %g (%s), log marginal "
+                  "likelihood %.1f, fitted in %.1f s" % (
+                      "full" if structure == "full" else "KFAC", P,
+                      la.prior_precision, "marginal likelihood"
+                      if args.laplace_prior == "marglik" else "validation NLL",
+                      la.log_marglik, fit_seconds), file=sys.stderr)
+        if "laplace" in args.methods:
+            post, s = None, seconds[0] + fit_seconds
+            if la is not None:
+                start = time.monotonic()
+                post = la.build(standard[0])
+                s += time.monotonic() - start
+                nets.append(post)
+            methods.append(Method("laplace", post and ibvi.Predictor(
+                post, args.test_samples, args.seed), s, divergence=diverged[0],
+                nets=[post] if post else []))
+        if "laplace-probit" in args.methods:
+            m = Method("laplace-probit", la and Probit(la, standard[0]),
+                       seconds[0] + fit_seconds, divergence=diverged[0])
+            if la is not None:
+                # The means and what the probit reads beyond them (as the
+                # C program counts them).
+                C = standard[0].output_dim
+                aug = P / C
+                extra = C * aug * aug if structure == "full" else \
+                    aug * aug + aug + 2 * C * C + C
+                m.model_floats = standard[0].param_count + int(2.0 * extra)
+            methods.append(m)
+        laplaces.append(la)
 
     evaluate(methods, args, test, ood)
     corruption_names = [] if args.no_corruptions else \
@@ -461,6 +586,9 @@ def main(argv=None):
     if args.json:
         write_json(args.json, methods, args, dataset, ood_name, corruption_names,
                    (train.count, validation.count if validation else 0))
+    for la in laplaces:
+        if la is not None:
+            la.close()
     for net in nets:
         net.close()  # also closes the predictors
     return 0

@@ -87,6 +87,44 @@ class Example(unittest.TestCase):
         for m in cj["methods"]:
             self.assertIs(m["diverged"], False, m["name"])
 
+    def test_swag_and_laplace_tables_equal_c(self):
+        """The baselines built from the standard network (SWAG, the Laplace
+        posterior sampled and its probit) print the C table too, with the
+        same model sizes."""
+        exe = os.environ.get("IBVI_MNIST_TRAIN")
+        if not exe:
+            self.skipTest("IBVI_MNIST_TRAIN is not set")
+        data, ood = data_dirs()
+        if data is None:
+            self.skipTest("no Fashion-MNIST")
+        options = ["--data", data, "--ood", ood, "--train-limit", "1500",
+                   "--test-limit", "1000", "--lr", "0.05", "--epochs", "2",
+                   "--width", "48,32", "--test-samples", "4", "--threads", "1",
+                   "--no-progress", "--no-corruptions", "--methods",
+                   "standard,swag,laplace,laplace-probit", "--swag-epochs", "1",
+                   "--swag-rank", "5"]
+        with tempfile.TemporaryDirectory() as tmp:
+            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
+                               capture_output=True, text=True)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            py = subprocess.run([sys.executable, EXAMPLE] + options +
+                                ["--json", os.path.join(tmp, "py.json")],
+                                capture_output=True, text=True)
+            self.assertEqual(py.returncode, 0, py.stderr)
+            with open(os.path.join(tmp, "c.json")) as f:
+                cj = json.load(f)
+            with open(os.path.join(tmp, "py.json")) as f:
+                pj = json.load(f)
+        self.assertEqual(without_time(py.stdout), without_time(c.stdout))
+        self.assertEqual([m["name"] for m in cj["methods"]],
+                         ["standard", "swag", "laplace", "laplace-probit"])
+        for pm, cm in zip(pj["methods"], cj["methods"]):
+            self.assertIs(cm["diverged"], False, cm["name"])
+            self.assertEqual(pm["model_floats"], cm["model_floats"], cm["name"])
+            for key in ("accuracy", "nll", "ece", "ood_auroc", "fpr95"):
+                self.assertAlmostEqual(pm[key], cm[key], places=6,
+                                       msg=(pm["name"], key))
+
     def test_diverged_runs_reported_alike(self):
         """At lr 2.0 both programs find every network diverged, for the same
         reason, and report it identically (table and JSON)."""
