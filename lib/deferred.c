@@ -291,11 +291,15 @@ static void flush_tile_base(const flush_job *j, int64_t t0, int64_t nt)
     flush_tile_body(j, t0, nt);
 }
 
+#endif
+
 typedef void (*flush_tile_fn)(const flush_job *, int64_t, int64_t);
 
-/* The version for this CPU, found once (a race writes the same value). */
+/* The version of flush_tile for this CPU, found once (a race writes the
+ * same value). */
 static flush_tile_fn flush_tile_for_cpu(void)
 {
+#if FLUSH_AVX2
     static _Atomic(flush_tile_fn) chosen;
     flush_tile_fn f = atomic_load_explicit(&chosen, memory_order_relaxed);
     if (!f) {
@@ -305,16 +309,16 @@ static flush_tile_fn flush_tile_for_cpu(void)
         atomic_store_explicit(&chosen, f, memory_order_relaxed);
     }
     return f;
-}
-#define flush_tile(j, t0, nt) (flush_tile_for_cpu()((j), (t0), (nt)))
 #else
-#define flush_tile flush_tile_body
+    return flush_tile_body;
 #endif
+}
 
 static void flush_blocks(void *arg, int64_t b0, int64_t b1)
 {
     const flush_job *j = arg;
     const int64_t end = j->row0 + j->rows;
+    const flush_tile_fn flush_tile = flush_tile_for_cpu();
     for (int64_t b = b0; b < b1; b++) {
         const int64_t r0 = j->row0 + b * FLUSH_ROWS;
         const int64_t r1 = end - r0 < FLUSH_ROWS ? end : r0 + FLUSH_ROWS;

@@ -41,6 +41,23 @@ def without_time(table):
 
 
 class Example(unittest.TestCase):
+    def run_both(self, exe, options):
+        """Runs the C program and the Python example with the same options;
+        returns both processes (stdout, stderr) and both JSON reports."""
+        with tempfile.TemporaryDirectory() as tmp:
+            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
+                               capture_output=True, text=True)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            py = subprocess.run([sys.executable, EXAMPLE] + options +
+                                ["--json", os.path.join(tmp, "py.json")],
+                                capture_output=True, text=True)
+            self.assertEqual(py.returncode, 0, py.stderr)
+            with open(os.path.join(tmp, "c.json")) as f:
+                cj = json.load(f)
+            with open(os.path.join(tmp, "py.json")) as f:
+                pj = json.load(f)
+        return c, py, cj, pj
+
     def test_python_table_equals_c_table(self):
         exe = os.environ.get("IBVI_MNIST_TRAIN")
         if not exe:
@@ -54,18 +71,7 @@ class Example(unittest.TestCase):
                    "--epochs", "2", "--width", "48,32", "--rank", "3",
                    "--test-samples", "4", "--threads", "1", "--no-progress",
                    "--methods", "standard,ibvi,temp,ensemble,mfvi", "--ensemble", "2"]
-        with tempfile.TemporaryDirectory() as tmp:
-            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
-                               capture_output=True, text=True)
-            self.assertEqual(c.returncode, 0, c.stderr)
-            py = subprocess.run([sys.executable, EXAMPLE] + options +
-                                ["--json", os.path.join(tmp, "py.json")],
-                                capture_output=True, text=True)
-            self.assertEqual(py.returncode, 0, py.stderr)
-            with open(os.path.join(tmp, "c.json")) as f:
-                cj = json.load(f)
-            with open(os.path.join(tmp, "py.json")) as f:
-                pj = json.load(f)
+        c, py, cj, pj = self.run_both(exe, options)
         print(c.stdout)
         self.assertIn("OOD AUROC", c.stdout)
         self.assertIn("AUPR-out", c.stdout)
@@ -103,18 +109,7 @@ class Example(unittest.TestCase):
                    "--no-progress", "--no-corruptions", "--methods",
                    "standard,swag,laplace,laplace-probit", "--swag-epochs", "1",
                    "--swag-rank", "5"]
-        with tempfile.TemporaryDirectory() as tmp:
-            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
-                               capture_output=True, text=True)
-            self.assertEqual(c.returncode, 0, c.stderr)
-            py = subprocess.run([sys.executable, EXAMPLE] + options +
-                                ["--json", os.path.join(tmp, "py.json")],
-                                capture_output=True, text=True)
-            self.assertEqual(py.returncode, 0, py.stderr)
-            with open(os.path.join(tmp, "c.json")) as f:
-                cj = json.load(f)
-            with open(os.path.join(tmp, "py.json")) as f:
-                pj = json.load(f)
+        c, py, cj, pj = self.run_both(exe, options)
         self.assertEqual(without_time(py.stdout), without_time(c.stdout))
         self.assertEqual([m["name"] for m in cj["methods"]],
                          ["standard", "swag", "laplace", "laplace-probit"])
@@ -139,18 +134,7 @@ class Example(unittest.TestCase):
                    "--test-samples", "4", "--threads", "1", "--no-progress",
                    "--no-corruptions", "--methods", "standard,ibvi,temp,ensemble",
                    "--ensemble", "2"]
-        with tempfile.TemporaryDirectory() as tmp:
-            c = subprocess.run([exe] + options + ["--json", os.path.join(tmp, "c.json")],
-                               capture_output=True, text=True)
-            self.assertEqual(c.returncode, 0, c.stderr)
-            py = subprocess.run([sys.executable, EXAMPLE] + options +
-                                ["--json", os.path.join(tmp, "py.json")],
-                                capture_output=True, text=True)
-            self.assertEqual(py.returncode, 0, py.stderr)
-            with open(os.path.join(tmp, "c.json")) as f:
-                cj = json.load(f)
-            with open(os.path.join(tmp, "py.json")) as f:
-                pj = json.load(f)
+        c, py, cj, pj = self.run_both(exe, options)
         print(c.stdout)
         self.assertEqual(py.stdout, c.stdout)
         self.assertIn("ibvi diverged (epoch 1: ", c.stderr)
