@@ -53,13 +53,16 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "head.h"
 #include "ibvi/predictor.h"
 #include "kernels.h"
 #include "network.h"
+#include "parallel.h"
 
 #define DEFAULT_BATCH 256
 
@@ -369,12 +372,19 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
     if (base)
         p->acc = (double *)(base + total);
     int64_t acc = 0;
-    /* Every head of the table (the kinds are 0, 1, ...). */
-    for (int32_t kind = 0; ibvi__head_of(kind); kind++) {
-        const int64_t doubles =
-            ibvi__head_of(kind)->doubles((int32_t)classes, batch);
-        acc = doubles > acc ? doubles : acc;
-    }
+    /* Every head of the table (the kinds are 0, 1, ...), for a chunk cut
+     * into any number of parts (head_parts): `parts` accumulator blocks
+     * laid out for ceil(batch / parts) rows each. */
+    const int64_t most = batch < IBVI__PARALLEL_MAX_CHUNKS
+                             ? batch
+                             : IBVI__PARALLEL_MAX_CHUNKS;
+    for (int32_t kind = 0; ibvi__head_of(kind); kind++)
+        for (int64_t parts = 1; parts <= most; parts++) {
+            const int64_t doubles =
+                parts * ibvi__head_of(kind)->doubles(
+                            (int32_t)classes, (batch + parts - 1) / parts);
+            acc = doubles > acc ? doubles : acc;
+        }
     /* The accumulators count twice: they hold 8-byte values. */
     return total + 2 * padded(acc);
 }
@@ -952,8 +962,114 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
     return (logits){input, blocks, classes * n, n};
 }
 
+/* ---- the head, split by rows ----------------------------------------------
+ * A chunk's rows are cut into `parts` contiguous ranges
+ * (ibvi__parallel_chunk_begin), and the head runs each range as a chunk of
+ * its own: begin, add per block, finish, with accumulators of its own (acc
+ * + part * part_doubles, laid out for part_rows = ceil(n / parts) rows;
+ * layout_workspace reserves room for any number of parts). A head computes
+ * each row from that row's outputs alone, adding the blocks in their order,
+ * so the results are the same bits for any split, and the split only
+ * decides which thread does a row. The parts are fixed for the chunk (its
+ * accumulators stay where they are from the first member to the finish);
+ * each pass runs them on the threads of the member it adds. */
+
+/* A part is worth a thread from this many rows x blocks x outputs on: the
+ * softmax head's work per logit (a shift, the exponential's polynomial,
+ * two sums, in double) is about this many plain passes' (the grain of
+ * parallel.h). */
+#define HEAD_WORK 16
+
+typedef struct head_job {
+    const ibvi__head_ops *head;
+    ibvi__head_run run; /* the chunk's: its rows, acc for part 0 */
+    ibvi__head_out out; /* the chunk's outputs */
+    int32_t cols, parts;
+    int64_t part_rows, part_doubles;
+    /* One member's pass: its logits, the weight of a block, the run's
+     * index of its first sample, whether the parts begin first. */
+    logits f;
+    int32_t classes, samples, copies, begin;
+    int64_t first;
+    double weight;
+    atomic_int nonfinite; /* a part met a NaN or infinite output */
+} head_job;
+
+/* The caller's arrays from `rows` rows on. */
+static ibvi__head_out advance_out(ibvi__head_out o, int64_t rows, int32_t cols)
+{
+#define ADVANCE(ptr, per_row)                                                 \
+    if (o.ptr)                                                                \
+        o.ptr += rows * (per_row);
+    ADVANCE(probs, cols);
+    ADVANCE(predictive, 1);
+    ADVANCE(expected, 1);
+    ADVANCE(mutual, 1);
+    ADVANCE(mean, cols);
+    ADVANCE(var_epistemic, cols);
+    ADVANCE(var_aleatoric, cols);
+    ADVANCE(samples, cols);
+#undef ADVANCE
+    return o;
+}
+
+/* Part c as the head sees it: its rows (from *row0 on), accumulators and
+ * outputs. */
+static ibvi__head_run part_run(const head_job *j, int32_t c, int64_t *row0,
+                               ibvi__head_out *out)
+{
+    ibvi__head_run r = j->run;
+    *row0 = ibvi__parallel_chunk_begin(j->run.n, j->parts, c);
+    r.n = ibvi__parallel_chunk_begin(j->run.n, j->parts, c + 1) - *row0;
+    r.batch = j->part_rows;
+    r.acc = j->run.acc + c * j->part_doubles;
+    *out = advance_out(j->out, *row0, j->cols);
+    return r;
+}
+
+/* Parts c0 .. c1 - 1 of one member's pass: checks the part's outputs in
+ * every block, then adds the blocks. */
+static void head_add_parts(void *arg, int64_t c0, int64_t c1)
+{
+    head_job *j = arg;
+    const logits *f = &j->f;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t row0;
+        ibvi__head_out out;
+        const ibvi__head_run r = part_run(j, (int32_t)c, &row0, &out);
+        int finite = 1;
+        for (int32_t k = 0; k < f->blocks && finite; k++)
+            for (int32_t o = 0; o < j->classes && finite; o++)
+                finite = ibvi__all_finite(f->values + k * f->block_stride +
+                                              o * f->class_stride + row0,
+                                          r.n);
+        if (!finite) {
+            atomic_store_explicit(&j->nonfinite, 1, memory_order_relaxed);
+            continue;
+        }
+        if (j->begin)
+            j->head->begin(&r);
+        for (int32_t k = 0; k < f->blocks; k++)
+            j->head->add(&r, f->values + k * f->block_stride + row0,
+                         f->class_stride, j->weight,
+                         j->first + (int64_t)k * j->copies, j->copies, &out);
+    }
+}
+
+static void head_finish_parts(void *arg, int64_t c0, int64_t c1)
+{
+    const head_job *j = arg;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t row0;
+        ibvi__head_out out;
+        const ibvi__head_run r = part_run(j, (int32_t)c, &row0, &out);
+        j->head->finish(&r, &out);
+    }
+}
+
 /* Both runs, after their own checks: x and n are checked here. Runs the
- * members chunk by chunk and hands every sample block to the head. */
+ * members chunk by chunk and hands every sample block to the head, the
+ * chunk's rows split across the threads (head_job). */
 static int predict(ibvi_predictor *p, const char *fn, const float *x,
                    int64_t n, ibvi__head_out out)
 {
@@ -961,7 +1077,8 @@ static int predict(ibvi_predictor *p, const char *fn, const float *x,
     if (n <= 0 || n > INT64_MAX / first->max_width)
         return ibvi__fail(IBVI_ERR_INVALID_ARG, "%s: n = %lld, expected > 0",
                           fn, (long long)n);
-    if (!ibvi__all_finite(x, n * first->input_dim))
+    const int32_t threads = ibvi__threads_in_effect(first->threads);
+    if (!(ibvi__parallel_max_abs(threads, x, n * first->input_dim) <= FLT_MAX))
         return ibvi__fail(IBVI_ERR_NONFINITE, "%s: x holds NaN or infinity",
                           fn);
     /* The networks' factors, without deferred steps (network.h). */
@@ -970,7 +1087,9 @@ static int predict(ibvi_predictor *p, const char *fn, const float *x,
     const int32_t classes = network_outputs(p);
     const int32_t K = p->mean_network ? 1 : p->samples;
     const int32_t cols = p->head->dim(classes);
-    const ibvi__head_ops *head = p->head;
+    /* The blocks a member's run ends in (run_network): K once a layer
+     * depends on z. */
+    const int32_t blocks = p->fan_out >= 0 ? K : 1;
     if (out.samples)
         out.sample_stride = n * cols;
     /* The part of the per-run preparations each chunk carries (see
@@ -983,46 +1102,44 @@ static int predict(ibvi_predictor *p, const char *fn, const float *x,
     for (int64_t start = 0; start < n; start += p->batch) {
         const int64_t rows = n - start < p->batch ? n - start : p->batch;
         const float *chunk = x + start * first->input_dim;
-        const ibvi__head_run run = {p->acc, rows, p->batch, classes,
-                                    1.0 / p->temperature,
-                                    (double)p->noise_std * p->noise_std};
-        ibvi__head_out part = out;
-#define ADVANCE(ptr, per_row)                                                 \
-    if (part.ptr)                                                             \
-        part.ptr += start * (per_row);
-        ADVANCE(probs, cols);
-        ADVANCE(predictive, 1);
-        ADVANCE(expected, 1);
-        ADVANCE(mutual, 1);
-        ADVANCE(mean, cols);
-        ADVANCE(var_epistemic, cols);
-        ADVANCE(var_aleatoric, cols);
-        ADVANCE(samples, cols);
-#undef ADVANCE
-        head->begin(&run);
+        head_job j = {
+            .head = p->head,
+            .run = {p->acc, rows, p->batch, classes, 1.0 / p->temperature,
+                    (double)p->noise_std * p->noise_std},
+            .out = advance_out(out, start, cols),
+            .cols = cols,
+            .parts = ibvi__parallel_chunks(
+                threads, rows,
+                IBVI__PARALLEL_GRAIN_FLOATS /
+                        (HEAD_WORK * (int64_t)blocks * classes) + 1),
+            .classes = classes,
+        };
+        j.part_rows = (rows + j.parts - 1) / j.parts;
+        j.part_doubles = p->head->doubles(classes, j.part_rows);
         for (int32_t m = 0; m < p->count; m++) {
             const ibvi_net *net = p->nets[m];
             const float *noise = p->noise + (int64_t)m * p->samples * net->noise_size;
-            const logits f = run_network(p, net, noise, chunk, rows, share);
+            j.f = run_network(p, net, noise, chunk, rows, share);
+            /* One block stands for K equal samples when no layer depended
+             * on z. */
+            j.copies = j.f.blocks == K ? 1 : K;
+            j.weight = 1.0 / ((double)p->count * j.f.blocks);
+            j.first = (int64_t)m * K;
+            j.begin = m == 0;
+            atomic_init(&j.nonfinite, 0);
+            ibvi__parallel_for(ibvi__threads_in_effect(net->threads), j.parts,
+                               1, head_add_parts, &j);
             /* Finite inputs can still overflow to infinite logits (weights
              * too large for them): report it instead of returning NaN. */
-            if (!ibvi__all_finite(f.values, (int64_t)f.blocks * rows * classes))
+            if (atomic_load_explicit(&j.nonfinite, memory_order_relaxed))
                 return ibvi__fail(IBVI_ERR_NONFINITE,
                                   "%s: the %s of network %d overflow "
                                   "(NaN or infinity) for inputs %lld..%lld",
-                                  fn, head->regression ? "outputs" : "logits",
+                                  fn, p->head->regression ? "outputs" : "logits",
                                   (int)m, (long long)start,
                                   (long long)(start + rows - 1));
-            const double weight = 1.0 / ((double)p->count * f.blocks);
-            /* One block stands for K equal samples when no layer depended
-             * on z. */
-            const int32_t copies = f.blocks == K ? 1 : K;
-            for (int32_t k = 0; k < f.blocks; k++)
-                head->add(&run, f.values + k * f.block_stride, f.class_stride,
-                          weight, (int64_t)m * K + (int64_t)k * copies, copies,
-                          &part);
         }
-        head->finish(&run, &part);
+        ibvi__parallel_for(threads, j.parts, 1, head_finish_parts, &j);
     }
     return IBVI_OK;
 }
