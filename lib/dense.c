@@ -117,17 +117,28 @@ static void bias_relu(float *restrict a, const float *restrict b, int64_t rows,
     }
 }
 
+/* Rows r0 .. r1 - 1 of bias_relu. */
+static void bias_relu_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const bias_rows *b = arg;
+    bias_relu(b->output + r0 * b->width, b->bias, r1 - r0, b->width);
+}
+
 /* output = max(input W^T + b, 0): the GEMM overwrites (beta = 0) and one
  * pass adds the bias and clips, where bias rows copied in first
  * (ibvi__affine_forward) cost the GEMM a read of its output and the ReLU
- * another pass over it. */
+ * another pass over it. That pass is split by rows across the network's
+ * threads, after the GEMM. */
 static void affine_relu(const ibvi_layer *layer, const float *theta,
                         const float *input, float *output, int64_t rows)
 {
     const int64_t in = layer->inputs, out = layer->outputs;
     ibvi__gemm(layer->net->threads, 0, 1, rows, out, in, 1.0f, input, in,
                theta, in, 0.0f, output, out);
-    bias_relu(output, theta + out * in, rows, out);
+    bias_rows b = {output, theta + out * in, out};
+    ibvi__parallel_for(ibvi__threads_in_effect(layer->net->threads), rows,
+                       IBVI__PARALLEL_GRAIN_FLOATS / out + 1, bias_relu_rows,
+                       &b);
 }
 
 /* Class-major: output (out x rows, row stride ld >= rows) = (input W^T +

@@ -211,8 +211,8 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
 /* The forward's sampling of every row, split across the network's threads
  * by blocks of SAMPLE_BLOCK rows: the rows do not depend on the split (see
  * sample_block), so neither do the weights on the thread count. The
- * predictor and the optimizer's draw ahead call ibvi__gaussian_sample_rows
- * themselves. */
+ * predictor's materialised samples come from here too (network.h); the
+ * optimizer's draw ahead calls ibvi__gaussian_sample_rows itself. */
 typedef struct sample_job {
     const ibvi_layer *layer;
     const float *z;
@@ -231,8 +231,9 @@ static void sample_blocks(void *arg, int64_t b0, int64_t b1)
                                j->samples, j->theta);
 }
 
-static void sample_all_rows(const ibvi_layer *layer, const float *z,
-                            int64_t z_stride, int32_t samples, float *theta)
+void ibvi__gaussian_sample_all(const ibvi_layer *layer, const float *z,
+                               int64_t z_stride, int32_t samples,
+                               float *theta)
 {
     sample_job j = {layer, z, z_stride, samples, theta};
     const int64_t P = layer->params;
@@ -297,14 +298,15 @@ void ibvi__layer_forward(ibvi_layer *layer, const float *input, int64_t n,
         if (layer->net->use_window)
             ibvi__window_sample(layer->net->window, layer);
         else if (!layer->net->use_presampled)
-            sample_all_rows(layer, noise, noise_stride, samples,
-                            layer->sampled);
+            ibvi__gaussian_sample_all(layer, noise, noise_stride, samples,
+                                      layer->sampled);
         break;
     case IBVI__COV_DIAGONAL:
     case IBVI__COV_DIAG_LOWRANK:
         /* Never drawn ahead: one element-wise pass (diagonal), or never
          * trained (diag-lowrank, SWAG). */
-        sample_all_rows(layer, noise, noise_stride, samples, layer->sampled);
+        ibvi__gaussian_sample_all(layer, noise, noise_stride, samples,
+                                  layer->sampled);
         break;
     }
     for (int32_t m = 0; m < samples; m++)

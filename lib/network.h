@@ -360,6 +360,11 @@ void ibvi__gaussian_sample_rows(const ibvi_layer *layer, int64_t row0,
                                 int64_t rows, const float *z,
                                 int64_t z_stride, int32_t samples,
                                 float *theta);
+/* Every row of the same, split across the network's threads by blocks of
+ * rows: bitwise the same for any thread count. */
+void ibvi__gaussian_sample_all(const ibvi_layer *layer, const float *z,
+                               int64_t z_stride, int32_t samples,
+                               float *theta);
 
 /* The factor gradient of the last backward, dL/dS = G^T Z, in factored
  * form: g is samples x P (row stride P), z is samples x R (row stride

@@ -694,21 +694,62 @@ static void put_column(ibvi_predictor *p, const ibvi_layer *l, int64_t row,
         dst[column(l, j, r + 1)] = src[r];
 }
 
+/* The rearrangement of outputs j0 .. j1 - 1 (their columns of factor_t,
+ * disjoint for disjoint outputs): split by outputs across the threads. */
+typedef struct identity_job {
+    ibvi_predictor *p;
+    const ibvi_layer *l;
+} identity_job;
+
+static void put_outputs(void *arg, int64_t j0, int64_t j1)
+{
+    const identity_job *job = arg;
+    const int64_t in = job->l->inputs, out = job->l->outputs;
+    for (int64_t j = j0; j < j1; j++) {
+        for (int64_t i = 0; i < in; i++)
+            put_column(job->p, job->l, i, j, j * in + i);
+        put_column(job->p, job->l, in, j, out * in + j);
+    }
+}
+
 static void prepare_identity(ibvi_predictor *p, const ibvi_layer *l, int32_t K,
                              const float *noise, int64_t noise_stride)
 {
-    const int64_t in = l->inputs, out = l->outputs, R1 = l->rank + 1;
-    for (int64_t j = 0; j < out; j++)
-        for (int64_t i = 0; i < in; i++)
-            put_column(p, l, i, j, j * in + i);
-    for (int64_t j = 0; j < out; j++)
-        put_column(p, l, in, j, out * in + j);
+    const int64_t in = l->inputs, R1 = l->rank + 1;
+    identity_job job = {p, l};
+    ibvi__parallel_for(ibvi__threads_in_effect(l->net->threads), l->outputs,
+                       IBVI__PARALLEL_GRAIN_FLOATS / ((in + 1) * R1) + 1,
+                       put_outputs, &job);
     for (int32_t k = 0; k < K; k++) {
         p->mix[k * R1] = 1.0f;
         memcpy(p->mix + k * R1 + 1, noise + k * noise_stride,
                (size_t)l->rank * sizeof(float));
     }
     p->prepared = l;
+}
+
+/* The projections' start, the bias of each column, split across the
+ * threads by columns (the last layer's column-major proj) or rows. */
+typedef struct fill_job {
+    float *proj;
+    const float *bias;
+    int64_t n, outer;
+} fill_job;
+
+static void fill_columns(void *arg, int64_t c0, int64_t c1)
+{
+    const fill_job *f = arg;
+    for (int64_t c = c0; c < c1; c++)
+        for (int64_t row = 0; row < f->n; row++)
+            f->proj[c * f->n + row] = f->bias[c];
+}
+
+static void fill_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const fill_job *f = arg;
+    for (int64_t row = r0; row < r1; row++)
+        memcpy(f->proj + row * f->outer, f->bias,
+               (size_t)f->outer * sizeof(float));
 }
 
 /* Input shared by all K samples, via the low-rank identity:
@@ -729,12 +770,13 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
     float *proj = p->projection;
     if (p->prepared != l)
         prepare_identity(p, l, K, noise, noise_stride);
+    fill_job fill = {proj, bias, n, outer};
+    const int32_t split = ibvi__threads_in_effect(threads);
     if (is_last(l)) {
         /* proj column-major (outer columns of n); the output (K x out * n)
          * = mix (K x R1) proj viewed as R1 x (out * n). */
-        for (int64_t c = 0; c < outer; c++)
-            for (int64_t row = 0; row < n; row++)
-                proj[c * n + row] = bias[c];
+        ibvi__parallel_for(split, outer, IBVI__PARALLEL_GRAIN_FLOATS / n + 1,
+                           fill_columns, &fill);
         ibvi__gemm_strided(threads, n, outer, in, 1.0f, input, in, 1,
                            p->factor_t, outer, 1, 1.0f, proj, 1, n);
         ibvi__gemm(threads, 0, 0, K, out * n, R1, 1.0f, p->mix, R1, proj,
@@ -742,8 +784,8 @@ static void shared_low_rank(ibvi_predictor *p, const ibvi_layer *l,
     } else {
         /* proj row-major (n x out * R1); the output (K x n * out) = mix
          * (K x R1) proj^T, proj viewed as (n * out) x R1. */
-        for (int64_t row = 0; row < n; row++)
-            memcpy(proj + row * outer, bias, (size_t)outer * sizeof(float));
+        ibvi__parallel_for(split, n, IBVI__PARALLEL_GRAIN_FLOATS / outer + 1,
+                           fill_rows, &fill);
         ibvi__gemm(threads, 0, 0, n, outer, in, 1.0f, input, in, p->factor_t,
                    outer, 1.0f, proj, outer);
         ibvi__gemm(threads, 0, 1, K, n * out, R1, 1.0f, p->mix, R1, proj, R1,
@@ -837,15 +879,15 @@ static void run_theta(ibvi_predictor *p, const ibvi_layer *l,
 
 /* Layer i's K weight samples theta_k = mu + S z_k, drawn once per run
  * (per member and chunk for ensembles) with the training step's sampler,
- * which reads S once for all K. */
+ * which reads S once for all K, split by rows across the network's
+ * threads. */
 static const float *weight_samples(ibvi_predictor *p, int32_t i,
                                    const ibvi_layer *l, int32_t K,
                                    const float *noise, int64_t noise_stride)
 {
-    const int64_t P = l->params;
     float *theta = p->sampled[i];
     if (p->ready[i] != l) {
-        ibvi__gaussian_sample_rows(l, 0, P, noise, noise_stride, K, theta);
+        ibvi__gaussian_sample_all(l, noise, noise_stride, K, theta);
         p->ready[i] = l;
     }
     return theta;

@@ -30,13 +30,16 @@
 #define IN 64
 #define MAX_MEMBERS 3
 
-/* 64 -> 96 (rank first) -> ReLU -> 96 -> ReLU -> outputs (rank last). */
+/* 64 -> 256 (rank first) -> ReLU -> 96 -> ReLU -> outputs (rank last).
+ * The first layer is wide enough that its identity's rearrangement (256
+ * outputs of 65 x 4 floats), its bias rows (1024 floats a row) and its K
+ * = 2 samples (16640 x 5 floats) are cut in two on two threads. */
 static ibvi_net *mlp(int32_t rank_first, int32_t rank_last, int32_t outputs,
                      uint64_t seed)
 {
     ibvi_net *net = NULL;
     CK_OK(ibvi_net_create(&net, IN, NULL));
-    CK_OK(ibvi_net_add_dense(net, 96, rank_first));
+    CK_OK(ibvi_net_add_dense(net, 256, rank_first));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
     CK_OK(ibvi_net_add_dense(net, 96, 0));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
