@@ -759,8 +759,12 @@ static double floor_ratio(int32_t width, const variant *v, int32_t K, int64_t n)
 }
 
 /* For each placement (r10 first+last, r10 last only): the mean network,
- * then K = 1, 8, 32, 128. Returns the number of results (<= MAX_PREDICT). */
-static int measure_prediction(int32_t threads, predict_result *out)
+ * then K = 1, 8, 32, 128, each at every thread count of the list (the same
+ * predictor, the counts one after the other, so a change in the machine's
+ * load hits them alike): out[t] holds thread count t's results. Returns
+ * the number of results per count (<= MAX_PREDICT). */
+static int measure_prediction(const int32_t *threads, int nthreads,
+                              predict_result (*out)[MAX_PREDICT])
 {
     static const int32_t K[] = {1, 8, 32, 128};
     static const int placements[] = {V_R10, V_R10_LAST};
@@ -769,21 +773,31 @@ static int measure_prediction(int32_t threads, predict_result *out)
     int n = 0;
     for (int p = 0; p < 2; p++) {
         const int vi = placements[p];
-        ibvi_net *net = make_net(PREDICT_WIDTH, &VARIANTS[vi], threads);
+        ibvi_net *net = make_net(PREDICT_WIDTH, &VARIANTS[vi], threads[0]);
         const int first = n;
-        double det = time_predictor(net, 1, 1, &d, probs);
-        out[n++] = (predict_result){vi, 0, det, 1.0, 1.0};
-        for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++)
-            out[n++] = (predict_result){
-                vi, K[i], time_predictor(net, K[i], 0, &d, probs), 0.0,
-                floor_ratio(PREDICT_WIDTH, &VARIANTS[vi], K[i], d.n)};
+        for (int t = 0; t < nthreads; t++) {
+            check(ibvi_net_set_threads(net, threads[t]), "set_threads");
+            out[t][n] = (predict_result){
+                vi, 0, time_predictor(net, 1, 1, &d, probs), 1.0, 1.0};
+        }
+        n++;
+        for (int i = 0; i < (int)(sizeof K / sizeof K[0]); i++, n++)
+            for (int t = 0; t < nthreads; t++) {
+                check(ibvi_net_set_threads(net, threads[t]), "set_threads");
+                out[t][n] = (predict_result){
+                    vi, K[i], time_predictor(net, K[i], 0, &d, probs), 0.0,
+                    floor_ratio(PREDICT_WIDTH, &VARIANTS[vi], K[i], d.n)};
+            }
         /* The mean network again, after the others: the min of the two
          * guards the ratios against a noisy first measurement. */
-        const double again = time_predictor(net, 1, 1, &d, probs);
-        if (again < det)
-            det = out[first].seconds = again;
-        for (int i = first + 1; i < n; i++)
-            out[i].relative = out[i].seconds / det;
+        for (int t = 0; t < nthreads; t++) {
+            check(ibvi_net_set_threads(net, threads[t]), "set_threads");
+            const double again = time_predictor(net, 1, 1, &d, probs);
+            if (again < out[t][first].seconds)
+                out[t][first].seconds = again;
+            for (int i = first + 1; i < n; i++)
+                out[t][i].relative = out[t][i].seconds / out[t][first].seconds;
+        }
         ibvi_net_free(net);
         fprintf(stderr, ".");
     }
@@ -809,6 +823,36 @@ static void print_prediction(int32_t threads, const predict_result *r, int n)
             snprintf(k, sizeof k, "%d", r[i].samples);
         printf("   %-20s %5s %10.3f %8.2f %8.2f\n", VARIANTS[r[i].variant].name,
                k, 1e3 * r[i].seconds, r[i].relative, r[i].floor);
+    }
+}
+
+/* Each further thread count's speed-up over the first (time at the first
+ * / time at this one), next to the mean network's of the same placement:
+ * the mean network is a standard network's pass, GEMMs and bias/ReLU
+ * passes only, so its speed-up is what the GEMMs allow. */
+static void print_prediction_speedups(const int32_t *threads, int nthreads,
+                                      predict_result (*r)[MAX_PREDICT], int n)
+{
+    for (int t = 1; t < nthreads; t++) {
+        printf("\n   Prediction speed-up, %d threads over %d (the counts timed "
+               "one after the other on the same predictor):\n",
+               threads[t], threads[0]);
+        printf("   %-20s %5s %10s %10s %8s %12s\n", "network", "K", "ms (first)",
+               "ms", "speed-up", "mean net's");
+        double mean_speedup = 1.0;
+        for (int i = 0; i < n; i++) {
+            const double speedup = r[0][i].seconds / r[t][i].seconds;
+            char k[8];
+            if (r[t][i].samples == 0) {
+                snprintf(k, sizeof k, "mean");
+                mean_speedup = speedup;
+            } else {
+                snprintf(k, sizeof k, "%d", r[t][i].samples);
+            }
+            printf("   %-20s %5s %10.3f %10.3f %8.2f %12.2f\n",
+                   VARIANTS[r[t][i].variant].name, k, 1e3 * r[0][i].seconds,
+                   1e3 * r[t][i].seconds, speedup, mean_speedup);
+        }
     }
 }
 
@@ -1736,9 +1780,12 @@ int main(int argc, char **argv)
     print_deferred(steps, nsteps, bandwidth);
     fflush(stdout);
 
-    predict_result pred[MAX_PREDICT];
-    int npred = measure_prediction(o.threads[0], pred);
-    print_prediction(o.threads[0], pred, npred);
+    /* Point 3 at every thread count (the JSON keeps the first's). */
+    predict_result pred[MAX_LIST][MAX_PREDICT];
+    int npred = measure_prediction(o.threads, o.nthreads, pred);
+    for (int t = 0; t < o.nthreads; t++)
+        print_prediction(o.threads[t], pred[t], npred);
+    print_prediction_speedups(o.threads, o.nthreads, pred, npred);
 
     printf("\n4. Memory: training W=%d rank %d first+last, batch %lld, "
            "%lld-example data set, %lld steps, %d thread%s\n",
@@ -1763,7 +1810,7 @@ int main(int argc, char **argv)
     printf("\n5. BLIS sub-configuration '%s'; threads run:", arch);
     for (int t = 0; t < o.nthreads; t++)
         printf(" %d", o.threads[t]);
-    printf(" (steps, GEMM limit, triad); prediction and memory: %d\n",
+    printf(" (steps, GEMM limit, triad, prediction); memory: %d\n",
            o.threads[0]);
     fflush(stdout);
 
@@ -1775,8 +1822,8 @@ int main(int argc, char **argv)
         printf("   (point 6 took %.1f s)\n", now() - t_images);
 
     if (o.json)
-        write_json(&o, arch, bandwidth, steps, nsteps, pred, npred, img, nimg,
-                   &mem);
+        write_json(&o, arch, bandwidth, steps, nsteps, pred[0], npred, img,
+                   nimg, &mem);
     free(steps);
     return 0;
 }
