@@ -35,7 +35,13 @@
  * whose kind has forward_relu (dense: fused with its bias) is done there;
  * other activations are applied in place.
  * The element-wise kernels are plain C loops that GCC vectorises (see
- * lib/meson.build): no intrinsics, no target flags.
+ * lib/meson.build): no intrinsics, no target flags. They run on the
+ * network's threads (parallel.h) between its GEMMs, never beside one: the
+ * head by parts of the chunk's rows (head_job), the identity's preparation
+ * by outputs and its bias rows by rows or columns, the samples by rows of
+ * theta (gaussian.c), the finiteness checks by ranges. No value depends on
+ * the split, so every thread count gives the same bits
+ * (tests/test_predictor_threads.c).
  *
  * A residual reads an earlier layer's output (its skip): a skip source
  * writes its output into a buffer of its own (kept), not the ping-pong
