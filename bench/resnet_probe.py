@@ -31,20 +31,24 @@ import ibvi  # noqa: E402
 from mnist_data import Dataset, shuffle  # noqa: E402
 
 GROUPS = 4
+#: --conv-bias: the convolutions and projections with biases, as mnist_train
+#: built them before libibvi 0.6.0 (docs/results.md's first probe tables).
+BIAS = False
 
 
 def add_block(net, channels, stride, projection):
     start = net.layer_count - 1
-    (net.add_conv2d(channels, 3, stride=stride, padding=1)
+    (net.add_conv2d(channels, 3, stride=stride, padding=1, bias=BIAS)
      .add_groupnorm(GROUPS, 1e-5).add_activation("relu")
-     .add_conv2d(channels, 3, padding=1).add_groupnorm(GROUPS, 1e-5)
-     .add_residual(start, stride if projection else 0)
+     .add_conv2d(channels, 3, padding=1, bias=BIAS)
+     .add_groupnorm(GROUPS, 1e-5)
+     .add_residual(start, stride if projection else 0, bias=BIAS)
      .add_activation("relu"))
 
 
 def build(args, rows, cols, rank_first, rank_last, seed):
     net = ibvi.Net.image(1, rows, cols)
-    (net.add_conv2d(16, 3, padding=1, rank=rank_first)
+    (net.add_conv2d(16, 3, padding=1, rank=rank_first, bias=BIAS)
      .add_groupnorm(GROUPS, 1e-5).add_activation("relu"))
     add_block(net, 16, 1, False)
     add_block(net, 32, 2, True)
@@ -63,7 +67,7 @@ def var_layers(net):
 
 def apply_overrides(args, net):
     """--factor-scale / --zero-bias-factor: edit the prior's factor."""
-    if args.zero_hidden_bias:
+    if args.zero_hidden_bias and BIAS:
         for l in net.layers:
             if l.kind in (ibvi.LayerKind.CONV2D, ibvi.LayerKind.RESIDUAL) \
                     and l.index > 0 and l.param_count:
@@ -73,7 +77,7 @@ def apply_overrides(args, net):
     for l in var_layers(net):
         s = l.get_factor()
         s *= args.factor_scale
-        if args.zero_bias_factor:
+        if args.zero_bias_factor and l.has_bias:
             c = l.output_shape.channels
             s[s.shape[0] - c:] = 0
         l.set_factor(s)
@@ -97,7 +101,7 @@ def stem_scale(net, x):
     if first.rank == 0:
         return float("nan")
     stem = ibvi.Net.image(1, 28, 28).add_conv2d(16, 3, padding=1,
-                                               rank=first.rank)
+                                               rank=first.rank, bias=BIAS)
     stem.init("sp", 0)
     stem.layer(0).set_mean(first.get_mean())
     stem.layer(0).set_factor(first.get_factor())
@@ -118,9 +122,10 @@ def factor_norms(net):
     parts = []
     for l in var_layers(net):
         s = l.get_factor()
-        c = l.output_shape.channels
+        c = l.output_shape.channels if l.has_bias else 0
         parts.append("L%d S_w %.3g S_b %.3g" % (
-            l.index, np.sqrt(np.mean(s[:-c] ** 2)), np.sqrt(np.mean(s[-c:] ** 2))))
+            l.index, np.sqrt(np.mean(s[:s.shape[0] - c] ** 2)),
+            np.sqrt(np.mean(s[s.shape[0] - c:] ** 2)) if c else 0.0))
     return " ".join(parts)
 
 
@@ -128,7 +133,7 @@ def pooled_features(net, x):
     """The global-average-pooled features (the last dense layer's input) of
     the mean network: a copy of the body ending in an identity dense."""
     body = ibvi.Net.image(1, 28, 28)
-    (body.add_conv2d(16, 3, padding=1).add_groupnorm(GROUPS, 1e-5)
+    (body.add_conv2d(16, 3, padding=1, bias=BIAS).add_groupnorm(GROUPS, 1e-5)
      .add_activation("relu"))
     add_block(body, 16, 1, False)
     add_block(body, 32, 2, True)
@@ -186,10 +191,13 @@ def consistency_check(net, x, y):
     opt.train_step(x, labels=y)
     def med(d, g, part):
         d, g = d[part].ravel(), g[part].ravel()
+        if g.size == 0:  # a layer without a bias
+            return float("nan")
         ok = np.abs(g) > 1e-2 * np.abs(g).max()
         return float(np.median(d[ok] / g[ok]))
     for l, (m0, f0) in zip(layers, before):
-        c = l.output_shape.channels
+        c = (l.output_shape.channels
+             if l.has_bias or l.kind == ibvi.LayerKind.GROUPNORM else 0)
         w, b = slice(0, l.param_count - c), slice(l.param_count - c, None)
         g, d = l.get_grad_mean(), (m0 - l.get_mean()) / lr
         line = ("check layer %2d %-9s sgd multipliers (w, b) %.4g %.4g: applied "
@@ -241,6 +249,9 @@ def main():
                    help="multiply the prior factor of every variational layer")
     p.add_argument("--zero-bias-factor", action="store_true",
                    help="zero the bias rows of every factor at init")
+    p.add_argument("--conv-bias", action="store_true",
+                   help="convolutions and projections with biases (mnist_train "
+                        "before libibvi 0.6.0)")
     p.add_argument("--zero-hidden-bias", action="store_true",
                    help="zero the mean biases of the convs and projections "
                         "after the stem at init")
@@ -256,6 +267,8 @@ def main():
     p.add_argument("--log-every", type=int, default=0,
                    help="print the running loss every N steps")
     args = p.parse_args()
+    global BIAS
+    BIAS = args.conv_bias
 
     train = Dataset.load(args.data, "train")
     train.limit(args.n)
@@ -273,7 +286,8 @@ def main():
           % (args.n, args.epochs, args.lr, args.samples, args.rank_first,
              args.rank_last, args.param, args.seed, args.factor_scale,
              " zero-bias-factor" if args.zero_bias_factor else "")
-          + (" zero-hidden-bias" if args.zero_hidden_bias else ""))
+          + (" zero-hidden-bias" if args.zero_hidden_bias else "")
+          + (" conv-bias" if args.conv_bias else ""))
     if var_layers(net):
         print("# stem |S z x| / |mu x| at init: %.3f"
               % stem_scale(net, train.images[:256]))

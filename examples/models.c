@@ -47,28 +47,52 @@ static int add_lenet5(ibvi_net *net, int32_t classes, int32_t rank)
  * (16, 32, 64); 4 keeps at least 4 channels per group (docs/tutorial.md). */
 #define RESNET_GROUPS 4
 
+/* The ResNet's convolutions: 3x3, padding 1, no bias. Each is followed by
+ * a group norm, and with a bias whose prior is N(0, 1) and whose muP
+ * learning rate is x C_out k^2, IBVI's output-layer noise killed the
+ * pooled features within 80 steps (docs/results.md); the authors' ResNet
+ * has no conv biases either. */
+static int add_conv3x3(ibvi_net *net, int32_t channels, int32_t stride,
+                       int32_t rank)
+{
+    ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+    o.out_channels = channels;
+    o.kernel_h = o.kernel_w = 3;
+    o.stride_h = o.stride_w = stride;
+    o.pad_h = o.pad_w = 1;
+    o.rank = rank;
+    o.no_bias = 1;
+    return ibvi_net_add_conv2d_ex(net, &o);
+}
+
 /* One basic block: conv3x3 (stride) - GN - relu - conv3x3 - GN - residual -
- * relu; the residual adds the block's input, through a 1x1 projection with
- * the block's stride when the width or the resolution changes. */
+ * relu; the residual adds the block's input, through a 1x1 projection (no
+ * bias) with the block's stride when the width or the resolution
+ * changes. */
 static int add_basic_block(ibvi_net *net, int32_t channels, int32_t stride,
                            int projection)
 {
     const int32_t block_input = ibvi_net_layer_count(net) - 1;
-    TRY(ibvi_net_add_conv2d(net, channels, 3, stride, 1, 0));
+    TRY(add_conv3x3(net, channels, stride, 0));
     TRY(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
     TRY(ibvi_net_add_activation(net, IBVI_ACT_RELU));
-    TRY(ibvi_net_add_conv2d(net, channels, 3, 1, 1, 0));
+    TRY(add_conv3x3(net, channels, 1, 0));
     TRY(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
-    TRY(ibvi_net_add_residual(net, block_input, projection ? stride : 0));
+    ibvi_residual_options r = IBVI_RESIDUAL_OPTIONS_INIT;
+    r.from = block_input;
+    r.projection_stride = projection ? stride : 0;
+    r.projection_no_bias = 1;
+    TRY(ibvi_net_add_residual_ex(net, &r));
     return ibvi_net_add_activation(net, IBVI_ACT_RELU);
 }
 
 /* A small CIFAR-style ResNet: stem conv 16@3x3 pad 1 - GN - relu, three
  * stages of one basic block (16, 32, 64 channels; the last two halve the
- * resolution with stride 2 and a projection), global average pool, dense. */
+ * resolution with stride 2 and a projection), global average pool, dense
+ * (the only layer with a bias). */
 static int add_resnet(ibvi_net *net, int32_t classes, int32_t rank)
 {
-    TRY(ibvi_net_add_conv2d(net, 16, 3, 1, 1, rank));
+    TRY(add_conv3x3(net, 16, 1, rank));
     TRY(ibvi_net_add_groupnorm(net, RESNET_GROUPS, 1e-5f));
     TRY(ibvi_net_add_activation(net, IBVI_ACT_RELU));
     TRY(add_basic_block(net, 16, 1, 0));

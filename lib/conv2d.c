@@ -111,9 +111,18 @@ int ibvi__conv2d_geometry(ibvi__conv2d_geom *g, int64_t c_in, int64_t h_in,
     g->in_size = in_size;
     g->out_size = out_size;
     g->params = c_out * patch + c_out;
+    g->bias = 1;
     const int64_t per_example = g->positions * (patch + c_out);
     g->chunk = per_example >= CHUNK_BUDGET ? 1 : CHUNK_BUDGET / per_example;
     return 0;
+}
+
+void ibvi__conv2d_without_bias(ibvi__conv2d_geom *g)
+{
+    if (g->bias) {
+        g->bias = 0;
+        g->params -= g->c_out;
+    }
 }
 
 int64_t ibvi__conv2d_scratch_floats(const ibvi__conv2d_geom *g, int64_t rows)
@@ -338,7 +347,8 @@ static void col2im_channels(const ibvi__conv2d_geom *g, float *col,
 }
 
 /* Channels o0 .. o1-1 of y (nb examples, NCHW) = Y_col (c_out x nb*HW)
- * plus the bias. ycol may be y itself (one example: in place). */
+ * plus the bias (none when bias is NULL). ycol may be y itself (one
+ * example: in place). */
 static void scatter_channels(const ibvi__conv2d_geom *g, const float *ycol,
                              int64_t nb, float *y, const float *bias,
                              int64_t o0, int64_t o1)
@@ -348,6 +358,10 @@ static void scatter_channels(const ibvi__conv2d_geom *g, const float *ycol,
         for (int64_t o = o0; o < o1; o++) {
             const float *s = ycol + o * ld + b * HW;
             float *d = y + b * g->out_size + o * HW;
+            if (!bias) {
+                memcpy(d, s, (size_t)HW * sizeof(float));
+                continue;
+            }
             const float bo = bias[o];
             for (int64_t p = 0; p < HW; p++)
                 d[p] = s[p] + bo;
@@ -491,7 +505,7 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
                           float *output, int64_t rows, float *scratch)
 {
     const int64_t K = g->patch, HW = g->positions, co = g->c_out;
-    const float *bias = theta + co * K;
+    const float *bias = g->bias ? theta + co * K : NULL;
     for (int64_t r0 = 0; r0 < rows; r0 += g->chunk) {
         const int64_t nb = rows - r0 < g->chunk ? rows - r0 : g->chunk;
         const int64_t ld = nb * HW;
@@ -502,7 +516,8 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
         im2col(threads, g, input + r0 * g->in_size, nb, col);
         ibvi__gemm(threads, 0, 0, co, ld, K, 1.0f, theta, K, col, ld, 0.0f,
                    ycol, ld);
-        scatter_y(threads, g, ycol, nb, output + r0 * g->out_size, bias);
+        if (ycol != output + r0 * g->out_size || bias)
+            scatter_y(threads, g, ycol, nb, output + r0 * g->out_size, bias);
     }
 }
 
@@ -512,7 +527,7 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
                            float *grad_theta, int64_t rows, float *scratch)
 {
     const int64_t K = g->patch, HW = g->positions, co = g->c_out;
-    float *grad_bias = grad_theta ? grad_theta + co * K : NULL;
+    float *grad_bias = grad_theta && g->bias ? grad_theta + co * K : NULL;
     if (grad_theta)
         memset(grad_theta, 0, (size_t)g->params * sizeof(float));
     if (!grad_theta && !grad_input)
@@ -525,8 +540,9 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
         float *gathered = nb == 1 ? NULL : scratch + K * ld;
         const float *dycol =
             gathered ? gathered : grad_output + r0 * g->out_size;
-        gather_dy(threads, g, grad_output + r0 * g->out_size, nb, gathered,
-                  grad_bias);
+        if (gathered || grad_bias)
+            gather_dy(threads, g, grad_output + r0 * g->out_size, nb,
+                      gathered, grad_bias);
         if (grad_theta) {
             im2col(threads, g, input + r0 * g->in_size, nb, col);
             ibvi__gemm(threads, 0, 1, co, K, ld, 1.0f, dycol, ld, col, ld,
@@ -542,8 +558,8 @@ void ibvi__conv2d_backward(int32_t threads, const ibvi__conv2d_geom *g,
 
 /* ---- the layer kind (layer_ops.h) -----------------------------------------
  * The builders put an ibvi_conv2d_options in layer->conv.options; configure
- * derives the geometry from it and the input shape. theta = [vec(W); b] is
- * deterministic or a low-rank Gaussian (gaussian.c), like a dense layer's. */
+ * derives the geometry from it and the input shape. theta = [vec(W); b]
+ * (vec(W) without a bias) is deterministic or a low-rank Gaussian (gaussian.c), like a dense layer's. */
 
 static int configure(ibvi_layer *layer, const char *fn)
 {
@@ -555,11 +571,13 @@ static int configure(ibvi_layer *layer, const char *fn)
                                          o->stride_w, o->pad_h, o->pad_w, fn);
     if (st)
         return st;
+    if (o->no_bias)
+        ibvi__conv2d_without_bias(g);
     const int64_t weights = g->c_out * g->patch;
     layer->out_shape = (ibvi__shape){(int32_t)g->c_out, (int32_t)g->h_out,
                                      (int32_t)g->w_out};
     layer->params = g->params;
-    layer->group_count = 2;
+    layer->group_count = g->bias ? 2 : 1;
     /* The issue's muP fans: a filter reads c_in*kh*kw values, and each
      * input value reaches c_out*kh*kw outputs (away from the border). */
     layer->groups[0] = (ibvi__param_group){.offset = 0, .count = weights,
@@ -626,7 +644,7 @@ int ibvi_net_add_conv2d(ibvi_net *net, int32_t out_channels, int32_t kernel,
 {
     const ibvi_conv2d_options o = {IBVI_CONV2D_OPTIONS_VERSION, out_channels,
                                    kernel, kernel, stride, stride, padding,
-                                   padding, rank};
+                                   padding, rank, 0};
     return add_conv2d(net, "ibvi_net_add_conv2d", &o);
 }
 
@@ -635,12 +653,27 @@ int ibvi_net_add_conv2d_ex(ibvi_net *net, const ibvi_conv2d_options *options)
     static const char fn[] = "ibvi_net_add_conv2d_ex";
     IBVI_CHECK_NOT_NULL(fn, net);
     IBVI_CHECK_NOT_NULL(fn, options);
-    if (options->version != IBVI_CONV2D_OPTIONS_VERSION)
+    if (options->version < 1 || options->version > IBVI_CONV2D_OPTIONS_VERSION)
         return ibvi__fail(IBVI_ERR_INVALID_ARG,
-                          "%s: options->version = %u, expected %d "
+                          "%s: options->version = %u, expected 1 .. %d "
                           "(IBVI_CONV2D_OPTIONS_VERSION; start from "
                           "IBVI_CONV2D_OPTIONS_INIT)",
                           fn, (unsigned)options->version,
                           IBVI_CONV2D_OPTIONS_VERSION);
-    return add_conv2d(net, fn, options);
+    /* Only the fields of the caller's version: a version-1 struct ends
+     * before no_bias. */
+    ibvi_conv2d_options o = {IBVI_CONV2D_OPTIONS_VERSION,
+                             options->out_channels, options->kernel_h,
+                             options->kernel_w, options->stride_h,
+                             options->stride_w, options->pad_h,
+                             options->pad_w, options->rank, 0};
+    if (options->version >= 2) {
+        if (options->no_bias != 0 && options->no_bias != 1)
+            return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                              "%s: options->no_bias = %d, expected 0 (a bias "
+                              "per output channel) or 1 (none)",
+                              fn, (int)options->no_bias);
+        o.no_bias = options->no_bias;
+    }
+    return add_conv2d(net, fn, &o);
 }

@@ -74,7 +74,8 @@ static inline int ibvi__image_check_dims(const char *fn,
  *
  * theta = [vec(W); b]: W (c_out x c_in*kh*kw) row-major, i.e. W[o][c][i][j]
  * at ((o*c_in + c)*kh + i)*kw + j, then b (c_out). P = c_out*c_in*kh*kw +
- * c_out. For the parameterization (muP), fan_in = c_in*kh*kw (the values a
+ * c_out; without a bias (ibvi__conv2d_without_bias) theta = vec(W) and P =
+ * c_out*c_in*kh*kw. For the parameterization (muP), fan_in = c_in*kh*kw (the values a
  * filter reads) and fan_out = c_out*kh*kw (the outputs each input value
  * reaches, away from the border); the biases' fan_out is c_out. */
 typedef struct ibvi__conv2d_geom {
@@ -88,6 +89,7 @@ typedef struct ibvi__conv2d_geom {
     int64_t in_size;   /* c_in*h_in*w_in: floats of one input example */
     int64_t out_size;  /* c_out*h_out*w_out                           */
     int64_t params;    /* P                                           */
+    int64_t bias;      /* 1: theta ends with c_out biases; 0: none    */
     int64_t chunk;     /* examples per im2col block (see scratch)     */
 } ibvi__conv2d_geom;
 
@@ -100,6 +102,10 @@ int ibvi__conv2d_geometry(ibvi__conv2d_geom *g, int64_t c_in, int64_t h_in,
                           int64_t w_in, int64_t c_out, int64_t kh, int64_t kw,
                           int64_t stride_h, int64_t stride_w, int64_t pad_h,
                           int64_t pad_w, const char *fn);
+
+/* Makes *g (from ibvi__conv2d_geometry, which gives every geometry a
+ * bias) a convolution without one: bias 0, P = c_out*c_in*kh*kw. */
+void ibvi__conv2d_without_bias(ibvi__conv2d_geom *g);
 
 /* Floats of scratch forward and backward need for `rows` examples:
  * chunk * h_out*w_out * (c_in*kh*kw + c_out) with chunk = min(rows,
@@ -118,7 +124,7 @@ void ibvi__conv2d_forward(int32_t threads, const ibvi__conv2d_geom *g,
                           float *output, int64_t rows, float *scratch);
 
 /* Given dL/dy (rows x out_size) at input x: grad_theta (P) = [dL/dW; dL/db]
- * summed over the rows, and grad_input (rows x in_size) = dL/dx. Either
+ * (dL/dW alone without a bias) summed over the rows, and grad_input (rows x in_size) = dL/dx. Either
  * output may be NULL (not computed; with grad_theta NULL no im2col runs).
  * Needs no state from the forward: the patches are rebuilt from input.
  *     dW = sum_chunks dY_col X_col^T,  db[o] = sum_{r,p,q} dy[r][o][p][q],

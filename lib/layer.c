@@ -21,6 +21,15 @@ int32_t ibvi_layer_get_role(const ibvi_layer *layer)
     return layer->role;
 }
 
+int32_t ibvi_layer_has_bias(const ibvi_layer *layer)
+{
+    IBVI_CHECK_NOT_NULL("ibvi_layer_has_bias", layer);
+    for (int32_t k = 0; k < layer->group_count; k++)
+        if (layer->groups[k].role == IBVI__GROUP_BIAS)
+            return 1;
+    return 0;
+}
+
 int32_t ibvi_layer_get_activation(const ibvi_layer *layer)
 {
     IBVI_CHECK_NOT_NULL("ibvi_layer_get_activation", layer);

@@ -52,6 +52,7 @@ struct ibvi_layer {
         struct {
             int32_t from;   /* the skip's layer, -1 for the input        */
             int32_t stride; /* the projection's, 0 for identity          */
+            int32_t bias;   /* the projection's: 1 with a bias, 0 none   */
             ibvi__conv2d_geom projection; /* stride > 0 (configure)     */
         } residual;
     };

@@ -180,6 +180,18 @@ static int same_architecture(const ibvi_net *a, const ibvi_net *b)
  * the layer's geometry with (R + 1) * C_out filters, the weight sets [mu,
  * F_1..F_R] one after the other. 0 when that exceeds the image limits (the
  * layer then materialises); fills *big when not NULL. */
+static int big_geometry(const ibvi__conv2d_geom *g, int64_t R1,
+                        ibvi__conv2d_geom *big)
+{
+    if (ibvi__conv2d_geometry(big, g->c_in, g->h_in, g->w_in, R1 * g->c_out,
+                              g->kh, g->kw, g->stride_h, g->stride_w,
+                              g->pad_h, g->pad_w, "ibvi_predictor"))
+        return 0;
+    if (!g->bias)
+        ibvi__conv2d_without_bias(big);
+    return 1;
+}
+
 static int conv_identity_geometry(const ibvi_layer *l, ibvi__conv2d_geom *big)
 {
     const ibvi__conv2d_geom *g = &l->conv.geom;
@@ -189,10 +201,7 @@ static int conv_identity_geometry(const ibvi_layer *l, ibvi__conv2d_geom *big)
         return 0;
     /* Everything else was checked when the layer was added: no failure. */
     return big == NULL ||
-           ibvi__conv2d_geometry(big, g->c_in, g->h_in, g->w_in,
-                                 R1 * g->c_out, g->kh, g->kw, g->stride_h,
-                                 g->stride_w, g->pad_h, g->pad_w,
-                                 "ibvi_predictor") == 0;
+           big_geometry(g, R1, big);
 }
 
 /* Whether predictor.c implements the low-rank identity for the kind: its
@@ -815,13 +824,14 @@ static void prepare_conv_identity(ibvi_predictor *p, const ibvi_layer *l,
     const int64_t R = l->rank, R1 = R + 1, weights = g->c_out * g->patch;
     float *w = p->factor_t, *b = p->factor_t + R1 * weights;
     memcpy(w, l->mean, (size_t)weights * sizeof(float));
-    memcpy(b, l->mean + weights, (size_t)g->c_out * sizeof(float));
     for (int64_t t = 0; t < weights; t++) {
         const float *s = l->factor + t * R;
         for (int64_t r = 0; r < R; r++)
             w[(r + 1) * weights + t] = s[r];
     }
-    for (int64_t o = 0; o < g->c_out; o++) {
+    if (g->bias)
+        memcpy(b, l->mean + weights, (size_t)g->c_out * sizeof(float));
+    for (int64_t o = 0; o < g->c_out && g->bias; o++) {
         const float *s = l->factor + (weights + o) * R;
         for (int64_t r = 0; r < R; r++)
             b[(r + 1) * g->c_out + o] = s[r];

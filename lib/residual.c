@@ -33,7 +33,7 @@ static const float *skip_values(const ibvi_layer *layer)
     return from < 0 ? net->input : net->layers[from]->output;
 }
 
-/* The builder (ibvi_net_add_residual) put from and stride in
+/* The builders (ibvi_net_add_residual, _ex) put from, stride and bias in
  * layer->residual. */
 static int configure(ibvi_layer *layer, const char *fn)
 {
@@ -71,6 +71,8 @@ static int configure(ibvi_layer *layer, const char *fn)
                                          1, stride, stride, 0, 0, fn);
     if (st)
         return st;
+    if (!layer->residual.bias)
+        ibvi__conv2d_without_bias(&g);
     if (g.h_out != in.h || g.w_out != in.w)
         return ibvi__fail(IBVI_ERR_SHAPE,
                           "%s: the skip from %s of shape (%d, %d, %d) "
@@ -81,7 +83,7 @@ static int configure(ibvi_layer *layer, const char *fn)
     layer->residual.projection = g;
     const int64_t weights = g.c_out * g.c_in;
     layer->params = g.params;
-    layer->group_count = 2;
+    layer->group_count = g.bias ? 2 : 1;
     layer->groups[0] = (ibvi__param_group){.offset = 0, .count = weights,
                                            .fan_in = g.c_in,
                                            .fan_out = g.c_out,
@@ -173,14 +175,43 @@ const ibvi__layer_ops ibvi__residual_ops = {
     .backward = backward,
 };
 
-int ibvi_net_add_residual(ibvi_net *net, int32_t from,
-                          int32_t projection_stride)
+static int add_residual(ibvi_net *net, const char *fn, int32_t from,
+                        int32_t stride, int32_t bias)
 {
-    ibvi_layer proto = {.residual = {.from = from,
-                                     .stride = projection_stride}};
-    const int status = ibvi__net_add_layer(net, "ibvi_net_add_residual",
-                                           IBVI__KIND_RESIDUAL, &proto, 0);
+    ibvi_layer proto = {.residual = {.from = from, .stride = stride,
+                                     .bias = bias}};
+    const int status =
+        ibvi__net_add_layer(net, fn, IBVI__KIND_RESIDUAL, &proto, 0);
     if (status == IBVI_OK && from >= 0)
         net->layers[from]->skip_readers++;
     return status;
+}
+
+int ibvi_net_add_residual(ibvi_net *net, int32_t from,
+                          int32_t projection_stride)
+{
+    return add_residual(net, "ibvi_net_add_residual", from, projection_stride,
+                        1);
+}
+
+int ibvi_net_add_residual_ex(ibvi_net *net,
+                             const ibvi_residual_options *options)
+{
+    static const char fn[] = "ibvi_net_add_residual_ex";
+    IBVI_CHECK_NOT_NULL(fn, net);
+    IBVI_CHECK_NOT_NULL(fn, options);
+    if (options->version != IBVI_RESIDUAL_OPTIONS_VERSION)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->version = %u, expected %d "
+                          "(IBVI_RESIDUAL_OPTIONS_VERSION; start from "
+                          "IBVI_RESIDUAL_OPTIONS_INIT)",
+                          fn, (unsigned)options->version,
+                          IBVI_RESIDUAL_OPTIONS_VERSION);
+    if (options->projection_no_bias != 0 && options->projection_no_bias != 1)
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: options->projection_no_bias = %d, expected 0 "
+                          "(a bias per output channel) or 1 (none)",
+                          fn, (int)options->projection_no_bias);
+    return add_residual(net, fn, options->from, options->projection_stride,
+                        !options->projection_no_bias);
 }

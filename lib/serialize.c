@@ -366,6 +366,9 @@ typedef struct layer_desc {
     int64_t family;
     float init_sigma;
     int64_t cov_rank;
+    /* The bias field after the covariance field (conv2d, residual; since
+     * 0.6.0): 1 for a layer without a bias, 0 when absent. */
+    int64_t no_bias;
 } layer_desc;
 
 /* The covariance field of a record: int32 family, then a float init_sigma
@@ -374,6 +377,13 @@ typedef struct layer_desc {
  * only (required = length, so an older library refuses them: "needs a
  * newer libibvi"). */
 #define COV_FIELD_BYTES 8
+
+/* The bias field of a conv2d or residual record, after the covariance
+ * field: int32 no_bias (1: the layer has no bias, theta is its weights
+ * alone). Written only for such a layer, with the covariance field before
+ * it (its family spelled out) and required = length, so an older library
+ * refuses the file ("needs a newer libibvi") rather than misread theta. */
+#define BIAS_FIELD_BYTES 4
 
 /* What a layer's check knows: the shape of its input and the output
  * shapes of the layers before it (outs[-1] is the network's input). */
@@ -418,10 +428,17 @@ typedef struct layer_codec {
 
 /* Whether a layer's record carries the covariance field (its family is
  * not the one its kind's rank field implies). */
+static int has_bias_field(const ibvi_layer *l)
+{
+    return (l->kind == IBVI__KIND_CONV2D && l->conv.options.no_bias) ||
+           (l->kind == IBVI__KIND_RESIDUAL && l->residual.stride > 0 &&
+            !l->residual.bias);
+}
+
 static int has_cov_field(const ibvi_layer *l)
 {
     return l->covariance == IBVI__COV_DIAGONAL ||
-           l->covariance == IBVI__COV_DIAG_LOWRANK;
+           l->covariance == IBVI__COV_DIAG_LOWRANK || has_bias_field(l);
 }
 
 /* dense: int32 outputs, int32 rank; PARM: mean (P), factor (P x R), then
@@ -629,6 +646,13 @@ static int conv2d_check(const layer_desc *d, const layer_input *in,
                               d->kh, d->kw, d->sh, d->sw, d->ph, d->pw,
                               "conv2d") < 0)
         return geometry_failure(where, index);
+    if (d->no_bias < 0 || d->no_bias > 1)
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: conv2d with no_bias %lld is "
+                          "invalid", where, (long)index,
+                          (long long)d->no_bias);
+    if (d->no_bias)
+        ibvi__conv2d_without_bias(&g);
     if (d->rank < 0)
         return ibvi__fail(IBVI_ERR_FORMAT,
                           "%s: layer %ld: conv2d with rank %lld is invalid",
@@ -650,6 +674,7 @@ static int conv2d_add(ibvi_net *net, const layer_desc *d)
     o.pad_h = (int32_t)d->ph;
     o.pad_w = (int32_t)d->pw;
     o.rank = (int32_t)d->rank;
+    o.no_bias = (int32_t)d->no_bias;
     return ibvi_net_add_conv2d_ex(net, &o);
 }
 
@@ -808,6 +833,12 @@ static int residual_check(const layer_desc *d, const layer_input *in,
                           "projection stride %lld is invalid (from -1..%ld)",
                           where, (long)index, (long long)d->from,
                           (long long)d->projection, (long)index - 1);
+    if (d->no_bias < 0 || d->no_bias > 1 || (d->no_bias && !d->projection))
+        return ibvi__fail(IBVI_ERR_FORMAT,
+                          "%s: layer %ld: residual with no_bias %lld and "
+                          "projection stride %lld is invalid", where,
+                          (long)index, (long long)d->no_bias,
+                          (long long)d->projection);
     if (!in->outs) /* has_residual found none: the framing is broken */
         return ibvi__fail(IBVI_ERR_FORMAT, "%s: layer %ld: residual record "
                           "out of place", where, (long)index);
@@ -830,6 +861,8 @@ static int residual_check(const layer_desc *d, const layer_input *in,
                               d->projection, d->projection, 0, 0,
                               "residual projection") < 0)
         return geometry_failure(where, index);
+    if (d->no_bias)
+        ibvi__conv2d_without_bias(&g);
     if (g.h_out != in->in.h || g.w_out != in->in.w)
         return ibvi__fail(IBVI_ERR_FORMAT,
                           "%s: layer %ld: residual projects layer %lld's "
@@ -843,8 +876,11 @@ static int residual_check(const layer_desc *d, const layer_input *in,
 
 static int residual_add(ibvi_net *net, const layer_desc *d)
 {
-    return ibvi_net_add_residual(net, (int32_t)d->from,
-                                 (int32_t)d->projection);
+    ibvi_residual_options o = IBVI_RESIDUAL_OPTIONS_INIT;
+    o.from = (int32_t)d->from;
+    o.projection_stride = (int32_t)d->projection;
+    o.projection_no_bias = (int32_t)d->no_bias;
+    return ibvi_net_add_residual_ex(net, &o);
 }
 
 static const layer_codec layer_codecs[] = {
@@ -878,6 +914,12 @@ static int codec_has_theta(const layer_codec *c)
     return c->put_params != activation_put_params;
 }
 
+/* Whether records of the codec's kind may carry the bias field. */
+static int codec_has_bias(const layer_codec *c)
+{
+    return c->kind == IBVI_LAYER_CONV2D || c->kind == IBVI_LAYER_RESIDUAL;
+}
+
 static const layer_codec *codec_for(int64_t kind)
 {
     for (size_t i = 0; i < sizeof layer_codecs / sizeof layer_codecs[0]; i++)
@@ -905,7 +947,8 @@ static void compute_layout(const ibvi_net *net, const ibvi_optimizer *opt,
         const ibvi_layer *l = net->layers[i];
         lo->param_floats += l->params + ibvi__covariance_floats(l);
         lo->arch_bytes += V2_RECORD_BYTES + codec_for(l->kind)->field_bytes +
-                          (has_cov_field(l) ? COV_FIELD_BYTES : 0);
+                          (has_cov_field(l) ? COV_FIELD_BYTES : 0) +
+                          (has_bias_field(l) ? BIAS_FIELD_BYTES : 0);
     }
     lo->parm_bytes = 4 * lo->param_floats;
     lo->optm_bytes = 0;
@@ -952,7 +995,7 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
     for (int32_t i = 0; i < net->layer_count; i++) {
         const ibvi_layer *l = net->layers[i];
         const layer_codec *c = codec_for(l->kind);
-        uint8_t fields[64 + COV_FIELD_BYTES];
+        uint8_t fields[64 + COV_FIELD_BYTES + BIAS_FIELD_BYTES];
         /* The kinds' rank fields carry the low-rank family's R, 0 for the
          * others (a diag-lowrank layer's R is in its covariance field). */
         ibvi_layer plain = *l;
@@ -968,6 +1011,10 @@ static void write_model(sink *s, const ibvi_net *net, const ibvi_optimizer *opt,
                           ? (uint32_t)l->rank
                           : float_bits(l->init_sigma));
             bytes += COV_FIELD_BYTES;
+        }
+        if (has_bias_field(l)) {
+            store_u32(fields + bytes, 1u);
+            bytes += BIAS_FIELD_BYTES;
         }
         put_u32(s, (uint32_t)c->kind);
         put_u64(s, (uint64_t)(V2_RECORD_BYTES + bytes)); /* length */
@@ -1544,6 +1591,10 @@ static int next_layer(reader *r, uint32_t version, layer_desc *d,
             d->init_sigma = bits_float(load_u32(f + 4));
             d->cov_rank = to_i32(load_u32(f + 4));
             known += COV_FIELD_BYTES;
+            if (codec_has_bias(*codec) && required >= known + BIAS_FIELD_BYTES) {
+                d->no_bias = to_i32(load_u32(r->p + start + known));
+                known += BIAS_FIELD_BYTES;
+            }
         }
     }
     if (required > known)

@@ -257,19 +257,19 @@ START_TEST(test_grad_edges)
 {
     const edge cases[] = {
         /* kernel as large as the padded input: one output position */
-        {"kernel = padded input", 1, 3, 4, {1, 2, 5, 6, 1, 1, 1, 1, 1}, 0, 0, 0,
+        {"kernel = padded input", 1, 3, 4, {1, 2, 5, 6, 1, 1, 1, 1, 1, 0}, 0, 0, 0,
          2, 1, 1},
         /* stride larger than the kernel: rows and columns never read */
-        {"stride > kernel", 2, 7, 7, {1, 2, 2, 2, 3, 3, 0, 0, 1}, 1, 2, 1,
+        {"stride > kernel", 2, 7, 7, {1, 2, 2, 2, 3, 3, 0, 0, 1, 0}, 1, 2, 1,
          2, 2, 2},
         /* padding kernel - 1 and a stride that leaves a trailing column */
-        {"pad = kernel - 1", 1, 4, 5, {1, 3, 3, 3, 2, 2, 2, 2, 1}, 2, 2, 1,
+        {"pad = kernel - 1", 1, 4, 5, {1, 3, 3, 3, 2, 2, 2, 2, 1, 0}, 2, 2, 1,
          3, 3, 4},
         /* 1x1 kernel with stride 2, then an overlapping max pool */
-        {"1x1 stride 2", 3, 6, 5, {1, 2, 1, 1, 2, 2, 0, 0, 1}, 1, 3, 1, 2, 3,
+        {"1x1 stride 2", 3, 6, 5, {1, 2, 1, 1, 2, 2, 0, 0, 1, 0}, 1, 3, 1, 2, 3,
          3},
         /* asymmetric everything, overlapping average pool */
-        {"asymmetric", 2, 6, 8, {1, 3, 3, 2, 1, 3, 1, 0, 1}, 2, 2, 1, 3, 6,
+        {"asymmetric", 2, 6, 8, {1, 3, 3, 2, 1, 3, 1, 0, 1, 0}, 2, 2, 1, 3, 6,
          3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -342,7 +342,7 @@ START_TEST(test_conv_matches_naive)
 {
     const int32_t c = 3, h = 9, w = 7, n = 5, R = 2;
     ibvi_conv2d_options o = {IBVI_CONV2D_OPTIONS_VERSION, 4, 3, 2, 2, 1, 1, 1,
-                             R};
+                             R, 0};
     const int32_t ho = (h + 2 - 3) / 2 + 1, wo = (w + 2 - 2) / 1 + 1;
     ibvi_net *net = image_net(c, h, w);
     CK_OK(ibvi_net_add_conv2d_ex(net, &o));
@@ -544,10 +544,16 @@ START_TEST(test_builder_errors)
                   ibvi_last_error());
     ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
     o.out_channels = 2;
-    o.version = 2;
+    o.version = 3;
     ck_assert_int_eq(ibvi_net_add_conv2d_ex(net, &o), IBVI_ERR_INVALID_ARG);
-    ck_assert_msg(message_has("ibvi_net_add_conv2d_ex: options->version = 2"),
+    ck_assert_msg(message_has("ibvi_net_add_conv2d_ex: options->version = 3"),
                   "%s", ibvi_last_error());
+    o.version = IBVI_CONV2D_OPTIONS_VERSION;
+    o.no_bias = 2;
+    ck_assert_int_eq(ibvi_net_add_conv2d_ex(net, &o), IBVI_ERR_INVALID_ARG);
+    ck_assert_msg(message_has("ibvi_net_add_conv2d_ex: options->no_bias = 2"),
+                  "%s", ibvi_last_error());
+    o.no_bias = 0;
     o.version = IBVI_CONV2D_OPTIONS_VERSION;
     o.rank = 1;
     CK_OK(ibvi_net_add_maxpool(net, 2, 2));   /* (1, 2, 2) */
@@ -702,7 +708,7 @@ static ibvi_net *window_net(int32_t kh, int32_t pool, uint64_t seed)
 {
     ibvi_net *net = image_net(1, 7, 7);
     ibvi_conv2d_options o = {IBVI_CONV2D_OPTIONS_VERSION, 2, kh, 4 - kh, 1,
-                             1, kh / 2, (4 - kh) / 2, 0};
+                             1, kh / 2, (4 - kh) / 2, 0, 0};
     CK_OK(ibvi_net_add_conv2d_ex(net, &o));
     check_shape(net, 0, 2, 7, 7);
     CK_OK(ibvi_net_add_maxpool(net, pool, 2));

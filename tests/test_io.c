@@ -2280,6 +2280,93 @@ START_TEST(test_diag_lowrank_record)
 }
 END_TEST
 
+/* Convolutions and a projection without a bias (0.6.0): their records end
+ * with the covariance field (the family spelled out) and the bias field,
+ * required = length so an older library refuses them; they round-trip
+ * bit for bit (resumed training too), and a hostile bias field is refused.
+ * (2, 8, 8) -> conv 4@3x3 pad 1 rank 2, no bias [0] -> group norm [1] ->
+ * relu [2] -> residual from the input, 1x1 projection 2 -> 4 without a bias
+ * [3] -> global avgpool [4] -> dense 3 rank 2 [5]. */
+static ibvi_net *no_bias_net(uint64_t seed)
+{
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create_image(&net, IMG_C, IMG_H, IMG_W, NULL));
+    ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+    o.out_channels = 4;
+    o.kernel_h = o.kernel_w = 3;
+    o.pad_h = o.pad_w = 1;
+    o.rank = 2;
+    o.no_bias = 1;
+    CK_OK(ibvi_net_add_conv2d_ex(net, &o));
+    CK_OK(ibvi_net_add_groupnorm(net, 2, 1e-3f));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_RELU));
+    ibvi_residual_options r = IBVI_RESIDUAL_OPTIONS_INIT;
+    r.projection_stride = 1;
+    r.projection_no_bias = 1;
+    CK_OK(ibvi_net_add_residual_ex(net, &r));
+    CK_OK(ibvi_net_add_global_avgpool(net));
+    CK_OK(ibvi_net_add_dense(net, CLASSES, 2));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, seed));
+    return net;
+}
+
+START_TEST(test_no_bias_records)
+{
+    ibvi_net *net = no_bias_net(41);
+    ibvi_layer *l;
+    CK_OK(ibvi_net_layer(net, 0, &l));
+    ck_assert_int_eq(ibvi_layer_param_count(l), 4 * IMG_C * 9);
+    CK_OK(ibvi_net_layer(net, 3, &l));
+    ck_assert_int_eq(ibvi_layer_param_count(l), 4 * IMG_C);
+    ibvi_optimizer *opt = make_opt(net, IBVI_OPT_SGD);
+    image_train(net, opt, 0, 3);
+    int64_t len, n;
+    uint8_t *b = to_buffer(net, opt, &len);
+    const int64_t conv = record_fields(b, 0), res = record_fields(b, 3);
+    ck_assert_uint_eq(rd64(b + conv - 16), 20 + 32 + 8 + 4); /* length   */
+    ck_assert_uint_eq(rd64(b + conv - 8), 20 + 32 + 8 + 4);  /* required */
+    ck_assert_uint_eq(rd32(b + conv + 28), 2);               /* rank     */
+    ck_assert_uint_eq(rd32(b + conv + 32), IBVI_COVARIANCE_LOWRANK);
+    ck_assert_uint_eq(rd32(b + conv + 40), 1);               /* no_bias  */
+    ck_assert_uint_eq(rd64(b + res - 16), 20 + 8 + 8 + 4);
+    ck_assert_uint_eq(rd64(b + res - 8), 20 + 8 + 8 + 4);
+    ck_assert_uint_eq(rd32(b + res + 8), IBVI_COVARIANCE_NONE);
+    ck_assert_uint_eq(rd32(b + res + 16), 1);
+    /* A conv with a bias keeps the old record (no extra fields). */
+    ck_assert_uint_eq(rd64(b + record_fields(b, 5) - 16), 20 + 8);
+    ibvi_net *back = NULL;
+    ibvi_optimizer *back_opt = NULL;
+    CK_OK(ibvi_net_load_buffer(&back, &back_opt, b, len, NULL));
+    assert_same_image_net(net, back);
+    uint8_t *again = to_buffer(back, back_opt, &n);
+    ck_assert_int_eq(n, len);
+    ck_assert(memcmp(again, b, (size_t)len) == 0);
+    free(again);
+    image_train(net, opt, 3, 4);
+    image_train(back, back_opt, 3, 4);
+    assert_same_image_net(net, back);
+    assert_same_image_predictions(net, back);
+    const int F = IBVI_ERR_FORMAT, V = IBVI_ERR_VERSION;
+    /* the bias field: 0 (a bias, so PARM is short), 2, -1 */
+    ck_assert_int_eq(patched_status(b, len, 0, 10, 2, "no_bias 2"), F);
+    ck_assert_int_eq(patched_status(b, len, 0, 10, 0xFFFFFFFFu, "no_bias -1"), F);
+    ck_assert_int_lt(patched_status(b, len, 0, 10, 0, NULL), 0);
+    ck_assert_int_eq(patched_status(b, len, 3, 4, 2, "no_bias 2"), F);
+    ck_assert_int_lt(patched_status(b, len, 3, 4, 0, NULL), 0);
+    /* the family spelled out must be the one the rank implies */
+    ck_assert_int_eq(patched_status(b, len, 0, 8, IBVI_COVARIANCE_NONE,
+                                    "covariance family 0 with rank 2"), F);
+    /* as a library that knows no such family sees it */
+    ck_assert_int_eq(patched_status(b, len, 0, 8, 77, "needs a newer"), V);
+    ck_assert_int_eq(load_status(b, len, NULL), IBVI_OK);
+    free(b);
+    ibvi_optimizer_free(back_opt);
+    ibvi_net_free(back);
+    ibvi_optimizer_free(opt);
+    ibvi_net_free(net);
+}
+END_TEST
+
 /* Hostile image records with a correct size and checksum: bad geometry of
  * every kind is refused with FORMAT and the builder's reason (or VERSION
  * for what only a later library builds), nothing crashes or leaks. */
@@ -2426,6 +2513,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, test_diag_lowrank_record);
     tcase_add_test(tc, test_image_roundtrip);
     tcase_add_test(tc, test_image_hostile_fields);
+    tcase_add_test(tc, test_no_bias_records);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -159,33 +159,58 @@ static ibvi_net *net_conv(void)
  * up to 8% at eps 1e-2 (they converge to the backward's values as eps
  * shrinks), while the backward of the ReLU layer itself is checked in
  * test_grad.c. */
+/* A 3x3 pad 1 convolution, with or without a bias. */
+static void add_conv3(ibvi_net *net, int32_t channels, int32_t stride,
+                      int32_t rank, int no_bias)
+{
+    ibvi_conv2d_options o = IBVI_CONV2D_OPTIONS_INIT;
+    o.out_channels = channels;
+    o.kernel_h = o.kernel_w = 3;
+    o.stride_h = o.stride_w = stride;
+    o.pad_h = o.pad_w = 1;
+    o.rank = rank;
+    o.no_bias = no_bias;
+    CK_OK(ibvi_net_add_conv2d_ex(net, &o));
+}
+
 static void add_mnist_block(ibvi_net *net, int32_t channels, int32_t stride,
-                            int projection)
+                            int projection, int no_bias)
 {
     const int32_t src = ibvi_net_layer_count(net) - 1;
-    CK_OK(ibvi_net_add_conv2d(net, channels, 3, stride, 1, 0));
+    add_conv3(net, channels, stride, 0, no_bias);
     CK_OK(ibvi_net_add_groupnorm(net, 2, 1e-5f));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_SILU));
-    CK_OK(ibvi_net_add_conv2d(net, channels, 3, 1, 1, 0));
+    add_conv3(net, channels, 1, 0, no_bias);
     CK_OK(ibvi_net_add_groupnorm(net, 2, 1e-5f));
-    CK_OK(ibvi_net_add_residual(net, src, projection ? stride : 0));
+    ibvi_residual_options r = IBVI_RESIDUAL_OPTIONS_INIT;
+    r.from = src;
+    r.projection_stride = projection ? stride : 0;
+    r.projection_no_bias = no_bias;
+    CK_OK(ibvi_net_add_residual_ex(net, &r));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_SILU));
 }
 
-static ibvi_net *net_mnist_resnet(void)
+static ibvi_net *mnist_resnet(int no_bias, uint64_t seed)
 {
     ibvi_net *net = NULL;
     CK_OK(ibvi_net_create_image(&net, 1, 8, 8, NULL));
-    CK_OK(ibvi_net_add_conv2d(net, 4, 3, 1, 1, 2));
+    add_conv3(net, 4, 1, 2, no_bias);
     CK_OK(ibvi_net_add_groupnorm(net, 2, 1e-5f));
     CK_OK(ibvi_net_add_activation(net, IBVI_ACT_SILU));
-    add_mnist_block(net, 4, 1, 0);
-    add_mnist_block(net, 8, 2, 1);
-    add_mnist_block(net, 8, 2, 1);
+    add_mnist_block(net, 4, 1, 0, no_bias);
+    add_mnist_block(net, 8, 2, 1, no_bias);
+    add_mnist_block(net, 8, 2, 1, no_bias);
     CK_OK(ibvi_net_add_global_avgpool(net));
     CK_OK(ibvi_net_add_dense(net, 3, 2));
-    return finish(net, 18);
+    return finish(net, seed);
 }
+
+static ibvi_net *net_mnist_resnet(void) { return mnist_resnet(0, 18); }
+
+/* mnist_train's ResNet as it is built since 0.6.0: no conv or projection
+ * has a bias (theta is the weights alone; the stem's factor has no bias
+ * rows), as in the authors' ResNet. */
+static ibvi_net *net_mnist_resnet_no_bias(void) { return mnist_resnet(1, 19); }
 
 /* Moves every mean and factor away from the prior (gains != 1, shifts
  * != 0), so no gradient is zero by symmetry. */
@@ -331,7 +356,7 @@ static void check_gradients(builder build, int64_t n, int32_t samples,
 static const builder all_nets[] = {net_gn_flat, net_gn_image, net_identity,
                                    net_projection, net_first,
                                    net_broadcast, net_conv,
-                                   net_mnist_resnet};
+                                   net_mnist_resnet, net_mnist_resnet_no_bias};
 #define NET_COUNT ((int)(sizeof all_nets / sizeof all_nets[0]))
 
 START_TEST(gradients_one_sample)
@@ -633,6 +658,15 @@ START_TEST(predictor_conv_first)
     }
     ibvi_net_free(nets[0]);
     ibvi_net_free(nets[1]);
+    /* The same two paths for a variational first conv without a bias: the
+     * identity's big convolution then has no bias either. */
+    ibvi_net *bare = net_mnist_resnet_no_bias();
+    perturb(bare, 93);
+    for (int k = 0; k < 4; k++) {
+        check_predictor(&bare, 1, Ks[k], 0, 6, 0);
+        check_predictor(&bare, 1, Ks[k], 0, 6, 4);
+    }
+    ibvi_net_free(bare);
     /* A variational conv that is also the last layer: no identity (its
      * logits go class-major), materialised. */
     ibvi_net *net = NULL;
@@ -642,6 +676,94 @@ START_TEST(predictor_conv_first)
     perturb(net, 92);
     check_predictor(&net, 1, 8, 0, 5, 0);
     ibvi_net_free(net);
+}
+END_TEST
+
+/* A conv and a projection without a bias compute what the same layers with
+ * their biases held at 0 compute, bit for bit, forward and backward, with
+ * c_out fewer parameters; ibvi_layer_has_bias tells them apart. */
+START_TEST(no_bias_equals_zero_bias)
+{
+    ibvi_net *with = mnist_resnet(0, 21), *bare = mnist_resnet(1, 21);
+    const int32_t L = ibvi_net_layer_count(with);
+    for (int32_t i = 0; i < L; i++) {
+        ibvi_layer *a = tu_layer(with, i), *b = tu_layer(bare, i);
+        const int64_t Pa = ibvi_layer_param_count(a),
+                      Pb = ibvi_layer_param_count(b);
+        const int32_t kind = ibvi_layer_get_kind(a);
+        int32_t c = 0, h, w, R = 0;
+        CK_OK(ibvi_layer_output_shape(a, &c, &h, &w));
+        CK_OK(ibvi_layer_shape(a, NULL, NULL, &R));
+        const int weights = kind == IBVI_LAYER_CONV2D ||
+                            (kind == IBVI_LAYER_RESIDUAL && Pa > 0);
+        ck_assert_int_eq(ibvi_layer_has_bias(a), weights || kind == IBVI_LAYER_DENSE);
+        ck_assert_int_eq(ibvi_layer_has_bias(b), kind == IBVI_LAYER_DENSE);
+        ck_assert_int_eq(Pa - Pb, weights ? c : 0);
+        if (Pa == 0)
+            continue;
+        /* b's theta = a's weights (a's biases set to 0), same factor rows */
+        float *ta = malloc(sizeof(float) * (size_t)Pa);
+        float *sa = malloc(sizeof(float) * (size_t)(Pa * R + 1));
+        float *sb = malloc(sizeof(float) * (size_t)(Pb * R + 1));
+        CK_OK(ibvi_layer_get_mean(a, ta, Pa));
+        if (weights)
+            for (int64_t p = Pb; p < Pa; p++)
+                ta[p] = 0.0f;
+        CK_OK(ibvi_layer_set_mean(a, ta, Pa));
+        CK_OK(ibvi_layer_set_mean(b, ta, Pb));
+        if (R > 0) {
+            CK_OK(ibvi_layer_get_factor(a, sa, Pa * R));
+            if (weights)
+                for (int64_t p = Pb * R; p < Pa * R; p++)
+                    sa[p] = 0.0f;
+            CK_OK(ibvi_layer_set_factor(a, sa, Pa * R));
+            memcpy(sb, sa, sizeof(float) * (size_t)(Pb * R));
+            CK_OK(ibvi_layer_set_factor(b, sb, Pb * R));
+        }
+        free(ta);
+        free(sa);
+        free(sb);
+    }
+    const int32_t in = ibvi_net_input_dim(with), out = ibvi_net_output_dim(with);
+    const int32_t n = 3, ns = ibvi_net_noise_size(with);
+    ck_assert_int_eq(ns, ibvi_net_noise_size(bare));
+    float *x = malloc(sizeof(float) * (size_t)(n * in));
+    float *z = malloc(sizeof(float) * (size_t)ns);
+    float *ya = malloc(sizeof(float) * (size_t)(n * out));
+    float *yb = malloc(sizeof(float) * (size_t)(n * out));
+    tu_rng r;
+    tu_rng_seed(&r, 22);
+    tu_fill_normal_f(&r, x, n * in, 1.0);
+    tu_fill_normal_f(&r, z, ns, 1.0);
+    CK_OK(ibvi_net_forward_noise(with, x, n, 1, z, ns, ya));
+    CK_OK(ibvi_net_forward_noise(bare, x, n, 1, z, ns, yb));
+    for (int64_t k = 0; k < n * out; k++)
+        ck_assert_msg(ya[k] == yb[k], "output %lld: %g vs %g", (long long)k,
+                      (double)ya[k], (double)yb[k]);
+    tu_fill_normal_f(&r, ya, n * out, 1.0);
+    CK_OK(ibvi_net_backward(with, ya, n, out));
+    CK_OK(ibvi_net_backward(bare, ya, n, out));
+    for (int32_t i = 0; i < L; i++) {
+        ibvi_layer *a = tu_layer(with, i), *b = tu_layer(bare, i);
+        const int64_t Pb = ibvi_layer_param_count(b);
+        if (Pb == 0)
+            continue;
+        float *ga = malloc(sizeof(float) * (size_t)ibvi_layer_param_count(a));
+        float *gb = malloc(sizeof(float) * (size_t)Pb);
+        CK_OK(ibvi_layer_get_grad_mean(a, ga, ibvi_layer_param_count(a)));
+        CK_OK(ibvi_layer_get_grad_mean(b, gb, Pb));
+        for (int64_t p = 0; p < Pb; p++)
+            ck_assert_msg(ga[p] == gb[p], "layer %d grad %lld: %g vs %g",
+                          (int)i, (long long)p, (double)ga[p], (double)gb[p]);
+        free(ga);
+        free(gb);
+    }
+    free(x);
+    free(z);
+    free(ya);
+    free(yb);
+    ibvi_net_free(with);
+    ibvi_net_free(bare);
 }
 END_TEST
 
@@ -798,6 +920,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tc);
     tc = tu_tcase("predictor");
     tcase_add_loop_test(tc, predictor_matches_naive, 0, NET_COUNT);
+    tcase_add_test(tc, no_bias_equals_zero_bias);
     tcase_add_test(tc, predictor_ensemble);
     tcase_add_test(tc, predictor_conv_first);
     suite_add_tcase(s, tc);

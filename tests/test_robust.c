@@ -916,6 +916,13 @@ static void sw_net_backward(void)
 
 /* ---- layers ---- */
 
+static void sw_layer_has_bias(void)
+{
+    EXPECT("ibvi_layer_has_bias", ibvi_layer_has_bias(NULL), A);
+    ck_assert_int_eq(ibvi_layer_has_bias(F.l0), 1);  /* dense */
+    ck_assert_int_eq(ibvi_layer_has_bias(F.act), 0); /* no parameters */
+}
+
 static void sw_layer_get_activation(void)
 {
     EXPECT("ibvi_layer_get_activation", ibvi_layer_get_activation(NULL), A);
@@ -2007,10 +2014,16 @@ static void sw_net_add_conv2d_ex(void)
     EXPECT(fn, ibvi_net_add_conv2d_ex(NULL, &o), A);
     ibvi_net *n = image_net(1, 5, 4);
     EXPECT(fn, ibvi_net_add_conv2d_ex(n, NULL), A);
-    const uint32_t bad_version[] = {0, 2, UINT32_MAX};
+    const uint32_t bad_version[] = {0, 3, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad_version / sizeof bad_version[0]; i++) {
         ibvi_conv2d_options v = o;
         v.version = bad_version[i];
+        EXPECT(fn, ibvi_net_add_conv2d_ex(n, &v), A);
+    }
+    const int32_t bad_no_bias[] = {-1, 2, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_no_bias / sizeof bad_no_bias[0]; i++) {
+        ibvi_conv2d_options v = o;
+        v.no_bias = bad_no_bias[i];
         EXPECT(fn, ibvi_net_add_conv2d_ex(n, &v), A);
     }
     int32_t *fields[] = {&o.out_channels, &o.kernel_h, &o.kernel_w,
@@ -2128,6 +2141,40 @@ static void sw_net_add_residual(void)
     ck_assert_int_eq(ibvi_net_layer_count(n), 1);
     ibvi_net_free(n);
     EXPECT(fn, ibvi_net_add_residual(F.net, -1, 1), ST);
+}
+
+static void sw_net_add_residual_ex(void)
+{
+    const char *fn = "ibvi_net_add_residual_ex";
+    ibvi_residual_options o = IBVI_RESIDUAL_OPTIONS_INIT;
+    EXPECT(fn, ibvi_net_add_residual_ex(NULL, &o), A);
+    ibvi_net *n = NULL;
+    CK_OK(ibvi_net_create_image(&n, 2, 4, 4, NULL));
+    EXPECT(fn, ibvi_net_add_residual_ex(n, NULL), A);
+    const uint32_t bad_version[] = {0, 2, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_version / sizeof bad_version[0]; i++) {
+        ibvi_residual_options v = o;
+        v.version = bad_version[i];
+        EXPECT(fn, ibvi_net_add_residual_ex(n, &v), A);
+    }
+    const int32_t bad_flag[] = {-1, 2, INT32_MIN, INT32_MAX};
+    for (size_t i = 0; i < sizeof bad_flag / sizeof bad_flag[0]; i++) {
+        ibvi_residual_options v = o;
+        v.projection_no_bias = bad_flag[i];
+        EXPECT(fn, ibvi_net_add_residual_ex(n, &v), A);
+    }
+    o.from = 0; /* no layer 0 yet */
+    EXPECT(fn, ibvi_net_add_residual_ex(n, &o), A);
+    o.from = -1;
+    o.projection_stride = 2; /* 4x4 -> 2x2 */
+    EXPECT(fn, ibvi_net_add_residual_ex(n, &o), SH);
+    ck_assert_int_eq(ibvi_net_layer_count(n), 0);
+    o.projection_stride = 1;
+    o.projection_no_bias = 1;
+    CK_OK(ibvi_net_add_residual_ex(n, &o));
+    ck_assert_int_eq(ibvi_net_layer_count(n), 1);
+    ibvi_net_free(n);
+    EXPECT(fn, ibvi_net_add_residual_ex(F.net, &o), ST);
 }
 
 /* ---- data parallel (distributed.h) ----------------------------------- */
@@ -2820,6 +2867,7 @@ static const api_row api_table[] = {
     ROW(layer_get_kind),
     ROW(layer_get_role),
     ROW(layer_get_activation),
+    ROW(layer_has_bias),
     ROW(layer_shape),
     ROW(layer_output_shape),
     ROW(layer_param_count),
@@ -2922,6 +2970,7 @@ static const api_row api_table[] = {
     ROW(net_add_flatten),
     ROW(net_add_groupnorm),
     ROW(net_add_residual),
+    ROW(net_add_residual_ex),
     ROW(swag_options_init),
     ROW(swag_create),
     ROW(swag_free),

@@ -33,11 +33,11 @@ extern "C" {
  * program compiled against one version and run against another. The SONAME
  * (libibvi.so.MAJOR) changes only when the ABI breaks. */
 #define IBVI_VERSION_MAJOR 0
-#define IBVI_VERSION_MINOR 5
+#define IBVI_VERSION_MINOR 6
 #define IBVI_VERSION_PATCH 0
 #define IBVI_VERSION_NUMBER \
     (IBVI_VERSION_MAJOR * 10000 + IBVI_VERSION_MINOR * 100 + IBVI_VERSION_PATCH)
-#define IBVI_VERSION_STRING "0.5.0"
+#define IBVI_VERSION_STRING "0.6.0"
 
 /* Returns IBVI_VERSION_NUMBER of the library actually loaded. Thread-safe. */
 IBVI_API int32_t ibvi_version_number(void);

@@ -96,6 +96,12 @@
  *                 writes it for diagonal and diag-lowrank layers only, with
  *                 required = length (an older library refuses the file);
  *                 without it a layer's family is the one its rank implies.
+ *                 A conv2d or residual layer without a bias (since 0.6.0)
+ *                 follows the covariance field (written for it, with the
+ *                 family its rank implies: 0 or 1, then 4 zero bytes) with
+ *                 the bias field, int32 no_bias = 1 (4 bytes; theta is then
+ *                 its weights alone), required = length, so an older
+ *                 library refuses it; a layer with a bias has neither.
  *                 A later library writing further fields of such a kind
  *                 writes the covariance field first.
  *                 The shapes follow from the input shape and the records,
@@ -113,8 +119,9 @@
  *                 floats). theta is, for a dense layer,
  *                 [W row-major (outputs x inputs); b] (P = outputs x
  *                 (inputs + 1)); conv2d, [W (c_out x c_in kh kw) row-major;
- *                 b]; groupnorm, [gamma (C); beta (C)]; a residual with a
- *                 projection, [W (C_out x C_in); b]. Activations, pools,
+ *                 b] (W alone without a bias); groupnorm, [gamma (C); beta
+ *                 (C)]; a residual with a projection, [W (C_out x C_in); b]
+ *                 (W alone without a bias). Activations, pools,
  *                 flatten and identity residuals store none
  *     "OPTM"  optional, 44 + 4 S (+ 4) bytes: int32 kind (ibvi_optimizer_kind),
  *                 float lr, float momentum, int32 nesterov, float beta1,

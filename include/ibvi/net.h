@@ -148,22 +148,29 @@ IBVI_API int ibvi_net_add_conv2d(ibvi_net *net, int32_t out_channels,
                                  int32_t padding, int32_t rank);
 
 /* The options of a rectangular convolution (ibvi_net_add_conv2d_ex).
- * version: IBVI_CONV2D_OPTIONS_VERSION; a later version may add fields at
- * the end, and the library reads only the fields of the version given.
- * Start from IBVI_CONV2D_OPTIONS_INIT (kernel 1x1, stride 1, no padding,
- * rank 0) and set out_channels. */
+ * version: IBVI_CONV2D_OPTIONS_VERSION (2) or 1; a later version may add
+ * fields at the end, and the library reads only the fields of the version
+ * given (version 1 has no `no_bias`: a bias). Start from
+ * IBVI_CONV2D_OPTIONS_INIT (kernel 1x1, stride 1, no padding, rank 0, a
+ * bias) and set out_channels.
+ * no_bias (since 0.6.0, version 2; 0, its zero value, keeps the old
+ * behaviour): 0, a bias per output channel, theta = [vec(W); b]; 1, none,
+ * theta = vec(W) and P = out_channels * C * kernel_h * kernel_w (the
+ * convolutions of a ResNet, whose group norm would remove most of a bias
+ * anyway: docs/image-layers.md). Other values are IBVI_ERR_INVALID_ARG. */
 typedef struct ibvi_conv2d_options {
     uint32_t version;
     int32_t out_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h,
         pad_w, rank;
+    int32_t no_bias; /* version 2 */
 } ibvi_conv2d_options;
-#define IBVI_CONV2D_OPTIONS_VERSION 1
-#define IBVI_CONV2D_OPTIONS_INIT {IBVI_CONV2D_OPTIONS_VERSION, 0, 1, 1, 1, 1, 0, 0, 0}
+#define IBVI_CONV2D_OPTIONS_VERSION 2
+#define IBVI_CONV2D_OPTIONS_INIT {IBVI_CONV2D_OPTIONS_VERSION, 0, 1, 1, 1, 1, 0, 0, 0, 0}
 
 /* ibvi_net_add_conv2d with a kernel_h x kernel_w kernel, strides and
  * paddings per axis (theta's W[o][c][i][j] at ((o*C + c)*kh + i)*kw + j).
- * options: not NULL, version IBVI_CONV2D_OPTIONS_VERSION (another version is
- * IBVI_ERR_INVALID_ARG). */
+ * options: not NULL, version 1 or IBVI_CONV2D_OPTIONS_VERSION (another version
+ * is IBVI_ERR_INVALID_ARG). */
 IBVI_API int ibvi_net_add_conv2d_ex(ibvi_net *net,
                                     const ibvi_conv2d_options *options);
 
@@ -213,6 +220,27 @@ IBVI_API int ibvi_net_add_groupnorm(ibvi_net *net, int32_t groups, float eps);
  * match or cannot be projected), IBVI_ERR_STATE or IBVI_ERR_NOMEM. */
 IBVI_API int ibvi_net_add_residual(ibvi_net *net, int32_t from,
                                    int32_t projection_stride);
+
+/* The options of a residual connection (ibvi_net_add_residual_ex, since
+ * 0.6.0). version: IBVI_RESIDUAL_OPTIONS_VERSION; start from
+ * IBVI_RESIDUAL_OPTIONS_INIT (from -1, identity, a projection bias) and set
+ * from and projection_stride as for ibvi_net_add_residual.
+ * projection_no_bias: 0, the projection has a bias (theta = [W; b], as
+ * ibvi_net_add_residual builds it); 1, none (theta = W, P = C_out * C_in),
+ * as in a ResNet whose convolutions have no bias. Ignored by an identity
+ * skip. Other values are IBVI_ERR_INVALID_ARG. */
+typedef struct ibvi_residual_options {
+    uint32_t version;
+    int32_t from, projection_stride, projection_no_bias;
+} ibvi_residual_options;
+#define IBVI_RESIDUAL_OPTIONS_VERSION 1
+#define IBVI_RESIDUAL_OPTIONS_INIT {IBVI_RESIDUAL_OPTIONS_VERSION, -1, 0, 0}
+
+/* ibvi_net_add_residual with the options above. options: not NULL, version
+ * IBVI_RESIDUAL_OPTIONS_VERSION (another is IBVI_ERR_INVALID_ARG). Returns
+ * what ibvi_net_add_residual returns. */
+IBVI_API int ibvi_net_add_residual_ex(ibvi_net *net,
+                                      const ibvi_residual_options *options);
 
 /* Freezes the architecture (on the first call), allocates the parameters and
  * draws them from the prior of `parameterization` (an ibvi_parameterization)
@@ -337,6 +365,11 @@ IBVI_API int32_t ibvi_layer_get_kind(const ibvi_layer *layer);
 IBVI_API int32_t ibvi_layer_get_role(const ibvi_layer *layer);
 /* The ibvi_activation of an activation layer; IBVI_ERR_INVALID_ARG else. */
 IBVI_API int32_t ibvi_layer_get_activation(const ibvi_layer *layer);
+/* 1 when theta ends with one bias per output channel (a dense layer; a
+ * conv2d or a projecting residual built with one), 0 otherwise (a layer
+ * built without a bias, a group norm, a layer without parameters), or a
+ * negative status (since 0.6.0). */
+IBVI_API int32_t ibvi_layer_has_bias(const ibvi_layer *layer);
 /* Shapes: inputs, outputs and rank (0 for deterministic and activation
  * layers); inputs and outputs are sizes per example (C * H * W of the
  * shapes). Any output pointer may be NULL. */

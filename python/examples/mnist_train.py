@@ -116,19 +116,21 @@ RESNET_GROUPS = 4
 
 
 def add_basic_block(net, channels, stride, projection):
-    """conv3x3 - GN - relu - conv3x3 - GN - residual - relu."""
+    """conv3x3 - GN - relu - conv3x3 - GN - residual - relu; no conv or
+    projection has a bias (as in mnist_train.c)."""
     block_input = net.layer_count - 1
-    (net.add_conv2d(channels, 3, stride=stride, padding=1)
+    (net.add_conv2d(channels, 3, stride=stride, padding=1, bias=False)
      .add_groupnorm(RESNET_GROUPS, 1e-5).add_activation("relu")
-     .add_conv2d(channels, 3, padding=1).add_groupnorm(RESNET_GROUPS, 1e-5)
-     .add_residual(block_input, stride if projection else 0)
+     .add_conv2d(channels, 3, padding=1, bias=False)
+     .add_groupnorm(RESNET_GROUPS, 1e-5)
+     .add_residual(block_input, stride if projection else 0, bias=False)
      .add_activation("relu"))
 
 
 def add_resnet(net, classes, rank):
     """Stem conv 16@3x3 - GN - relu, blocks of 16, 32 (stride 2), 64 (stride 2)
-    channels, global average pool, dense classes."""
-    (net.add_conv2d(16, 3, padding=1, rank=rank)
+    channels, global average pool, dense classes (the only bias)."""
+    (net.add_conv2d(16, 3, padding=1, rank=rank, bias=False)
      .add_groupnorm(RESNET_GROUPS, 1e-5).add_activation("relu"))
     add_basic_block(net, 16, 1, False)
     add_basic_block(net, 32, 2, True)

@@ -58,15 +58,17 @@ LOSS_SOFTMAX_XENT, LOSS_SQUARED, LOSS_BINARY_XENT, LOSS_GAUSSIAN_NLL = (
     LossKind.GAUSSIAN_NLL)
 
 #: Version of this Python package (follows the C library's IBVI_VERSION_*).
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 #: IBVI_FORMAT_VERSION: the model file format version of io.h.
 FORMAT_VERSION = 2
 #: IBVI_CONV2D_OPTIONS_VERSION of net.h (the ibvi_conv2d_options layout).
-CONV2D_OPTIONS_VERSION = 1
+CONV2D_OPTIONS_VERSION = 2
+#: IBVI_RESIDUAL_OPTIONS_VERSION of net.h (the ibvi_residual_options layout).
+RESIDUAL_OPTIONS_VERSION = 1
 #: IBVI_MAX_SAMPLES: the largest number of weight samples any call takes.
 MAX_SAMPLES = _util.MAX_SAMPLES
 #: IBVI_VERSION_MAJOR/MINOR/PATCH of the headers this package was written for.
-VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = 0, 5, 0
+VERSION_MAJOR, VERSION_MINOR, VERSION_PATCH = 0, 6, 0
 #: Path (or name) of the shared library that was loaded.
 library_path = _lib.path
 
@@ -83,7 +85,7 @@ del _cls
 
 
 def version():
-    """ibvi_version_string() of the loaded library, e.g. "0.5.0"."""
+    """ibvi_version_string() of the loaded library, e.g. "0.6.0"."""
     return _lib.lib.ibvi_version_string().decode("ascii")
 
 

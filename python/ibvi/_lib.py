@@ -82,6 +82,7 @@ PROTOTYPES = {
     "ibvi_net_add_flatten": (STATUS, [H]),
     "ibvi_net_add_groupnorm": (STATUS, [H, c_int32, c_float]),
     "ibvi_net_add_residual": (STATUS, [H, c_int32, c_int32]),
+    "ibvi_net_add_residual_ex": (STATUS, [H, H]),  # const ibvi_residual_options *
     "ibvi_net_init": (STATUS, [H, c_int32, c_uint64]),
     "ibvi_net_set_threads": (STATUS, [H, c_int32]),
     "ibvi_net_threads": (VALUE32, [H]),
@@ -115,6 +116,7 @@ PROTOTYPES = {
     "ibvi_net_backward": (STATUS, [H, F, c_int64, c_int32]),
     "ibvi_layer_get_kind": (VALUE32, [H]),
     "ibvi_layer_get_role": (VALUE32, [H]),
+    "ibvi_layer_has_bias": (VALUE32, [H]),
     "ibvi_layer_get_activation": (VALUE32, [H]),
     "ibvi_layer_shape": (STATUS, [H, I32P, I32P, I32P]),
     "ibvi_layer_output_shape": (STATUS, [H, I32P, I32P, I32P]),

@@ -197,14 +197,16 @@ class Net(Handle):
         return self
 
     def add_conv2d(self, out_channels, kernel, stride=1, padding=0, rank=0,
-                   kernel_w=None, stride_w=None, padding_w=None):
+                   kernel_w=None, stride_w=None, padding_w=None, bias=True):
         """Appends a 2-D convolution with `out_channels` filters of
         kernel x kernel_w (kernel_w defaults to kernel), strides (stride,
         stride_w) and zero padding (padding, padding_w) (the widths default
-        to the heights); rank as for add_dense. Returns self."""
+        to the heights); rank as for add_dense. bias=False: no bias (theta
+        is the weights alone). Returns self."""
         fn = "Net.add_conv2d"
         opts = _ConvOptions()
-        opts.version = 1  # IBVI_CONV2D_OPTIONS_VERSION
+        opts.version = 2  # IBVI_CONV2D_OPTIONS_VERSION
+        opts.no_bias = 0 if bias else 1
         opts.out_channels = _util.cint(out_channels, INT32, fn, "out_channels")
         opts.kernel_h = _util.cint(kernel, INT32, fn, "kernel")
         opts.kernel_w = _util.cint(kernel if kernel_w is None else kernel_w,
@@ -264,17 +266,21 @@ class Net(Handle):
             lib.ibvi_net_add_groupnorm(h, groups, eps)
         return self
 
-    def add_residual(self, from_layer, projection_stride=0):
+    def add_residual(self, from_layer, projection_stride=0, bias=True):
         """Appends a residual connection: output = the previous layer's output
         + the output of layer `from_layer` (0-based, -1 = the network input).
         projection_stride 0: identity skip (the shapes must match); >= 1: a
-        1x1 convolution with that stride projects the skip. Returns self."""
+        1x1 convolution with that stride projects the skip, with a bias
+        unless bias=False. Returns self."""
         fn = "Net.add_residual"
-        from_layer = _util.cint(from_layer, INT32, fn, "from_layer")
-        projection_stride = _util.cint(projection_stride, INT32, fn,
-                                       "projection_stride")
+        opts = _ResidualOptions()
+        opts.version = 1  # IBVI_RESIDUAL_OPTIONS_VERSION
+        opts.from_ = _util.cint(from_layer, INT32, fn, "from_layer")
+        opts.projection_stride = _util.cint(projection_stride, INT32, fn,
+                                            "projection_stride")
+        opts.projection_no_bias = 0 if bias else 1
         with self._use() as h:
-            lib.ibvi_net_add_residual(h, from_layer, projection_stride)
+            lib.ibvi_net_add_residual_ex(h, byref(opts))
         return self
 
     def add_activation(self, activation):
@@ -729,10 +735,18 @@ def _wrap_loaded(cls, net_ptr, opt_ptr, allocator):
 
 
 class _ConvOptions(ctypes.Structure):
-    """struct ibvi_conv2d_options of net.h (version 1)."""
+    """struct ibvi_conv2d_options of net.h (version 2)."""
     _fields_ = [("version", ctypes.c_uint32)] + [
         (f, c_int32) for f in ("out_channels", "kernel_h", "kernel_w",
-                               "stride_h", "stride_w", "pad_h", "pad_w", "rank")]
+                               "stride_h", "stride_w", "pad_h", "pad_w", "rank",
+                               "no_bias")]
+
+
+class _ResidualOptions(ctypes.Structure):
+    """struct ibvi_residual_options of net.h (version 1)."""
+    _fields_ = [("version", ctypes.c_uint32), ("from_", c_int32),
+                ("projection_stride", c_int32),
+                ("projection_no_bias", c_int32)]
 
 
 class _CovarianceOptions(ctypes.Structure):
@@ -918,9 +932,15 @@ class Layer:
     grad_mean = property(get_grad_mean)
     grad_factor = property(get_grad_factor)
 
+    @property
+    def has_bias(self):
+        """True when theta ends with one bias per output channel (dense;
+        a convolution or projection built with bias=True)."""
+        return bool(self._query(lib.ibvi_layer_has_bias))
+
     def _split(self):
         """(W, b) of a dense, convolution or projection layer: theta ends
-        with one bias per output channel."""
+        with one bias per output channel, or is W alone (b then empty)."""
         k = self.kind
         if k not in (LayerKind.DENSE, LayerKind.CONV2D, LayerKind.RESIDUAL):
             raise binding_error(InvalidArgument, "Layer.weight", "layer %d (%s)"
@@ -928,7 +948,9 @@ class Layer:
                                                            k.name.lower()))
         c = self.output_shape.channels
         theta = self.get_mean()
-        return theta[:theta.size - c].reshape(c, -1), theta[theta.size - c:]
+        nb = c if self._query(lib.ibvi_layer_has_bias) else 0
+        return (theta[:theta.size - nb].reshape(c, -1),
+                theta[theta.size - nb:].copy())
 
     @property
     def weight(self):
@@ -939,7 +961,8 @@ class Layer:
 
     @property
     def bias(self):
-        """b: the last output-channels values of the mean (a copy)."""
+        """b: the last output-channels values of the mean (a copy; empty
+        for a layer without a bias)."""
         with self._use():
             return self._split()[1]
 

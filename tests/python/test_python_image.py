@@ -354,6 +354,45 @@ class ImageLayers(unittest.TestCase):
         self.assertEqual(lopt.train_step(self.x, labels=self.labels),
                          opt.train_step(self.x, labels=self.labels))
 
+    def test_layers_without_bias(self):
+        """bias=False: theta is the weights alone (has_bias False, an empty
+        bias, the factor without bias rows); it saves and loads and equals
+        the same network whose biases are held at 0."""
+        def make(bias):
+            net = ibvi.Net.image(*SHAPE)
+            (net.add_conv2d(4, 3, padding=1, rank=2, bias=bias)
+             .add_groupnorm(2, 1e-3).add_activation("relu")
+             .add_residual(-1, 1, bias=bias).add_global_avgpool().add_dense(3))
+            net.init("mup", 5)
+            return net
+        bare, full = make(False), make(True)
+        conv, proj = bare.layer(0), bare.layer(3)
+        self.assertFalse(conv.has_bias)
+        self.assertFalse(proj.has_bias)
+        self.assertTrue(full.layer(0).has_bias)
+        self.assertTrue(bare.layer(5).has_bias)
+        self.assertEqual(conv.param_count, 4 * SHAPE[0] * 9)
+        self.assertEqual(conv.factor.shape, (4 * SHAPE[0] * 9, 2))
+        self.assertEqual(conv.weight.shape, (4, SHAPE[0] * 9))
+        self.assertEqual(conv.bias.size, 0)
+        self.assertEqual(proj.param_count, 4 * SHAPE[0])
+        for i in (0, 3, 5):
+            a, b = full.layer(i), bare.layer(i)
+            theta = np.zeros(a.param_count, np.float32)
+            theta[:b.param_count] = b.get_mean()
+            a.set_mean(theta)
+            if b.rank:
+                s = np.zeros((a.param_count, a.rank), np.float32)
+                s[:b.param_count] = b.get_factor()
+                a.set_factor(s)
+        z = rng.normal(size=(1, bare.noise_size)).astype(np.float32)
+        np.testing.assert_array_equal(full.forward_noise(self.x, z),
+                                      bare.forward_noise(self.x, z))
+        loaded = ibvi.Net.from_bytes(bare.to_bytes())
+        self.assertFalse(loaded.layer(0).has_bias)
+        np.testing.assert_array_equal(loaded.forward_mean(self.x),
+                                      bare.forward_mean(self.x))
+
     def test_builder_argument_checks(self):
         """Every new method: arguments that are not ints (floats, bools,
         strings, out of int32) raise InvalidArgument before the library is
