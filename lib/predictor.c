@@ -388,7 +388,7 @@ static int64_t layout_workspace(ibvi_predictor *p, int64_t batch, float *base)
         p->acc = (double *)(base + total);
     int64_t acc = 0;
     /* Every head of the table (the kinds are 0, 1, ...), for a chunk cut
-     * into any number of parts (head_parts): `parts` accumulator blocks
+     * into any number of parts (head_job): `parts` accumulator blocks
      * laid out for ceil(batch / parts) rows each. */
     const int64_t most = batch < IBVI__PARALLEL_MAX_CHUNKS
                              ? batch
@@ -1032,10 +1032,10 @@ static logits run_network(ibvi_predictor *p, const ibvi_net *net,
  * accumulators stay where they are from the first member to the finish);
  * each pass runs them on the threads of the member it adds. */
 
-/* A part is worth a thread from this many rows x blocks x outputs on: the
- * softmax head's work per logit (a shift, the exponential's polynomial,
- * two sums, in double) is about this many plain passes' (the grain of
- * parallel.h). */
+/* The head's work per output value (the softmax head's: a shift, the
+ * exponential's polynomial, two sums, in double) counts as this many
+ * floats of a plain pass, so a part holds at least
+ * IBVI__PARALLEL_GRAIN_FLOATS / (HEAD_WORK x blocks x outputs) rows. */
 #define HEAD_WORK 16
 
 typedef struct head_job {
@@ -1047,7 +1047,7 @@ typedef struct head_job {
     /* One member's pass: its logits, the weight of a block, the run's
      * index of its first sample, whether the parts begin first. */
     logits f;
-    int32_t classes, samples, copies, begin;
+    int32_t classes, copies, begin;
     int64_t first;
     double weight;
     atomic_int nonfinite; /* a part met a NaN or infinite output */
