@@ -3,9 +3,8 @@
  * factor updates"): for SGD, momentum and Nesterov the optimizer may keep a
  * window of B steps' factor gradients and apply them to S and its velocity
  * in one pass. These tests hold that path to the per-step fused path
- * (forced with the internal environment variable IBVI_DEFERRED=0, read when
- * an optimizer is created), on twin networks trained on the same data with
- * the same noise:
+ * (ibvi_optimizer_set_deferred(opt, 0)), on twin networks trained on the
+ * same data with the same noise:
  *   - thousands of steps of SGD, momentum and Nesterov, 1 and 3 samples, a
  *     learning rate changed every step (cosine), forced windows of 2..8
  *     steps and the cost model's: means and factors agree to a relative
@@ -46,7 +45,7 @@ enum { PLAIN, MOMENTUM, NESTEROV, ADAM };
 
 /* 6 -> 24 (rank 10) -> tanh -> 3 (rank 3): muP, so the factor's groups
  * have different multipliers; rank 10 so that the cost model's window
- * (IBVI_DEFERRED unset) is 2 steps with 1 sample. */
+ * (the default request, -1) is 2 steps with 1 sample. */
 #define RANK0 10
 static ibvi_net *make_net(int32_t threads)
 {
@@ -60,15 +59,20 @@ static ibvi_net *make_net(int32_t threads)
     return net;
 }
 
-/* An optimizer made with IBVI_DEFERRED = mode ("0": the per-step path). */
-static ibvi_optimizer *make_opt(ibvi_net *net, int kind, const char *mode)
+/* An optimizer with ibvi_optimizer_set_deferred(mode) (0: the per-step
+ * path, -1: the cost model's window). */
+static ibvi_optimizer *make_opt(ibvi_net *net, int kind, int32_t mode)
 {
-    ck_assert_int_eq(setenv("IBVI_DEFERRED", mode, 1), 0);
     ibvi_optimizer *opt = NULL;
     CK_OK(ibvi_optimizer_create(&opt, net,
                                 kind == ADAM ? IBVI_OPT_ADAM : IBVI_OPT_SGD,
                                 0.05f));
-    unsetenv("IBVI_DEFERRED");
+    int32_t got = 99;
+    CK_OK(ibvi_optimizer_get_deferred(opt, &got));
+    ck_assert_int_eq(got, IBVI_DEFERRED_AUTO); /* the default */
+    CK_OK(ibvi_optimizer_set_deferred(opt, mode));
+    CK_OK(ibvi_optimizer_get_deferred(opt, &got));
+    ck_assert_int_eq(got, mode);
     if (kind == PLAIN)
         CK_OK(ibvi_optimizer_set_momentum(opt, 0.0f, 0));
     if (kind == NESTEROV)
@@ -165,14 +169,14 @@ static void finish_twins(ibvi_net *ref, ibvi_optimizer *oref, ibvi_net *def,
     ibvi_net_free(ref), ibvi_net_free(def);
 }
 
-/* Trains twins `steps` steps, the second with IBVI_DEFERRED = mode. */
-static void twin_run(int kind, int32_t samples, const char *mode,
+/* Trains twins `steps` steps, the second with the request `mode`. */
+static void twin_run(int kind, int32_t samples, int32_t mode,
                      int64_t steps)
 {
     data d;
     make_data(&d);
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
     ibvi_optimizer *odef = make_opt(def, kind, mode);
     double worst = 0.0;
     for (int64_t t = 0; t < steps; t++) {
@@ -188,31 +192,31 @@ static void twin_run(int kind, int32_t samples, const char *mode,
             const double e = rel_diff(a, b, 24 * IN + 24);
             worst = fmax(worst, e);
             ck_assert_msg(e <= tolerance(t + 1),
-                          "kind %d, M %d, mode %s, step %lld: means differ "
+                          "kind %d, M %d, mode %d, step %lld: means differ "
                           "by %g", kind, samples, mode, (long long)t, e);
         }
     }
     int bitwise;
     const double e = compare_params(ref, def, &bitwise);
-    fprintf(stderr, "deferred: kind %d M %d mode %s: %lld steps, relative "
+    fprintf(stderr, "deferred: kind %d M %d mode %d: %lld steps, relative "
                     "difference %.3g (means mid-run %.3g), tolerance %.3g\n",
             kind, samples, mode, (long long)steps, e, worst, tolerance(steps));
-    ck_assert_msg(e <= tolerance(steps), "kind %d, M %d, mode %s: %g", kind,
+    ck_assert_msg(e <= tolerance(steps), "kind %d, M %d, mode %d: %g", kind,
                   samples, mode, e);
-    if (kind == ADAM || strcmp(mode, "0") == 0)
+    if (kind == ADAM || mode == 0)
         ck_assert_msg(bitwise, "Adam (or the per-step path) changed");
-    else if (strcmp(mode, "auto") == 0 && samples > 1)
+    else if (mode == IBVI_DEFERRED_AUTO && samples > 1)
         ck_assert_msg(bitwise, "the cost model's window with 3 samples "
                       "exceeds its memory cap: the per-step path");
     else
-        ck_assert_msg(!bitwise, "kind %d mode %s: bitwise the per-step "
+        ck_assert_msg(!bitwise, "kind %d mode %d: bitwise the per-step "
                       "values: the window did not run", kind, mode);
     ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
     ibvi_net_free(ref), ibvi_net_free(def);
 }
 
 static const int KINDS[] = {PLAIN, MOMENTUM, NESTEROV};
-static const char *const MODES[] = {"2", "4", "5", "8", "auto"};
+static const int32_t MODES[] = {2, 4, 5, 8, IBVI_DEFERRED_AUTO};
 
 START_TEST(test_long_runs)
 {
@@ -226,8 +230,8 @@ END_TEST
 
 START_TEST(test_adam_unchanged)
 {
-    twin_run(ADAM, 1, "4", 400);
-    twin_run(ADAM, 3, "auto", 200);
+    twin_run(ADAM, 1, 4, 400);
+    twin_run(ADAM, 3, IBVI_DEFERRED_AUTO, 200);
 }
 END_TEST
 
@@ -265,8 +269,8 @@ START_TEST(test_reads_mid_window)
     make_data(&d);
     const int64_t steps = 600;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "5");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 5);
     float probs_a[N * CLASSES], probs_b[N * CLASSES];
     for (int64_t t = 0; t < steps; t++) {
         step(ref, oref, &d, t, steps, 1, scale_of(kind));
@@ -303,9 +307,9 @@ START_TEST(test_reads_mid_window)
             ibvi_net *la, *lb;
             ibvi_optimizer *loa, *lob;
             CK_OK(ibvi_net_load_buffer(&la, &loa, ba, sa, NULL));
-            ck_assert_int_eq(setenv("IBVI_DEFERRED", "5", 1), 0);
+            CK_OK(ibvi_optimizer_set_deferred(loa, 0));
             CK_OK(ibvi_net_load_buffer(&lb, &lob, bb, sb, NULL));
-            unsetenv("IBVI_DEFERRED");
+            CK_OK(ibvi_optimizer_set_deferred(lob, 5));
             free(ba), free(bb);
             /* the loaded twins go on from here, the originals too */
             for (int64_t u = t + 1; u < t + 30; u++) {
@@ -337,8 +341,8 @@ START_TEST(test_nonfinite_mid_window)
     make_data(&d);
     const int64_t steps = 300;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "4");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 4);
     for (int64_t t = 0; t < steps; t++) {
         step(ref, oref, &d, t, steps, 1, scale_of(kind));
         step(def, odef, &d, t, steps, 1, scale_of(kind));
@@ -386,8 +390,8 @@ START_TEST(test_writes_mid_window)
     make_data(&d);
     const int64_t steps = 240;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "5");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 5);
     const int64_t noise = ibvi_net_noise_size(ref);
     float z[2 * 64], out_a[2 * N * CLASSES], out_b[2 * N * CLASSES];
     ck_assert_int_le(2 * noise, 2 * 64);
@@ -448,8 +452,8 @@ START_TEST(test_threads_bitwise)
     make_data(&d);
     for (int k = 0; k < 3; k++) {
         ibvi_net *one = make_net(1), *two = make_net(2);
-        ibvi_optimizer *o1 = make_opt(one, KINDS[k], "6");
-        ibvi_optimizer *o2 = make_opt(two, KINDS[k], "6");
+        ibvi_optimizer *o1 = make_opt(one, KINDS[k], 6);
+        ibvi_optimizer *o2 = make_opt(two, KINDS[k], 6);
         for (int64_t t = 0; t < 200; t++) {
             step(one, o1, &d, t, 200, 3, scale_of(KINDS[k]));
             step(two, o2, &d, t, 200, 3, scale_of(KINDS[k]));
@@ -471,8 +475,8 @@ START_TEST(test_lifetimes)
     data d;
     make_data(&d);
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, MOMENTUM, "0");
-    ibvi_optimizer *odef = make_opt(def, MOMENTUM, "8");
+    ibvi_optimizer *oref = make_opt(ref, MOMENTUM, 0);
+    ibvi_optimizer *odef = make_opt(def, MOMENTUM, 8);
     for (int64_t t = 0; t < 203; t++) {
         step(ref, oref, &d, t, 400, 1, 0.1f);
         step(def, odef, &d, t, 400, 1, 0.1f);
@@ -481,8 +485,8 @@ START_TEST(test_lifetimes)
             CK_OK(ibvi_optimizer_set_momentum(odef, 0.5f, 1));
         }
         if (t == 100) { /* a second optimizer takes over for a while */
-            ibvi_optimizer *xa = make_opt(ref, PLAIN, "0");
-            ibvi_optimizer *xb = make_opt(def, PLAIN, "3");
+            ibvi_optimizer *xa = make_opt(ref, PLAIN, 0);
+            ibvi_optimizer *xb = make_opt(def, PLAIN, 3);
             for (int64_t u = 0; u < 10; u++) {
                 step(ref, xa, &d, t + u, 400, 1, 1.0f);
                 step(def, xb, &d, t + u, 400, 1, 1.0f);
@@ -498,7 +502,7 @@ START_TEST(test_lifetimes)
     ibvi_optimizer_free(odef); /* mid-window: its steps land in S */
     check_factor(ref, def, 220);
     /* the network first, then its optimizer */
-    ibvi_optimizer *o = make_opt(def, MOMENTUM, "8");
+    ibvi_optimizer *o = make_opt(def, MOMENTUM, 8);
     for (int64_t t = 0; t < 3; t++)
         step(def, o, &d, t, 400, 1, 0.1f);
     ibvi_net_free(def);
