@@ -17,6 +17,8 @@
  *     does a model saved mid-window, loaded and trained on; writes
  *     mid-window (ibvi_layer_set_factor, ibvi_net_set_params) land as on
  *     the per-step path;
+ *   - a run saved mid-window (every position) and loaded trains on bit
+ *     for bit like the run that saved it (test_resume_exact);
  *   - a diverging step mid-window returns IBVI_ERR_NONFINITE and changes
  *     nothing, and training goes on equal;
  *   - 1 and 2 threads give bitwise the same parameters;
@@ -332,6 +334,81 @@ START_TEST(test_reads_mid_window)
 }
 END_TEST
 
+/* A whole save (network and optimizer) as bytes, for bitwise comparison:
+ * parameters, optimizer state, step count, the generator's position. */
+static int same_files(ibvi_net *a, ibvi_optimizer *oa, ibvi_net *b,
+                      ibvi_optimizer *ob)
+{
+    int64_t sa, sb;
+    uint8_t *fa = save(a, oa, &sa), *fb = save(b, ob, &sb);
+    const int same = sa == sb && memcmp(fa, fb, (size_t)sa) == 0;
+    free(fa), free(fb);
+    return same;
+}
+
+/* Exact resume (include/ibvi/io.h, docs/deferred.md): a run saved to a
+ * buffer at step k, at each position of its window (k = K0 .. K0 + 4),
+ * and loaded, trains on for 200+ steps bit for bit like the run that
+ * saved it (the saving run goes on after its save): every parameter, the
+ * optimizer's state and step count and the generator's position. A twin
+ * never settled differs from the saved one by rounding only. _i: momentum
+ * or Nesterov x 1 or 3 samples. */
+#define K0 23
+#define RESUME_STEPS 220
+START_TEST(test_resume_exact)
+{
+    const int kind = _i % 2 ? NESTEROV : MOMENTUM;
+    const int32_t samples = _i / 2 ? 3 : 1, mode = samples == 1 ? 5 : 3;
+    data d;
+    make_data(&d);
+    const int64_t total = K0 + 5 + RESUME_STEPS;
+    for (int64_t k = K0; k < K0 + 5; k++) {
+        ibvi_net *a = make_net(1), *never = make_net(1);
+        ibvi_optimizer *oa = make_opt(a, kind, mode);
+        ibvi_optimizer *on = make_opt(never, kind, mode);
+        for (int64_t t = 0; t < k; t++) {
+            step(a, oa, &d, t, total, samples, scale_of(kind));
+            step(never, on, &d, t, total, samples, scale_of(kind));
+        }
+        int64_t size;
+        uint8_t *buf = save(a, oa, &size); /* mid-window: settles a */
+        ibvi_net *b;
+        ibvi_optimizer *ob;
+        CK_OK(ibvi_net_load_buffer(&b, &ob, buf, size, NULL));
+        free(buf);
+        int32_t loaded = 0;
+        CK_OK(ibvi_optimizer_get_deferred(ob, &loaded));
+        ck_assert_int_eq(loaded, IBVI_DEFERRED_AUTO); /* not in the file */
+        CK_OK(ibvi_optimizer_set_deferred(ob, mode));
+        for (int64_t t = k; t < k + RESUME_STEPS; t++) {
+            step(a, oa, &d, t, total, samples, scale_of(kind));
+            step(b, ob, &d, t, total, samples, scale_of(kind));
+            step(never, on, &d, t, total, samples, scale_of(kind));
+        }
+        int64_t n;
+        float *pa = params(a, &n), *pb = params(b, &n);
+        ck_assert_msg(memcmp(pa, pb, (size_t)n * sizeof(float)) == 0,
+                      "kind %d M %d saved at step %lld: the resumed run's "
+                      "parameters differ from the saving run's (relative "
+                      "%.3g)", kind, samples, (long long)k,
+                      rel_diff(pa, pb, n));
+        free(pa), free(pb);
+        ck_assert_msg(same_files(a, oa, b, ob),
+                      "kind %d M %d saved at step %lld: the optimizer "
+                      "state, step count or generator position differ",
+                      kind, samples, (long long)k);
+        int bitwise;
+        const double e = compare_params(a, never, &bitwise);
+        ck_assert_msg(e <= tolerance(k + RESUME_STEPS),
+                      "kind %d M %d: settled at %lld vs never: %g", kind,
+                      samples, (long long)k, e);
+        ibvi_optimizer_free(oa), ibvi_optimizer_free(ob);
+        ibvi_optimizer_free(on);
+        ibvi_net_free(a), ibvi_net_free(b), ibvi_net_free(never);
+    }
+}
+END_TEST
+
 /* A step with a learning rate far too large, at every window position:
  * IBVI_ERR_NONFINITE, nothing changed, and training goes on equal. */
 START_TEST(test_nonfinite_mid_window)
@@ -519,6 +596,7 @@ static Suite *deferred_suite(void)
     tcase_add_loop_test(tc, test_long_runs, 0, 6);
     tcase_add_test(tc, test_adam_unchanged);
     tcase_add_loop_test(tc, test_reads_mid_window, 0, 3);
+    tcase_add_loop_test(tc, test_resume_exact, 0, 4);
     tcase_add_loop_test(tc, test_nonfinite_mid_window, 0, 3);
     tcase_add_loop_test(tc, test_writes_mid_window, 0, 3);
     tcase_add_test(tc, test_threads_bitwise);
