@@ -237,6 +237,58 @@ START_TEST(test_adam_unchanged)
 }
 END_TEST
 
+static uint8_t *save(ibvi_net *net, ibvi_optimizer *opt, int64_t *size);
+static int same_files(ibvi_net *a, ibvi_optimizer *oa, ibvi_net *b,
+                      ibvi_optimizer *ob);
+
+/* Networks the window never serves: no low-rank layer (0), diagonal
+ * (mean-field) layers (1), a rank above the window's 64 (2); and make_net
+ * (3), trained with more samples than a window takes. */
+static ibvi_net *per_step_net(int variant)
+{
+    if (variant == 3)
+        return make_net(1);
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, IN, NULL));
+    CK_OK(ibvi_net_add_dense(net, 24, variant == 2 ? 65 : 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, CLASSES, 0));
+    if (variant == 1)
+        for (int32_t l = 0; l < 3; l += 2) {
+            ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+            CK_OK(ibvi_net_set_covariance(net, l, &o));
+        }
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 7));
+    return net;
+}
+
+/* The default request and a fixed window leave these bitwise on the
+ * per-step path: the standard network is unchanged by deferred updates. */
+START_TEST(test_per_step_cases)
+{
+    data d;
+    make_data(&d);
+    const int32_t samples = _i == 3 ? 9 : 2;
+    for (int m = 0; m < 2; m++) {
+        const int32_t mode = m ? 4 : IBVI_DEFERRED_AUTO;
+        for (int kind = MOMENTUM; kind <= NESTEROV; kind++) {
+            ibvi_net *ref = per_step_net(_i), *def = per_step_net(_i);
+            ibvi_optimizer *oref = make_opt(ref, kind, 0);
+            ibvi_optimizer *odef = make_opt(def, kind, mode);
+            for (int64_t t = 0; t < 60; t++) {
+                step(ref, oref, &d, t, 60, samples, scale_of(kind));
+                step(def, odef, &d, t, 60, samples, scale_of(kind));
+            }
+            ck_assert_msg(same_files(ref, oref, def, odef),
+                          "network %d, request %d, kind %d: not bitwise the "
+                          "per-step path", _i, mode, kind);
+            ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
+            ibvi_net_free(ref), ibvi_net_free(def);
+        }
+    }
+}
+END_TEST
+
 /* ---- reads mid-window ------------------------------------------------------ */
 
 static uint8_t *save(ibvi_net *net, ibvi_optimizer *opt, int64_t *size)
@@ -595,6 +647,7 @@ static Suite *deferred_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_long_runs, 0, 6);
     tcase_add_test(tc, test_adam_unchanged);
+    tcase_add_loop_test(tc, test_per_step_cases, 0, 4);
     tcase_add_loop_test(tc, test_reads_mid_window, 0, 3);
     tcase_add_loop_test(tc, test_resume_exact, 0, 4);
     tcase_add_loop_test(tc, test_nonfinite_mid_window, 0, 3);
