@@ -208,10 +208,12 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
                               int64_t n, int32_t samples, float *out);
 
 /* Applies the steps a window defers to every factor and velocity
- * (optimizer.c, deferred.h): after it S and V are exactly the per-step
- * values (up to rounding). Every public read or write of a factor, of
- * optimizer state or of the flat parameters calls it first; cheap when
- * nothing is deferred. */
+ * (optimizer.c, deferred.h): after it S and V are the per-step values up
+ * to rounding, nothing drawn ahead is kept and the owner's bounds are
+ * invalid, so the network and optimizer are exactly as a copy saved and
+ * loaded now (exact resume, io.h). Every public read or write of a
+ * factor, of optimizer state or of the flat parameters calls it first;
+ * cheap when nothing is deferred. */
 void ibvi__net_settle(ibvi_net *net);
 /* The network is being freed: its optimizers forget it. */
 void ibvi__net_drop_window(ibvi_net *net);
