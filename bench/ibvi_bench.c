@@ -6,7 +6,7 @@
  *      cross-entropy, backward, SGD momentum 0.9, muP) of a standard
  *      MLP 784-W-W-10 and of IBVI networks of the same shape, and the ratio;
  *      r10 first+last both on the per-step fused path (the default) and
- *      with deferred factor updates (IBVI_DEFERRED=auto, issue 15 part 2),
+ *      with deferred factor updates (ibvi_optimizer_set_deferred -1, issue 15 part 2),
  *      with the 4-pass floor and the floor the deferred scheme implies;
  *   2. the machine's limit for that step: BLIS sgemm time for exactly the
  *      step's GEMMs (same shapes, transposes, thread count, sup path off, as
@@ -177,11 +177,10 @@ static double time_calls(void (*fn)(void *), void *ctx)
 typedef struct variant {
     const char *name;
     int32_t rank_first, rank_last;
-    /* IBVI_DEFERRED while its optimizer is created (NULL: unset, the
-     * per-step fused path, the library's default): "auto" asks for the
-     * deferred factor updates with the cost model's window (issue 15 part
-     * 2, docs/performance.md "Deferred factor updates"). */
-    const char *deferred;
+    /* ibvi_optimizer_set_deferred's request (docs/deferred.md): 0 the
+     * per-step fused path, the rows the window is measured against;
+     * IBVI_DEFERRED_AUTO (the library's default) the cost model's window. */
+    int32_t deferred;
 } variant;
 
 /* Measured in this order. The last-only network comes right after the
@@ -190,12 +189,12 @@ typedef struct variant {
  * though callgrind counts only 1.2% more instructions than standard. */
 enum { V_STANDARD, V_R10_LAST, V_R1, V_R10, V_R10_DEFERRED, V_R50 };
 static const variant VARIANTS[] = {
-    [V_STANDARD] = {"standard", 0, 0, NULL},
-    [V_R10_LAST] = {"ibvi r10 last only", 0, 10, NULL},
-    [V_R1] = {"ibvi r1 first+last", 1, 1, NULL},
-    [V_R10] = {"ibvi r10 first+last", 10, 10, NULL},
-    [V_R10_DEFERRED] = {"ibvi r10 f+l deferred", 10, 10, "auto"},
-    [V_R50] = {"ibvi r50 first+last", 50, 50, NULL},
+    [V_STANDARD] = {"standard", 0, 0, 0},
+    [V_R10_LAST] = {"ibvi r10 last only", 0, 10, 0},
+    [V_R1] = {"ibvi r1 first+last", 1, 1, 0},
+    [V_R10] = {"ibvi r10 first+last", 10, 10, 0},
+    [V_R10_DEFERRED] = {"ibvi r10 f+l deferred", 10, 10, IBVI_DEFERRED_AUTO},
+    [V_R50] = {"ibvi r50 first+last", 50, 50, 0},
 };
 #define NVARIANTS (int)(sizeof VARIANTS / sizeof VARIANTS[0])
 
@@ -269,17 +268,15 @@ static void one_step(void *p)
 
 /* The trainer of every timed step: SGD momentum 0.9 on `net` (taken). */
 static void setup_trainer(step_ctx *c, ibvi_net *net, int64_t batch,
-                          const dataset *d, const char *deferred)
+                          const dataset *d, const int32_t *deferred)
 {
     c->net = net;
     check(ibvi_net_reserve(c->net, batch, 1), "ibvi_net_reserve");
-    if (deferred)
-        setenv("IBVI_DEFERRED", deferred, 1);
-    else
-        unsetenv("IBVI_DEFERRED");
     check(ibvi_optimizer_create(&c->opt, c->net, IBVI_OPT_SGD, LR),
           "ibvi_optimizer_create");
-    unsetenv("IBVI_DEFERRED");
+    if (deferred) /* NULL: the library's default, the cost model's */
+        check(ibvi_optimizer_set_deferred(c->opt, *deferred),
+              "ibvi_optimizer_set_deferred");
     check(ibvi_optimizer_set_momentum(c->opt, 0.9f, 0), "set_momentum");
     c->data = d;
     c->batch = batch;
@@ -289,7 +286,7 @@ static void setup_trainer(step_ctx *c, ibvi_net *net, int64_t batch,
 static void make_trainer(step_ctx *c, int32_t width, const variant *v,
                          int32_t threads, int64_t batch, const dataset *d)
 {
-    setup_trainer(c, make_net(width, v, threads), batch, d, v->deferred);
+    setup_trainer(c, make_net(width, v, threads), batch, d, &v->deferred);
 }
 
 static void free_trainer(step_ctx *c)
@@ -556,7 +553,7 @@ typedef struct memory_result {
     int32_t width, rank, threads;
     int64_t batch, data_n, steps, params, needed, baseline_kb, peak_kb;
     int64_t deferred_peak_kb; /* after the same run with the deferred
-                                 factor updates (IBVI_DEFERRED=auto) */
+                                 factor updates (the cost model's window) */
 } memory_result;
 
 /* The names of point 6's models, in IMAGE_MODELS's order. */

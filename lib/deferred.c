@@ -51,9 +51,7 @@ int64_t ibvi__window_floats(const ibvi_net *net, int32_t capacity,
     return floats;
 }
 
-ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
-                                  int32_t samples, float *state, float mu,
-                                  int32_t nesterov)
+ibvi__window *ibvi__window_create(ibvi_net *net, int64_t floats)
 {
     int32_t layers = 0;
     for (int32_t i = 0; i < net->layer_count; i++)
@@ -61,7 +59,6 @@ ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
     ibvi__window *w = ibvi__calloc(&net->allocator, 1, sizeof *w);
     ibvi__window_layer *wl = ibvi__calloc(&net->allocator, (size_t)layers,
                                           sizeof *wl);
-    const int64_t floats = ibvi__window_floats(net, capacity, samples);
     float *block = ibvi__alloc(&net->allocator, (size_t)floats, sizeof(float));
     if (!w || !wl || !block) {
         ibvi__free(&net->allocator, w);
@@ -69,11 +66,23 @@ ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
         ibvi__free(&net->allocator, block);
         return NULL;
     }
+    *w = (ibvi__window){.layers = layers, .layer = wl, .block = block,
+                        .block_floats = floats};
+    return w;
+}
+
+void ibvi__window_layout(ibvi__window *w, ibvi_net *net, int32_t capacity,
+                         int32_t samples, float *state, float mu,
+                         int32_t nesterov)
+{
     const int64_t cols = (int64_t)capacity * samples;
-    *w = (ibvi__window){.capacity = capacity, .samples = samples,
-                        .layers = layers, .mu = mu, .nesterov = nesterov,
-                        .layer = wl, .block = block};
-    float *cursor = block;
+    w->capacity = capacity;
+    w->samples = samples;
+    w->pending = 0;
+    w->ahead = 0;
+    w->mu = mu;
+    w->nesterov = nesterov;
+    float *cursor = w->block;
     w->lr = cursor;
     cursor += align16(capacity);
     w->noise = cursor;
@@ -86,7 +95,7 @@ ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
             continue;
         if (l->covariance == IBVI__COV_LOWRANK) {
             const int64_t P = l->params, R = l->rank;
-            ibvi__window_layer *x = &wl[k++];
+            ibvi__window_layer *x = &w->layer[k++];
             x->layer = l;
             x->velocity = state + offset + P;
             x->g = cursor, cursor += align16(cols * P);
@@ -97,7 +106,6 @@ ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
         }
         offset += l->params + ibvi__covariance_floats(l);
     }
-    return w;
 }
 
 void ibvi__window_free(const ibvi_allocator *a, ibvi__window *w)

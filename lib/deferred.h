@@ -55,19 +55,28 @@ struct ibvi__window {
     float *lr;        /* capacity: opt->lr of each pending step            */
     float *noise;     /* capacity x M x noise_size: the noise drawn ahead  */
     ibvi__window_layer *layer;
-    void *block;      /* the one allocation holding all of the above       */
+    float *block;     /* the one allocation holding all of the above       */
+    int64_t block_floats; /* its size: ibvi__window_floats of the largest
+                             (capacity, samples) it may be laid out for  */
 };
 
 /* The window's floats for a network: the memory the cost model weighs. */
 int64_t ibvi__window_floats(const ibvi_net *net, int32_t capacity,
                             int32_t samples);
 
-/* Allocates a window of `capacity` steps of `samples` samples for net's
- * low-rank layers, whose factor velocities start at their flat offsets in
- * state (with_velocity: SGD with momentum). NULL when out of memory. */
-ibvi__window *ibvi__window_create(ibvi_net *net, int32_t capacity,
-                                  int32_t samples, float *state, float mu,
-                                  int32_t nesterov);
+/* Allocates a window's storage of `floats` floats (at least
+ * ibvi__window_floats of every (capacity, samples) it will be laid out
+ * for) for net's low-rank layers; NULL when out of memory. Empty until
+ * ibvi__window_layout. */
+ibvi__window *ibvi__window_create(ibvi_net *net, int64_t floats);
+
+/* Lays the window out for `capacity` steps of `samples` samples
+ * (ibvi__window_floats(net, capacity, samples) <= w->block_floats), with
+ * nothing pending or drawn ahead; the factor velocities start at their
+ * flat offsets in state (used when mu > 0). */
+void ibvi__window_layout(ibvi__window *w, ibvi_net *net, int32_t capacity,
+                         int32_t samples, float *state, float mu,
+                         int32_t nesterov);
 void ibvi__window_free(const ibvi_allocator *a, ibvi__window *w);
 
 /* Coefficients of a window of n steps with learning rates lr_j (already

@@ -443,6 +443,11 @@ int ibvi_net_reserve(ibvi_net *net, int64_t max_rows, int32_t max_samples)
                           "%s: max_rows = %lld, max_samples = %d, expected "
                           "both > 0 and a workspace that fits in memory", fn,
                           (long long)max_rows, (int)max_samples);
+    /* The optimizers' windows of deferred factor updates too, so that
+     * training allocates nothing (optimizer.c). */
+    status = ibvi__net_reserve_windows(net, max_samples, fn);
+    if (status < 0)
+        return status;
     return ibvi__net_reserve(net, max_rows * max_samples, max_samples, fn);
 }
 

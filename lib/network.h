@@ -173,6 +173,9 @@ struct ibvi_net {
     ibvi_optimizer *window_owner;
     struct ibvi__window *window;
     int32_t use_window;
+    /* Every optimizer bound to the network (optimizer.c), whose windows
+     * ibvi_net_reserve reserves. */
+    ibvi_optimizer *optimizers;
 
     /* Bumped whenever parameters change other than through the optimizer
      * that last stepped (init, set_mean, set_factor, any optimizer step), so
@@ -205,13 +208,20 @@ int ibvi__net_forward_sampled(ibvi_net *net, const char *fn, const float *x,
                               int64_t n, int32_t samples, float *out);
 
 /* Applies the steps a window defers to every factor and velocity
- * (optimizer.c, deferred.h): after it S and V are exactly the per-step
- * values (up to rounding). Every public read or write of a factor, of
- * optimizer state or of the flat parameters calls it first; cheap when
- * nothing is deferred. */
+ * (optimizer.c, deferred.h): after it S and V are the per-step values up
+ * to rounding, nothing drawn ahead is kept and the owner's bounds are
+ * invalid, so the network and optimizer are exactly as a copy saved and
+ * loaded now (exact resume, io.h). Every public read or write of a
+ * factor, of optimizer state or of the flat parameters calls it first;
+ * cheap when nothing is deferred. */
 void ibvi__net_settle(ibvi_net *net);
-/* The network is being freed: its window's owner forgets it. */
+/* The network is being freed: its optimizers forget it. */
 void ibvi__net_drop_window(ibvi_net *net);
+/* Reserves the windows of deferred factor updates of the network's
+ * optimizers for steps of up to max_samples samples (ibvi_net_reserve);
+ * IBVI_ERR_NOMEM under fn's name when out of memory. */
+int ibvi__net_reserve_windows(ibvi_net *net, int32_t max_samples,
+                              const char *fn);
 /* Before a sampled forward with this noise: 1 when the window provides
  * its low-rank weights, else settles and returns 0 (optimizer.c). */
 int ibvi__net_window_forward(ibvi_net *net, int32_t samples,

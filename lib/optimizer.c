@@ -42,8 +42,6 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include <stdlib.h>
-
 #include "deferred.h"
 #include "ibvi/optimizer.h"
 #include "network.h"
@@ -81,13 +79,20 @@ struct ibvi_optimizer {
      * else NULL. */
     const ibvi__host_grads *host_grads;
     /* Deferred factor updates (deferred.h): window_steps is the window's
-     * length asked for (-1: the cost model's, 0: never defer, the per-step
-     * path; the environment variable IBVI_DEFERRED sets it at creation),
-     * window the current one (NULL until a step defers). */
+     * length asked for (ibvi_optimizer_set_deferred: -1 the cost model's,
+     * the default; 0 never defer, the per-step path; 2.. a fixed window),
+     * window its storage (NULL until reserved or a step defers). */
     int32_t window_steps;
     ibvi__window *window;
     int32_t window_active; /* this is net->window_owner */
+    /* The network's optimizers (net->optimizers), so that ibvi_net_reserve
+     * can reserve their windows; net_gone once ibvi_net_free ran. */
+    ibvi_optimizer *next_on_net;
+    int32_t net_gone;
 };
+
+_Static_assert(IBVI_DEFERRED_MAX_STEPS == IBVI__WINDOW_MAX_STEPS,
+               "optimizer.h and deferred.h disagree on the longest window");
 
 /* SGD's momentum at creation: the method's recipe (optimizer.h). */
 #define SGD_DEFAULT_MOMENTUM 0.9f
@@ -265,25 +270,8 @@ static int check_optimizer(const ibvi_optimizer *opt, const char *fn)
     return IBVI_OK;
 }
 
-/* IBVI_DEFERRED at creation: unset, empty or "0" the per-step path (the
- * default: on the machines measured the window's flush, skinny GEMMs, is
- * slower than the fused pass it replaces; docs/performance.md, "Deferred
- * factor updates"), "auto" the cost model's window, n in
- * 1..IBVI__WINDOW_MAX_STEPS a window of n steps. Internal, for the tests
- * and the benchmark: not part of the API; anything else means 0. */
-static int32_t window_request(void)
-{
-    const char *v = getenv("IBVI_DEFERRED");
-    if (!v || !*v)
-        return 0;
-    if (strcmp(v, "auto") == 0)
-        return -1;
-    char *end;
-    const long n = strtol(v, &end, 10);
-    if (*end || n < 0 || n > IBVI__WINDOW_MAX_STEPS)
-        return 0;
-    return (int32_t)n;
-}
+static int reserve_window(ibvi_optimizer *opt, int32_t max_samples,
+                          const char *fn);
 
 int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
                           float lr)
@@ -335,7 +323,18 @@ int ibvi_optimizer_create(ibvi_optimizer **out, ibvi_net *net, int32_t kind,
                                             : 0.0f,
                             .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                             .state_floats = state_floats, .state = state,
-                            .bounds = bounds, .window_steps = window_request()};
+                            .bounds = bounds, .window_steps = -1};
+    /* A network with a workspace (ibvi_net_reserve) gets the window its
+     * training will use now, so that train steps allocate nothing. */
+    status = reserve_window(opt, net->ws_samples, fn);
+    if (status < 0) {
+        ibvi__free(&net->allocator, opt);
+        ibvi__free(&net->allocator, state);
+        ibvi__free(&net->allocator, bounds);
+        return status;
+    }
+    opt->next_on_net = net->optimizers;
+    net->optimizers = opt;
     *out = opt;
     return IBVI_OK;
 }
@@ -344,12 +343,17 @@ void ibvi_optimizer_free(ibvi_optimizer *opt)
 {
     if (!opt)
         return;
-    /* Never opt->net unless this optimizer's window still defers steps:
-     * the network may be gone already, but then ibvi_net_free dropped the
-     * window (ibvi__net_drop_window). */
+    /* Never opt->net once the network is gone (net_gone: ibvi_net_free
+     * dropped the window, ibvi__net_drop_window, and the list). */
     ibvi_allocator a = opt->allocator;
     if (opt->window_active)
         ibvi__net_settle(opt->net);
+    if (!opt->net_gone) {
+        ibvi_optimizer **p = &opt->net->optimizers;
+        while (*p != opt)
+            p = &(*p)->next_on_net;
+        *p = opt->next_on_net;
+    }
     ibvi__window_free(&a, opt->window);
     ibvi__free(&a, opt->state);
     ibvi__free(&a, opt->bounds);
@@ -831,12 +835,11 @@ static double window_cost(const ibvi_net *net, int32_t B, int32_t M, int v)
     return cost;
 }
 
-static int32_t window_length(const ibvi_optimizer *opt, int32_t M)
+static int32_t window_choice(const ibvi_optimizer *opt, int32_t M, int v)
 {
     if (opt->window_steps >= 0)
         return opt->window_steps;
     const ibvi_net *net = opt->net;
-    const int v = opt->momentum != 0.0f;
     int32_t best = 0;
     double best_cost = window_cost(net, 0, M, v);
     for (int32_t B = 2; B <= IBVI__WINDOW_MAX_STEPS; B++) {
@@ -847,6 +850,11 @@ static int32_t window_length(const ibvi_optimizer *opt, int32_t M)
             best = B, best_cost = cost;
     }
     return best;
+}
+
+static int32_t window_length(const ibvi_optimizer *opt, int32_t M)
+{
+    return window_choice(opt, M, opt->momentum != 0.0f);
 }
 
 /* 1 when some layer is low rank and none has a rank above the window's. */
@@ -878,21 +886,90 @@ static void window_release(ibvi_net *net)
     net->window = NULL;
 }
 
+/* Leaves the network and the owner exactly as a copy saved and loaded now
+ * would be (include/ibvi/io.h: resumed training is bit for bit the saving
+ * run's): the pending steps applied to S and V, the noise drawn ahead and
+ * the products S_0 zhat, V_0 zhat formed for it discarded (the generator's
+ * position was never moved by drawing ahead: that drew from a copy, so the
+ * next forward draws the first sample no forward has used), and the
+ * owner's bounds invalid, as a loaded optimizer's are: its next step is
+ * the exactly checked per-step one, the loaded copy's first, and a window
+ * starts afresh after it in both. */
 void ibvi__net_settle(ibvi_net *net)
 {
     if (!net->window_owner)
         return;
+    ibvi_optimizer *owner = net->window_owner;
     ibvi__window_flush(net->window, net, 0);
     window_release(net);
+    owner->bounds_valid = 0;
 }
 
 void ibvi__net_drop_window(ibvi_net *net)
 {
+    for (ibvi_optimizer *o = net->optimizers; o; o = o->next_on_net)
+        o->net_gone = 1;
+    net->optimizers = NULL;
     if (!net->window_owner)
         return;
     net->window->pending = 0;
     net->window->ahead = 0;
     window_release(net);
+}
+
+/* The floats of the window storage opt needs for steps of 1..max_samples
+ * samples: the largest ibvi__window_floats of the windows window_length
+ * may choose (the cost model's for either momentum setting, whose choice
+ * depends on it), 0 when it never defers. */
+static int64_t window_need(const ibvi_optimizer *opt, int32_t max_samples)
+{
+    const ibvi_net *net = opt->net;
+    if (opt->kind != IBVI_OPT_SGD || opt->window_steps == 0 ||
+        !has_lowrank(net))
+        return 0;
+    if (max_samples > IBVI__WINDOW_MAX_SAMPLES)
+        max_samples = IBVI__WINDOW_MAX_SAMPLES;
+    int64_t need = 0;
+    for (int32_t M = 1; M <= max_samples; M++)
+        for (int v = 0; v < 2; v++) {
+            const int32_t B = window_choice(opt, M, v);
+            const int64_t f = B > 0 ? ibvi__window_floats(net, B, M) : 0;
+            need = f > need ? f : need;
+        }
+    return need;
+}
+
+/* Makes opt's window storage hold the windows of steps of up to
+ * max_samples samples (none: max_samples 0), settling and replacing a
+ * smaller one; IBVI_ERR_NOMEM, and nothing changed, when out of memory. */
+static int reserve_window(ibvi_optimizer *opt, int32_t max_samples,
+                          const char *fn)
+{
+    const int64_t need = window_need(opt, max_samples);
+    if (need == 0 || (opt->window && opt->window->block_floats >= need))
+        return IBVI_OK;
+    ibvi__window *w = ibvi__window_create(opt->net, need);
+    if (!w)
+        return ibvi__fail(IBVI_ERR_NOMEM,
+                          "%s: out of memory for the window of deferred "
+                          "factor updates (%lld floats)", fn,
+                          (long long)need);
+    if (opt->window_active)
+        ibvi__net_settle(opt->net);
+    ibvi__window_free(&opt->allocator, opt->window);
+    opt->window = w;
+    return IBVI_OK;
+}
+
+int ibvi__net_reserve_windows(ibvi_net *net, int32_t max_samples,
+                              const char *fn)
+{
+    for (ibvi_optimizer *o = net->optimizers; o; o = o->next_on_net) {
+        const int status = reserve_window(o, max_samples, fn);
+        if (status < 0)
+            return status;
+    }
+    return IBVI_OK;
 }
 
 int ibvi__net_window_forward(ibvi_net *net, int32_t samples,
@@ -921,7 +998,9 @@ static int update_deferred(ibvi_optimizer *opt, int32_t layer, int k,
 }
 
 /* Takes the step through the window when it can (the bounds already prove
- * it finite): 1 when done, 0 to take the per-step path (after settling). */
+ * it finite): 1 when done, 0 to take the per-step path (the caller
+ * settles a window still holding steps, and then checks the step
+ * exactly, as a copy saved and loaded before it would). */
 static int defer_step(ibvi_optimizer *opt)
 {
     ibvi_net *net = opt->net;
@@ -937,23 +1016,23 @@ static int defer_step(ibvi_optimizer *opt)
     if (B < 1)
         return 0;
     ibvi__window *w = opt->window;
-    if (w && (w->capacity != B || w->samples != M)) {
+    if (!w || w->capacity != B || w->samples != M ||
+        w->mu != opt->momentum || w->nesterov != opt->nesterov) {
+        /* A window holding steps settles, and this step, as a loaded
+         * copy's first, takes the checked per-step path. */
         if (opt->window_active)
-            ibvi__net_settle(net);
-        ibvi__window_free(&opt->allocator, w);
-        w = opt->window = NULL;
-    }
-    if (!w) {
-        w = opt->window = ibvi__window_create(net, B, M, opt->state,
-                                              opt->momentum, opt->nesterov);
-        if (!w) /* no memory for it: the per-step path needs none */
             return 0;
-    }
-    if (w->mu != opt->momentum || w->nesterov != opt->nesterov) {
-        if (opt->window_active)
-            ibvi__net_settle(net);
-        w->mu = opt->momentum;
-        w->nesterov = opt->nesterov;
+        const int64_t floats = ibvi__window_floats(net, B, M);
+        if (!w || w->block_floats < floats) {
+            /* Not reserved for this (ibvi_net_reserve): grow it now. */
+            ibvi__window *grown = ibvi__window_create(net, floats);
+            if (!grown) /* no memory for it: the per-step path needs none */
+                return 0;
+            ibvi__window_free(&opt->allocator, w);
+            w = opt->window = grown;
+        }
+        ibvi__window_layout(w, net, B, M, opt->state, opt->momentum,
+                            opt->nesterov);
     }
     opt->presample = 0;
     walk_ranges(opt, update_deferred);
@@ -999,15 +1078,19 @@ int ibvi__optimizer_step(struct ibvi_optimizer *opt, const char *fn)
         return ibvi__fail(IBVI_ERR_STATE,
                           "%s: no gradients yet (call ibvi_net_backward "
                           "first)", fn);
-    const int fast = opt->bounds_valid &&
-                     opt->bounds_version == net->param_version &&
-                     walk_ranges(opt, bounds_prove_finite) < 0;
     /* Another optimizer's deferred steps come first. */
     if (net->window_owner && net->window_owner != opt)
         ibvi__net_settle(net);
+    int fast = opt->bounds_valid && opt->bounds_version == net->param_version &&
+               walk_ranges(opt, bounds_prove_finite) < 0;
     const int deferred = fast && defer_step(opt);
-    if (!deferred) /* the per-step path reads every factor */
+    if (!deferred && net->window_owner) {
+        /* The per-step path reads every factor: settled, the step is the
+         * one a copy saved now and loaded would take, checked exactly
+         * (ibvi__net_settle). */
         ibvi__net_settle(net);
+        fast = 0;
+    }
     if (deferred) {
         /* done: the means stepped, the factors' steps are in the window */
     } else if (fast) {
@@ -1148,5 +1231,46 @@ int ibvi_optimizer_get_kl_weight(const ibvi_optimizer *opt, float *weight)
         return status;
     IBVI_CHECK_NOT_NULL(fn, weight);
     *weight = opt->kl_weight;
+    return IBVI_OK;
+}
+
+int ibvi_optimizer_set_deferred(ibvi_optimizer *opt, int32_t steps)
+{
+    static const char fn[] = "ibvi_optimizer_set_deferred";
+    int status = check_optimizer(opt, fn);
+    if (status < 0)
+        return status;
+    if (steps != IBVI_DEFERRED_AUTO && steps != 0 &&
+        !(steps >= 2 && steps <= IBVI_DEFERRED_MAX_STEPS))
+        return ibvi__fail(IBVI_ERR_INVALID_ARG,
+                          "%s: steps = %d, expected -1 (the cost model's "
+                          "window), 0 (the per-step path) or a window of 2..%d "
+                          "steps", fn, (int)steps, IBVI_DEFERRED_MAX_STEPS);
+    const int32_t old = opt->window_steps;
+    opt->window_steps = steps;
+    if (opt->net_gone)
+        return IBVI_OK;
+    if (steps == 0) { /* the window's memory goes back */
+        if (opt->window_active)
+            ibvi__net_settle(opt->net);
+        ibvi__window_free(&opt->allocator, opt->window);
+        opt->window = NULL;
+        return IBVI_OK;
+    }
+    /* A reserved network keeps its no-allocation promise. */
+    status = reserve_window(opt, opt->net->ws_samples, fn);
+    if (status < 0)
+        opt->window_steps = old;
+    return status;
+}
+
+int ibvi_optimizer_get_deferred(const ibvi_optimizer *opt, int32_t *steps)
+{
+    static const char fn[] = "ibvi_optimizer_get_deferred";
+    int status = check_optimizer(opt, fn);
+    if (status < 0)
+        return status;
+    IBVI_CHECK_NOT_NULL(fn, steps);
+    *steps = opt->window_steps;
     return IBVI_OK;
 }

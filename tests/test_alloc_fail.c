@@ -215,6 +215,7 @@ static void scenario(run *r)
     ibvi_swag *swag = NULL;
     ibvi_predictor *spred = NULL;
     ibvi_optimizer *opt = NULL, *opt2 = NULL, *opt3 = NULL, *copt = NULL;
+    ibvi_optimizer *dopt = NULL;
     ibvi_predictor *pred = NULL, *ens = NULL, *cpred = NULL;
     ibvi_metrics *m = NULL;
     ibvi_net *lnet = NULL, *lpost = NULL;
@@ -271,6 +272,21 @@ static void scenario(run *r)
                                                IBVI_LOSS_SOFTMAX_XENT, labels,
                                                NULL, &loss));
     mix(r, &loss, sizeof loss);
+    /* deferred factor updates (docs/deferred.md): the window's storage is
+     * allocated at the optimizer's creation on a network with a workspace,
+     * by ibvi_optimizer_set_deferred and by ibvi_net_reserve (more
+     * samples), so the deferred train steps allocate nothing */
+    CREATE(r, "ibvi_optimizer_create", dopt,
+           ibvi_optimizer_create(&dopt, net, IBVI_OPT_SGD, 0.02f));
+    CALL(r, "ibvi_optimizer_set_deferred", ibvi_optimizer_set_deferred(dopt, 3));
+    CALL(r, "ibvi_net_reserve", ibvi_net_reserve(net, 12, 6));
+    for (int t = 0; t < 5; t++) {
+        CALL(r, "ibvi_train_step", ibvi_train_step(net, dopt, x, 12, 6,
+                                                   IBVI_LOSS_SOFTMAX_XENT,
+                                                   labels, NULL, &loss));
+        mix(r, &loss, sizeof loss);
+    }
+    mix_saved(r, net, dopt);
 
     /* prediction */
     CREATE(r, "ibvi_predictor_create", pred,
@@ -445,6 +461,7 @@ cleanup:
     ibvi_net_free(cnet);
     ibvi_predictor_free(ens);
     ibvi_predictor_free(pred);
+    ibvi_optimizer_free(dopt);
     ibvi_optimizer_free(opt3);
     ibvi_optimizer_free(opt2);
     ibvi_optimizer_free(opt);

@@ -3,9 +3,8 @@
  * factor updates"): for SGD, momentum and Nesterov the optimizer may keep a
  * window of B steps' factor gradients and apply them to S and its velocity
  * in one pass. These tests hold that path to the per-step fused path
- * (forced with the internal environment variable IBVI_DEFERRED=0, read when
- * an optimizer is created), on twin networks trained on the same data with
- * the same noise:
+ * (ibvi_optimizer_set_deferred(opt, 0)), on twin networks trained on the
+ * same data with the same noise:
  *   - thousands of steps of SGD, momentum and Nesterov, 1 and 3 samples, a
  *     learning rate changed every step (cosine), forced windows of 2..8
  *     steps and the cost model's: means and factors agree to a relative
@@ -18,6 +17,8 @@
  *     does a model saved mid-window, loaded and trained on; writes
  *     mid-window (ibvi_layer_set_factor, ibvi_net_set_params) land as on
  *     the per-step path;
+ *   - a run saved mid-window (every position) and loaded trains on bit
+ *     for bit like the run that saved it (test_resume_exact);
  *   - a diverging step mid-window returns IBVI_ERR_NONFINITE and changes
  *     nothing, and training goes on equal;
  *   - 1 and 2 threads give bitwise the same parameters;
@@ -46,7 +47,7 @@ enum { PLAIN, MOMENTUM, NESTEROV, ADAM };
 
 /* 6 -> 24 (rank 10) -> tanh -> 3 (rank 3): muP, so the factor's groups
  * have different multipliers; rank 10 so that the cost model's window
- * (IBVI_DEFERRED unset) is 2 steps with 1 sample. */
+ * (the default request, -1) is 2 steps with 1 sample. */
 #define RANK0 10
 static ibvi_net *make_net(int32_t threads)
 {
@@ -60,15 +61,20 @@ static ibvi_net *make_net(int32_t threads)
     return net;
 }
 
-/* An optimizer made with IBVI_DEFERRED = mode ("0": the per-step path). */
-static ibvi_optimizer *make_opt(ibvi_net *net, int kind, const char *mode)
+/* An optimizer with ibvi_optimizer_set_deferred(mode) (0: the per-step
+ * path, -1: the cost model's window). */
+static ibvi_optimizer *make_opt(ibvi_net *net, int kind, int32_t mode)
 {
-    ck_assert_int_eq(setenv("IBVI_DEFERRED", mode, 1), 0);
     ibvi_optimizer *opt = NULL;
     CK_OK(ibvi_optimizer_create(&opt, net,
                                 kind == ADAM ? IBVI_OPT_ADAM : IBVI_OPT_SGD,
                                 0.05f));
-    unsetenv("IBVI_DEFERRED");
+    int32_t got = 99;
+    CK_OK(ibvi_optimizer_get_deferred(opt, &got));
+    ck_assert_int_eq(got, IBVI_DEFERRED_AUTO); /* the default */
+    CK_OK(ibvi_optimizer_set_deferred(opt, mode));
+    CK_OK(ibvi_optimizer_get_deferred(opt, &got));
+    ck_assert_int_eq(got, mode);
     if (kind == PLAIN)
         CK_OK(ibvi_optimizer_set_momentum(opt, 0.0f, 0));
     if (kind == NESTEROV)
@@ -165,14 +171,14 @@ static void finish_twins(ibvi_net *ref, ibvi_optimizer *oref, ibvi_net *def,
     ibvi_net_free(ref), ibvi_net_free(def);
 }
 
-/* Trains twins `steps` steps, the second with IBVI_DEFERRED = mode. */
-static void twin_run(int kind, int32_t samples, const char *mode,
+/* Trains twins `steps` steps, the second with the request `mode`. */
+static void twin_run(int kind, int32_t samples, int32_t mode,
                      int64_t steps)
 {
     data d;
     make_data(&d);
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
     ibvi_optimizer *odef = make_opt(def, kind, mode);
     double worst = 0.0;
     for (int64_t t = 0; t < steps; t++) {
@@ -188,31 +194,31 @@ static void twin_run(int kind, int32_t samples, const char *mode,
             const double e = rel_diff(a, b, 24 * IN + 24);
             worst = fmax(worst, e);
             ck_assert_msg(e <= tolerance(t + 1),
-                          "kind %d, M %d, mode %s, step %lld: means differ "
+                          "kind %d, M %d, mode %d, step %lld: means differ "
                           "by %g", kind, samples, mode, (long long)t, e);
         }
     }
     int bitwise;
     const double e = compare_params(ref, def, &bitwise);
-    fprintf(stderr, "deferred: kind %d M %d mode %s: %lld steps, relative "
+    fprintf(stderr, "deferred: kind %d M %d mode %d: %lld steps, relative "
                     "difference %.3g (means mid-run %.3g), tolerance %.3g\n",
             kind, samples, mode, (long long)steps, e, worst, tolerance(steps));
-    ck_assert_msg(e <= tolerance(steps), "kind %d, M %d, mode %s: %g", kind,
+    ck_assert_msg(e <= tolerance(steps), "kind %d, M %d, mode %d: %g", kind,
                   samples, mode, e);
-    if (kind == ADAM || strcmp(mode, "0") == 0)
+    if (kind == ADAM || mode == 0)
         ck_assert_msg(bitwise, "Adam (or the per-step path) changed");
-    else if (strcmp(mode, "auto") == 0 && samples > 1)
+    else if (mode == IBVI_DEFERRED_AUTO && samples > 1)
         ck_assert_msg(bitwise, "the cost model's window with 3 samples "
                       "exceeds its memory cap: the per-step path");
     else
-        ck_assert_msg(!bitwise, "kind %d mode %s: bitwise the per-step "
+        ck_assert_msg(!bitwise, "kind %d mode %d: bitwise the per-step "
                       "values: the window did not run", kind, mode);
     ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
     ibvi_net_free(ref), ibvi_net_free(def);
 }
 
 static const int KINDS[] = {PLAIN, MOMENTUM, NESTEROV};
-static const char *const MODES[] = {"2", "4", "5", "8", "auto"};
+static const int32_t MODES[] = {2, 4, 5, 8, IBVI_DEFERRED_AUTO};
 
 START_TEST(test_long_runs)
 {
@@ -226,8 +232,60 @@ END_TEST
 
 START_TEST(test_adam_unchanged)
 {
-    twin_run(ADAM, 1, "4", 400);
-    twin_run(ADAM, 3, "auto", 200);
+    twin_run(ADAM, 1, 4, 400);
+    twin_run(ADAM, 3, IBVI_DEFERRED_AUTO, 200);
+}
+END_TEST
+
+static uint8_t *save(ibvi_net *net, ibvi_optimizer *opt, int64_t *size);
+static int same_files(ibvi_net *a, ibvi_optimizer *oa, ibvi_net *b,
+                      ibvi_optimizer *ob);
+
+/* Networks the window never serves: no low-rank layer (0), diagonal
+ * (mean-field) layers (1), a rank above the window's 64 (2); and make_net
+ * (3), trained with more samples than a window takes. */
+static ibvi_net *per_step_net(int variant)
+{
+    if (variant == 3)
+        return make_net(1);
+    ibvi_net *net = NULL;
+    CK_OK(ibvi_net_create(&net, IN, NULL));
+    CK_OK(ibvi_net_add_dense(net, 24, variant == 2 ? 65 : 0));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, CLASSES, 0));
+    if (variant == 1)
+        for (int32_t l = 0; l < 3; l += 2) {
+            ibvi_covariance_options o = IBVI_COVARIANCE_OPTIONS_INIT;
+            CK_OK(ibvi_net_set_covariance(net, l, &o));
+        }
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 7));
+    return net;
+}
+
+/* The default request and a fixed window leave these bitwise on the
+ * per-step path: the standard network is unchanged by deferred updates. */
+START_TEST(test_per_step_cases)
+{
+    data d;
+    make_data(&d);
+    const int32_t samples = _i == 3 ? 9 : 2;
+    for (int m = 0; m < 2; m++) {
+        const int32_t mode = m ? 4 : IBVI_DEFERRED_AUTO;
+        for (int kind = MOMENTUM; kind <= NESTEROV; kind++) {
+            ibvi_net *ref = per_step_net(_i), *def = per_step_net(_i);
+            ibvi_optimizer *oref = make_opt(ref, kind, 0);
+            ibvi_optimizer *odef = make_opt(def, kind, mode);
+            for (int64_t t = 0; t < 60; t++) {
+                step(ref, oref, &d, t, 60, samples, scale_of(kind));
+                step(def, odef, &d, t, 60, samples, scale_of(kind));
+            }
+            ck_assert_msg(same_files(ref, oref, def, odef),
+                          "network %d, request %d, kind %d: not bitwise the "
+                          "per-step path", _i, mode, kind);
+            ibvi_optimizer_free(oref), ibvi_optimizer_free(odef);
+            ibvi_net_free(ref), ibvi_net_free(def);
+        }
+    }
 }
 END_TEST
 
@@ -265,8 +323,8 @@ START_TEST(test_reads_mid_window)
     make_data(&d);
     const int64_t steps = 600;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "5");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 5);
     float probs_a[N * CLASSES], probs_b[N * CLASSES];
     for (int64_t t = 0; t < steps; t++) {
         step(ref, oref, &d, t, steps, 1, scale_of(kind));
@@ -303,9 +361,9 @@ START_TEST(test_reads_mid_window)
             ibvi_net *la, *lb;
             ibvi_optimizer *loa, *lob;
             CK_OK(ibvi_net_load_buffer(&la, &loa, ba, sa, NULL));
-            ck_assert_int_eq(setenv("IBVI_DEFERRED", "5", 1), 0);
+            CK_OK(ibvi_optimizer_set_deferred(loa, 0));
             CK_OK(ibvi_net_load_buffer(&lb, &lob, bb, sb, NULL));
-            unsetenv("IBVI_DEFERRED");
+            CK_OK(ibvi_optimizer_set_deferred(lob, 5));
             free(ba), free(bb);
             /* the loaded twins go on from here, the originals too */
             for (int64_t u = t + 1; u < t + 30; u++) {
@@ -328,6 +386,81 @@ START_TEST(test_reads_mid_window)
 }
 END_TEST
 
+/* A whole save (network and optimizer) as bytes, for bitwise comparison:
+ * parameters, optimizer state, step count, the generator's position. */
+static int same_files(ibvi_net *a, ibvi_optimizer *oa, ibvi_net *b,
+                      ibvi_optimizer *ob)
+{
+    int64_t sa, sb;
+    uint8_t *fa = save(a, oa, &sa), *fb = save(b, ob, &sb);
+    const int same = sa == sb && memcmp(fa, fb, (size_t)sa) == 0;
+    free(fa), free(fb);
+    return same;
+}
+
+/* Exact resume (include/ibvi/io.h, docs/deferred.md): a run saved to a
+ * buffer at step k, at each position of its window (k = K0 .. K0 + 4),
+ * and loaded, trains on for 200+ steps bit for bit like the run that
+ * saved it (the saving run goes on after its save): every parameter, the
+ * optimizer's state and step count and the generator's position. A twin
+ * never settled differs from the saved one by rounding only. _i: momentum
+ * or Nesterov x 1 or 3 samples. */
+#define K0 23
+#define RESUME_STEPS 220
+START_TEST(test_resume_exact)
+{
+    const int kind = _i % 2 ? NESTEROV : MOMENTUM;
+    const int32_t samples = _i / 2 ? 3 : 1, mode = samples == 1 ? 5 : 3;
+    data d;
+    make_data(&d);
+    const int64_t total = K0 + 5 + RESUME_STEPS;
+    for (int64_t k = K0; k < K0 + 5; k++) {
+        ibvi_net *a = make_net(1), *never = make_net(1);
+        ibvi_optimizer *oa = make_opt(a, kind, mode);
+        ibvi_optimizer *on = make_opt(never, kind, mode);
+        for (int64_t t = 0; t < k; t++) {
+            step(a, oa, &d, t, total, samples, scale_of(kind));
+            step(never, on, &d, t, total, samples, scale_of(kind));
+        }
+        int64_t size;
+        uint8_t *buf = save(a, oa, &size); /* mid-window: settles a */
+        ibvi_net *b;
+        ibvi_optimizer *ob;
+        CK_OK(ibvi_net_load_buffer(&b, &ob, buf, size, NULL));
+        free(buf);
+        int32_t loaded = 0;
+        CK_OK(ibvi_optimizer_get_deferred(ob, &loaded));
+        ck_assert_int_eq(loaded, IBVI_DEFERRED_AUTO); /* not in the file */
+        CK_OK(ibvi_optimizer_set_deferred(ob, mode));
+        for (int64_t t = k; t < k + RESUME_STEPS; t++) {
+            step(a, oa, &d, t, total, samples, scale_of(kind));
+            step(b, ob, &d, t, total, samples, scale_of(kind));
+            step(never, on, &d, t, total, samples, scale_of(kind));
+        }
+        int64_t n;
+        float *pa = params(a, &n), *pb = params(b, &n);
+        ck_assert_msg(memcmp(pa, pb, (size_t)n * sizeof(float)) == 0,
+                      "kind %d M %d saved at step %lld: the resumed run's "
+                      "parameters differ from the saving run's (relative "
+                      "%.3g)", kind, samples, (long long)k,
+                      rel_diff(pa, pb, n));
+        free(pa), free(pb);
+        ck_assert_msg(same_files(a, oa, b, ob),
+                      "kind %d M %d saved at step %lld: the optimizer "
+                      "state, step count or generator position differ",
+                      kind, samples, (long long)k);
+        int bitwise;
+        const double e = compare_params(a, never, &bitwise);
+        ck_assert_msg(e <= tolerance(k + RESUME_STEPS),
+                      "kind %d M %d: settled at %lld vs never: %g", kind,
+                      samples, (long long)k, e);
+        ibvi_optimizer_free(oa), ibvi_optimizer_free(ob);
+        ibvi_optimizer_free(on);
+        ibvi_net_free(a), ibvi_net_free(b), ibvi_net_free(never);
+    }
+}
+END_TEST
+
 /* A step with a learning rate far too large, at every window position:
  * IBVI_ERR_NONFINITE, nothing changed, and training goes on equal. */
 START_TEST(test_nonfinite_mid_window)
@@ -337,8 +470,8 @@ START_TEST(test_nonfinite_mid_window)
     make_data(&d);
     const int64_t steps = 300;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "4");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 4);
     for (int64_t t = 0; t < steps; t++) {
         step(ref, oref, &d, t, steps, 1, scale_of(kind));
         step(def, odef, &d, t, steps, 1, scale_of(kind));
@@ -386,8 +519,8 @@ START_TEST(test_writes_mid_window)
     make_data(&d);
     const int64_t steps = 240;
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, kind, "0");
-    ibvi_optimizer *odef = make_opt(def, kind, "5");
+    ibvi_optimizer *oref = make_opt(ref, kind, 0);
+    ibvi_optimizer *odef = make_opt(def, kind, 5);
     const int64_t noise = ibvi_net_noise_size(ref);
     float z[2 * 64], out_a[2 * N * CLASSES], out_b[2 * N * CLASSES];
     ck_assert_int_le(2 * noise, 2 * 64);
@@ -448,8 +581,8 @@ START_TEST(test_threads_bitwise)
     make_data(&d);
     for (int k = 0; k < 3; k++) {
         ibvi_net *one = make_net(1), *two = make_net(2);
-        ibvi_optimizer *o1 = make_opt(one, KINDS[k], "6");
-        ibvi_optimizer *o2 = make_opt(two, KINDS[k], "6");
+        ibvi_optimizer *o1 = make_opt(one, KINDS[k], 6);
+        ibvi_optimizer *o2 = make_opt(two, KINDS[k], 6);
         for (int64_t t = 0; t < 200; t++) {
             step(one, o1, &d, t, 200, 3, scale_of(KINDS[k]));
             step(two, o2, &d, t, 200, 3, scale_of(KINDS[k]));
@@ -471,8 +604,8 @@ START_TEST(test_lifetimes)
     data d;
     make_data(&d);
     ibvi_net *ref = make_net(1), *def = make_net(1);
-    ibvi_optimizer *oref = make_opt(ref, MOMENTUM, "0");
-    ibvi_optimizer *odef = make_opt(def, MOMENTUM, "8");
+    ibvi_optimizer *oref = make_opt(ref, MOMENTUM, 0);
+    ibvi_optimizer *odef = make_opt(def, MOMENTUM, 8);
     for (int64_t t = 0; t < 203; t++) {
         step(ref, oref, &d, t, 400, 1, 0.1f);
         step(def, odef, &d, t, 400, 1, 0.1f);
@@ -481,8 +614,8 @@ START_TEST(test_lifetimes)
             CK_OK(ibvi_optimizer_set_momentum(odef, 0.5f, 1));
         }
         if (t == 100) { /* a second optimizer takes over for a while */
-            ibvi_optimizer *xa = make_opt(ref, PLAIN, "0");
-            ibvi_optimizer *xb = make_opt(def, PLAIN, "3");
+            ibvi_optimizer *xa = make_opt(ref, PLAIN, 0);
+            ibvi_optimizer *xb = make_opt(def, PLAIN, 3);
             for (int64_t u = 0; u < 10; u++) {
                 step(ref, xa, &d, t + u, 400, 1, 1.0f);
                 step(def, xb, &d, t + u, 400, 1, 1.0f);
@@ -498,7 +631,7 @@ START_TEST(test_lifetimes)
     ibvi_optimizer_free(odef); /* mid-window: its steps land in S */
     check_factor(ref, def, 220);
     /* the network first, then its optimizer */
-    ibvi_optimizer *o = make_opt(def, MOMENTUM, "8");
+    ibvi_optimizer *o = make_opt(def, MOMENTUM, 8);
     for (int64_t t = 0; t < 3; t++)
         step(def, o, &d, t, 400, 1, 0.1f);
     ibvi_net_free(def);
@@ -514,7 +647,9 @@ static Suite *deferred_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_long_runs, 0, 6);
     tcase_add_test(tc, test_adam_unchanged);
+    tcase_add_loop_test(tc, test_per_step_cases, 0, 4);
     tcase_add_loop_test(tc, test_reads_mid_window, 0, 3);
+    tcase_add_loop_test(tc, test_resume_exact, 0, 4);
     tcase_add_loop_test(tc, test_nonfinite_mid_window, 0, 3);
     tcase_add_loop_test(tc, test_writes_mid_window, 0, 3);
     tcase_add_test(tc, test_threads_bitwise);

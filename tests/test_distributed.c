@@ -188,6 +188,9 @@ static ibvi_optimizer *make_opt(ibvi_net *net, int c)
     CK_OK(ibvi_optimizer_create(&opt, net, c == 3 ? IBVI_OPT_ADAM
                                                   : IBVI_OPT_SGD,
                                 c == 3 ? 0.01f : 0.05f));
+    /* A host's steps never defer: the internal step they are compared
+     * with bitwise takes the per-step path too (docs/deferred.md). */
+    CK_OK(ibvi_optimizer_set_deferred(opt, 0));
     if (c == 0)
         CK_OK(ibvi_optimizer_set_momentum(opt, 0.0f, 0));
     if (c == 2)

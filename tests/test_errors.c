@@ -1046,6 +1046,71 @@ START_TEST(test_reserve_no_alloc)
 }
 END_TEST
 
+/* Deferred factor updates (docs/deferred.md) after ibvi_net_reserve
+ * allocate nothing either: the window is reserved by ibvi_net_reserve for
+ * an optimizer created before it (_i = 0), at the creation of one created
+ * after it (_i = 1), and by ibvi_optimizer_set_deferred (_i = 2, a fixed
+ * window); and the window ran (the factors are not bitwise the per-step
+ * twin's). */
+static ibvi_net *deferred_net(const ibvi_allocator *a)
+{
+    ibvi_net *net = tu_net_new(6, a);
+    CK_OK(ibvi_net_add_dense(net, 24, 10));
+    CK_OK(ibvi_net_add_activation(net, IBVI_ACT_TANH));
+    CK_OK(ibvi_net_add_dense(net, 3, 3));
+    CK_OK(ibvi_net_init(net, IBVI_PARAM_MUP, 7));
+    return net;
+}
+
+START_TEST(test_reserve_no_alloc_deferred)
+{
+    tu_alloc_stats st;
+    memset(&st, 0, sizeof st);
+    st.fail_after = -1;
+    ibvi_allocator a = tu_counting_allocator(&st);
+    ibvi_net *net = deferred_net(&a), *ref = deferred_net(NULL);
+    ibvi_optimizer *opt = NULL, *oref = NULL;
+    if (_i == 0) {
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.005f));
+        CK_OK(ibvi_net_reserve(net, 16, 1));
+    } else {
+        CK_OK(ibvi_net_reserve(net, 16, 1));
+        CK_OK(ibvi_optimizer_create(&opt, net, IBVI_OPT_SGD, 0.005f));
+    }
+    if (_i == 2)
+        CK_OK(ibvi_optimizer_set_deferred(opt, 6));
+    CK_OK(ibvi_optimizer_create(&oref, ref, IBVI_OPT_SGD, 0.005f));
+    CK_OK(ibvi_optimizer_set_deferred(oref, 0));
+    float x[16 * 6], loss;
+    int32_t labels[16];
+    for (int i = 0; i < 16 * 6; i++)
+        x[i] = 0.1f * (float)(i % 11) - 0.5f;
+    for (int i = 0; i < 16; i++)
+        labels[i] = i % 3;
+    const long before = st.allocs;
+    for (int t = 0; t < 40; t++) {
+        CK_OK(ibvi_train_step(net, opt, x, 16, 1, IBVI_LOSS_SOFTMAX_XENT,
+                              labels, NULL, &loss));
+        CK_OK(ibvi_train_step(ref, oref, x, 16, 1, IBVI_LOSS_SOFTMAX_XENT,
+                              labels, NULL, &loss));
+    }
+    ck_assert_msg(st.allocs == before, "%ld allocations after reserve",
+                  st.allocs - before);
+    const int64_t n = ibvi_net_param_count(net);
+    float *p = malloc((size_t)n * sizeof(float));
+    float *q = malloc((size_t)n * sizeof(float));
+    ck_assert(p && q);
+    CK_OK(ibvi_net_get_params(net, p, n));
+    CK_OK(ibvi_net_get_params(ref, q, n));
+    ck_assert_msg(memcmp(p, q, (size_t)n * sizeof(float)) != 0,
+                  "bitwise the per-step values: no window ran");
+    free(p), free(q);
+    ibvi_optimizer_free(opt), ibvi_optimizer_free(oref);
+    ibvi_net_free(net), ibvi_net_free(ref);
+    ck_assert_int_eq(st.allocs, st.frees);
+}
+END_TEST
+
 /* ---- queries on a valid network ----------------------------------------------------------- */
 
 START_TEST(test_queries)
@@ -1269,6 +1334,7 @@ static Suite *errors_suite(void)
     tcase_add_test(ta, test_allocator_balances);
     tcase_add_test(ta, test_allocator_failures);
     tcase_add_test(ta, test_reserve_no_alloc);
+    tcase_add_loop_test(ta, test_reserve_no_alloc_deferred, 0, 3);
     suite_add_tcase(s, ta);
     return s;
 }

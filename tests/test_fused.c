@@ -208,6 +208,9 @@ static ibvi_optimizer *make_optimizer(ibvi_net *net, const settings *o)
 {
     ibvi_optimizer *opt = NULL;
     CK_OK(ibvi_optimizer_create(&opt, net, o->kind, o->lr));
+    /* The per-step single pass is what these tests hold to the reference
+     * (deferred factor updates: docs/deferred.md, tests/test_deferred.c). */
+    CK_OK(ibvi_optimizer_set_deferred(opt, 0));
     if (o->kind == IBVI_OPT_SGD)
         CK_OK(ibvi_optimizer_set_momentum(opt, o->momentum, o->nesterov));
     else

@@ -2449,6 +2449,34 @@ static void sw_optimizer_set_kl_weight(void)
     CK_OK(ibvi_optimizer_set_kl_weight(F.sgd, 0.0f));
 }
 
+static void sw_optimizer_set_deferred(void)
+{
+    const char *fn = "ibvi_optimizer_set_deferred";
+    EXPECT(fn, ibvi_optimizer_set_deferred(NULL, 0), A);
+    const int32_t bad[] = {-2, 1, IBVI_DEFERRED_MAX_STEPS + 1, INT32_MIN,
+                           INT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(fn, ibvi_optimizer_set_deferred(F.sgd, bad[i]), A);
+    int32_t steps = 0;
+    CK_OK(ibvi_optimizer_get_deferred(F.sgd, &steps));
+    ck_assert_int_eq(steps, IBVI_DEFERRED_AUTO); /* unchanged */
+    CK_OK(ibvi_optimizer_set_deferred(F.sgd, IBVI_DEFERRED_MAX_STEPS));
+    CK_OK(ibvi_optimizer_set_deferred(F.adam, 2)); /* Adam: per-step anyway */
+    CK_OK(ibvi_optimizer_set_deferred(F.sgd, 0));
+    CK_OK(ibvi_optimizer_set_deferred(F.sgd, IBVI_DEFERRED_AUTO));
+    CK_OK(ibvi_optimizer_set_deferred(F.adam, IBVI_DEFERRED_AUTO));
+}
+
+static void sw_optimizer_get_deferred(void)
+{
+    const char *fn = "ibvi_optimizer_get_deferred";
+    int32_t steps = 5;
+    EXPECT(fn, ibvi_optimizer_get_deferred(NULL, &steps), A);
+    EXPECT(fn, ibvi_optimizer_get_deferred(F.sgd, NULL), A);
+    CK_OK(ibvi_optimizer_get_deferred(F.adam, &steps));
+    ck_assert_int_eq(steps, IBVI_DEFERRED_AUTO);
+}
+
 static void sw_optimizer_get_kl_weight(void)
 {
     const char *fn = "ibvi_optimizer_get_kl_weight";
@@ -2887,6 +2915,8 @@ static const api_row api_table[] = {
     ROW(net_kl),
     ROW(optimizer_set_kl_weight),
     ROW(optimizer_get_kl_weight),
+    ROW(optimizer_set_deferred),
+    ROW(optimizer_get_deferred),
     ROW(optimizer_create),
     ROW(optimizer_free),
     ROW(optimizer_set_lr),

@@ -9,7 +9,13 @@
  * hyper-parameters, step count and momentum or Adam moments). A network
  * saved and loaded again predicts bit for bit like the original, and
  * training resumed from a file with its optimizer gives bit for bit the
- * parameters of an uninterrupted run with the same data. Not saved: the
+ * parameters of the run that saved it, continued with the same data (and
+ * the same ibvi_optimizer_set_deferred request, a runtime schedule the
+ * file does not record: a loaded optimizer has the default, -1). A save
+ * settles the deferred factor updates (optimizer.h) and leaves the saving
+ * run exactly as its loaded copy; a run that never saved may differ from
+ * both by rounding in the factors, as its window flushed at other steps
+ * (docs/deferred.md). Not saved: the
  * gradients and the cached forward pass (a loaded network needs a
  * forward and backward pass before ibvi_optimizer_step(); ibvi_train_step()
  * does both), the workspace size, and the allocator.

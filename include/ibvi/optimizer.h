@@ -107,6 +107,43 @@ IBVI_API int ibvi_optimizer_set_kl_weight(ibvi_optimizer *opt, float weight);
 IBVI_API int ibvi_optimizer_get_kl_weight(const ibvi_optimizer *opt,
                                           float *weight);
 
+/* Deferred factor updates (docs/deferred.md): for SGD (plain, momentum,
+ * Nesterov) on a network with low-rank layers (rank <= 64) and steps of
+ * at most 8 samples, the optimizer may keep a window of the last B steps'
+ * factor gradients and apply them to every covariance factor S and its
+ * velocity in one pass, instead of one pass per step. The means step as
+ * always; the factors, their velocities and the forwards' weights equal
+ * the per-step path's up to rounding (a few float ulps per step, not bit
+ * for bit). Every public read or write of a factor, of the flat
+ * parameters or of the optimizer's state, a save, a predictor, a forward
+ * with other noise and ibvi_optimizer_reset first settle the window: the
+ * network and optimizer are then exactly as a copy saved and loaded at
+ * that moment (include/ibvi/io.h), so a run resumed from a file continues
+ * bit for bit like the run that saved it. Adam, diagonal (mean-field)
+ * layers, steps of more than 8 samples and ranks above 64 always take the
+ * per-step path.
+ * steps: IBVI_DEFERRED_AUTO (-1, the default) the cost model's window,
+ * which defers only where it moves less memory than the per-step path and
+ * whose memory stays within the model's parameters' (ibvi_net_param_count
+ * floats); 0 the per-step path (bit for bit the library's values before
+ * deferred updates); 2..IBVI_DEFERRED_MAX_STEPS a window of that many
+ * steps, whatever its memory. The request is a runtime schedule, not
+ * saved in model files: a loaded optimizer starts at -1.
+ * Memory: when the network has a workspace (ibvi_net_reserve, or a past
+ * forward) the window's storage is allocated here and at
+ * ibvi_optimizer_create, and ibvi_net_reserve reserves it for the
+ * optimizers already created, so train steps within the reserved sizes
+ * allocate nothing; otherwise the first deferred step allocates it (and
+ * takes the per-step path if that fails). 0 frees it.
+ * Returns IBVI_OK, IBVI_ERR_INVALID_ARG (another value) or
+ * IBVI_ERR_NOMEM (the request unchanged). */
+#define IBVI_DEFERRED_AUTO (-1)
+#define IBVI_DEFERRED_MAX_STEPS 16
+IBVI_API int ibvi_optimizer_set_deferred(ibvi_optimizer *opt, int32_t steps);
+/* The request of ibvi_optimizer_set_deferred (-1, 0 or 2..16) into *steps. */
+IBVI_API int ibvi_optimizer_get_deferred(const ibvi_optimizer *opt,
+                                         int32_t *steps);
+
 #ifdef __cplusplus
 }
 #endif

@@ -42,7 +42,7 @@ from ._net import (COVARIANCE_OPTIONS_VERSION, DEFAULT_INIT_SIGMA,
                    Param, Role)
 from ._laplace import (LAPLACE_OPTIONS_VERSION, Laplace, LaplacePrior,
                        LaplaceStructure)
-from ._optim import Optimizer, OptimizerKind, train_step
+from ._optim import Optimizer, OptimizerKind, train_step, DEFERRED_AUTO, DEFERRED_MAX_STEPS
 from ._predictor import (HEAD_OPTIONS_VERSION, HeadKind, Prediction,
                          Predictor, fit_noise_std)
 from ._swag import (DIAG_LOWRANK_MAX_RANK, SWAG_DEFAULT_RANK,

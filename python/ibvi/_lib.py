@@ -149,6 +149,9 @@ PROTOTYPES = {
     "ibvi_optimizer_set_adam": (STATUS, [H, c_float, c_float, c_float]),
     "ibvi_optimizer_set_kl_weight": (STATUS, [H, c_float]),
     "ibvi_optimizer_get_kl_weight": (STATUS, [H, F]),
+    # deferred factor updates (issue 15 part 2, docs/deferred.md)
+    "ibvi_optimizer_set_deferred": (STATUS, [H, c_int32]),
+    "ibvi_optimizer_get_deferred": (STATUS, [H, I32P]),
     "ibvi_optimizer_step": (STATUS, [H]),
     "ibvi_optimizer_step_count": (VALUE64, [H]),
     "ibvi_optimizer_reset": (STATUS, [H]),

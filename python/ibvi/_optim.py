@@ -12,6 +12,11 @@ from ._loss import LossKind, _targets
 from ._util import Enum, Handle, Resource, as_enum, fp, ip
 
 
+#: IBVI_DEFERRED_AUTO and IBVI_DEFERRED_MAX_STEPS of optimizer.h: the
+#: requests of Optimizer.deferred (the cost model's window; the longest).
+DEFERRED_AUTO = -1
+DEFERRED_MAX_STEPS = 16
+
 class OptimizerKind(Enum):
     """ibvi_optimizer_kind."""
     SGD = 0
@@ -168,6 +173,22 @@ class Optimizer(Handle):
 
     def get_kl_weight(self):
         return self.kl_weight
+
+    @property
+    def deferred(self):
+        """Deferred factor updates (docs/deferred.md): -1 the cost model's
+        window (the default), 0 the per-step path, 2..16 a fixed window of
+        that many steps (ibvi_optimizer_set_deferred)."""
+        v = ctypes.c_int32()
+        with self._use() as h:
+            lib.ibvi_optimizer_get_deferred(h, ctypes.byref(v))
+        return v.value
+
+    @deferred.setter
+    def deferred(self, steps):
+        s = _util.cint(steps, _util.INT32, "Optimizer.deferred", "steps")
+        with self._use() as h:
+            lib.ibvi_optimizer_set_deferred(h, s)
 
     def step(self):
         """One update from the network's current gradients."""

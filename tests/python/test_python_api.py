@@ -711,6 +711,37 @@ class MeanField(unittest.TestCase):
         self.assertEqual(back_opt.kl_weight, 0.5)
         np.testing.assert_array_equal(back.layer(2).rho, net.layer(2).rho)
 
+    def test_optimizer_deferred(self):
+        """Optimizer.deferred (docs/deferred.md): -1 by default, 0 and
+        2..16 accepted, others refused under the C function's name; a fixed
+        window trains to the per-step values up to rounding."""
+        def run(mode):
+            net = ibvi.Net(6)
+            net.add_dense(24, rank=10)
+            net.add_activation("tanh")
+            net.add_dense(3, rank=3)
+            net.init("mup", seed=7)
+            opt = net.optimizer("sgd", lr=0.005)
+            self.assertEqual(opt.deferred, -1)
+            opt.deferred = mode
+            self.assertEqual(opt.deferred, mode)
+            rng = np.random.default_rng(3)
+            x = rng.standard_normal((16, 6)).astype(np.float32)
+            y = (np.arange(16) % 3).astype(np.int32)
+            for _ in range(40):
+                opt.train_step(x, labels=y)
+            return net.get_params()
+        for bad in (1, -2, 17):
+            with self.assertRaisesRegex(ibvi.InvalidArgument,
+                                        "ibvi_optimizer_set_deferred"):
+                run(bad)
+        with self.assertRaises(ibvi.InvalidArgument):
+            run(2.0)
+        ref, win = run(0), run(4)
+        self.assertFalse(np.array_equal(ref, win))  # the window ran
+        np.testing.assert_allclose(win, ref, rtol=0,
+                                   atol=1e-5 * np.abs(ref).max())
+
 
 if __name__ == "__main__":
     unittest.main()
